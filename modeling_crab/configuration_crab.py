@@ -1,0 +1,112 @@
+"""Configuration of Crab (Ueda, Lima & Costa, arXiv 2603.23673): a speech encoder, a text encoder and the Crab head."""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+MLCS_TAPS = ("audio_unimodal", "text_unimodal", "audio_pooled", "text_pooled", "fusion")
+
+# Sub-config defaults shaped like the paper's encoders; `from_pretrained_encoders` replaces them with the real ones.
+WAVLM_LARGE = {
+    "model_type": "wavlm",
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "intermediate_size": 4096,
+    "feat_extract_norm": "layer",
+    "do_stable_layer_norm": True,
+    "conv_bias": True,
+    "feat_proj_dropout": 0.1,
+    "layerdrop": 0.1,
+    "mask_time_prob": 0.075,
+}
+ROBERTA_LARGE = {
+    "model_type": "roberta",
+    "vocab_size": 50265,
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "intermediate_size": 4096,
+    "max_position_embeddings": 514,
+    "type_vocab_size": 1,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+    "layer_norm_eps": 1e-5,
+}
+
+
+def _as_sub_config(value: dict | PreTrainedConfig | None, default: dict) -> PreTrainedConfig:
+    if isinstance(value, PreTrainedConfig):
+        return value
+    kwargs = dict(default if value is None else value)
+    model_type = kwargs.pop("model_type", default["model_type"])
+    if model_type not in CONFIG_MAPPING:
+        raise ValueError(f"sub-config model_type '{model_type}' is not a transformers model type")
+    return CONFIG_MAPPING[model_type](**kwargs)
+
+
+class CrabConfig(PreTrainedConfig):
+    r"""
+    Configuration of a Crab model: `audio_config` (WavLM, or any `AutoModel` speech encoder with a CNN feature
+    encoder such as wav2vec 2.0 or HuBERT), `text_config` (RoBERTa or another `AutoModel` text encoder), and the head.
+
+    Args:
+        fusion_hidden_size: h of SPEC §1; the GRUs are bidirectional, so cross-attention runs at 2h.
+        contrastive_dim: output width of every Contrastive Supervision Leg (CSL).
+        mask_padding: mask padded frames and tokens in the head. `False` reproduces the released head, which masks
+            nothing (GRUs, attention, pooling and the unimodal means all see padding).
+        unimodal_tap: where the unimodal CSLs read from. `"pre_gru"` (released code): time-mean of the projected,
+            normalised encoder features; `"post_gru"` (paper text): time-mean of the bi-GRU output.
+        mlcs_taps: the CSLs that contribute to the MLCS term (any subset of `MLCS_TAPS`).
+        mlcs_temperature / mlcs_weight: tau and alpha of the MLCS term (0.1 and 2.0 in the paper).
+        mlcs_loss: `"mpcl"` (the paper's multi-positive contrastive loss) or `"supcon"` (SupCon L_out).
+        use_csl_legs: build the training-only CSL legs; the inference export sets this to `False`.
+        audio_encoder_name / text_encoder_name: where `from_pretrained_encoders` loads encoder weights from.
+    """
+
+    model_type = "crab"
+    sub_configs = {"audio_config": AutoConfig, "text_config": AutoConfig}
+
+    audio_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    fusion_hidden_size: int = 512
+    contrastive_dim: int = 512
+    cross_attention_dropout: float = 0.5
+    classifier_dropout: float = 0.5
+    mask_padding: bool = True
+    unimodal_tap: str = "pre_gru"
+    mlcs_taps: list[str] | None = None
+    mlcs_temperature: float = 0.1
+    mlcs_weight: float = 2.0
+    mlcs_loss: str = "mpcl"
+    use_csl_legs: bool = True
+    audio_encoder_name: str = "microsoft/wavlm-large"
+    text_encoder_name: str = "roberta-large"
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        self.audio_config = _as_sub_config(self.audio_config, WAVLM_LARGE)
+        self.text_config = _as_sub_config(self.text_config, ROBERTA_LARGE)
+        self.mlcs_taps = list(MLCS_TAPS if self.mlcs_taps is None else self.mlcs_taps)
+        unknown = [tap for tap in self.mlcs_taps if tap not in MLCS_TAPS]
+        if unknown:
+            raise ValueError(f"mlcs_taps {unknown} are not CSL taps; choose from {list(MLCS_TAPS)}")
+        if self.unimodal_tap not in ("pre_gru", "post_gru"):
+            raise ValueError(
+                f"unimodal_tap='{self.unimodal_tap}'; use 'pre_gru' (released code) or 'post_gru' (paper)"
+            )
+        if self.mlcs_loss not in ("mpcl", "supcon"):
+            raise ValueError(f"mlcs_loss='{self.mlcs_loss}'; use 'mpcl' or 'supcon'")
+        if self.fusion_hidden_size % 2:
+            raise ValueError(
+                f"fusion_hidden_size must be even (the unimodal legs use h/2), got {self.fusion_hidden_size}"
+            )
+        super().__post_init__(**kwargs)
+
+    @property
+    def audio_feeds_attention_mask(self) -> bool:
+        """Speech encoders with a layer-normalised CNN (WavLM/wav2vec 2.0 large) take an attention mask; group-norm
+        ones (base checkpoints) were trained on zero padding without one."""
+        return getattr(self.audio_config, "feat_extract_norm", "layer") == "layer"

@@ -1,0 +1,52 @@
+"""Inference export: a checkpoint without the training-only CSL legs, with the code that loads it anywhere."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .configuration_crab import CrabConfig
+from .modeling_crab import CrabForEmotionClassification, CrabModel
+from .processing_crab import CrabProcessor
+
+AUTO_MAP = {
+    "AutoConfig": "configuration_crab.CrabConfig",
+    "AutoModel": "modeling_crab.CrabModel",
+    "AutoModelForAudioClassification": "modeling_crab.CrabForEmotionClassification",
+}
+
+
+def register_auto_classes() -> None:
+    """Have `save_pretrained` write the Crab code next to every checkpoint, with `auto_map` entries for
+    `AutoConfig`, `AutoModel`, `AutoModelForAudioClassification` and `AutoProcessor`."""
+    CrabConfig.register_for_auto_class()
+    CrabModel.register_for_auto_class("AutoModel")
+    CrabForEmotionClassification.register_for_auto_class("AutoModelForAudioClassification")
+    CrabProcessor.register_for_auto_class("AutoProcessor")
+
+
+def save_with_code(model: CrabModel | CrabForEmotionClassification, out_dir: str | os.PathLike, **kwargs) -> None:
+    """`save_pretrained` with both model Auto keys in `auto_map` (one class keeps only one registration)."""
+    register_auto_classes()
+    model.config.auto_map = {**(getattr(model.config, "auto_map", None) or {}), **AUTO_MAP}
+    model.save_pretrained(out_dir, **kwargs)
+
+
+def export_for_inference(
+    model: CrabForEmotionClassification, processor: CrabProcessor | None, out_dir: str | os.PathLike
+) -> Path:
+    """Write `out_dir` with safetensors weights minus the CSL legs, a config with `use_csl_legs=False`, the
+    processor, and the remote-code files, loadable with `AutoModel`, `AutoModelForAudioClassification` and
+    `AutoProcessor` `.from_pretrained(out_dir, trust_remote_code=True)` where this package is not installed."""
+    out_dir = Path(out_dir)
+    model = getattr(model, "module", model)  # unwrap DDP
+    legs, use_legs = getattr(model, "csl_legs", None), model.config.use_csl_legs
+    model.csl_legs, model.config.use_csl_legs = None, False
+    try:
+        save_with_code(model, out_dir)
+    finally:
+        model.csl_legs, model.config.use_csl_legs = legs, use_legs
+    if processor is not None:
+        register_auto_classes()
+        processor.save_pretrained(out_dir)
+    return out_dir

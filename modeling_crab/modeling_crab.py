@@ -1,0 +1,372 @@
+"""Crab: WavLM + RoBERTa features fused by a cross-modal head, trained with Multi Layer Contrastive Supervision.
+
+The head follows SPEC §1 block by block, in the order data flows:
+
+    speech frames (B, T, Da) --UnimodalBlock--> (B, T, 2h) --CrossModalBlock(q=speech, kv=text)--> (B, T, 2h) --Pool--> (B, 2h)
+    text tokens   (B, L, Dt) --UnimodalBlock--> (B, L, 2h) --CrossModalBlock(q=text, kv=speech)--> (B, L, 2h) --Pool--> (B, 2h)
+    concat (B, 4h) --Classifier--> logits (B, C)
+
+Five Contrastive Supervision Legs (CSLs) read the head at five taps during training only; the inference export
+carries none of their weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_crab import CrabConfig
+from .losses import mlcs_loss
+
+
+@dataclass
+class CrabModelOutput(ModelOutput):
+    """
+    pooled_output: (B, 4h) bimodal embedding, `[audio_pooled, text_pooled]`.
+    audio_pooled / text_pooled: (B, 2h) attention-pooled cross-modal features.
+    audio_hidden_states / text_hidden_states: (B, T, 2h) / (B, L, 2h) cross-modal block outputs.
+    audio_frame_mask / text_token_mask: (B, T) / (B, L) booleans, True on real frames and tokens.
+    audio_unimodal / text_unimodal: (B, h) pre-GRU or (B, 2h) post-GRU time-means feeding the unimodal CSLs.
+    """
+
+    pooled_output: torch.FloatTensor | None = None
+    audio_pooled: torch.FloatTensor | None = None
+    text_pooled: torch.FloatTensor | None = None
+    audio_hidden_states: torch.FloatTensor | None = None
+    text_hidden_states: torch.FloatTensor | None = None
+    audio_frame_mask: torch.BoolTensor | None = None
+    text_token_mask: torch.BoolTensor | None = None
+    audio_unimodal: torch.FloatTensor | None = None
+    text_unimodal: torch.FloatTensor | None = None
+
+
+@dataclass
+class CrabClassifierOutput(ModelOutput):
+    """
+    loss: plain cross-entropy when `labels` are given (the MLCS objective lives in `CrabTrainer` / `losses.py`).
+    logits: (B, C).
+    csl_embeddings: tap name -> (B, contrastive_dim), present in training or when asked for.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    csl_embeddings: dict[str, torch.FloatTensor] | None = None
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, T, D), (B, T) bool -> (B, D); a mean over all positions when `mask` is None."""
+    if mask is None:
+        return x.mean(dim=1)
+    weights = mask.unsqueeze(-1).to(x.dtype)
+    return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+class CrabUnimodalBlock(nn.Module):
+    """Linear(D -> h) -> LayerNorm(h) -> 1-layer bidirectional GRU(h -> h): (B, T, D) -> (B, T, h), (B, T, 2h)."""
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.projection = nn.Linear(input_size, hidden_size)
+        self.layer_norm = nn.LayerNorm(hidden_size)
+        self.gru = nn.GRU(hidden_size, hidden_size, num_layers=1, batch_first=True, bidirectional=True)
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        projected = self.layer_norm(self.projection(features))  # (B, T, h)
+        if mask is None:  # released numerics: the GRU runs over padding
+            recurrent, _ = self.gru(projected)
+            return projected, recurrent
+        lengths = mask.sum(dim=1).clamp(min=1).cpu()
+        packed = pack_padded_sequence(projected, lengths, batch_first=True, enforce_sorted=False)
+        recurrent, _ = self.gru(packed)
+        recurrent, _ = pad_packed_sequence(recurrent, batch_first=True, total_length=projected.shape[1])
+        return projected, recurrent  # (B, T, h), (B, T, 2h)
+
+
+class CrabCrossModalBlock(nn.Module):
+    """Single-head attention, query = own modality, key/value = the other, plus a residual; no FFN, no norm."""
+
+    def __init__(self, width: int, dropout: float):
+        super().__init__()
+        self.attention = nn.MultiheadAttention(width, num_heads=1, dropout=dropout, batch_first=True)
+
+    def forward(self, own: torch.Tensor, other: torch.Tensor, other_mask: torch.Tensor | None) -> torch.Tensor:
+        key_padding_mask = None if other_mask is None else ~other_mask
+        attended, _ = self.attention(own, other, other, key_padding_mask=key_padding_mask, need_weights=False)
+        return own + attended  # (B, T_own, 2h)
+
+
+class CrabAttentionPooling(nn.Module):
+    """score_t = Linear(2h -> 1)(x_t); softmax over time; weighted sum: (B, T, 2h) -> (B, 2h)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.score = nn.Linear(width, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        scores = self.score(x).squeeze(-1)  # (B, T)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weights = scores.softmax(dim=-1)
+        return torch.einsum("bt,btd->bd", weights, x)
+
+
+class CrabClassifier(nn.Module):
+    """LayerNorm(4h) -> Linear(4h -> h) -> ReLU -> Dropout -> Linear(h -> C). Also returns the `fusion` tap, the
+    first Linear's output before the ReLU."""
+
+    def __init__(self, width: int, hidden_size: int, num_labels: int, dropout: float):
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(width)
+        self.dense = nn.Linear(width, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fusion = self.dense(self.layer_norm(pooled))  # (B, h)
+        logits = self.out_proj(self.dropout(F.relu(fusion)))  # (B, C)
+        return logits, fusion
+
+
+class CrabContrastiveLeg(nn.Module):
+    """A Contrastive Supervision Leg (CSL): Linear -> ReLU -> Linear to `contrastive_dim`. Training only."""
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int):
+        super().__init__()
+        self.dense = nn.Linear(input_size, hidden_size)
+        self.out_proj = nn.Linear(hidden_size, output_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(F.relu(self.dense(x)))
+
+
+def _build_text_encoder(text_config) -> nn.Module:
+    try:
+        return AutoModel.from_config(text_config, add_pooling_layer=False)
+    except TypeError:  # encoders without a pooler argument
+        return AutoModel.from_config(text_config)
+
+
+class CrabPreTrainedModel(PreTrainedModel):
+    config_class = CrabConfig
+    config: CrabConfig
+    base_model_prefix = "crab"
+    main_input_name = "input_values"
+    input_modalities = ("audio", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True  # the head itself; WavLM is set to eager per sub-config (it has no SDPA path)
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, nn.GRU):  # PyTorch's own GRU initialisation
+            bound = module.hidden_size**-0.5
+            for parameter in module.parameters():
+                init.uniform_(parameter, -bound, bound)
+
+    def encoder_parameters(self):
+        """Parameters of both encoders (the low-learning-rate group of the hierarchical schedule)."""
+        crab = self.crab if hasattr(self, "crab") else self
+        yield from crab.audio_encoder.parameters()
+        yield from crab.text_encoder.parameters()
+
+    def head_parameters(self):
+        """Every parameter that is not in an encoder: the Crab head and, in training, the CSL legs."""
+        encoder_ids = {id(p) for p in self.encoder_parameters()}
+        yield from (p for p in self.parameters() if id(p) not in encoder_ids)
+
+    def freeze_feature_encoder(self):
+        """Freeze the speech encoder's CNN feature encoder (SPEC §1)."""
+        crab = self.crab if hasattr(self, "crab") else self
+        crab.audio_encoder.freeze_feature_encoder()
+
+    @classmethod
+    def from_pretrained_encoders(
+        cls,
+        audio_encoder: str | None = None,
+        text_encoder: str | None = None,
+        audio_config_overrides: dict | None = None,
+        **config_kwargs,
+    ):
+        """Build a Crab model around pretrained encoders (training only; this downloads their weights).
+
+        `audio_encoder` / `text_encoder` default to the paper's `microsoft/wavlm-large` and `roberta-large`; any
+        `AutoModel` speech encoder with a CNN feature encoder (wav2vec 2.0, HuBERT) and text encoder also works.
+        `audio_config_overrides` changes the speech encoder's config, e.g. `{"layerdrop": 0.0}` under DDP.
+        """
+        audio_encoder = audio_encoder or CrabConfig.audio_encoder_name
+        text_encoder = text_encoder or CrabConfig.text_encoder_name
+        audio_config = AutoConfig.from_pretrained(audio_encoder, **(audio_config_overrides or {}))
+        text_config = AutoConfig.from_pretrained(text_encoder)
+        config = CrabConfig(
+            audio_config=audio_config,
+            text_config=text_config,
+            audio_encoder_name=audio_encoder,
+            text_encoder_name=text_encoder,
+            **config_kwargs,
+        )
+        model = cls(config)
+        crab = model.crab if hasattr(model, "crab") else model
+        crab.audio_encoder = AutoModel.from_pretrained(audio_encoder, config=config.audio_config)
+        try:
+            crab.text_encoder = AutoModel.from_pretrained(
+                text_encoder, config=config.text_config, add_pooling_layer=False
+            )
+        except TypeError:
+            crab.text_encoder = AutoModel.from_pretrained(text_encoder, config=config.text_config)
+        return model
+
+
+class CrabModel(CrabPreTrainedModel):
+    """Encoders + unimodal, cross-modal and pooling blocks: the pooled bimodal embedding, without a classifier."""
+
+    def __init__(self, config: CrabConfig):
+        super().__init__(config)
+        h = config.fusion_hidden_size
+        self.audio_encoder = AutoModel.from_config(config.audio_config)
+        self.text_encoder = _build_text_encoder(config.text_config)
+        self.audio_unimodal = CrabUnimodalBlock(config.audio_config.hidden_size, h)
+        self.text_unimodal = CrabUnimodalBlock(config.text_config.hidden_size, h)
+        self.audio_cross = CrabCrossModalBlock(2 * h, config.cross_attention_dropout)
+        self.text_cross = CrabCrossModalBlock(2 * h, config.cross_attention_dropout)
+        self.audio_pooling = CrabAttentionPooling(2 * h)
+        self.text_pooling = CrabAttentionPooling(2 * h)
+        self.post_init()
+
+    def audio_frame_mask(self, attention_mask: torch.Tensor | None, num_frames: int) -> torch.Tensor | None:
+        """Sample-level (B, N) mask -> frame-level (B, T) bool mask, by the encoder's own output-length rule."""
+        if attention_mask is None:
+            return None
+        return self.audio_encoder._get_feature_vector_attention_mask(num_frames, attention_mask).bool()
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        text_attention_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> CrabModelOutput:
+        audio_kwargs = {"attention_mask": attention_mask} if self.config.audio_feeds_attention_mask else {}
+        speech_frames = self.audio_encoder(input_values, **audio_kwargs).last_hidden_state  # (B, T, Da)
+        text_tokens = self.text_encoder(input_ids, attention_mask=text_attention_mask).last_hidden_state  # (B, L, Dt)
+
+        frame_mask = self.audio_frame_mask(attention_mask, speech_frames.shape[1])
+        token_mask = None if text_attention_mask is None else text_attention_mask.bool()
+        if not self.config.mask_padding:  # the released head masks nothing
+            head_frame_mask = head_token_mask = None
+        else:
+            head_frame_mask, head_token_mask = frame_mask, token_mask
+
+        audio_projected, audio_recurrent = self.audio_unimodal(speech_frames, head_frame_mask)  # (B,T,h), (B,T,2h)
+        text_projected, text_recurrent = self.text_unimodal(text_tokens, head_token_mask)  # (B,L,h), (B,L,2h)
+
+        audio_cross = self.audio_cross(audio_recurrent, text_recurrent, head_token_mask)  # (B, T, 2h)
+        text_cross = self.text_cross(text_recurrent, audio_recurrent, head_frame_mask)  # (B, L, 2h)
+        audio_pooled = self.audio_pooling(audio_cross, head_frame_mask)  # (B, 2h)
+        text_pooled = self.text_pooling(text_cross, head_token_mask)  # (B, 2h)
+
+        if self.config.unimodal_tap == "pre_gru":  # released code
+            audio_unimodal = masked_mean(audio_projected, head_frame_mask)
+            text_unimodal = masked_mean(text_projected, head_token_mask)
+        else:  # paper text
+            audio_unimodal = masked_mean(audio_recurrent, head_frame_mask)
+            text_unimodal = masked_mean(text_recurrent, head_token_mask)
+
+        return CrabModelOutput(
+            pooled_output=torch.cat([audio_pooled, text_pooled], dim=-1),  # (B, 4h)
+            audio_pooled=audio_pooled,
+            text_pooled=text_pooled,
+            audio_hidden_states=audio_cross,
+            text_hidden_states=text_cross,
+            audio_frame_mask=frame_mask,
+            text_token_mask=token_mask,
+            audio_unimodal=audio_unimodal,
+            text_unimodal=text_unimodal,
+        )
+
+
+class CrabForEmotionClassification(CrabPreTrainedModel):
+    """Crab with its classifier and, while `config.use_csl_legs`, the training-only CSL legs."""
+
+    def __init__(self, config: CrabConfig):
+        super().__init__(config)
+        h = config.fusion_hidden_size
+        self.crab = CrabModel(config)
+        self.classifier = CrabClassifier(4 * h, h, config.num_labels, config.classifier_dropout)
+        self.csl_legs = None
+        if config.use_csl_legs:
+            unimodal_width = h if config.unimodal_tap == "pre_gru" else 2 * h
+            leg_shapes = {
+                "audio_unimodal": (unimodal_width, h // 2),
+                "text_unimodal": (unimodal_width, h // 2),
+                "audio_pooled": (2 * h, h),
+                "text_pooled": (2 * h, h),
+                "fusion": (h, h),
+            }
+            self.csl_legs = nn.ModuleDict(
+                {
+                    tap: CrabContrastiveLeg(*leg_shapes[tap], config.contrastive_dim)
+                    for tap in leg_shapes
+                    if tap in config.mlcs_taps
+                }
+            )
+        self.post_init()
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        text_attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_csl_embeddings: bool | None = None,
+        **kwargs,
+    ) -> CrabClassifierOutput:
+        features = self.crab(input_values, input_ids, attention_mask, text_attention_mask)
+        logits, fusion = self.classifier(features.pooled_output)  # (B, C), (B, h)
+
+        if output_csl_embeddings is None:
+            output_csl_embeddings = self.training and self.csl_legs is not None
+        csl_embeddings = None
+        if output_csl_embeddings:
+            if self.csl_legs is None:
+                raise ValueError(
+                    "this Crab model has no CSL legs (an inference export); load the training checkpoint, or call "
+                    "with output_csl_embeddings=False"
+                )
+            taps = {
+                "audio_unimodal": features.audio_unimodal,
+                "text_unimodal": features.text_unimodal,
+                "audio_pooled": features.audio_pooled,
+                "text_pooled": features.text_pooled,
+                "fusion": fusion,
+            }
+            csl_embeddings = {tap: leg(taps[tap]) for tap, leg in self.csl_legs.items()}  # (B, contrastive_dim)
+
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float(), labels)
+        return CrabClassifierOutput(loss=loss, logits=logits, csl_embeddings=csl_embeddings)
+
+    def mlcs_objective(self, logits, csl_embeddings, labels, class_weights=None) -> dict[str, torch.Tensor]:
+        """The paper's training loss: weighted CE + alpha * mean MPCL over the active taps, by component."""
+        ce = F.cross_entropy(logits.float(), labels, weight=class_weights)
+        contrastive = mlcs_loss(
+            csl_embeddings, labels, temperature=self.config.mlcs_temperature, loss_type=self.config.mlcs_loss
+        )
+        return {"loss": ce + self.config.mlcs_weight * contrastive, "ce_loss": ce, "mlcs_loss": contrastive}
+
+
+__all__ = [
+    "CrabPreTrainedModel",
+    "CrabModel",
+    "CrabForEmotionClassification",
+    "CrabModelOutput",
+    "CrabClassifierOutput",
+]

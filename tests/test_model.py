@@ -1,0 +1,219 @@
+"""The Crab model: shapes, masking, the released numerics, CSL legs and parameter counts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoModel
+
+from modeling_crab import MLCS_TAPS, CrabConfig, CrabForEmotionClassification, CrabModel
+from modeling_crab.losses import mlcs_loss
+
+
+def _model(config, **overrides) -> CrabForEmotionClassification:
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    torch.manual_seed(0)
+    return CrabForEmotionClassification(config).eval()
+
+
+def _inputs(batch):
+    return {k: batch[k] for k in ("input_values", "attention_mask", "input_ids", "text_attention_mask")}
+
+
+def _unpadded(batch, i):
+    n, length = int(batch["attention_mask"][i].sum()), int(batch["text_attention_mask"][i].sum())
+    return {
+        "input_values": batch["input_values"][i : i + 1, :n],
+        "attention_mask": batch["attention_mask"][i : i + 1, :n],
+        "input_ids": batch["input_ids"][i : i + 1, :length],
+        "text_attention_mask": batch["text_attention_mask"][i : i + 1, :length],
+    }
+
+
+def test_batched_equals_one_by_one_with_masking(tiny_config, tiny_batch):
+    model = _model(tiny_config)
+    with torch.no_grad():
+        batched = model(**_inputs(tiny_batch), output_csl_embeddings=True)
+        singles = [model(**_unpadded(tiny_batch, i), output_csl_embeddings=True) for i in range(4)]
+    torch.testing.assert_close(batched.logits, torch.cat([s.logits for s in singles]), atol=1e-5, rtol=1e-4)
+    for tap in MLCS_TAPS:
+        expected = torch.cat([s.csl_embeddings[tap] for s in singles])
+        torch.testing.assert_close(batched.csl_embeddings[tap], expected, atol=1e-5, rtol=1e-4)
+
+
+def _released_head_logits(model: CrabForEmotionClassification, inputs) -> tuple[torch.Tensor, dict]:
+    """The released head, written out directly: no packing, no key masks, pooling and means over padding."""
+    crab = model.crab
+    speech = crab.audio_encoder(inputs["input_values"], attention_mask=inputs["attention_mask"]).last_hidden_state
+    text = crab.text_encoder(inputs["input_ids"], attention_mask=inputs["text_attention_mask"]).last_hidden_state
+
+    def unimodal(block, x):
+        projected = block.layer_norm(block.projection(x))
+        return projected, block.gru(projected)[0]
+
+    def cross(block, q, kv):
+        return q + block.attention(q, kv, kv, need_weights=False)[0]
+
+    def pool(block, x):
+        return (block.score(x).softmax(dim=1) * x).sum(dim=1)
+
+    a_proj, a_gru = unimodal(crab.audio_unimodal, speech)
+    t_proj, t_gru = unimodal(crab.text_unimodal, text)
+    a_pool = pool(crab.audio_pooling, cross(crab.audio_cross, a_gru, t_gru))
+    t_pool = pool(crab.text_pooling, cross(crab.text_cross, t_gru, a_gru))
+    classifier = model.classifier
+    fusion = classifier.dense(classifier.layer_norm(torch.cat([a_pool, t_pool], dim=-1)))
+    logits = classifier.out_proj(F.relu(fusion))
+    taps = {
+        "audio_unimodal": a_proj.mean(1),
+        "text_unimodal": t_proj.mean(1),
+        "audio_pooled": a_pool,
+        "text_pooled": t_pool,
+        "fusion": fusion,
+    }
+    return logits, {tap: leg(taps[tap]) for tap, leg in model.csl_legs.items()}
+
+
+def test_mask_padding_false_reproduces_the_released_head(tiny_config, tiny_batch):
+    model = _model(tiny_config, mask_padding=False)
+    with torch.no_grad():
+        ours = model(**_inputs(tiny_batch), output_csl_embeddings=True)
+        reference_logits, reference_csl = _released_head_logits(model, _inputs(tiny_batch))
+    torch.testing.assert_close(ours.logits, reference_logits, atol=1e-6, rtol=1e-5)
+    for tap in MLCS_TAPS:
+        torch.testing.assert_close(ours.csl_embeddings[tap], reference_csl[tap], atol=1e-6, rtol=1e-5)
+    labels = tiny_batch["labels"]
+    torch.testing.assert_close(
+        mlcs_loss(ours.csl_embeddings, labels), mlcs_loss(reference_csl, labels), atol=1e-6, rtol=1e-5
+    )
+    # and on a padded batch the released numerics differ from per-utterance forwards, which is why masking exists
+    with torch.no_grad():
+        single = model(**_unpadded(tiny_batch, 3)).logits
+    assert not torch.allclose(ours.logits[3:4], single, atol=1e-4)
+
+
+def test_csl_embeddings_in_training_only(tiny_config, tiny_batch):
+    model = _model(tiny_config)
+    model.train()
+    out = model(**_inputs(tiny_batch), labels=tiny_batch["labels"])
+    assert set(out.csl_embeddings) == set(MLCS_TAPS)
+    assert all(e.shape == (4, tiny_config.contrastive_dim) for e in out.csl_embeddings.values())
+    assert out.loss is not None and out.loss.ndim == 0
+    model.eval()
+    assert model(**_inputs(tiny_batch)).csl_embeddings is None
+
+
+def test_every_parameter_gets_a_gradient_from_the_full_objective(tiny_config, tiny_batch):
+    model = _model(tiny_config)
+    model.train()
+    model.freeze_feature_encoder()
+    out = model(**_inputs(tiny_batch))
+    parts = model.mlcs_objective(out.logits, out.csl_embeddings, tiny_batch["labels"])
+    parts["loss"].backward()
+    assert torch.isfinite(parts["loss"])
+    frozen = {id(p) for p in model.crab.audio_encoder.feature_extractor.parameters()}
+    assert all(not p.requires_grad for p in model.crab.audio_encoder.feature_extractor.parameters())
+    # WavLM's masked_spec_embed is only used when time masking fires, RoBERTa's token-type table has one row in use
+    missing = [
+        name
+        for name, p in model.named_parameters()
+        if id(p) not in frozen and (p.grad is None or not p.grad.abs().sum() > 0) and "masked_spec_embed" not in name
+    ]
+    assert missing == []
+
+
+def test_mlcs_taps_subset_builds_only_those_legs(tiny_config, tiny_batch):
+    model = _model(tiny_config, mlcs_taps=["fusion", "audio_pooled"])
+    assert set(model.csl_legs) == {"fusion", "audio_pooled"}
+    out = model(**_inputs(tiny_batch), output_csl_embeddings=True)
+    assert set(out.csl_embeddings) == {"fusion", "audio_pooled"}
+
+
+def test_post_gru_tap_reads_the_gru_output(tiny_config, tiny_batch):
+    model = _model(tiny_config, unimodal_tap="post_gru")
+    h = tiny_config.fusion_hidden_size
+    assert model.csl_legs["audio_unimodal"].dense.in_features == 2 * h
+    with torch.no_grad():
+        features = model.crab(**_inputs(tiny_batch))
+    assert features.audio_unimodal.shape == (4, 2 * h)
+
+
+def test_model_without_legs_refuses_csl_embeddings(tiny_config, tiny_batch):
+    model = _model(tiny_config, use_csl_legs=False)
+    assert model.csl_legs is None
+    model.train()
+    assert model(**_inputs(tiny_batch)).csl_embeddings is None
+    with pytest.raises(ValueError, match="no CSL legs"):
+        model(**_inputs(tiny_batch), output_csl_embeddings=True)
+
+
+def test_parameter_groups_partition_the_model(tiny_config):
+    model = _model(tiny_config)
+    encoder = {id(p) for p in model.encoder_parameters()}
+    head = {id(p) for p in model.head_parameters()}
+    assert encoder and head and not encoder & head
+    assert encoder | head == {id(p) for p in model.parameters()}
+    assert {id(p) for p in model.classifier.parameters()} <= head
+
+
+def test_paper_sized_parameter_counts():
+    """Head of 16,811,530 parameters for large encoders and 8 classes; the CSL legs add 2,626,048 in training."""
+    config = CrabConfig(id2label={i: str(i) for i in range(8)}, label2id={str(i): i for i in range(8)})
+    with torch.device("meta"):
+        model = CrabForEmotionClassification(config)
+    legs = sum(p.numel() for p in model.csl_legs.parameters())
+    head = sum(p.numel() for p in model.head_parameters()) - legs
+    assert (head, legs) == (16_811_530, 2_626_048)
+    assert config.audio_config.hidden_size == config.text_config.hidden_size == 1024
+
+
+def test_group_norm_encoders_get_no_attention_mask(tiny_config, tiny_batch):
+    tiny_config.audio_config.feat_extract_norm = "group"
+    tiny_config.audio_config.do_stable_layer_norm = False
+    model = _model(tiny_config)
+    seen = {}
+    model.crab.audio_encoder.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.update(kwargs), with_kwargs=True
+    )
+    with torch.no_grad():
+        out = model(**_inputs(tiny_batch))
+    assert "attention_mask" not in seen
+    assert torch.isfinite(out.logits).all()
+
+
+def test_crab_model_gives_the_pooled_embedding(tiny_config, tiny_batch):
+    torch.manual_seed(0)
+    model = CrabModel(tiny_config).eval()
+    with torch.no_grad():
+        out = model(**_inputs(tiny_batch))
+    h = tiny_config.fusion_hidden_size
+    assert out.pooled_output.shape == (4, 4 * h)
+    assert out.audio_frame_mask.shape[:1] == (4,) and out.audio_frame_mask.dtype == torch.bool
+    # the shortest utterance has the fewest real frames
+    assert out.audio_frame_mask.sum(1).argmin().item() == 3
+
+
+def test_from_pretrained_encoders_loads_local_encoder_weights(tiny_config, tmp_path):
+    audio_dir, text_dir = tmp_path / "speech", tmp_path / "text"
+    torch.manual_seed(1)
+    AutoModel.from_config(tiny_config.audio_config).save_pretrained(audio_dir)
+    text = AutoModel.from_config(tiny_config.text_config, add_pooling_layer=False)
+    text.save_pretrained(text_dir)
+    model = CrabForEmotionClassification.from_pretrained_encoders(
+        str(audio_dir),
+        str(text_dir),
+        audio_config_overrides={"layerdrop": 0.0},
+        fusion_hidden_size=32,
+        id2label={0: "a", 1: "b"},
+        label2id={"a": 0, "b": 1},
+    )
+    assert model.config.audio_encoder_name == str(audio_dir) and model.config.audio_config.layerdrop == 0.0
+    saved = AutoModel.from_pretrained(audio_dir).state_dict()
+    for name, tensor in model.crab.audio_encoder.state_dict().items():
+        torch.testing.assert_close(tensor, saved[name])
+    torch.testing.assert_close(
+        model.crab.text_encoder.embeddings.word_embeddings.weight, text.embeddings.word_embeddings.weight
+    )
+    assert model.crab.text_encoder.pooler is None
