@@ -1,0 +1,620 @@
+"""Corpus recipes on small fake trees that mirror the official release layouts (offline, fast)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from modeling_crab.recipes import iemocap, iemocap_loso, meld, msp_podcast  # noqa: E402
+from modeling_crab.recipes.common import (  # noqa: E402
+    MANIFEST_COLUMNS,
+    RecipeError,
+    read_manifest,
+    resolve_audio_path,
+    write_manifest,
+)
+
+HAS_FFMPEG = shutil.which("ffmpeg") is not None
+needs_ffmpeg = pytest.mark.skipif(not HAS_FFMPEG, reason="ffmpeg not installed")
+
+
+def write_wav(path: Path, seconds: float = 0.1, sample_rate: int = 16000) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    samples = (0.1 * np.sin(np.arange(int(seconds * sample_rate)) / 10.0)).astype(np.float32)
+    sf.write(str(path), samples, sample_rate)
+    return path
+
+
+def read_problems(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# ---------------------------------------------------------------------------------------------- common
+
+
+def test_write_manifest_csv_and_jsonl_round_trip(tmp_path):
+    rows = [
+        {"id": "a", "audio": "x.wav", "text": 'Well, "fine"\nthen', "label": "joy", "split": "train", "extra": 1},
+        {"id": "b", "audio": "/abs/y.wav", "text": "", "label": "", "split": "test3", "start": 1.5, "end": 2.25},
+    ]
+    csv_path = write_manifest(rows, tmp_path / "m.csv")
+    with csv_path.open(encoding="utf-8", newline="") as handle:
+        header = next(csv.reader(handle))
+    assert header == [*MANIFEST_COLUMNS, "extra"]
+    back = read_manifest(csv_path)
+    assert back[0]["text"] == 'Well, "fine"\nthen'
+    assert back[1]["start"] == "1.5" and back[1]["end"] == "2.25" and back[0]["start"] == ""
+    jsonl = read_manifest(write_manifest(rows, tmp_path / "m.jsonl"))
+    assert [row["id"] for row in jsonl] == ["a", "b"] and jsonl[0]["text"] == rows[0]["text"]
+    assert resolve_audio_path("x.wav", tmp_path) == (tmp_path / "x.wav").resolve()
+    with pytest.raises(ValueError, match="duplicate"):
+        write_manifest([rows[0], rows[0]], tmp_path / "dup.csv")
+
+
+# --------------------------------------------------------------------------------------------- IEMOCAP
+
+# (utterance suffix, code) for every session's one fake dialog; the real files use these formats.
+IEMOCAP_UTTERANCES = [
+    ("F000", "neu"),
+    ("F001", "exc"),
+    ("M002", "fru"),
+    ("M003", "ang"),
+    ("M004", "hap"),
+    ("F005", "sad"),
+    ("M006", "xxx"),
+    ("F007", "neu"),
+    ("M008", "sad"),
+]
+
+
+def make_iemocap(root: Path) -> Path:
+    for session in range(1, 6):
+        lead = "F" if session % 2 else "M"
+        dialog = f"Ses{session:02d}{lead}_impro01"
+        session_dir = root / f"Session{session}"
+        label_lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
+        transcript_lines = []
+        for index, (suffix, code) in enumerate(IEMOCAP_UTTERANCES):
+            utt = f"{dialog}_{suffix}"
+            start, end = 2.0 * index + 0.5, 2.0 * index + 1.7
+            label_lines += [
+                f"[{start:.4f} - {end:.4f}]\t{utt}\t{code}\t[2.5000, 2.5000, 2.5000]",
+                "C-E2:\tNeutral;\t()",
+                "A-E3:\tval 3; act 2; dom  2;\t()",
+                "",
+            ]
+            text = 'Well, I said "no".' if suffix == "F000" else f"Utterance {suffix} of session {session}."
+            transcript_lines.append(f"{utt} [{start:08.4f}-{end:08.4f}]: {text}")
+            if not (session == 2 and suffix == "F007"):  # one labelled utterance without audio
+                write_wav(session_dir / "sentences" / "wav" / dialog / f"{utt}.wav")
+        label_lines.append(f"[9.9 - ]\t{dialog}_F099\tneu\t[2.5, 2.5]")  # malformed summary line
+        transcript_lines.append("this line has no utterance id or time stamps")  # malformed transcript line
+        evaluation = session_dir / "dialog" / "EmoEvaluation"
+        (evaluation / "Categorical").mkdir(parents=True)
+        (evaluation / f"{dialog}.txt").write_text("\n".join(label_lines) + "\n", encoding="utf-8")
+        (evaluation / f"._{dialog}.txt").write_bytes(b"\x00\x05\x16\x07 AppleDouble junk")
+        (evaluation / "Categorical" / f"{dialog}_e1_cat.txt").write_text(f"{dialog}_F000 :Neutral; ()\n")
+        transcriptions = session_dir / "dialog" / "transcriptions"
+        transcriptions.mkdir(parents=True)
+        (transcriptions / f"{dialog}.txt").write_text("\n".join(transcript_lines) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def iemocap_root(tmp_path):
+    return make_iemocap(tmp_path / "IEMOCAP_full_release")
+
+
+def test_iemocap_labels_speakers_and_drops(iemocap_root, tmp_path):
+    result = iemocap.convert_iemocap(iemocap_root, tmp_path / "out")
+    rows = {row["id"]: row for row in result.rows}
+    assert result.dropped == {"fru": 5, "xxx": 5}
+    assert len(rows) == 5 * 7 - 1  # 7 kept per session, one without audio
+    assert rows["Ses01F_impro01_F001"]["label"] == "happy" and rows["Ses01F_impro01_F001"]["emotion_code"] == "exc"
+    assert rows["Ses01F_impro01_M004"]["label"] == "happy"
+    assert rows["Ses01F_impro01_M003"]["label"] == "angry"
+    assert rows["Ses01F_impro01_F000"]["label"] == "neutral"
+    assert rows["Ses01F_impro01_F005"]["label"] == "sad"
+    assert {row["label"] for row in result.rows} == set(iemocap.CLASSES)
+    # the speaker is the utterance's own gender letter, not the dialog's lead speaker
+    assert rows["Ses01F_impro01_M003"]["speaker"] == "Ses01M" and rows["Ses01F_impro01_M003"]["gender"] == "male"
+    assert rows["Ses02M_impro01_F000"]["speaker"] == "Ses02F" and rows["Ses02M_impro01_F000"]["session"] == 2
+    assert rows["Ses01F_impro01_F000"]["text"] == 'Well, I said "no".'
+    assert Path(rows["Ses01F_impro01_F000"]["audio"]).is_file()
+    # default split: session 5 held out, female speaker dev, male speaker test
+    assert {row["split"] for row in result.rows if row["session"] != 5} == {"train"}
+    assert {row["split"] for row in result.rows if row["speaker"] == "Ses05F"} == {"dev"}
+    assert {row["split"] for row in result.rows if row["speaker"] == "Ses05M"} == {"test"}
+    kinds = [problem.kind for problem in result.problems]
+    assert kinds.count("malformed_label_line") == 5 and kinds.count("malformed_transcript_line") == 5
+    missing = [problem for problem in result.problems if problem.kind == "missing_audio"]
+    assert [problem.id for problem in missing] == ["Ses02M_impro01_F007"]
+
+
+def test_iemocap_cli_writes_manifest_problems_and_summary(iemocap_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert iemocap.main(["--root", str(iemocap_root), "--out", str(out)]) == 0
+    rows = read_manifest(out / "manifest.csv")
+    assert len(rows) == 34 and rows[0]["text"] == 'Well, I said "no".'
+    assert all(resolve_audio_path(row["audio"], out).is_file() for row in rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dropped_labels"] == {"fru": 5, "xxx": 5}
+    assert summary["expected_full_corpus"]["angry"] == {"found": 5, "expected": 1103, "difference": -1098}
+    assert {row["kind"] for row in read_problems(out / "problems.csv")} == {
+        "malformed_label_line",
+        "malformed_transcript_line",
+        "missing_audio",
+    }
+    printed = capsys.readouterr().out
+    assert "dropped 10 utterances of other classes: fru 5, xxx 5" in printed
+
+
+def test_iemocap_wrong_root_names_missing_path(iemocap_root, tmp_path, capsys):
+    with pytest.raises(RecipeError, match=r"has no Session1/dialog/EmoEvaluation; point --root at the folder"):
+        iemocap.convert_iemocap(tmp_path, tmp_path / "out")  # the parent of the release
+    with pytest.raises(RecipeError, match="did you mean --root"):
+        iemocap.convert_iemocap(tmp_path, tmp_path / "out")
+    from modeling_crab.recipes.common import run_cli
+
+    assert run_cli(iemocap.main, ["--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
+    assert "error: IEMOCAP root" in capsys.readouterr().err
+    shutil.rmtree(iemocap_root / "Session3" / "dialog" / "transcriptions")
+    with pytest.raises(RecipeError, match=r"Session3/dialog/transcriptions"):
+        iemocap.convert_iemocap(iemocap_root, tmp_path / "out")
+
+
+# ------------------------------------------------------------------------------------------------ LOSO
+
+
+@pytest.fixture
+def iemocap_manifest(iemocap_root, tmp_path):
+    out = tmp_path / "iemocap"
+    iemocap.main(["--root", str(iemocap_root), "--out", str(out)])
+    return out / "manifest.csv"
+
+
+@pytest.mark.parametrize("dev_from_train", [False, True])
+def test_loso_folds_are_speaker_disjoint_and_cover_all_sessions(iemocap_manifest, dev_from_train):
+    rows = read_manifest(iemocap_manifest)
+    folds = iemocap_loso.loso_folds(rows, dev_from_train=dev_from_train)
+    assert [fold.index for fold in folds] == [1, 2, 3, 4, 5]
+    held_out = set()
+    for fold in folds:
+        assert len(fold.rows) == len(rows)
+        speakers = {
+            split: {r["speaker"] for r in fold.rows if r["split"] == split} for split in ("train", "dev", "test")
+        }
+        assert speakers["dev"] and speakers["test"] and speakers["train"]
+        assert not speakers["train"] & (speakers["dev"] | speakers["test"])
+        assert not speakers["dev"] & speakers["test"]
+        test_sessions = {int(r["session"]) for r in fold.rows if r["split"] == "test"}
+        assert test_sessions == {fold.held_out_session}
+        held_out |= test_sessions
+        if dev_from_train:
+            assert speakers["test"] == {f"Ses0{fold.index}F", f"Ses0{fold.index}M"}
+            assert speakers["dev"] == {f"Ses0{fold.index % 5 + 1}F"}
+        else:
+            assert speakers["dev"] == {f"Ses0{fold.index}F"} and speakers["test"] == {f"Ses0{fold.index}M"}
+            assert {int(r["session"]) for r in fold.rows if r["split"] == "train"} == {1, 2, 3, 4, 5} - {fold.index}
+    assert held_out == {1, 2, 3, 4, 5}
+
+
+def test_loso_dry_run_writes_five_fold_manifests(iemocap_manifest, tmp_path, capsys):
+    config = tmp_path / "iemocap.json"
+    config.write_text("{}")
+    out = tmp_path / "loso"
+    code = iemocap_loso.main(
+        [
+            "--manifest",
+            str(iemocap_manifest),
+            "--out",
+            str(out),
+            "--config",
+            str(config),
+            "--dry-run",
+            "--",
+            "--seed",
+            "7",
+        ]
+    )
+    assert code == 0
+    manifests = sorted((out / "manifests").glob("fold*.csv"))
+    assert [path.name for path in manifests] == [f"fold{k}.csv" for k in range(1, 6)]
+    for k, path in enumerate(manifests, start=1):
+        rows = read_manifest(path)
+        assert all(resolve_audio_path(row["audio"], path.parent).is_file() for row in rows)
+        assert {row["speaker"] for row in rows if row["split"] == "test"} == {f"Ses0{k}M"}
+    printed = capsys.readouterr().out
+    assert printed.count("--output_dir") == 5 and "--seed 7" in printed and str(config) in printed
+    assert not (out / "loso_results.json").exists()
+
+
+def write_eval_results(out: Path, fold: int, results: dict) -> None:
+    (out / f"fold{fold}").mkdir(parents=True, exist_ok=True)
+    (out / f"fold{fold}" / "eval_results.json").write_text(json.dumps(results))
+
+
+def test_loso_aggregation_of_fake_results(tmp_path, capsys):
+    out = tmp_path / "loso"
+    wars = [0.70, 0.72, 0.74, 0.76, 0.78]
+    uars = [0.71, 0.73, 0.75, 0.77, 0.79]
+    for k in range(1, 5):
+        write_eval_results(
+            out, k, {"test_war": wars[k - 1], "test_uar": uars[k - 1], "eval_war": 0.0, "eval_uar": 0.0}
+        )
+    write_eval_results(out, 5, {"eval_war": wars[4], "eval_uar": uars[4], "epoch": 20})  # fallback keys
+    results = iemocap_loso.write_loso_results(out)
+    assert results["num_folds"] == 5 and not results["missing"]
+    assert results["mean"]["war"] == pytest.approx(0.74) and results["mean"]["uar"] == pytest.approx(0.75)
+    assert results["folds"][4]["keys"] == ["eval_war", "eval_uar"]
+    on_disk = json.loads((out / "loso_results.json").read_text())
+    assert on_disk["mean"]["war"] == pytest.approx(0.74)
+    table = (out / "loso_results.md").read_text()
+    assert "| **mean** (5 folds) | | **0.7400** | **0.7500** |" in table
+    (out / "fold3" / "eval_results.json").unlink()
+    partial = iemocap_loso.aggregate_loso(out)
+    assert partial["num_folds"] == 4 and [m["fold"] for m in partial["missing"]] == [3]
+    assert partial["mean"]["war"] == pytest.approx(np.mean([0.70, 0.72, 0.76, 0.78]))
+    assert iemocap_loso.main(["--out", str(out), "--aggregate-only"]) == 0
+    assert "missing" in capsys.readouterr().out
+
+
+def test_loso_driver_runs_train_script_per_fold(iemocap_manifest, tmp_path):
+    script = tmp_path / "fake_train.py"
+    script.write_text(
+        "import json, sys, pathlib\n"
+        "args = sys.argv[1:]\n"
+        "manifest = args[args.index('--manifest') + 1]\n"
+        "out = pathlib.Path(args[args.index('--output_dir') + 1])\n"
+        "out.mkdir(parents=True, exist_ok=True)\n"
+        "fold = int(out.name[-1])\n"
+        "assert pathlib.Path(manifest).is_file()\n"
+        "json.dump({'test_war': 0.5 + fold / 100, 'test_uar': 0.4 + fold / 100}, open(out / 'eval_results.json', 'w'))\n"
+    )
+    out = tmp_path / "loso"
+    code = iemocap_loso.main(["--manifest", str(iemocap_manifest), "--out", str(out), "--train-script", str(script)])
+    assert code == 0
+    results = json.loads((out / "loso_results.json").read_text())
+    assert results["mean"]["war"] == pytest.approx(0.53) and results["mean"]["uar"] == pytest.approx(0.43)
+
+
+# ------------------------------------------------------------------------------------------------ MELD
+
+MELD_HEADER = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,StartTime,EndTime"
+
+
+def meld_csv_bytes(lines: list[str]) -> bytes:
+    """The raw release's CSVs: cp1252 bytes (\\x92 apostrophes) mixed with UTF-8 read as cp1252."""
+    return ("\r\n".join([MELD_HEADER, *lines]) + "\r\n").encode("cp1252")
+
+
+MELD_ROWS = {
+    "train": [
+        '1,"Oh my God, he\x92s lost it. He\x92s totally lost it.",Phoebe,sadness,negative,0,0,4,7,"00:20:57,256","00:21:00,049"',
+        '2,What?,Monica,surprise,negative,0,1,4,7,"00:21:01,927","00:21:03,261"',
+        '3,"You\xe2\x80\x99re a genius!",Chandler,joy,positive,1,0,4,4,"00:12:32,334","00:12:33,960"',
+        '4,"It\x92s a \x93test\x94\x85 really",Joey,anger,negative,125,3,4,4,"00:12:34,211","00:12:37,505"',
+        '5,Wait,Ross,Neutral ,neutral,309,0,4,4,"00:12:34,211","00:12:37,505"',
+        '6,Bad row,Ross,happiness,positive,2,0,4,4,"00:00:01,000","00:00:02,000"',
+        '7,Bad id,Ross,neutral,neutral,x,0,4,4,"00:00:01,000","00:00:02,000"',
+        '8,Too long,Ross,fear,negative,3,0,4,4,"00:00:01,000","00:00:02,000"',
+    ],
+    "dev": [
+        '1,Hey.,Phoebe,neutral,neutral,0,0,4,4,"0:12:43,012","0:12:44,074"',
+        '2,Did they tell you anything?,Phoebe,neutral,neutral,110,7,6,11,"00:07:11,764","00:07:13,890"',
+    ],
+    "test": ['1,"Ugh, disgusting!",Monica,disgust,negative,0,0,1,1,"00:00:01,000","00:00:02,000"'],
+}
+
+
+def make_meld_csvs(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for split, lines in MELD_ROWS.items():
+        csv_name = meld.SPLITS[split][0]
+        (root / csv_name).write_bytes(meld_csv_bytes([line.encode("latin-1").decode("cp1252") for line in lines]))
+    return root
+
+
+def test_meld_normalize_text():
+    assert meld.normalize_text("he\x92s") == "he's"
+    assert meld.normalize_text("heâ€™s  gone\u00a0now") == "he's gone now"
+    assert meld.normalize_text("\x93Hi\x94\x85") == '"Hi"...'
+    assert meld.normalize_text("What—You’re “right”…") == 'What—You\'re "right"...'
+    assert meld.normalize_text("café Ã©") == "café é"
+    assert meld.decode_bytes(b"caf\xc3\xa9 it\x92s") == "café it’s"
+
+
+def test_meld_csv_parsing(tmp_path):
+    root = make_meld_csvs(tmp_path / "MELD.Raw")
+    utterances, problems = meld.read_meld_csv(root / "train_sent_emo.csv", "train")
+    by_id = {utt.id: utt for utt in utterances}
+    assert by_id["train_dia0_utt0"].text == "Oh my God, he's lost it. He's totally lost it."
+    assert by_id["train_dia0_utt0"].label == "sadness" and by_id["train_dia0_utt0"].speaker == "Phoebe"
+    assert by_id["train_dia1_utt0"].text == "You're a genius!"
+    assert by_id["train_dia125_utt3"].text == 'It\'s a "test"... really'
+    assert by_id["train_dia309_utt0"].label == "neutral"  # "Neutral " normalised
+    assert by_id["train_dia0_utt1"].start_time == "00:21:01,927"
+    assert {problem.kind for problem in problems} == {"bad_label", "malformed_row"}
+    assert len(utterances) == 6
+
+
+def test_meld_missing_ffmpeg_error(tmp_path, monkeypatch, capsys):
+    root = make_meld_csvs(tmp_path / "MELD.Raw")
+    for _, clip_dir in meld.SPLITS.values():
+        (root / clip_dir).mkdir()
+    empty_bin = tmp_path / "empty_bin"
+    empty_bin.mkdir()
+    monkeypatch.setenv("PATH", str(empty_bin))
+    with pytest.raises(RecipeError) as error:
+        meld.convert_meld(root, tmp_path / "out")
+    assert str(error.value) == meld.FFMPEG_MISSING
+    from modeling_crab.recipes.common import run_cli
+
+    assert run_cli(meld.main, ["--root", str(root), "--out", str(tmp_path / "out")]) == 2
+    assert (
+        "ffmpeg not found on PATH; install it (apt-get install ffmpeg / conda install ffmpeg)"
+        in capsys.readouterr().err
+    )
+
+
+def test_meld_skip_audio_excludes_known_problem_clips(tmp_path, monkeypatch):
+    root = make_meld_csvs(tmp_path / "MELD.Raw")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg needed with --skip-audio
+    out = tmp_path / "out"
+    assert meld.main(["--root", str(root), "--out", str(out), "--skip-audio"]) == 0
+    rows = {row["id"]: row for row in read_manifest(out / "manifest.csv")}
+    assert set(rows) == {
+        "train_dia0_utt0",
+        "train_dia0_utt1",
+        "train_dia1_utt0",
+        "train_dia3_utt0",
+        "dev_dia0_utt0",
+        "test_dia0_utt0",
+    }
+    assert rows["train_dia0_utt0"]["audio"] == "audio/train/dia0_utt0.wav"
+    assert rows["test_dia0_utt0"]["dialogue_id"] == "0" and rows["test_dia0_utt0"]["sentiment"] == "negative"
+    problems = {row["id"]: row["kind"] for row in read_problems(out / "problems.csv") if row["id"]}
+    assert problems["dev_dia110_utt7"] == "missing_clip" and problems["train_dia125_utt3"] == "ffmpeg_failed"
+    assert problems["train_dia309_utt0"] == "overlong"
+
+
+def test_meld_wrong_root_names_missing_files(tmp_path):
+    with pytest.raises(RecipeError, match=r"has no train_sent_emo\.csv, train_splits/"):
+        meld.locate_release(tmp_path)
+    root = make_meld_csvs(tmp_path / "MELD.Raw")
+    with pytest.raises(RecipeError, match=r"output_repeated_splits_test/ \(extract test\.tar\.gz\)"):
+        meld.locate_release(root)
+    nested = meld.locate_release(tmp_path, need_clips=False)  # CSVs one folder down are found
+    assert nested["dev"][0] == root / "dev_sent_emo.csv"
+
+
+def make_clip(path: Path, seconds: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        f"color=c=black:s=32x32:d={seconds}",
+    ]
+    command += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-shortest"]
+    command += ["-c:v", "mpeg4", "-c:a", "aac", str(path)]
+    subprocess.run(command, check=True)
+
+
+@needs_ffmpeg
+def test_meld_extracts_audio_and_reports_problem_clips(tmp_path):
+    root = make_meld_csvs(tmp_path / "MELD.Raw")
+    train, dev, test = (root / meld.SPLITS[split][1] for split in ("train", "dev", "test"))
+    for clip in ("dia0_utt0", "dia0_utt1", "dia1_utt0", "dia309_utt0"):
+        make_clip(train / f"{clip}.mp4", 0.5)
+    make_clip(train / "dia3_utt0.mp4", 2.0)  # longer than --max-duration 1.0
+    (train / "dia125_utt3.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really an mp4")  # corrupted
+    make_clip(dev / "dia0_utt0.mp4", 0.5)  # dev dia110_utt7 is missing, as in the release
+    make_clip(test / "dia0_utt0.mp4", 0.5)
+    make_clip(test / "dia9_utt9.mp4", 0.5)  # unannotated extra clip: ignored
+    out = tmp_path / "out"
+    code = meld.main(["--root", str(root), "--out", str(out), "--workers", "2", "--max-duration", "1.0"])
+    assert code == 0
+    rows = {row["id"]: row for row in read_manifest(out / "manifest.csv")}
+    assert set(rows) == {
+        "train_dia0_utt0",
+        "train_dia0_utt1",
+        "train_dia1_utt0",
+        "train_dia309_utt0",
+        "dev_dia0_utt0",
+        "test_dia0_utt0",
+    }
+    info = sf.info(str(resolve_audio_path(rows["train_dia0_utt0"]["audio"], out)))
+    assert info.samplerate == 16000 and info.channels == 1 and info.subtype == "PCM_16"
+    assert abs(info.duration - 0.5) < 0.1
+    problems = {row["id"]: row for row in read_problems(out / "problems.csv") if row["id"]}
+    assert problems["train_dia3_utt0"]["kind"] == "overlong"
+    assert (
+        problems["train_dia125_utt3"]["kind"] == "ffmpeg_failed"
+        and "known:" in problems["train_dia125_utt3"]["detail"]
+    )
+    assert problems["dev_dia110_utt7"]["kind"] == "missing_clip"
+    assert not list((out / "audio").rglob("*.part"))
+    again = meld.convert_meld(root, out, workers=2, max_duration=1.0, log=lambda *_: None)
+    assert again.extracted == 0 and again.reused == 7
+
+
+# ----------------------------------------------------------------------------------------- MSP-Podcast
+
+MSP_LABELS = [
+    # FileName, EmoClass, EmoAct, EmoVal, EmoDom, SpkrID, Gender, Split_Set
+    ("MSP-PODCAST_0001_0001.wav", "A", "5.2", "2.0", "5.0", "127", "Male", "Train"),
+    ("MSP-PODCAST_0001_0002.wav", "S", "2.0", "2.4", "3.0", "127", "Male", "Train"),
+    ("MSP-PODCAST_0001_0003.wav", "H", "4.6", "5.8", "4.0", "Unknown", "Unknown", "Train"),
+    ("MSP-PODCAST_0001_0004.wav", "O", "4.0", "4.0", "4.0", "127", "Male", "Train"),
+    ("MSP-PODCAST_0001_0005.wav", "X", "4.0", "4.0", "4.0", "127", "Male", "Train"),
+    ("MSP-PODCAST_0002_0001.wav", "U", "4.0", "4.0", "4.0", "11", "Female", "Development"),
+    ("MSP-PODCAST_0002_0002.wav", "F", "4.0", "4.0", "4.0", "11", "Female", "Development"),
+    ("MSP-PODCAST_0003_0001.wav", "D", "4.0", "4.0", "4.0", "12", "Female", "Test1"),
+    ("MSP-PODCAST_0003_0002.wav", "C", "4.0", "4.0", "4.0", "12", "Female", "Test1"),
+    ("MSP-PODCAST_0004_0001.wav", "N", "4.0", "4.0", "4.0", "13", "Male", "Test2"),
+    ("MSP-PODCAST_0004_0002.wav", "N", "4.0", "4.0", "4.0", "13", "Male", "Test2"),  # no audio file
+    ("MSP-PODCAST_0005_0001.wav", "X", "4.0", "4.0", "4.0", "14", "Male", "Test3"),
+    ("MSP-PODCAST_0006_0001.wav", "N", "4.0", "4.0", "4.0", "15", "Male", "Validation"),  # unknown split
+]
+MSP_UNLISTED_TEST3 = "MSP-PODCAST_test3_0002.wav"
+
+
+def make_msp(root: Path) -> Path:
+    (root / "Labels").mkdir(parents=True)
+    with (root / "Labels" / "labels_consensus.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Gender", "Split_Set"])
+        writer.writerows(MSP_LABELS)
+    for name, *_ in MSP_LABELS:
+        if name != "MSP-PODCAST_0004_0002.wav":
+            write_wav(root / "Audios" / name)
+    write_wav(root / "Audios" / MSP_UNLISTED_TEST3)
+    (root / "Transcripts").mkdir()
+    for name, *_ in MSP_LABELS:
+        if name != "MSP-PODCAST_0001_0002.wav":  # one transcript missing
+            (root / "Transcripts" / name.replace(".wav", ".txt")).write_text(f"words of {name[:-4]}, said\n")
+    return root
+
+
+def test_msp_podcast_labels_splits_and_drops(tmp_path):
+    root = make_msp(tmp_path / "MSP-PODCAST")
+    result = msp_podcast.convert_msp_podcast(root, tmp_path / "out")
+    rows = {row["id"]: row for row in result.rows}
+    assert result.dropped == {"O": 1, "X": 1}
+    expected = {
+        "MSP-PODCAST_0001_0001": ("anger", "train"),
+        "MSP-PODCAST_0001_0002": ("sadness", "train"),
+        "MSP-PODCAST_0001_0003": ("happiness", "train"),
+        "MSP-PODCAST_0002_0001": ("surprise", "dev"),
+        "MSP-PODCAST_0002_0002": ("fear", "dev"),
+        "MSP-PODCAST_0003_0001": ("disgust", "test1"),
+        "MSP-PODCAST_0003_0002": ("contempt", "test1"),
+        "MSP-PODCAST_0004_0001": ("neutral", "test2"),
+        "MSP-PODCAST_0005_0001": ("", "test3"),
+        "MSP-PODCAST_test3_0002": ("", "test3"),
+    }
+    assert {uid: (row["label"], row["split"]) for uid, row in rows.items()} == expected
+    assert result.unlisted_test3 == 1
+    assert rows["MSP-PODCAST_0001_0001"]["text"] == "words of MSP-PODCAST_0001_0001, said"
+    assert rows["MSP-PODCAST_0001_0002"]["text"] == ""  # missing transcript kept, reported
+    assert rows["MSP-PODCAST_0001_0001"]["speaker"] == "127" and rows["MSP-PODCAST_0001_0001"]["gender"] == "male"
+    assert rows["MSP-PODCAST_0001_0003"]["speaker"] == "" and rows["MSP-PODCAST_0001_0003"]["gender"] == ""
+    assert Path(rows["MSP-PODCAST_0001_0001"]["audio"]).name == "MSP-PODCAST_0001_0001.wav"
+    kinds = {problem.id: problem.kind for problem in result.problems}
+    assert kinds == {
+        "MSP-PODCAST_0001_0002": "missing_transcript",
+        "MSP-PODCAST_0004_0002": "missing_audio",
+        "MSP-PODCAST_0006_0001": "unknown_split",
+        "MSP-PODCAST_test3_0002": "missing_transcript",
+    }
+    dropped = msp_podcast.convert_msp_podcast(root, tmp_path / "out", drop_missing_text=True)
+    assert "MSP-PODCAST_0001_0002" not in {row["id"] for row in dropped.rows}
+
+
+def test_msp_podcast_asr_transcripts(tmp_path):
+    root = make_msp(tmp_path / "MSP-PODCAST")
+    asr_csv = tmp_path / "asr.csv"
+    asr_csv.write_text('FileName,text\nMSP-PODCAST_0001_0001.wav,"hello, asr"\nMSP-PODCAST_0001_0002,second\n')
+    out = tmp_path / "out"
+    argv = ["--root", str(root), "--out", str(out), "--transcripts", "asr", "--asr-dir", str(asr_csv)]
+    assert msp_podcast.main(argv) == 0
+    rows = {row["id"]: row for row in read_manifest(out / "manifest.csv")}
+    assert rows["MSP-PODCAST_0001_0001"]["text"] == "hello, asr" and rows["MSP-PODCAST_0001_0002"]["text"] == "second"
+    assert rows["MSP-PODCAST_0002_0001"]["text"] == ""
+    asr_dir = tmp_path / "asr_txt"
+    asr_dir.mkdir()
+    (asr_dir / "MSP-PODCAST_0002_0001.txt").write_text("  from a\nfolder ")
+    result = msp_podcast.convert_msp_podcast(root, out, transcripts="asr", asr_dir=asr_dir)
+    assert {row["id"]: row["text"] for row in result.rows}["MSP-PODCAST_0002_0001"] == "from a folder"
+    with pytest.raises(RecipeError, match="--transcripts asr needs --asr-dir"):
+        msp_podcast.convert_msp_podcast(root, out, transcripts="asr")
+
+
+def test_msp_podcast_wrong_root(tmp_path):
+    with pytest.raises(
+        RecipeError, match=r"has no Labels/labels_consensus\.csv; point --root at the MSP-Podcast folder"
+    ):
+        msp_podcast.convert_msp_podcast(tmp_path, tmp_path / "out")
+    root = make_msp(tmp_path / "MSP-PODCAST")
+    shutil.rmtree(root / "Transcripts")
+    with pytest.raises(RecipeError, match=r"has no Transcripts/ folder"):
+        msp_podcast.convert_msp_podcast(root, tmp_path / "out")
+
+
+def test_msp_podcast_submission_format(tmp_path):
+    path = msp_podcast.write_submission(
+        ["MSP-PODCAST_test3_0002", "Audios/MSP-PODCAST_0005_0001.wav", "MSP-PODCAST_test3_0001.wav"],
+        ["anger", "N", "contempt"],
+        tmp_path / "submission.csv",
+    )
+    assert path.read_bytes() == (
+        b"FileName,EmoClass\nMSP-PODCAST_0005_0001.wav,N\nMSP-PODCAST_test3_0001.wav,C\nMSP-PODCAST_test3_0002.wav,A\n"
+    )
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert all(row["EmoClass"] in msp_podcast.EMO_CODES for row in rows)
+    assert msp_podcast.label_to_code("happiness") == "H" and msp_podcast.label_to_code("sad") == "S"
+    with pytest.raises(ValueError, match="cannot map"):
+        msp_podcast.write_submission(["a"], ["other"], tmp_path / "x.csv")
+    with pytest.raises(ValueError, match="duplicate"):
+        msp_podcast.write_submission(["a", "a.wav"], ["A", "S"], tmp_path / "x.csv")
+
+
+def test_msp_podcast_submission_cli_checks_manifest(tmp_path, capsys):
+    root = make_msp(tmp_path / "MSP-PODCAST")
+    out = tmp_path / "out"
+    msp_podcast.main(["--root", str(root), "--out", str(out)])
+    predictions = tmp_path / "preds.csv"
+    predictions.write_text("id,label,prediction\nMSP-PODCAST_0005_0001,,fear\nMSP-PODCAST_test3_0002,,disgust\n")
+    submission = tmp_path / "submission.csv"
+    argv = [
+        "submission",
+        "--predictions",
+        str(predictions),
+        "--out",
+        str(submission),
+        "--manifest",
+        str(out / "manifest.csv"),
+    ]
+    assert msp_podcast.main(argv) == 0
+    assert submission.read_text() == "FileName,EmoClass\nMSP-PODCAST_0005_0001.wav,F\nMSP-PODCAST_test3_0002.wav,D\n"
+    predictions.write_text("id,prediction\nMSP-PODCAST_0005_0001,fear\n")
+    from modeling_crab.recipes.common import run_cli
+
+    assert run_cli(msp_podcast.main, argv) == 2
+    assert "1 missing" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------- configs
+
+
+@pytest.mark.parametrize(
+    ("name", "batch", "test_split"), [("iemocap", 8, "test"), ("meld", 8, "test"), ("msp_podcast", 16, "test1")]
+)
+def test_reproduction_configs(name, batch, test_split):
+    config = json.loads((ROOT / "configs" / f"{name}.json").read_text())
+    assert config["per_device_train_batch_size"] == batch
+    assert config["per_device_train_batch_size"] * config["gradient_accumulation_steps"] == 32
+    assert config["test_split"] == test_split and config["eval_split"] == "dev"
+    assert config["audio_encoder"] == "microsoft/wavlm-large" and config["text_encoder"] == "roberta-large"
+    assert config["learning_rate"] == 1e-5 and config["encoder_learning_rate"] == 1e-6
+    assert config["mask_padding"] is False and config["metric_for_best_model"] == "macro_f1"
