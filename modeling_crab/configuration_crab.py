@@ -63,6 +63,9 @@ class CrabConfig(PreTrainedConfig):
         mlcs_temperature / mlcs_weight: tau and alpha of the MLCS term (0.1 and 2.0 in the paper).
         mlcs_loss: `"mpcl"` (the paper's multi-positive contrastive loss) or `"supcon"` (SupCon L_out).
         use_csl_legs: build the training-only CSL legs; the inference export sets this to `False`.
+        modality_dropout: in training, the probability that an utterance's transcript is replaced by the empty one
+            (`<s></s>`), so that the model also works on audio alone (the pipeline's audio-only mode). Not in the
+            paper; 0 by default.
         audio_encoder_name / text_encoder_name: where `from_pretrained_encoders` loads encoder weights from.
     """
 
@@ -82,6 +85,7 @@ class CrabConfig(PreTrainedConfig):
     mlcs_weight: float = 2.0
     mlcs_loss: str = "mpcl"
     use_csl_legs: bool = True
+    modality_dropout: float = 0.0
     audio_encoder_name: str = "microsoft/wavlm-large"
     text_encoder_name: str = "roberta-large"
     initializer_range: float = 0.02
@@ -99,6 +103,8 @@ class CrabConfig(PreTrainedConfig):
             )
         if self.mlcs_loss not in ("mpcl", "supcon"):
             raise ValueError(f"mlcs_loss='{self.mlcs_loss}'; use 'mpcl' or 'supcon'")
+        if not 0.0 <= self.modality_dropout < 1.0:
+            raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
         if self.fusion_hidden_size % 2:
             raise ValueError(
                 f"fusion_hidden_size must be even (the unimodal legs use h/2), got {self.fusion_hidden_size}"

@@ -328,6 +328,8 @@ class CrabForEmotionClassification(CrabPreTrainedModel):
         output_csl_embeddings: bool | None = None,
         **kwargs,
     ) -> CrabClassifierOutput:
+        if self.training and self.config.modality_dropout > 0:
+            input_ids, text_attention_mask = self.drop_transcripts(input_ids, text_attention_mask)
         features = self.crab(input_values, input_ids, attention_mask, text_attention_mask)
         logits, fusion = self.classifier(features.pooled_output)  # (B, C), (B, h)
 
@@ -353,6 +355,22 @@ class CrabForEmotionClassification(CrabPreTrainedModel):
         if labels is not None:
             loss = F.cross_entropy(logits.float(), labels)
         return CrabClassifierOutput(loss=loss, logits=logits, csl_embeddings=csl_embeddings)
+
+    def drop_transcripts(
+        self, input_ids: torch.Tensor, text_attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Modality dropout: each transcript is replaced by the empty one (`<s></s>`, what the tokenizer gives for
+        "") with probability `config.modality_dropout`."""
+        text_config = self.config.text_config
+        if text_attention_mask is None:
+            text_attention_mask = torch.ones_like(input_ids)
+        dropped = torch.rand(input_ids.shape[0], device=input_ids.device) < self.config.modality_dropout  # (B,)
+        empty_ids = torch.full_like(input_ids, text_config.pad_token_id)
+        empty_ids[:, 0], empty_ids[:, 1] = text_config.bos_token_id, text_config.eos_token_id
+        empty_mask = torch.zeros_like(text_attention_mask)
+        empty_mask[:, :2] = 1
+        keep = ~dropped[:, None]
+        return torch.where(keep, input_ids, empty_ids), torch.where(keep, text_attention_mask, empty_mask)
 
     def mlcs_objective(self, logits, csl_embeddings, labels, class_weights=None) -> dict[str, torch.Tensor]:
         """The paper's training loss: weighted CE + alpha * mean MPCL over the active taps, by component."""

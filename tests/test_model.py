@@ -217,3 +217,37 @@ def test_from_pretrained_encoders_loads_local_encoder_weights(tiny_config, tmp_p
         model.crab.text_encoder.embeddings.word_embeddings.weight, text.embeddings.word_embeddings.weight
     )
     assert model.crab.text_encoder.pooler is None
+
+
+def test_modality_dropout_gives_the_empty_transcript_in_training_only(tiny_config, tiny_batch, tiny_processor):
+    model = _model(tiny_config, modality_dropout=0.999)
+    ids, mask = model.drop_transcripts(tiny_batch["input_ids"], tiny_batch["text_attention_mask"])
+    empty = tiny_processor(text=[""])
+    width = int(empty["text_attention_mask"].sum())
+    assert torch.equal(ids[:, :width], empty["input_ids"].expand(4, -1))
+    assert mask.sum(1).tolist() == [width] * 4
+    assert (ids[:, width:] == tiny_processor.tokenizer.pad_token_id).all()
+    with torch.no_grad():  # eval mode never drops
+        kept = model(**_inputs(tiny_batch)).logits
+        model.config.modality_dropout = 0.0
+        torch.testing.assert_close(model(**_inputs(tiny_batch)).logits, kept)
+    with pytest.raises(ValueError, match="modality_dropout"):
+        CrabConfig(modality_dropout=1.0)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_config, tiny_batch):
+    grads = []
+    for checkpointing in (False, True):
+        model = _model(tiny_config, use_csl_legs=False)
+        model.train()
+        for module in model.modules():  # deterministic: no dropout anywhere
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+            for name in ("dropout", "dropout_prob", "attention_dropout"):
+                if isinstance(getattr(module, name, None), float):
+                    setattr(module, name, 0.0)
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        model(**_inputs(tiny_batch), labels=tiny_batch["labels"]).loss.backward()
+        grads.append(model.classifier.dense.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
