@@ -9,6 +9,15 @@ from .configuration_crab import CrabConfig
 from .modeling_crab import CrabForEmotionClassification, CrabModel
 from .processing_crab import CrabProcessor
 
+PIPELINE_TASK = "speech-emotion-recognition"
+# config.json `custom_pipelines`: what `pipeline(PIPELINE_TASK, model=..., trust_remote_code=True)` loads
+CUSTOM_PIPELINES = {
+    PIPELINE_TASK: {
+        "impl": "pipeline_crab.CrabEmotionPipeline",
+        "pt": ["AutoModelForAudioClassification"],
+        "type": "multimodal",
+    }
+}
 AUTO_MAP = {
     "AutoConfig": "configuration_crab.CrabConfig",
     "AutoModel": "modeling_crab.CrabModel",
@@ -18,18 +27,49 @@ AUTO_MAP = {
 
 def register_auto_classes() -> None:
     """Have `save_pretrained` write the Crab code next to every checkpoint, with `auto_map` entries for
-    `AutoConfig`, `AutoModel`, `AutoModelForAudioClassification` and `AutoProcessor`."""
+    `AutoConfig`, `AutoModel`, `AutoModelForAudioClassification` and `AutoProcessor`; and register the
+    `speech-emotion-recognition` pipeline in this process."""
     CrabConfig.register_for_auto_class()
     CrabModel.register_for_auto_class("AutoModel")
     CrabForEmotionClassification.register_for_auto_class("AutoModelForAudioClassification")
     CrabProcessor.register_for_auto_class("AutoProcessor")
+    register_pipeline()
+
+
+def register_pipeline() -> None:
+    """Register `CrabEmotionPipeline` under `"speech-emotion-recognition"` in this process, so that
+    `pipeline(PIPELINE_TASK, model=<a CrabForEmotionClassification object>, processor=...)` works too."""
+    from transformers import AutoModelForAudioClassification
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    from .pipeline_crab import CrabEmotionPipeline
+
+    if PIPELINE_REGISTRY.supported_tasks.get(PIPELINE_TASK, {}).get("impl") is not CrabEmotionPipeline:
+        PIPELINE_REGISTRY.register_pipeline(
+            PIPELINE_TASK,
+            pipeline_class=CrabEmotionPipeline,
+            pt_model=AutoModelForAudioClassification,
+            type="multimodal",
+        )
+
+
+def save_pipeline_code(out_dir: str | os.PathLike) -> None:
+    """Copy `pipeline_crab.py` next to a saved checkpoint (its `config.json` names it in `custom_pipelines`)."""
+    from transformers.dynamic_module_utils import custom_object_save
+
+    from .pipeline_crab import CrabEmotionPipeline
+
+    custom_object_save(CrabEmotionPipeline, out_dir)
 
 
 def save_with_code(model: CrabModel | CrabForEmotionClassification, out_dir: str | os.PathLike, **kwargs) -> None:
-    """`save_pretrained` with both model Auto keys in `auto_map` (one class keeps only one registration)."""
+    """`save_pretrained` with both model Auto keys in `auto_map` (one class keeps only one registration), plus the
+    `speech-emotion-recognition` pipeline code."""
     register_auto_classes()
     model.config.auto_map = {**(getattr(model.config, "auto_map", None) or {}), **AUTO_MAP}
+    model.config.custom_pipelines = CUSTOM_PIPELINES
     model.save_pretrained(out_dir, **kwargs)
+    save_pipeline_code(out_dir)
 
 
 def export_for_inference(

@@ -1,0 +1,307 @@
+"""The `speech-emotion-recognition` pipeline: speech (+ transcript) -> emotion scores.
+
+Travels with every checkpoint (`export.py` copies this file and names it in `config.json`'s `custom_pipelines`), so
+this works where the Crab package is not installed:
+
+    pipe = pipeline("speech-emotion-recognition", model="user/crab-iemocap", trust_remote_code=True)
+    pipe("speech.wav", text="I can't believe you did that")          # [{"label": "angry", "score": 0.71}, ...]
+    pipe(["a.wav", {"raw": waveform, "sampling_rate": 8000}], text=["first transcript", "second"])
+    pipe("speech.wav")                           # no transcript: Whisper transcribes it (`asr_model=` to change)
+    pipe("speech.wav", text="")                  # audio only, for models trained with modality dropout
+    pipe("long.wav", text="...", return_windows=True)  # {"aggregate": [...], "windows": [{start, end, scores}]}
+
+Audio longer than the training crop (the processor's `max_duration_s`, 12 s) is cut into equal windows of at most
+that length rather than truncated; each window is classified and the aggregate is the mean of the window
+probabilities weighted by window duration. A transcript you pass goes with every window (truncated at the
+processor's `max_text_length` tokens); an automatic transcript is split between windows by its timestamps.
+
+Only torch, transformers, numpy and the standard library are imported at module level: transformers refuses remote
+code whose imports are not installed (`soundfile`, for non-WAV files, is imported by name when needed).
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import math
+import os
+import warnings
+import wave
+
+import numpy as np
+import torch
+from transformers import Pipeline, PreTrainedModel
+
+from .processing_crab import resample
+
+DEFAULT_ASR_MODEL = "openai/whisper-large-v3-turbo"
+WHISPER_MAX_S = 30.0
+
+
+def read_audio(source: str | os.PathLike | bytes, name: str | None = None) -> tuple[np.ndarray, int]:
+    """A file path or the bytes of an audio file -> (mono float32 waveform, sampling rate).
+
+    PCM WAV is read with the standard library; other formats (FLAC, OGG, MP3, float WAV) need `soundfile`.
+    """
+    name = name or (f"audio file '{source}'" if isinstance(source, (str, os.PathLike)) else "audio bytes")
+    if isinstance(source, (str, os.PathLike)) and not os.path.isfile(source):
+        raise FileNotFoundError(f"{name} does not exist; pass the path of a WAV/FLAC file, bytes or a waveform")
+    try:
+        with wave.open(io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source), "rb") as wav:
+            channels, width, rate = wav.getnchannels(), wav.getsampwidth(), wav.getframerate()
+            frames = wav.readframes(wav.getnframes())
+    except (wave.Error, EOFError):  # not RIFF/PCM (e.g. FLAC, MP3, float WAV)
+        return _read_with_soundfile(source, name)
+    if width == 1:
+        samples = (np.frombuffer(frames, np.uint8).astype(np.float32) - 128.0) / 128.0
+    elif width == 3:  # 24-bit little-endian: widen to int32 through the top three bytes
+        raw = np.frombuffer(frames, np.uint8).reshape(-1, 3).astype(np.int32)
+        samples = ((raw[:, 0] << 8 | raw[:, 1] << 16 | raw[:, 2] << 24) >> 8).astype(np.float32) / 2.0**23
+    else:
+        dtype = {2: np.int16, 4: np.int32}[width]
+        samples = np.frombuffer(frames, dtype).astype(np.float32) / float(np.iinfo(dtype).max + 1)
+    return samples.reshape(-1, channels).mean(axis=1), rate
+
+
+def _read_with_soundfile(source, name: str) -> tuple[np.ndarray, int]:
+    try:  # optional, so imported by name: a checkpoint's code may import only torch, transformers and numpy
+        soundfile = importlib.import_module("soundfile")
+    except ImportError:
+        raise ValueError(
+            f"{name} is not a PCM WAV file, and reading other formats needs `soundfile`: `pip install soundfile`, "
+            "or convert it to 16-bit WAV (ffmpeg -i in.mp3 -ar 16000 -ac 1 out.wav)"
+        ) from None
+    try:
+        samples, rate = soundfile.read(io.BytesIO(source) if isinstance(source, bytes) else source, dtype="float32")
+    except Exception as error:
+        raise ValueError(f"{name} could not be decoded ({error}); pass WAV, FLAC or OGG audio") from error
+    return (samples.mean(axis=1) if samples.ndim == 2 else samples), rate
+
+
+def window_bounds(num_samples: int, max_samples: int | None) -> list[tuple[int, int]]:
+    """Split `num_samples` into the fewest equal windows of at most `max_samples` (no short leftover window)."""
+    if not max_samples or num_samples <= max_samples:
+        return [(0, num_samples)]
+    edges = np.linspace(0, num_samples, math.ceil(num_samples / max_samples) + 1).round().astype(int)
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+
+
+class CrabEmotionPipeline(Pipeline):
+    """Emotion recognition from speech and its transcript. See the module docstring for usage.
+
+    Call arguments (also accepted when building the pipeline):
+        text: the transcript, or one per audio for a batch. `None` transcribes with `asr_model`; `""` classifies
+            from audio alone (meant for models trained with modality dropout).
+        sampling_rate: rate of waveforms passed as arrays without one (default: the model's, 16 kHz).
+        top_k: how many labels to return, best first; `None` returns all (their scores sum to 1).
+        chunk_length_s: window length for long audio; `None` uses the training crop (`max_duration_s`), `0`
+            classifies the whole recording in one pass.
+        return_windows: return `{"aggregate", "windows", "text"}` instead of the aggregate label list.
+        asr_model: a speech-recognition model name/path, a built ASR pipeline or model, for missing transcripts.
+        batch_size: windows per forward pass.
+    """
+
+    _load_processor = True
+    _load_tokenizer = False
+    _load_feature_extractor = False
+    _load_image_processor = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.processor is None:
+            raise ValueError("the speech-emotion-recognition pipeline needs the Crab processor; pass processor=")
+        self.model.eval()
+        self._asr_cache: dict = {}
+
+    def _sanitize_parameters(
+        self, sampling_rate=None, top_k=None, chunk_length_s=None, return_windows=None, asr_model=None, **kwargs
+    ):
+        if kwargs:
+            raise TypeError(f"unexpected arguments {sorted(kwargs)} for the speech-emotion-recognition pipeline")
+        preprocess = {"sampling_rate": sampling_rate, "chunk_length_s": chunk_length_s, "asr_model": asr_model}
+        postprocess = {"top_k": top_k, "return_windows": return_windows}
+        # only what was given, so that call arguments override those given when the pipeline was built
+        preprocess = {key: value for key, value in preprocess.items() if value is not None}
+        postprocess = {key: value for key, value in postprocess.items() if value is not None}
+        return preprocess, {}, postprocess
+
+    def __call__(self, inputs, text: str | list[str] | None = None, **kwargs):
+        """Classify one recording (-> list of `{"label", "score"}`) or a list of them (-> a list of such lists)."""
+        batch_size = kwargs.pop("batch_size", None) or self._batch_size or 1
+        kwargs.pop("num_workers", None)
+        preprocess, _, postprocess = self._sanitize_parameters(**kwargs)
+        preprocess = {**self._preprocess_params, **preprocess}
+        postprocess = {**self._postprocess_params, **postprocess}
+
+        # a list of numbers is one waveform; any other list is a batch
+        single = not isinstance(inputs, (list, tuple)) or (len(inputs) > 0 and isinstance(inputs[0], (int, float)))
+        items = [inputs] if single else list(inputs)
+        texts = self._pair_transcripts(items, text, single)
+        prepared = [
+            self.preprocess(item, text=t, name=self._name(item, i), **preprocess)
+            for i, (item, t) in enumerate(zip(items, texts))
+        ]
+
+        # every window of every recording, in forward batches of `batch_size`
+        windows = [(w, t) for p in prepared for w, t in zip(p["waveforms"], p["window_texts"])]
+        probabilities = []
+        for start in range(0, len(windows), batch_size):
+            chunk = windows[start : start + batch_size]
+            model_inputs = self.processor(
+                audio=[w for w, _ in chunk],
+                text=[t for _, t in chunk],
+                sampling_rate=self.processor.sampling_rate,
+                max_duration_s=None,
+                return_tensors="pt",
+            )
+            probabilities.append(self.forward(dict(model_inputs))["probabilities"])
+        probabilities = torch.cat(probabilities).numpy()
+
+        outputs, offset = [], 0
+        for p in prepared:
+            count = len(p["waveforms"])
+            outputs.append(
+                self.postprocess({**p, "probabilities": probabilities[offset : offset + count]}, **postprocess)
+            )
+            offset += count
+        return outputs[0] if single else outputs
+
+    # -- stages ---------------------------------------------------------------------------------------------------
+    def preprocess(self, inputs, text=None, name="audio", sampling_rate=None, chunk_length_s=None, asr_model=None):
+        """One recording -> its windows (16 kHz waveforms), their time spans and the transcript of each."""
+        waveform, rate = self._load_audio(inputs, sampling_rate, name)
+        target = self.processor.sampling_rate
+        if rate != target:
+            waveform = resample(waveform, rate, target)
+        if waveform.size < target // 40:
+            raise ValueError(f"{name} is {waveform.size / target * 1000:.0f} ms long; pass at least 25 ms of speech")
+        if chunk_length_s is None:
+            chunk_length_s = self.processor.max_duration_s
+        bounds = window_bounds(len(waveform), int(round(chunk_length_s * target)) if chunk_length_s else None)
+        spans = [(start / target, end / target) for start, end in bounds]
+
+        if text is None:
+            text, window_texts = self._transcribe(waveform, spans, asr_model)
+        else:
+            if text == "" and not getattr(self.model.config, "modality_dropout", 0.0):
+                warnings.warn(
+                    f"{name}: an empty transcript asks for audio-only prediction, but this model was trained "
+                    "without modality dropout; pass the transcript, or text=None to transcribe it",
+                    stacklevel=3,
+                )
+            window_texts = [text] * len(bounds)
+        return {
+            "waveforms": [waveform[start:end] for start, end in bounds],
+            "spans": spans,
+            "window_texts": window_texts,
+            "text": text,
+        }
+
+    def _forward(self, model_inputs):
+        dtype = next(self.model.parameters()).dtype
+        model_inputs["input_values"] = model_inputs["input_values"].to(dtype)
+        logits = self.model(**model_inputs).logits  # (windows, C)
+        return {"probabilities": logits.float().softmax(dim=-1)}
+
+    def postprocess(self, model_outputs, top_k=None, return_windows=False):
+        """Window probabilities -> labels sorted by score; the aggregate weights windows by duration."""
+        probabilities = model_outputs["probabilities"]  # (windows, C)
+        spans = model_outputs["spans"]
+        durations = np.array([end - start for start, end in spans])
+        aggregate = (probabilities * durations[:, None]).sum(axis=0) / durations.sum()
+        result = self._ranked(aggregate, top_k)
+        if not return_windows:
+            return result
+        windows = [
+            {"start": round(start, 3), "end": round(end, 3), "text": text, "scores": self._ranked(p, top_k)}
+            for (start, end), text, p in zip(spans, model_outputs["window_texts"], probabilities)
+        ]
+        return {"aggregate": result, "windows": windows, "text": model_outputs["text"]}
+
+    # -- helpers --------------------------------------------------------------------------------------------------
+    def _ranked(self, probabilities: np.ndarray, top_k: int | None) -> list[dict]:
+        order = np.argsort(-probabilities, kind="stable")[: top_k or None]
+        id2label = self.model.config.id2label
+        return [{"label": id2label[int(i)], "score": float(probabilities[i])} for i in order]
+
+    @staticmethod
+    def _name(item, index: int) -> str:
+        return f"audio file '{item}'" if isinstance(item, (str, os.PathLike)) else f"audio {index}"
+
+    @staticmethod
+    def _pair_transcripts(items: list, text, single: bool) -> list:
+        if isinstance(text, (list, tuple)):
+            if single or len(text) != len(items):
+                raise ValueError(f"got {len(items)} audio input(s) but {len(text)} transcripts; pass one per audio")
+            return list(text)
+        if text is not None and text != "" and not single:
+            raise ValueError(f"got {len(items)} audio inputs but one transcript string; pass text=[...] per audio")
+        return [item.get("text", text) if isinstance(item, dict) else text for item in items]
+
+    def _load_audio(self, inputs, sampling_rate, name: str) -> tuple[np.ndarray, int]:
+        if isinstance(inputs, (str, os.PathLike, bytes)):
+            return read_audio(inputs, name if isinstance(inputs, (str, os.PathLike)) else None)
+        if isinstance(inputs, dict):
+            array = inputs.get("raw", inputs.get("array"))
+            rate = inputs.get("sampling_rate")
+            if array is None or rate is None:
+                raise ValueError(
+                    f"{name} is a dict with keys {sorted(inputs)}; pass {{'raw': array, 'sampling_rate': sr}}"
+                )
+            inputs, sampling_rate = array, rate
+        waveform = inputs.detach().cpu().numpy() if isinstance(inputs, torch.Tensor) else np.asarray(inputs)
+        if waveform.dtype.kind in "iu":
+            waveform = waveform.astype(np.float32) / float(np.iinfo(waveform.dtype).max + 1)
+        if waveform.dtype.kind != "f":
+            raise TypeError(f"{name} has dtype {waveform.dtype}; pass a path, bytes, or float/integer PCM samples")
+        if waveform.ndim == 2:  # (samples, channels) or (channels, samples): average the shorter axis
+            waveform = waveform.mean(axis=1 if waveform.shape[1] <= waveform.shape[0] else 0)
+        if waveform.ndim != 1:
+            raise ValueError(f"{name} has shape {waveform.shape}; pass a 1-D waveform or (samples, channels)")
+        return waveform.astype(np.float32, copy=False), int(sampling_rate or self.processor.sampling_rate)
+
+    def _asr(self, asr_model):
+        asr_model = DEFAULT_ASR_MODEL if asr_model is None else asr_model
+        key = asr_model if isinstance(asr_model, str) else id(asr_model)
+        if key not in self._asr_cache:
+            if isinstance(asr_model, (str, PreTrainedModel)):
+                from transformers import pipeline
+
+                try:
+                    asr_model = pipeline("automatic-speech-recognition", model=asr_model, device=self.device)
+                except Exception as error:
+                    raise RuntimeError(
+                        f"could not load the speech recognizer '{getattr(asr_model, 'name_or_path', asr_model)}' to "
+                        f"transcribe audio without a transcript ({error}); pass text=..., or asr_model= a local "
+                        "model or a built ASR pipeline"
+                    ) from error
+            elif not callable(asr_model):
+                raise TypeError(f"asr_model is {type(asr_model).__name__}; pass a model name, a model or a pipeline")
+            self._asr_cache[key] = asr_model
+        return self._asr_cache[key]
+
+    def _transcribe(self, waveform: np.ndarray, spans: list, asr_model) -> tuple[str, list[str]]:
+        """Transcribe a recording; with several windows, give each window the words whose timestamps fall in it."""
+        asr = self._asr(asr_model)
+        audio = {"raw": waveform, "sampling_rate": self.processor.sampling_rate}
+        kwargs = {}
+        if len(spans) > 1:
+            kwargs["return_timestamps"] = True
+        if spans[-1][1] > WHISPER_MAX_S:
+            kwargs["chunk_length_s"] = WHISPER_MAX_S
+        try:
+            result = asr(audio, **kwargs)
+        except (TypeError, ValueError):
+            if not kwargs:
+                raise
+            result = asr(audio)
+        result = {"text": result} if isinstance(result, str) else result
+        text = result["text"].strip()
+        chunks = result.get("chunks") or []
+        if len(spans) == 1 or not chunks or any(None in tuple(c.get("timestamp", (None,))) for c in chunks):
+            return text, [text] * len(spans)
+        window_texts = []
+        for start, end in spans:
+            words = [c["text"].strip() for c in chunks if start <= sum(c["timestamp"]) / 2 < end]
+            window_texts.append(" ".join(w for w in words if w) or text)
+        return text, window_texts

@@ -1,0 +1,94 @@
+"""`crab predict` classifies files from an export and prints a table or JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from modeling_crab import CrabForEmotionClassification, export_for_inference
+from modeling_crab.cli import main
+
+LABELS = {"angry", "happy", "neutral", "sad"}
+
+
+@pytest.fixture
+def checkpoint(tiny_config, tiny_processor, tmp_path):
+    torch.manual_seed(0)
+    return export_for_inference(CrabForEmotionClassification(tiny_config).eval(), tiny_processor, tmp_path / "ckpt")
+
+
+def speech(path: Path, seconds: float = 1.0, rate: int = 16000, seed: int = 0) -> str:
+    samples = np.random.default_rng(seed).uniform(-0.3, 0.3, int(seconds * rate))
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes((samples * 32767).astype("<i2").tobytes())
+    return str(path)
+
+
+def test_predict_prints_json_per_file(checkpoint, tmp_path, capsys):
+    a, b = speech(tmp_path / "a.wav"), speech(tmp_path / "b.wav", 0.7, 8000, seed=1)
+    args = ["predict", a, b, "--text", "that is wonderful news", "--text", "i miss her", "--model", str(checkpoint)]
+    assert main([*args, "--json", "--top-k", "2", "--device", "cpu"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["file"] for r in results] == [a, b]
+    assert results[1]["text"] == "i miss her" and results[1]["transcribed"] is False
+    for result in results:
+        assert len(result["scores"]) == 2 and {s["label"] for s in result["scores"]} <= LABELS
+        assert result["scores"][0]["score"] >= result["scores"][1]["score"]
+
+
+def test_predict_prints_a_table_from_a_transcripts_file(checkpoint, tmp_path, capsys):
+    speech(tmp_path / "a.wav")
+    speech(tmp_path / "b.wav", seed=1)
+    tsv = tmp_path / "clips.tsv"
+    tsv.write_text("path\ttext\na.wav\tthat is wonderful news\nb.wav\twe talked about it\n")
+    assert main(["predict", "--transcripts", str(tsv), "--model", str(checkpoint), "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["file", "emotion", "score"]
+    assert len(lines) == 3 and lines[1].split()[0].endswith("a.wav") and lines[2].split()[0].endswith("b.wav")
+    assert lines[1].split()[1] in LABELS
+    scores = [float(word) for word in lines[1].split()[2::2]]
+    assert sum(scores) == pytest.approx(1.0, abs=0.01)  # all four labels, rounded to 3 decimals
+
+
+def test_usage_errors_say_what_to_pass(checkpoint, tmp_path, capsys):
+    a = speech(tmp_path / "a.wav")
+    with pytest.raises(SystemExit):
+        main(["predict", a, a, "--text", "only one", "--model", str(checkpoint)])
+    assert "got 2 files but 1 --text; pass --text once per file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["predict", str(tmp_path / "missing.wav"), "--text", "x", "--model", str(checkpoint)])
+    assert "missing.wav' does not exist" in capsys.readouterr().err
+    tsv = tmp_path / "t.tsv"
+    tsv.write_text("other.wav\thello\n")
+    with pytest.raises(SystemExit):
+        main(["predict", a, "--transcripts", str(tsv), "--model", str(checkpoint)])
+    assert "has no line in" in capsys.readouterr().err
+
+
+def test_console_script(checkpoint, tmp_path):
+    crab = shutil.which("crab", path=str(Path(sys.executable).parent))
+    if crab is None:
+        pytest.skip("the `crab` console script is not installed; pip install -e .")
+    a = speech(tmp_path / "a.wav")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    done = subprocess.run(
+        [crab, "predict", a, "--text", "hello there", "--model", str(checkpoint), "--json", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)[0]["scores"][0]["label"] in LABELS
