@@ -21,7 +21,18 @@ _EXPORTS = {
     "save_with_code": "export",
 }
 
-__all__ = list(_EXPORTS)
+__all__ = [
+    "MLCS_TAPS",
+    "CrabConfig",
+    "CrabModel",
+    "CrabForEmotionClassification",
+    "CrabModelOutput",
+    "CrabClassifierOutput",
+    "CrabProcessor",
+    "export_for_inference",
+    "register_auto_classes",
+    "save_with_code",
+]
 
 if TYPE_CHECKING:
     from .configuration_crab import MLCS_TAPS, CrabConfig

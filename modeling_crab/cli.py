@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -39,18 +41,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def read_transcripts(path: Path) -> dict[str, str]:
-    """`path<TAB>transcript` lines -> {resolved path: transcript}."""
+    """`path<TAB>transcript` lines (UTF-8, with or without a byte-order mark) -> {resolved path: transcript}."""
     if not path.is_file():
         raise FileNotFoundError(f"--transcripts file '{path}' does not exist")
+    data = path.read_bytes()
+    try:
+        content = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}:{line} is not valid UTF-8 ({error.reason} at byte {error.start}); save the file as UTF-8"
+        ) from None
     transcripts = {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        for line_number, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
-            if not row or (line_number == 1 and row[0].strip().lower() in ("path", "file", "audio")):
-                continue
-            if len(row) != 2:
-                raise ValueError(f"{path}:{line_number} has {len(row)} columns; write path<TAB>transcript")
-            audio = Path(row[0].strip())
-            transcripts[str((path.parent / audio).resolve())] = row[1].strip()
+    lines = io.StringIO(content, newline="")
+    for line_number, row in enumerate(csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+        if not row or (line_number == 1 and row[0].strip().lower() in ("path", "file", "audio")):
+            continue
+        if len(row) != 2:
+            raise ValueError(f"{path}:{line_number} has {len(row)} columns; write path<TAB>transcript")
+        audio = Path(row[0].strip())
+        transcripts[str((path.parent / audio).resolve())] = row[1].strip()
     return transcripts
 
 
@@ -126,7 +136,14 @@ def predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def quiet_known_warnings() -> None:
+    """transformers' WavLM attention mixes a float position bias with a boolean padding mask, which torch warns
+    about on every forward; the numbers are right."""
+    warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask", category=UserWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_known_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -161,6 +161,7 @@ class CrabPreTrainedModel(PreTrainedModel):
     input_modalities = ("audio", "text")
     supports_gradient_checkpointing = True
     _supports_sdpa = True  # the head itself; WavLM is set to eager per sub-config (it has no SDPA path)
+    accepts_loss_kwargs = False  # `forward(**kwargs)` takes no loss kwargs; the Trainer must not scale for them
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -252,6 +253,11 @@ class CrabModel(CrabPreTrainedModel):
         text_attention_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> CrabModelOutput:
+        if self.audio_encoder._get_feat_extract_output_lengths(input_values.shape[-1]) < 1:
+            raise ValueError(
+                f"input_values hold {input_values.shape[-1]} samples, fewer than the speech encoder's CNN needs for "
+                "one frame; pad or drop clips this short"
+            )
         audio_kwargs = {"attention_mask": attention_mask} if self.config.audio_feeds_attention_mask else {}
         speech_frames = self.audio_encoder(input_values, **audio_kwargs).last_hidden_state  # (B, T, Da)
         text_tokens = self.text_encoder(input_ids, attention_mask=text_attention_mask).last_hidden_state  # (B, L, Dt)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from transformers import Pipeline, PreTrainedModel
 
-from .processing_crab import resample
+from .processing_crab import check_sampling_rate, pcm_to_float32, resample
 
 DEFAULT_ASR_MODEL = "openai/whisper-large-v3-turbo"
 WHISPER_MAX_S = 30.0
@@ -41,7 +41,8 @@ WHISPER_MAX_S = 30.0
 def read_audio(source: str | os.PathLike | bytes, name: str | None = None) -> tuple[np.ndarray, int]:
     """A file path or the bytes of an audio file -> (mono float32 waveform, sampling rate).
 
-    PCM WAV is read with the standard library; other formats (FLAC, OGG, MP3, float WAV) need `soundfile`.
+    PCM WAV is read with the standard library; other formats (FLAC, OGG, MP3, float WAV) need `soundfile`. A WAV
+    file cut short (fewer frames than its header says) is read up to its last whole frame, with a warning.
     """
     name = name or (f"audio file '{source}'" if isinstance(source, (str, os.PathLike)) else "audio bytes")
     if isinstance(source, (str, os.PathLike)) and not os.path.isfile(source):
@@ -49,18 +50,29 @@ def read_audio(source: str | os.PathLike | bytes, name: str | None = None) -> tu
     try:
         with wave.open(io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source), "rb") as wav:
             channels, width, rate = wav.getnchannels(), wav.getsampwidth(), wav.getframerate()
-            frames = wav.readframes(wav.getnframes())
+            expected_frames = wav.getnframes()
+            frames = wav.readframes(expected_frames)
     except (wave.Error, EOFError):  # not RIFF/PCM (e.g. FLAC, MP3, float WAV)
         return _read_with_soundfile(source, name)
+    frame_bytes = width * channels
+    if len(frames) < expected_frames * frame_bytes:
+        warnings.warn(
+            f"{name} is truncated: its header promises {expected_frames} frames but it holds "
+            f"{len(frames) // frame_bytes}; classifying the frames present (re-export the file to silence this)",
+            stacklevel=3,
+        )
+        frames = frames[: len(frames) // frame_bytes * frame_bytes]
     if width == 1:
-        samples = (np.frombuffer(frames, np.uint8).astype(np.float32) - 128.0) / 128.0
-    elif width == 3:  # 24-bit little-endian: widen to int32 through the top three bytes
-        raw = np.frombuffer(frames, np.uint8).reshape(-1, 3).astype(np.int32)
-        samples = ((raw[:, 0] << 8 | raw[:, 1] << 16 | raw[:, 2] << 24) >> 8).astype(np.float32) / 2.0**23
+        samples = pcm_to_float32(np.frombuffer(frames, np.uint8))  # 8-bit WAV is unsigned, centred on 128
+    elif width == 3:  # 24-bit little-endian: the three bytes become the top of an int32
+        widened = np.zeros((len(frames) // 3, 4), np.uint8)
+        widened[:, 1:] = np.frombuffer(frames, np.uint8).reshape(-1, 3)
+        samples = pcm_to_float32(widened.view("<i4").reshape(-1))
     else:
-        dtype = {2: np.int16, 4: np.int32}[width]
-        samples = np.frombuffer(frames, dtype).astype(np.float32) / float(np.iinfo(dtype).max + 1)
-    return samples.reshape(-1, channels).mean(axis=1), rate
+        samples = pcm_to_float32(np.frombuffer(frames, {2: "<i2", 4: "<i4"}[width]))
+    if channels == 1:
+        return samples, rate
+    return samples.reshape(-1, channels).mean(axis=1, dtype=np.float32), rate
 
 
 def _read_with_soundfile(source, name: str) -> tuple[np.ndarray, int]:
@@ -126,7 +138,10 @@ class CrabEmotionPipeline(Pipeline):
         return preprocess, {}, postprocess
 
     def __call__(self, inputs, text: str | list[str] | None = None, **kwargs):
-        """Classify one recording (-> list of `{"label", "score"}`) or a list of them (-> a list of such lists)."""
+        """Classify one recording (-> list of `{"label", "score"}`) or a list of them (-> a list of such lists).
+
+        Safe to call from several threads at once: a call keeps its state in local variables.
+        """
         batch_size = kwargs.pop("batch_size", None) or self._batch_size or 1
         kwargs.pop("num_workers", None)
         preprocess, _, postprocess = self._sanitize_parameters(**kwargs)
@@ -136,6 +151,8 @@ class CrabEmotionPipeline(Pipeline):
         # a list of numbers is one waveform; any other list is a batch
         single = not isinstance(inputs, (list, tuple)) or (len(inputs) > 0 and isinstance(inputs[0], (int, float)))
         items = [inputs] if single else list(inputs)
+        if not items:
+            return []
         texts = self._pair_transcripts(items, text, single)
         prepared = [
             self.preprocess(item, text=t, name=self._name(item, i), **preprocess)
@@ -143,16 +160,17 @@ class CrabEmotionPipeline(Pipeline):
         ]
 
         # every window of every recording, in forward batches of `batch_size`
-        windows = [(w, t) for p in prepared for w, t in zip(p["waveforms"], p["window_texts"])]
+        windows = [w for p in prepared for w in zip(p["waveforms"], p["window_texts"], p["window_names"])]
         probabilities = []
         for start in range(0, len(windows), batch_size):
             chunk = windows[start : start + batch_size]
             model_inputs = self.processor(
-                audio=[w for w, _ in chunk],
-                text=[t for _, t in chunk],
+                audio=[w for w, _, _ in chunk],
+                text=[t for _, t, _ in chunk],
                 sampling_rate=self.processor.sampling_rate,
                 max_duration_s=None,
                 return_tensors="pt",
+                names=[n for _, _, n in chunk],
             )
             probabilities.append(self.forward(dict(model_inputs))["probabilities"])
         probabilities = torch.cat(probabilities).numpy()
@@ -169,12 +187,23 @@ class CrabEmotionPipeline(Pipeline):
     # -- stages ---------------------------------------------------------------------------------------------------
     def preprocess(self, inputs, text=None, name="audio", sampling_rate=None, chunk_length_s=None, asr_model=None):
         """One recording -> its windows (16 kHz waveforms), their time spans and the transcript of each."""
+        if text is not None and not isinstance(text, str):
+            kind = type(text).__name__
+            fix = "decode it first: text.decode('utf-8')" if isinstance(text, bytes) else "pass the transcript"
+            raise TypeError(f"the transcript of {name} is {kind}, not a string; {fix}")
+        if text is not None and not text.strip():
+            text = ""  # whitespace only: the empty transcript (audio only)
         waveform, rate = self._load_audio(inputs, sampling_rate, name)
         target = self.processor.sampling_rate
         if rate != target:
             waveform = resample(waveform, rate, target)
         if waveform.size < target // 40:
             raise ValueError(f"{name} is {waveform.size / target * 1000:.0f} ms long; pass at least 25 ms of speech")
+        if waveform.size < self._min_samples():
+            raise ValueError(
+                f"{name} is {waveform.size / target * 1000:.0f} ms long, shorter than one frame of this model's "
+                f"speech encoder; pass at least {self._min_samples() / target * 1000:.0f} ms of speech"
+            )
         if chunk_length_s is None:
             chunk_length_s = self.processor.max_duration_s
         bounds = window_bounds(len(waveform), int(round(chunk_length_s * target)) if chunk_length_s else None)
@@ -190,10 +219,12 @@ class CrabEmotionPipeline(Pipeline):
                     stacklevel=3,
                 )
             window_texts = [text] * len(bounds)
+        names = [name] if len(bounds) == 1 else [f"{name} ({start:.2f}-{end:.2f} s)" for start, end in spans]
         return {
             "waveforms": [waveform[start:end] for start, end in bounds],
             "spans": spans,
             "window_texts": window_texts,
+            "window_names": names,
             "text": text,
         }
 
@@ -219,6 +250,15 @@ class CrabEmotionPipeline(Pipeline):
         return {"aggregate": result, "windows": windows, "text": model_outputs["text"]}
 
     # -- helpers --------------------------------------------------------------------------------------------------
+    def _min_samples(self) -> int:
+        """The shortest input that gives the speech encoder's CNN one frame (400 samples for WavLM)."""
+        audio_config = self.model.config.audio_config
+        samples = 1
+        kernels, strides = getattr(audio_config, "conv_kernel", ()), getattr(audio_config, "conv_stride", ())
+        for kernel, stride in reversed(list(zip(kernels, strides))):
+            samples = (samples - 1) * stride + kernel
+        return samples
+
     def _ranked(self, probabilities: np.ndarray, top_k: int | None) -> list[dict]:
         order = np.argsort(-probabilities, kind="stable")[: top_k or None]
         id2label = self.model.config.id2label
@@ -249,16 +289,20 @@ class CrabEmotionPipeline(Pipeline):
                     f"{name} is a dict with keys {sorted(inputs)}; pass {{'raw': array, 'sampling_rate': sr}}"
                 )
             inputs, sampling_rate = array, rate
-        waveform = inputs.detach().cpu().numpy() if isinstance(inputs, torch.Tensor) else np.asarray(inputs)
-        if waveform.dtype.kind in "iu":
-            waveform = waveform.astype(np.float32) / float(np.iinfo(waveform.dtype).max + 1)
-        if waveform.dtype.kind != "f":
+        if isinstance(inputs, torch.Tensor):
+            inputs = inputs.detach().cpu()
+            waveform = (inputs.float() if inputs.dtype == torch.bfloat16 else inputs).numpy()
+        else:
+            waveform = np.asarray(inputs)
+        if waveform.dtype.kind not in "iuf":
             raise TypeError(f"{name} has dtype {waveform.dtype}; pass a path, bytes, or float/integer PCM samples")
-        if waveform.ndim == 2:  # (samples, channels) or (channels, samples): average the shorter axis
-            waveform = waveform.mean(axis=1 if waveform.shape[1] <= waveform.shape[0] else 0)
-        if waveform.ndim != 1:
+        if waveform.ndim not in (1, 2):
             raise ValueError(f"{name} has shape {waveform.shape}; pass a 1-D waveform or (samples, channels)")
-        return waveform.astype(np.float32, copy=False), int(sampling_rate or self.processor.sampling_rate)
+        rate = self.processor.sampling_rate if sampling_rate is None else check_sampling_rate(sampling_rate, name)
+        waveform = pcm_to_float32(waveform)
+        if waveform.ndim == 2:  # (samples, channels) or (channels, samples): average the shorter axis
+            waveform = waveform.mean(axis=1 if waveform.shape[1] <= waveform.shape[0] else 0, dtype=np.float32)
+        return waveform, rate
 
     def _asr(self, asr_model):
         asr_model = DEFAULT_ASR_MODEL if asr_model is None else asr_model

@@ -1,7 +1,9 @@
 """CrabProcessor: pairs a speech feature extractor with a RoBERTa tokenizer.
 
-Audio goes through: validation -> mono downmix -> resampling to the extractor's rate (16 kHz) -> crop to
-`max_duration_s` -> waveform normalisation -> zero padding. Text is tokenised, truncated at `max_text_length`.
+Audio goes through: validation -> crop to `max_duration_s` -> mono downmix -> resampling to the extractor's rate
+(16 kHz) -> waveform normalisation -> zero padding. The crop comes first (only the input samples the kept seconds
+depend on are read), so an hour-long recording costs no more than its first `max_duration_s`. Text is tokenised,
+truncated at `max_text_length`; a whitespace-only transcript is the empty one (`<s></s>`, audio only).
 The normalisation statistics (SPEC §3: one global mean/std computed on the training audio) are saved with the
 processor, so users never copy them into their code.
 """
@@ -9,6 +11,8 @@ processor, so users never copy them into their code.
 from __future__ import annotations
 
 import math
+import os
+import threading
 import warnings
 from collections.abc import Sequence
 
@@ -19,14 +23,26 @@ from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
 NORMALIZATIONS = ("global", "utterance", "none")
+LOWPASS_FILTER_WIDTH = 6
+# A recording whose peak-to-peak amplitude is below one 16-bit step carries no signal: it gets a warning.
+SILENCE_PEAK_TO_PEAK = 2.0**-15
+# Rate pairs with a large reduced ratio (44101 -> 16000 Hz) would need a polyphase table of gigabytes; above this many
+# entries `resample` evaluates the same windowed sinc at each output sample instead.
+_MAX_POLYPHASE_TABLE = 1 << 20
+# Fast tokenizers keep truncation and padding settings in shared state: concurrent calls would mix them up.
+_TOKENIZER_LOCK = threading.Lock()
 
 
-def resample(waveform: np.ndarray, orig_sr: int, target_sr: int, lowpass_filter_width: int = 6) -> np.ndarray:
+def resample(
+    waveform: np.ndarray, orig_sr: int, target_sr: int, lowpass_filter_width: int = LOWPASS_FILTER_WIDTH
+) -> np.ndarray:
     """Band-limited (Hann-windowed sinc) polyphase resampling of a 1-D float32 waveform."""
     if orig_sr == target_sr:
         return waveform
     g = math.gcd(int(orig_sr), int(target_sr))
     orig, new = int(orig_sr) // g, int(target_sr) // g
+    if new * (2 * math.ceil(lowpass_filter_width * orig / (min(orig, new) * 0.99)) + orig) > _MAX_POLYPHASE_TABLE:
+        return _resample_direct(waveform, orig, new, lowpass_filter_width)
     cutoff = min(orig, new) * 0.99  # just below the lower Nyquist rate
     width = math.ceil(lowpass_filter_width * orig / cutoff)
     taps = torch.arange(-width, width + orig, dtype=torch.float64) / orig  # (K,)
@@ -44,6 +60,56 @@ def resample(waveform: np.ndarray, orig_sr: int, target_sr: int, lowpass_filter_
     return y[: math.ceil(new * len(waveform) / orig)].numpy()
 
 
+def _resample_direct(waveform: np.ndarray, orig: int, new: int, lowpass_filter_width: int) -> np.ndarray:
+    """`resample`'s kernel evaluated at each output time (reduced rates `orig` -> `new`), in chunks of outputs."""
+    scale = min(orig, new) * 0.99 / orig  # the cutoff, per input sample
+    reach = math.ceil(lowpass_filter_width / scale) + 1  # kernel half-width in input samples, rounded up
+    x = F.pad(torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32)), (reach, reach + 1))
+    offsets = torch.arange(1 - reach, reach + 1)  # (taps,) around floor(output time)
+    num_output = -(-len(waveform) * new // orig)
+    output = torch.empty(num_output, dtype=torch.float32)
+    for start in range(0, num_output, 1 << 14):
+        times = torch.arange(start, min(start + (1 << 14), num_output), dtype=torch.float64) * orig / new  # (c,)
+        positions = times.floor().long()[:, None] + offsets  # (c, taps) input samples
+        t = ((positions - times[:, None]) * scale).clamp(-lowpass_filter_width, lowpass_filter_width)
+        kernels = torch.cos(t * math.pi / lowpass_filter_width / 2) ** 2 * torch.special.sinc(t) * scale
+        output[start : start + len(times)] = (x[positions + reach] * kernels.float()).sum(dim=1)
+    return output.numpy()
+
+
+def resample_input_length(num_output: int, orig_sr: int, target_sr: int) -> int:
+    """How many input samples the first `num_output` samples of `resample(..., orig_sr, target_sr)` depend on."""
+    if orig_sr == target_sr:
+        return num_output
+    reach = LOWPASS_FILTER_WIDTH / (0.99 * min(1.0, target_sr / orig_sr))
+    return math.ceil(num_output * orig_sr / target_sr + reach) + 1
+
+
+def check_sampling_rate(sampling_rate, name: str = "audio") -> int:
+    """A positive whole number of Hz, as an int; anything else is an error that names the input."""
+    try:
+        rate = float(sampling_rate)
+    except (TypeError, ValueError):
+        rate = float("nan")
+    if not (math.isfinite(rate) and rate > 0 and rate.is_integer()):
+        raise ValueError(f"{name} has sampling_rate={sampling_rate!r}; pass the audio's rate in Hz (e.g. 16000)")
+    return int(rate)
+
+
+def pcm_to_float32(samples: np.ndarray) -> np.ndarray:
+    """Float samples as float32; integer PCM scaled to [-1, 1) (unsigned PCM, as in 8-bit WAV, is centred on its
+    midpoint), in one copy."""
+    if samples.dtype.kind == "f":
+        return samples.astype(np.float32, copy=False)
+    info = np.iinfo(samples.dtype)
+    half_range = (float(info.max) - float(info.min) + 1.0) / 2.0  # 2 ** (bits - 1)
+    converted = samples.astype(np.float32)
+    if info.min == 0:
+        converted -= np.float32(half_range)
+    converted /= np.float32(half_range)
+    return converted
+
+
 class CrabProcessor(ProcessorMixin):
     r"""
     Args:
@@ -55,6 +121,10 @@ class CrabProcessor(ProcessorMixin):
         normalization: `"global"` (subtract `waveform_mean`, divide by `waveform_std`, the statistics of the
             training audio), `"utterance"` (zero mean, unit variance per utterance) or `"none"`.
         waveform_mean / waveform_std: the global statistics, set by training through `set_waveform_stats`.
+
+    Bad input gets an error naming the input and the fix (empty, NaN/inf, wrong dtype or shape, a non-positive
+    sampling rate, a transcript that is not a string); a silent waveform (no variation above one 16-bit step) gets a
+    warning naming it. docs/bad_input.md lists every case.
     """
 
     def __init__(
@@ -79,6 +149,13 @@ class CrabProcessor(ProcessorMixin):
         self.waveform_std = float(waveform_std)
         super().__init__(feature_extractor, tokenizer, **kwargs)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        # the folder's config.json names the Crab model code in `auto_map`; the tokenizer and feature extractor
+        # need none of it, so loading them should not ask whether to run it
+        kwargs.setdefault("trust_remote_code", False)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
     @property
     def sampling_rate(self) -> int:
         return self.feature_extractor.sampling_rate
@@ -97,27 +174,50 @@ class CrabProcessor(ProcessorMixin):
     def prepare_waveform(
         self, audio, sampling_rate: int | None, name: str = "audio", max_duration_s: float | None = ...
     ) -> np.ndarray:
-        """One waveform -> mono float32 at the model's rate, cropped and normalised. `name` labels errors."""
-        waveform = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
-        if waveform.dtype.kind in "iu":  # integer PCM
-            waveform = waveform.astype(np.float32) / float(np.iinfo(waveform.dtype).max + 1)
-        elif waveform.dtype.kind != "f":
+        """One waveform -> mono float32 at the model's rate, cropped and normalised. `name` labels errors.
+
+        Only the input samples that the kept `max_duration_s` depend on are converted, checked and resampled.
+        """
+        if isinstance(audio, (str, os.PathLike, bytes)):
+            what = f"a path ('{audio}')" if isinstance(audio, (str, os.PathLike)) else "bytes"
+            raise TypeError(
+                f"{name} is {what}; the processor takes waveforms: read the file first (soundfile.read) or use the "
+                "speech-emotion-recognition pipeline, which reads files"
+            )
+        if isinstance(audio, torch.Tensor):
+            audio = audio.detach().cpu()
+            waveform = (audio.float() if audio.dtype == torch.bfloat16 else audio).numpy()
+        else:
+            waveform = np.asarray(audio)
+        if waveform.dtype.kind not in "iuf":
             raise TypeError(f"{name} has dtype {waveform.dtype}; pass float or integer PCM samples")
-        waveform = waveform.astype(np.float32, copy=False)
-        if waveform.ndim == 2:  # (N, channels) as soundfile reads it, or (channels, N) as torchaudio does
-            channel_axis = 1 if waveform.shape[1] <= waveform.shape[0] else 0
-            waveform = waveform.mean(axis=channel_axis)
-        elif waveform.ndim != 1:
+        if waveform.ndim not in (1, 2):
             raise ValueError(f"{name} has shape {waveform.shape}; pass a 1-D waveform or a (samples, channels) array")
         if waveform.size == 0:
             raise ValueError(f"{name} is empty (0 samples); pass a non-empty waveform")
-        if not np.isfinite(waveform).all():
-            raise ValueError(f"{name} contains NaN or infinite samples; clean or drop this audio")
-        if sampling_rate is not None and sampling_rate != self.sampling_rate:
-            waveform = resample(waveform, sampling_rate, self.sampling_rate)
+        rate = self.sampling_rate if sampling_rate is None else check_sampling_rate(sampling_rate, name)
+        # (N, channels) as soundfile reads it, or (channels, N) as torchaudio does: the shorter axis is channels
+        channel_axis = None if waveform.ndim == 1 else (1 if waveform.shape[1] <= waveform.shape[0] else 0)
         max_duration_s = self.max_duration_s if max_duration_s is ... else max_duration_s
         if max_duration_s is not None:
-            waveform = waveform[: int(round(max_duration_s * self.sampling_rate))]
+            num_output = int(round(max_duration_s * self.sampling_rate))
+            keep = resample_input_length(num_output, rate, self.sampling_rate)
+            waveform = waveform[:, :keep] if channel_axis == 0 else waveform[:keep]
+        waveform = pcm_to_float32(waveform)
+        if channel_axis is not None:
+            waveform = waveform.mean(axis=channel_axis, dtype=np.float32)
+        if not np.isfinite(waveform).all():
+            raise ValueError(f"{name} contains NaN or infinite samples; clean or drop this audio")
+        if rate != self.sampling_rate:
+            waveform = resample(waveform, rate, self.sampling_rate)
+        if max_duration_s is not None:
+            waveform = waveform[:num_output]
+        if np.ptp(waveform) < SILENCE_PEAK_TO_PEAK:
+            warnings.warn(
+                f"{name} is silent (no variation above one 16-bit step), so its scores carry no information from the "
+                "speech; check the recording",
+                stacklevel=3,
+            )
         if self.normalization == "global":
             waveform = (waveform - self.waveform_mean) / self.waveform_std
         elif self.normalization == "utterance":
@@ -136,13 +236,23 @@ class CrabProcessor(ProcessorMixin):
         return {"input_values": input_values, "attention_mask": attention_mask}
 
     # -- text -------------------------------------------------------------------------------------------------
-    def _tokenize(self, texts: list[str], text_padding: bool | str, max_text_length: int) -> dict[str, np.ndarray]:
+    def _tokenize(
+        self, texts: list[str], text_padding: bool | str, max_text_length: int, names: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
         for i, text in enumerate(texts):
+            name = f"the transcript of {names[i]}" if names else f"transcript {i}"
+            if isinstance(text, (bytes, bytearray)):
+                raise TypeError(
+                    f"{name} is bytes, not a string; decode it first: text.decode('utf-8') "
+                    "(or .decode('utf-8', errors='replace') when it is not valid UTF-8)"
+                )
             if not isinstance(text, str):
-                raise TypeError(f"transcript {i} is {type(text).__name__}, not a string; pass the utterance's text")
-        encoded = self.tokenizer(
-            texts, padding=text_padding, truncation=True, max_length=max_text_length, return_tensors="np"
-        )
+                raise TypeError(f"{name} is {type(text).__name__}, not a string; pass the utterance's text")
+        texts = [text.strip() for text in texts]  # as in training; whitespace only becomes the empty transcript
+        with _TOKENIZER_LOCK:
+            encoded = self.tokenizer(
+                texts, padding=text_padding, truncation=True, max_length=max_text_length, return_tensors="np"
+            )
         return {"input_ids": encoded["input_ids"], "text_attention_mask": encoded["attention_mask"]}
 
     def __call__(
@@ -156,42 +266,67 @@ class CrabProcessor(ProcessorMixin):
         max_duration_s: float | None = ...,
         max_text_length: int | None = None,
         pad_to_multiple_of: int | None = None,
+        names: Sequence[str] | None = None,
         **kwargs,
     ) -> BatchFeature:
         """Process one utterance or a batch.
 
         Args:
-            audio: a waveform (1-D array/tensor, or (samples, channels)) or a list of them.
+            audio: a 1-D waveform; a list of waveforms, each 1-D or 2-D ((samples, channels) or (channels,
+                samples), downmixed to mono); or a 2-D array/tensor (B, N), read as B waveforms. Wrap one
+                multichannel recording in a list.
             text: the transcript(s), one per waveform.
             sampling_rate: the rate of `audio`; it is resampled to the model's rate when different.
             text_padding: `True` pads to the longest transcript; `"max_length"` pads to `max_text_length`, as the
                 released code did.
             max_duration_s / max_text_length: override the saved crop and truncation lengths for this call.
+            names: what to call each utterance in errors and warnings (default `audio 0`, `audio 1`, ...).
         Returns:
             `input_values` (B, N), `attention_mask` (B, N), `input_ids` (B, L), `text_attention_mask` (B, L).
         """
         if audio is None and text is None:
             raise ValueError("CrabProcessor needs `audio`, `text`, or both")
         data: dict[str, np.ndarray] = {}
+        batch_array = isinstance(audio, (np.ndarray, torch.Tensor)) and np.ndim(audio) == 2
         if audio is not None:
-            single = isinstance(audio, (np.ndarray, torch.Tensor)) and np.ndim(audio) == 1
+            single = isinstance(audio, (str, os.PathLike, bytes)) or (
+                isinstance(audio, (np.ndarray, torch.Tensor)) and np.ndim(audio) == 1
+            )
             waveforms = [audio] if single else list(audio)
+            if not waveforms:
+                raise ValueError("audio is an empty list; pass at least one waveform")
+            if batch_array and 1 < audio.shape[1] <= 8 < audio.shape[0]:
+                raise ValueError(
+                    f"audio has shape {tuple(audio.shape)}: a 2-D array is read as {audio.shape[0]} waveforms of "
+                    f"{audio.shape[1]} samples; for one (samples, channels) recording pass [audio]"
+                )
+            if names is not None and len(names) != len(waveforms):
+                raise ValueError(f"got {len(waveforms)} waveforms but {len(names)} names")
             if sampling_rate is None:
                 warnings.warn(
                     f"CrabProcessor called without sampling_rate; assuming {self.sampling_rate} Hz. Pass "
                     "sampling_rate= to have audio at other rates resampled.",
                     stacklevel=2,
                 )
-            waveforms = [
-                self.prepare_waveform(w, sampling_rate, name=f"audio {i}", max_duration_s=max_duration_s)
-                for i, w in enumerate(waveforms)
-            ]
+            prepared = []
+            for i, waveform in enumerate(waveforms):  # a loop, not a comprehension: warnings point at the caller
+                name = names[i] if names else f"audio {i}"
+                prepared.append(self.prepare_waveform(waveform, sampling_rate, name, max_duration_s))
+            waveforms = prepared
             data.update(self._pad_audio(waveforms, pad_to_multiple_of))
         if text is not None:
-            texts = [text] if isinstance(text, str) else list(text)
+            texts = [text] if isinstance(text, (str, bytes, bytearray)) else list(text)
             if audio is not None and len(texts) != len(data["input_values"]):
-                raise ValueError(f"got {len(data['input_values'])} waveforms but {len(texts)} transcripts")
-            data.update(self._tokenize(texts, text_padding, max_text_length or self.max_text_length))
+                hint = ""
+                if batch_array and len(texts) == 1:
+                    hint = (
+                        f"; audio of shape {tuple(audio.shape)} is read as a batch of {audio.shape[0]} waveforms, "
+                        "so for one multichannel recording pass [audio]"
+                    )
+                raise ValueError(f"got {len(data['input_values'])} waveforms but {len(texts)} transcripts{hint}")
+            if names is not None and len(names) != len(texts):
+                raise ValueError(f"got {len(texts)} transcripts but {len(names)} names")
+            data.update(self._tokenize(texts, text_padding, max_text_length or self.max_text_length, names))
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def batch_decode(self, *args, **kwargs):
@@ -201,4 +336,4 @@ class CrabProcessor(ProcessorMixin):
         return self.tokenizer.decode(*args, **kwargs)
 
 
-__all__ = ["CrabProcessor", "resample"]
+__all__ = ["CrabProcessor", "resample", "resample_input_length", "check_sampling_rate", "pcm_to_float32"]

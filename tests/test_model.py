@@ -251,3 +251,10 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_config, tiny_batch
         model(**_inputs(tiny_batch), labels=tiny_batch["labels"]).loss.backward()
         grads.append(model.classifier.dense.weight.grad.clone())
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
+
+
+def test_audio_shorter_than_one_frame_is_named(tiny_config, tiny_processor):
+    model = _model(tiny_config)
+    batch = tiny_processor(audio=[torch.randn(10).numpy()], text=["hi"], sampling_rate=16000)
+    with pytest.raises(ValueError, match="10 samples"):
+        model(**_inputs(batch))

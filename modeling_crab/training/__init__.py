@@ -1,1 +1,44 @@
-"""Training: the Crab Trainer, manifests and audio loading, batching, metrics and the built-in demo."""
+"""Training: the Crab Trainer, manifests and audio loading, batching, metrics, plots and the built-in demo.
+
+Nothing in here travels with a checkpoint; the checkpoint files never import from `training/`.
+"""
+
+from .collator import CrabDataCollator, EpochSeededLengthGroupedSampler
+from .data import (
+    CrabAudioTextDataset,
+    ManifestError,
+    ManifestScan,
+    Utterance,
+    label_names_from,
+    load_audio,
+    load_manifest,
+    scan_manifest,
+    select_split,
+)
+from .metrics import build_compute_metrics, classification_metrics, confusion
+from .predict import classify_file
+from .tiny import build_tiny_tokenizer, tiny_crab_config
+from .trainer import CrabTrainer, compute_class_weights, gather_csl_embeddings
+
+__all__ = [
+    "CrabTrainer",
+    "compute_class_weights",
+    "gather_csl_embeddings",
+    "CrabDataCollator",
+    "EpochSeededLengthGroupedSampler",
+    "CrabAudioTextDataset",
+    "ManifestError",
+    "ManifestScan",
+    "Utterance",
+    "label_names_from",
+    "load_audio",
+    "load_manifest",
+    "scan_manifest",
+    "select_split",
+    "build_compute_metrics",
+    "classification_metrics",
+    "confusion",
+    "classify_file",
+    "build_tiny_tokenizer",
+    "tiny_crab_config",
+]

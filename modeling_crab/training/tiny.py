@@ -50,16 +50,21 @@ def _bpe_merges(bpe: ByteLevelBPETokenizer) -> list:
     return json.loads(bpe._tokenizer.to_str())["model"]["merges"]
 
 
-def tiny_crab_config(num_labels: int, id2label: dict[int, str] | None = None, vocab_size: int = 1000) -> CrabConfig:
-    """A CrabConfig with a 2-layer, 64-wide random WavLM and RoBERTa and a 64-wide head (CPU-trainable in minutes)."""
+def tiny_crab_config(
+    num_labels: int, id2label: dict[int, str] | None = None, vocab_size: int = 1000, **config_kwargs
+) -> CrabConfig:
+    """A CrabConfig with a 2-layer, 64-wide random WavLM and RoBERTa and a 64-wide head (CPU-trainable in minutes).
+
+    `config_kwargs` set further `CrabConfig` fields (`mask_padding`, `mlcs_taps`, ...).
+    """
     id2label = id2label or {i: f"LABEL_{i}" for i in range(num_labels)}
     id2label = {int(i): str(label) for i, label in id2label.items()}
     if len(id2label) != num_labels:
         raise ValueError(f"id2label has {len(id2label)} entries but num_labels={num_labels}; pass one name per class.")
     audio_config = WavLMConfig(
-        conv_dim=(32, 32, 32),
-        conv_kernel=(10, 3, 3),
-        conv_stride=(5, 2, 2),
+        conv_dim=(32, 32, 32, 32),  # total stride 640: 40 ms frames (the real WavLM: 20 ms), a short GRU on CPU
+        conv_kernel=(10, 8, 4, 4),
+        conv_stride=(5, 8, 4, 4),
         hidden_size=64,
         num_hidden_layers=2,
         num_attention_heads=2,
@@ -85,4 +90,5 @@ def tiny_crab_config(num_labels: int, id2label: dict[int, str] | None = None, vo
         contrastive_dim=32,
         id2label=id2label,
         label2id={label: i for i, label in id2label.items()},
+        **config_kwargs,
     )

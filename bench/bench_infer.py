@@ -1,0 +1,134 @@
+"""Crab inference throughput and real-time factor: the release-equivalent path and the fast path, side by side.
+
+    python bench/bench_infer.py --size base --device cpu                          # uniform 1-12 s utterances
+    python bench/bench_infer.py --size base --device cpu --fixed-s 6 --setups release@1,fast@1,fast@8
+    python bench/bench_infer.py --size large --device cuda --setups release@1,fast@64,fast+compile@64
+
+The release-equivalent path is the released test script: batch 1 (`release@1`), fp32, text padded to 128, eager
+WavLM attention. Models are the inference export (no CSL legs), in eval mode under `torch.inference_mode()`.
+RTF = compute seconds per audio second (below 1 is faster than real time).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before torch loads OpenMP: spinning workers stall every small op when the CPU is shared. See bench_train.py.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+
+import torch  # noqa: E402
+from common import (  # noqa: E402
+    LEVERS,
+    Prepared,
+    Setup,
+    Utterances,
+    batch_indices,
+    build_model,
+    check_same_function,
+    crab_config,
+    format_table,
+    make_batch,
+    make_utterances,
+    measured_peak_tflops,
+    parse_setup,
+    record,
+    run_side_by_side,
+    set_precision,
+    summarize,
+)
+
+MODEL_INPUTS = ("input_values", "attention_mask", "input_ids", "text_attention_mask")
+COLUMNS = ["setup", "batch", "utt/s", "audio-s/s", "RTF", "step ms", "peak GiB", "padding", "GFLOP/audio-s"]
+COLUMNS += ["TFLOP/s", "MFU", "vs first"]
+
+
+def prepare(args, setup: Setup, device: torch.device, utts: Utterances, warm_utts: Utterances) -> Prepared:
+    model = build_model(args.size, setup, device, inference=True)
+    vocab_size = model.config.text_config.vocab_size
+    grouped, batch_size = "grouped" in setup, setup.batch_size
+    timed_idx = batch_indices(utts, batch_size, grouped, seed=0)
+    warm_idx = batch_indices(warm_utts, batch_size, grouped, seed=0)[: args.warmup]
+    timed = [make_batch(utts, idx, setup, device, vocab_size, seed=i) for i, idx in enumerate(timed_idx)]
+    warm = [make_batch(warm_utts, idx, setup, device, vocab_size, seed=i) for i, idx in enumerate(warm_idx)]
+
+    def forward(batch: dict) -> None:
+        with set_precision(setup, device):  # per call: the TF32 switch is global and setups interleave
+            model(**{k: batch[k] for k in MODEL_INPUTS}).logits.argmax(dim=-1)
+
+    def step(batch: dict, i: int) -> None:
+        with torch.inference_mode():
+            forward(batch)
+
+    def flops_call() -> None:  # FlopCounterMode trips over weight_norm under inference_mode
+        with torch.no_grad():
+            forward(timed[0])
+
+    return Prepared(step, timed, timed_idx, warm, flops_call)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=["tiny", "base", "large"], default="tiny")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--setups", default="release@1,fast", help=f"comma-separated, `@N` sets the batch; levers: {', '.join(LEVERS)}"
+    )
+    parser.add_argument("--batch-size", type=int, default=None, help="batch of setups without @N (cuda 64, cpu 1)")
+    parser.add_argument("--utterances", type=int, default=64, help="timed utterances (the same for every setup)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed batches before timing")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (default: cuda 1, cpu 2)")
+    parser.add_argument("--min-s", type=float, default=1.0)
+    parser.add_argument("--max-s", type=float, default=12.0)
+    parser.add_argument("--fixed-s", type=float, default=None, help="every utterance this long (for the RTF)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None, help="MFU denominator (default: measured on CUDA; no MFU on CPU)"
+    )
+    parser.add_argument("--no-check", dest="check", action="store_false", help="skip the same-function check")
+    parser.add_argument("--results", default="bench/RESULTS.md", help="append the table here ('' to skip)")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    args.rounds = args.rounds or (1 if device.type == "cuda" else 2)
+    args.batch_size = args.batch_size or (64 if device.type == "cuda" else 1)  # on CPU, batching did not pay
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    show_mfu = args.peak_tflops is not None or device.type == "cuda"  # a shared CPU has no meaningful peak
+    if show_mfu and args.peak_tflops is None:
+        args.peak_tflops = measured_peak_tflops(device)
+    setups = [parse_setup(spec, device.type, "infer", args.batch_size) for spec in args.setups.split(",")]
+    utts = make_utterances(args.utterances, args.min_s, args.max_s, seed=0, fixed_s=args.fixed_s)
+    max_batch = max(s.batch_size for s in setups)
+    warm_utts = make_utterances(max(args.warmup, 1) * max_batch, args.min_s, args.max_s, seed=1, fixed_s=args.fixed_s)
+    warm_utts.num_samples[:max_batch] = utts.num_samples.max()  # the worst case sets peak memory
+
+    done = run_side_by_side(setups, lambda s: prepare(args, s, device, utts, warm_utts), device, args.rounds)
+    columns = list(COLUMNS)
+    rows = [
+        summarize(setup, prepared, utts, args.peak_tflops or float("nan")) for setup, prepared in zip(setups, done)
+    ]
+    for row in rows:
+        row["RTF"] = f"{1 / row['audio_per_s']:.3f}"
+        row["vs first"] = f"{row['audio_per_s'] / rows[0]['audio_per_s']:.2f}x"
+    lengths = f"all {args.fixed_s} s" if args.fixed_s else f"uniform in {args.min_s}-{args.max_s} s"
+    notes = [
+        f"{args.size}; {args.utterances} utterances {lengths}, timed in {args.rounds} interleaved round(s) after "
+        f"{args.warmup} warm-up batches",
+        f"MFU against {args.peak_tflops or float('nan'):.3g} TFLOP/s (measured dense matmul unless --peak-tflops)",
+        "levers: " + "; ".join(f"{s.name} = {{{', '.join(sorted(s.levers)) or 'none'}}}" for s in setups),
+    ]
+    if args.check:
+        vocab_size = crab_config(args.size).text_config.vocab_size
+        notes += [check_same_function(args.size, s, device, utts, vocab_size) for s in setups if s.levers]
+    if device.type == "cpu":  # process CPU time: the ratio least disturbed by other jobs on a shared machine
+        columns = [*columns[:-1], "CPU-s/audio-s", columns[-1]]
+    if not show_mfu:
+        columns.remove("MFU")
+        notes = [note for note in notes if not note.startswith("MFU")]
+    record(args.results, f"Inference, {args.size}, {args.device}", device, format_table(rows, columns), notes)
+
+
+if __name__ == "__main__":
+    main()

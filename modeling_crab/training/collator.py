@@ -1,0 +1,59 @@
+"""Batching: pad both modalities with the Crab processor; group clips of similar length into the same batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from .data import SAMPLING_RATE
+
+
+@dataclass
+class CrabDataCollator:
+    """Features `{"audio": (N,) float32, "text": str, "label": int | None}` -> a padded batch:
+    `input_values` (B, T), `attention_mask` (B, T), `input_ids` (B, L), `text_attention_mask` (B, L), `labels` (B,).
+
+    `labels` is left out when any feature has no label (hidden test labels). Other feature keys (`id`) are dropped.
+    """
+
+    processor: Any
+    sampling_rate: int = SAMPLING_RATE
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = self.processor(
+            audio=[feature["audio"] for feature in features],
+            text=[feature["text"] for feature in features],
+            sampling_rate=self.sampling_rate,
+            return_tensors="pt",
+            padding=True,
+        )
+        batch = dict(batch)
+        labels = [feature.get("label") for feature in features]
+        if all(label is not None for label in labels):
+            batch["labels"] = torch.tensor(labels, dtype=torch.long)
+        return batch
+
+
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """`LengthGroupedSampler` (random mega-batches of 50 batches, sorted by length inside) whose shuffle depends only
+    on `seed + epoch`, so a run resumed from a checkpoint sees the same batches as an uninterrupted one.
+
+    `lengths` are clip lengths (16 kHz samples); `batch_size` should be the per-device batch x accumulation steps.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int = 42):
+        super().__init__(batch_size, lengths=list(lengths))
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
+__all__ = ["CrabDataCollator", "EpochSeededLengthGroupedSampler"]

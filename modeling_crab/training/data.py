@@ -1,0 +1,508 @@
+"""Manifests, audio loading and the training dataset.
+
+A manifest is a CSV, a JSONL file, a folder written by `datasets.Dataset.save_to_disk`, or an in-memory
+`datasets.Dataset` / `DatasetDict`, with one utterance per row:
+
+    audio  path to the audio file, relative to the manifest's folder or absolute     (required)
+    text   transcript                                                                (required)
+    label  class name                                                                (required)
+    id, split, speaker, session, start, end                                          (optional)
+
+`start`/`end` are seconds of a segment to cut from the file (empty: the whole file). A `DatasetDict` gives the
+split by its keys. Audio is read with soundfile and resampled with soxr (not the `datasets` Audio feature, which
+needs torchcodec + FFmpeg): downmixed to mono, resampled to 16 kHz, cut to start/end, cropped to the first
+`max_duration_s` seconds.
+
+`scan_manifest` reads every used row once before training: it reports every bad row in one `ManifestError`, and
+computes the clip lengths (for length-grouped batching) and the global waveform mean/std of the training audio.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import io
+import json
+import math
+import os
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+from ..processing_crab import SILENCE_PEAK_TO_PEAK
+
+SAMPLING_RATE = 16_000
+REQUIRED_COLUMNS = ("audio", "text", "label")
+OPTIONAL_COLUMNS = ("id", "split", "speaker", "session", "start", "end")
+COLUMN_ALIASES = {
+    "audio": ("path", "file", "filename", "wav", "wav_path", "audio_path", "audio_file", "filepath"),
+    "text": ("transcript", "transcription", "sentence", "utterance", "asr", "caption"),
+    "label": ("emotion", "labels", "class", "category", "emotion_label", "target"),
+}
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be trained on; the message lists every problem and how to fix it."""
+
+
+@dataclass
+class Utterance:
+    """One manifest row, with `audio` resolved to an absolute path and `where` naming the row for error messages."""
+
+    id: str
+    audio: str
+    text: str
+    label: str
+    split: str = ""
+    speaker: str = ""
+    session: str = ""
+    start: float | None = None
+    end: float | None = None
+    where: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ManifestScan:
+    """What one pass over the audio learns: clip lengths in 16 kHz samples and the training waveform's statistics."""
+
+    num_samples: dict[str, int] = field(default_factory=dict)
+    waveform_mean: float = 0.0
+    waveform_std: float = 1.0
+    num_training_samples: int = 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading a manifest
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _read_rows(manifest: Any) -> tuple[list[dict[str, Any]], Path, str, str]:
+    """(rows, folder that relative audio paths start from, name for messages, how rows are numbered)."""
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is a dependency, but CSV/JSONL work without it
+        datasets = None
+
+    if datasets is not None and isinstance(manifest, datasets.DatasetDict):
+        rows = [{**row, "split": split} for split, part in manifest.items() for row in part.to_list()]
+        return rows, Path.cwd(), "the DatasetDict", "row"
+    if datasets is not None and isinstance(manifest, datasets.Dataset):
+        return manifest.to_list(), Path.cwd(), "the Dataset", "row"
+
+    path = Path(manifest)
+    if path.is_dir() and datasets is not None:
+        loaded = datasets.load_from_disk(str(path))
+        rows, _, _, numbering = _read_rows(loaded)
+        return rows, path.resolve(), f"'{path}'", numbering
+    if not path.is_file():
+        raise ManifestError(f"manifest '{path}' does not exist; pass --manifest with a CSV, JSONL or saved dataset")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+        rows = []
+        for row in reader:
+            extra = row.pop(None, None)  # fields beyond the header: an unquoted comma shifted the row
+            if extra is not None:
+                row[_EXTRA_FIELDS] = len(reader.fieldnames) + len(extra)
+            rows.append(row)
+        return rows, path.parent.resolve(), f"'{path}'", "line"
+    if suffix in (".jsonl", ".json"):
+        rows = []
+        for number, line in enumerate(_read_text(path).splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ManifestError(f"manifest '{path}' line {number} is not JSON ({error}); fix the line") from error
+            if not isinstance(record, dict):
+                raise ManifestError(
+                    f"manifest '{path}' line {number} is a JSON {type(record).__name__}, not an object; write one "
+                    'object per line (JSON Lines), e.g. {"audio": "a.wav", "text": "...", "label": "sad"}'
+                )
+            rows.append(record)
+        return rows, path.parent.resolve(), f"'{path}'", "jsonl"
+    raise ManifestError(f"manifest '{path}' has suffix '{suffix}'; use .csv, .jsonl or a saved datasets folder")
+
+
+# Key under which a CSV row records how many fields it had when that is more than the header's.
+_EXTRA_FIELDS = "\0extra_fields"
+
+
+def _read_text(path: Path) -> str:
+    """The file as text: UTF-8, with or without the byte-order mark that Excel writes."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ManifestError(
+            f"manifest '{path}' line {line} is not valid UTF-8 (byte {data[error.start]:#04x}); re-save the file "
+            "as UTF-8"
+        ) from error
+
+
+def _check_columns(rows: list[dict[str, Any]], name: str) -> None:
+    if not rows:
+        raise ManifestError(f"manifest {name} has no rows; point --manifest at a manifest with utterances")
+    columns = set().union(*(row.keys() for row in rows)) - {_EXTRA_FIELDS}
+    problems = []
+    for required in REQUIRED_COLUMNS:
+        if required in columns:
+            continue
+        aliases = [column for column in columns if column.lower() in COLUMN_ALIASES[required]]
+        close = difflib.get_close_matches(required, list(columns), n=1, cutoff=0.6)
+        hint = aliases or close
+        if hint:
+            problems.append(f"no '{required}' column; rename column '{hint[0]}' to '{required}'")
+        else:
+            problems.append(f"no '{required}' column; add it ({_describe(required)})")
+    if problems:
+        found = ", ".join(sorted(columns))
+        raise ManifestError(f"manifest {name} (columns: {found}):\n  " + "\n  ".join(problems))
+
+
+def _describe(column: str) -> str:
+    return {
+        "audio": "the audio file's path, relative to the manifest's folder or absolute",
+        "text": "the transcript",
+        "label": "the emotion class name",
+    }[column]
+
+
+def _as_text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value).strip()
+
+
+def _as_seconds(value: Any, column: str, problems: list[str]) -> float | None:
+    text = _as_text(value)
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        problems.append(f"{column}='{text}' is not a number of seconds; write seconds or leave it empty")
+        return None
+    if not math.isfinite(seconds) or seconds < 0:
+        problems.append(f"{column}={text} is not a non-negative number of seconds; fix it or leave it empty")
+        return None
+    return seconds
+
+
+def load_manifest(manifest: Any, audio_root: str | os.PathLike | None = None) -> list[Utterance]:
+    """Read a manifest into `Utterance`s. Missing or misnamed columns raise a `ManifestError` at once; problems of
+    single rows (bad start/end, duplicate ids) are kept on the rows and reported by `scan_manifest` together with
+    every other bad row.
+
+    Relative audio paths start from `audio_root`, else the manifest's folder (the working directory for an
+    in-memory dataset). Files are not opened here: `scan_manifest` does that.
+    """
+    rows, base_dir, name, numbering = _read_rows(manifest)
+    _check_columns(rows, name)
+    base_dir = Path(audio_root).resolve() if audio_root is not None else base_dir
+    utterances = []
+    for index, row in enumerate(rows):
+        where, problems = _where(index, numbering, row), []
+        if _EXTRA_FIELDS in row:
+            problems.append(
+                f"{row[_EXTRA_FIELDS]} fields but the header has {len(row) - 1} columns; quote fields that contain "
+                'commas ("well, I never")'
+            )
+        audio = _as_text(row.get("audio"))
+        start = _as_seconds(row.get("start"), "start", problems)
+        end = _as_seconds(row.get("end"), "end", problems)
+        if start is not None and end is not None and end <= start:
+            problems.append(f"end={end} is not after start={start}; fix the segment times")
+        utterances.append(
+            Utterance(
+                id=_as_text(row.get("id")) or f"row{index}",
+                audio=str(Path(audio) if Path(audio).is_absolute() else (base_dir / audio)) if audio else "",
+                text=_as_text(row.get("text")),
+                label=_as_text(row.get("label")),
+                split=_as_text(row.get("split")),
+                speaker=_as_text(row.get("speaker")),
+                session=_as_text(row.get("session")),
+                start=start,
+                end=end,
+                where=where,
+                problems=problems,
+            )
+        )
+    return utterances
+
+
+def _where(index: int, numbering: str, row: dict[str, Any]) -> str:
+    position = {"line": f"line {index + 2}", "jsonl": f"record {index + 1}", "row": f"row {index}"}[numbering]
+    uid, split = _as_text(row.get("id")), _as_text(row.get("split"))
+    details = ", ".join(part for part in (f"id '{uid}'" if uid else "", f"split '{split}'" if split else "") if part)
+    return f"{position} ({details})" if details else position
+
+
+def _report(name: str, problems: list[str]) -> str:
+    subject = f"manifest {name}" if name else "the manifest"
+    return (
+        f"{subject} has {len(problems)} problem(s); nothing was trained. Fix or remove these rows:\n  "
+        + "\n  ".join(problems)
+    )
+
+
+def select_split(utterances: Sequence[Utterance], split: str) -> list[Utterance]:
+    """The utterances of one split; a manifest without a `split` column can only be used whole."""
+    if not any(u.split for u in utterances):
+        raise ManifestError(
+            f"the manifest has no 'split' column, so split '{split}' cannot be selected; add a 'split' column "
+            "(train/dev/test) or pass a DatasetDict"
+        )
+    return [u for u in utterances if u.split == split]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Audio
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def load_audio(
+    path: str | os.PathLike,
+    start: float | None = None,
+    end: float | None = None,
+    max_duration_s: float | None = None,
+    sampling_rate: int = SAMPLING_RATE,
+) -> np.ndarray:
+    """A (N,) float32 mono waveform at `sampling_rate`: the [start, end) segment in seconds, its first
+    `max_duration_s` seconds. Reads only the frames it needs."""
+    info = sf.info(str(path))
+    first_frame = round((start or 0.0) * info.samplerate)
+    last_frame = info.frames if end is None else min(info.frames, round(end * info.samplerate))
+    if max_duration_s is not None:
+        last_frame = min(last_frame, first_frame + math.ceil(max_duration_s * info.samplerate))
+    num_frames = max(0, last_frame - first_frame)
+    frames = sf.read(str(path), start=first_frame, frames=num_frames, dtype="float32", always_2d=True)[0]
+    waveform = frames.mean(axis=1)  # (N,) mono
+    if info.samplerate != sampling_rate and len(waveform):
+        waveform = soxr.resample(waveform, info.samplerate, sampling_rate).astype(np.float32)
+    if max_duration_s is not None:
+        waveform = waveform[: round(max_duration_s * sampling_rate)]
+    return np.ascontiguousarray(waveform, dtype=np.float32)
+
+
+@dataclass
+class _RunningMoments:
+    """Count, mean and sum of squared deviations in float64, merged exactly (Chan et al.) across clips."""
+
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    @staticmethod
+    def of(waveform: np.ndarray) -> _RunningMoments:
+        values = waveform.astype(np.float64)
+        mean = float(values.mean()) if len(values) else 0.0
+        return _RunningMoments(len(values), mean, float(((values - mean) ** 2).sum()))
+
+    def merge(self, clip: _RunningMoments) -> None:
+        n, clip_mean, clip_m2 = clip.count, clip.mean, clip.m2
+        if n == 0:
+            return
+        total = self.count + n
+        delta = clip_mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += clip_m2 + delta * delta * self.count * n / total
+        self.count = total
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.m2 / self.count) if self.count else 1.0
+
+
+@dataclass
+class _AudioCheck:
+    moments: _RunningMoments | None = None
+    problem: str | None = None  # what is wrong with the row's audio and how to fix it
+    silent: bool = False
+
+
+def _check_audio(utterance: Utterance, max_duration_s: float | None) -> _AudioCheck:
+    """Read one row's audio as training will, and say what is wrong with it."""
+    if not utterance.audio:
+        return _AudioCheck(problem="empty 'audio'; give the audio file's path")
+    if not os.path.isfile(utterance.audio):
+        where = "relative paths start at the manifest's folder"
+        return _AudioCheck(problem=f"audio file '{utterance.audio}' not found; fix the path ({where})")
+    try:
+        info = sf.info(utterance.audio)
+        waveform = load_audio(utterance.audio, utterance.start, utterance.end, max_duration_s)
+    except Exception as error:  # soundfile raises several types for corrupt or unsupported files
+        return _AudioCheck(problem=f"audio file '{utterance.audio}' is unreadable ({error}); convert it to WAV/FLAC")
+    if utterance.start is not None and utterance.start * info.samplerate >= info.frames:
+        return _AudioCheck(
+            problem=f"start={utterance.start}s is past the end of '{utterance.audio}' ({info.duration:.2f}s)"
+        )
+    if len(waveform) == 0:
+        return _AudioCheck(problem=f"audio '{utterance.audio}' is empty; remove the row or fix the file")
+    if not np.isfinite(waveform).all():
+        return _AudioCheck(problem=f"audio '{utterance.audio}' contains NaN or infinite samples; re-export the file")
+    return _AudioCheck(_RunningMoments.of(waveform), silent=bool(np.ptp(waveform) < SILENCE_PEAK_TO_PEAK))
+
+
+def _cache_key(utterances: Sequence[Utterance], label_names: Sequence[str], max_duration_s, train_split) -> str:
+    payload = json.dumps(
+        [[asdict(u) for u in utterances], list(label_names), max_duration_s, train_split], sort_keys=True
+    )
+    return hashlib.sha1(payload.encode()).hexdigest()
+
+
+def scan_manifest(
+    utterances: Sequence[Utterance],
+    label_names: Sequence[str],
+    train_split: str = "train",
+    labelled_splits: Sequence[str] = (),
+    max_duration_s: float | None = 12.0,
+    num_workers: int = 4,
+    cache_path: str | os.PathLike | None = None,
+    name: str = "",
+) -> ManifestScan:
+    """Check every row of `utterances` and read its audio once; call it before training.
+
+    Raises one `ManifestError` listing every bad row (missing, unreadable, empty or NaN audio; bad start/end;
+    fields shifted by an unquoted comma; duplicate ids; empty transcript; empty or unknown label in `train_split` and
+    `labelled_splits`; all training audio silent); warns once, naming them, about silent clips. Returns the clip lengths and the global
+    waveform mean/std over the training split's audio (as cropped for training, float64 accumulators). With
+    `cache_path`, a previous scan of the same rows is reused (the cache is keyed on the rows, not file contents).
+    """
+    key = _cache_key(utterances, label_names, max_duration_s, train_split)
+    if cache_path is not None and Path(cache_path).is_file():
+        cached = json.loads(Path(cache_path).read_text())
+        if cached.get("key") == key:
+            return ManifestScan(**cached["scan"])
+
+    known_labels = set(label_names)
+    needs_label = {train_split, *labelled_splits}
+    id_counts = Counter(u.id for u in utterances)
+    problems: list[str] = []
+    for u in utterances:
+        problems += [f"{u.where}: {problem}" for problem in u.problems]
+        if id_counts[u.id] > 1:
+            problems.append(f"{u.where}: id '{u.id}' is used by {id_counts[u.id]} rows; make ids unique")
+        if not u.text:
+            problems.append(f"{u.where}: empty transcript; write the transcript (ASR output is fine) or drop the row")
+        if u.split in needs_label and not u.label:
+            problems.append(f"{u.where}: empty label in split '{u.split}'; label the row or drop it")
+        elif u.label and u.label not in known_labels:
+            problems.append(
+                f"{u.where}: unknown label '{u.label}' (label set: {', '.join(label_names)}); fix the spelling, "
+                "drop the row, or add the class to the label set"
+            )
+
+    moments = _RunningMoments()
+    scan = ManifestScan()
+    silent: list[str] = []
+    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+        results = pool.map(lambda u: _check_audio(u, max_duration_s), utterances)
+        for utterance, check in zip(utterances, results):
+            if utterance.problems:
+                continue
+            if check.problem is not None:
+                problems.append(f"{utterance.where}: {check.problem}")
+                continue
+            if check.silent:
+                silent.append(f"{utterance.where}: audio '{utterance.audio}' is silent")
+            scan.num_samples[utterance.id] = check.moments.count
+            if utterance.split == train_split:
+                moments.merge(check.moments)
+    if moments.count and not moments.std > 0:
+        problems.append(
+            f"all the audio of split '{train_split}' is silent (standard deviation 0), so it cannot be normalised or "
+            "learned from; check that the files hold speech"
+        )
+    if problems:
+        raise ManifestError(_report(name, problems))
+    if silent:
+        warnings.warn(
+            f"{len(silent)} clip(s) are silent (no variation above one 16-bit step); they carry no acoustic "
+            "information. Check them:\n  " + "\n  ".join(silent),
+            UserWarning,
+            stacklevel=2,
+        )
+
+    scan.waveform_mean, scan.waveform_std = moments.mean, moments.std
+    scan.num_training_samples = moments.count
+    if cache_path is not None:
+        Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(cache_path).write_text(json.dumps({"key": key, "scan": asdict(scan)}))
+    return scan
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dataset
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class CrabAudioTextDataset(torch.utils.data.Dataset):
+    """Utterances read on the fly: item i is `{"audio": (N,) float32 at 16 kHz, "text", "label": class id, "id"}`.
+
+    `lengths` (16 kHz samples per clip, from `scan_manifest`) drives length-grouped batching. A row with an empty
+    label (hidden test labels) gets `label=None`.
+    """
+
+    def __init__(
+        self,
+        utterances: Sequence[Utterance],
+        label2id: dict[str, int],
+        max_duration_s: float | None = 12.0,
+        num_samples: dict[str, int] | None = None,
+    ):
+        self.utterances = list(utterances)
+        self.label2id = label2id
+        self.max_duration_s = max_duration_s
+        num_samples = num_samples or {}
+        self.lengths = [num_samples.get(u.id, 0) for u in self.utterances]
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        u = self.utterances[index]
+        audio = load_audio(u.audio, u.start, u.end, self.max_duration_s)
+        label = self.label2id[u.label] if u.label else None
+        return {"audio": audio, "text": u.text, "label": label, "id": u.id}
+
+    @property
+    def label_ids(self) -> list[int]:
+        return [self.label2id[u.label] for u in self.utterances if u.label]
+
+
+def label_names_from(utterances: Sequence[Utterance], train_split: str = "train") -> list[str]:
+    """The label set: the sorted class names of the training split."""
+    names = sorted({u.label for u in utterances if u.split == train_split and u.label})
+    if not names:
+        raise ManifestError(
+            f"split '{train_split}' has no labelled rows; check the 'split' column or pass --train_split"
+        )
+    return names
+
+
+__all__ = [
+    "SAMPLING_RATE",
+    "ManifestError",
+    "Utterance",
+    "ManifestScan",
+    "load_manifest",
+    "select_split",
+    "load_audio",
+    "scan_manifest",
+    "CrabAudioTextDataset",
+    "label_names_from",
+]

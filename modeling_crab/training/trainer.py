@@ -1,0 +1,251 @@
+"""`CrabTrainer`: the paper's objective (class-weighted CE + alpha * MLCS) and hierarchical learning rates on `Trainer`.
+
+Loss (SPEC §2): L = WCE(logits, y) + `config.mlcs_weight` * mean over the active CSL taps of MPCL (or SupCon), with
+tau = `config.mlcs_temperature`. `ce_loss` and `mlcs_loss` are logged next to `loss`, averaged over the same window.
+
+Cross-device MLCS (`mlcs_gather=True`): the CSL embeddings and labels of every data-parallel rank are all-gathered
+WITH gradients, so the contrastive batch is the global micro-batch. Every rank then computes the same MLCS value, the
+single-process loss on the concatenated batch. The all-gather's backward sums the W ranks' (identical) gradients
+into each rank's own slice, i.e. W times the single-process gradient; DDP/FSDP then average over the W ranks, which
+gives exactly the single-process gradient. The scale factor on the per-rank loss is therefore 1.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from transformers import Trainer
+
+from ..losses import mlcs_loss
+from .collator import EpochSeededLengthGroupedSampler
+
+logger = logging.getLogger(__name__)
+
+LOSS_COMPONENTS = ("ce_loss", "mlcs_loss")
+
+
+def compute_class_weights(label_ids: list[int], num_labels: int) -> torch.Tensor:
+    """w_j = N / (C * N_j) from the training labels.
+
+    A class absent from training gets weight 0: no training sample has that target, so the weight never enters the
+    loss; the class cannot be learned and counts as recall 0 in UAR. A warning names it.
+    """
+    counts = torch.bincount(torch.as_tensor(label_ids, dtype=torch.long), minlength=num_labels).double()
+    if len(counts) > num_labels:
+        raise ValueError(f"label ids go up to {len(counts) - 1} but num_labels={num_labels}; check label2id")
+    weights = torch.where(counts > 0, counts.sum() / (num_labels * counts.clamp(min=1)), torch.zeros_like(counts))
+    absent = (counts == 0).nonzero().flatten().tolist()
+    if absent:
+        logger.warning(f"classes {absent} have no training examples: class weight 0, they count as 0 in UAR")
+    return weights.float()
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    """(b_r, ...) on each rank -> (sum_r b_r, ...) on every rank, in rank order; the backward sums the gradients of
+    all ranks and returns this rank's slice. Ranks may hold different batch sizes."""
+
+    @staticmethod
+    def forward(ctx, local: torch.Tensor) -> torch.Tensor:
+        sizes = _gather_sizes(local)
+        ctx.rank, ctx.sizes = dist.get_rank(), sizes
+        return _all_gather_padded(local, sizes)
+
+    @staticmethod
+    def backward(ctx, grad_gathered: torch.Tensor) -> torch.Tensor:
+        grad_gathered = grad_gathered.contiguous().clone()
+        dist.all_reduce(grad_gathered, op=dist.ReduceOp.SUM)
+        start = sum(ctx.sizes[: ctx.rank])
+        return grad_gathered[start : start + ctx.sizes[ctx.rank]]
+
+
+def _gather_sizes(local: torch.Tensor) -> list[int]:
+    size = torch.tensor([local.shape[0]], device=local.device)
+    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, size)
+    return [int(s.item()) for s in sizes]
+
+
+def _all_gather_padded(local: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    padded = local.new_zeros((max(sizes), *local.shape[1:]))
+    padded[: local.shape[0]] = local
+    chunks = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(chunks, padded.contiguous())
+    return torch.cat([chunk[:n] for chunk, n in zip(chunks, sizes)])
+
+
+def gather_csl_embeddings(
+    csl_embeddings: dict[str, torch.Tensor], labels: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """All-gather the CSL embeddings (with gradients) and labels over the data-parallel ranks; a no-op without
+    `torch.distributed`. Taps are stacked into one (b, taps, d) tensor so there is one collective per step."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return csl_embeddings, labels
+    taps = list(csl_embeddings)
+    stacked = torch.stack([csl_embeddings[tap] for tap in taps], dim=1)  # (b, taps, d)
+    gathered = _AllGatherWithGrad.apply(stacked)  # (B_global, taps, d)
+    gathered_labels = _all_gather_padded(labels, _gather_sizes(labels))  # (B_global,)
+    return {tap: gathered[:, i] for i, tap in enumerate(taps)}, gathered_labels
+
+
+class CrabTrainer(Trainer):
+    """`Trainer` with the Crab objective.
+
+    Args (besides `Trainer`'s):
+        class_weights: (C,) weights of the CE term (`compute_class_weights`); None for plain CE.
+        encoder_learning_rate: learning rate of both encoders; the head (and CSL legs) use `args.learning_rate`.
+        mlcs_gather: all-gather CSL embeddings across data-parallel ranks (see the module docstring).
+        freeze_feature_encoder: freeze the speech encoder's CNN (the paper's recipe; the demo's random tiny CNN
+            has to learn, so it passes False).
+
+    The MLCS weight, temperature and loss type are read from `model.config`. Evaluation returns logits only (no CSL
+    embeddings) and the class-weighted CE as `eval_loss`.
+    """
+
+    accepts_loss_kwargs = False  # the loss is a per-micro-batch mean; Trainer divides it by the accumulation steps
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        *args,
+        class_weights: torch.Tensor | None = None,
+        encoder_learning_rate: float = 1e-6,
+        mlcs_gather: bool = False,
+        freeze_feature_encoder: bool = True,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = False  # Crab's forward takes **kwargs, which Trainer reads as "yes"
+        self.class_weights = class_weights
+        self.encoder_learning_rate = encoder_learning_rate
+        self.mlcs_gather = mlcs_gather
+        config = self.model.config
+        self.mlcs_weight = float(config.mlcs_weight)
+        self.mlcs_temperature = float(config.mlcs_temperature)
+        self.mlcs_loss_type = config.mlcs_loss
+        self.uses_mlcs = self.mlcs_weight > 0 and getattr(self.model, "csl_legs", None) is not None
+        if freeze_feature_encoder:
+            self.model.freeze_feature_encoder()
+        self._component_sums: dict[str, torch.Tensor] = {}
+        self._component_steps = 0
+
+    # ---- loss --------------------------------------------------------------------------------------------------
+
+    def weighted_cross_entropy(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        weights = None if self.class_weights is None else self.class_weights.to(logits.device)
+        return F.cross_entropy(logits.float(), labels, weight=weights)
+
+    def compute_loss(self, model: nn.Module, inputs: dict, return_outputs: bool = False, num_items_in_batch=None):
+        if "labels" not in inputs:
+            raise ValueError("CrabTrainer needs 'labels' in every training batch; check the manifest's label column")
+        labels = inputs["labels"]
+        model_inputs = {key: value for key, value in inputs.items() if key != "labels"}
+        with_mlcs = self.uses_mlcs and model.training
+        outputs = model(**model_inputs, output_csl_embeddings=with_mlcs)
+        ce_loss = self.weighted_cross_entropy(outputs.logits, labels)
+        loss = ce_loss
+        if with_mlcs:
+            csl_embeddings, contrast_labels = outputs.csl_embeddings, labels
+            if self.mlcs_gather:
+                csl_embeddings, contrast_labels = gather_csl_embeddings(csl_embeddings, labels)
+            contrastive = mlcs_loss(
+                csl_embeddings, contrast_labels, temperature=self.mlcs_temperature, loss_type=self.mlcs_loss_type
+            )
+            loss = ce_loss + self.mlcs_weight * contrastive
+            self._accumulate_components(ce_loss=ce_loss, mlcs_loss=contrastive)
+        elif model.training:
+            self._accumulate_components(ce_loss=ce_loss)
+        return (loss, outputs) if return_outputs else loss
+
+    def _accumulate_components(self, **components: torch.Tensor) -> None:
+        for name, value in components.items():
+            value = value.detach().float()
+            self._component_sums[name] = self._component_sums.get(name, torch.zeros_like(value)) + value
+        self._component_steps += 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Adds `ce_loss` / `mlcs_loss`, averaged over the same micro-batches (and ranks) as `loss`."""
+        if "loss" in logs and self._component_steps:
+            for name, total in self._component_sums.items():
+                mean = total / self._component_steps
+                if self.args.world_size > 1:
+                    mean = self.accelerator.reduce(mean, reduction="mean")
+                logs[name] = mean.item()
+            self._component_sums, self._component_steps = {}, 0
+        super().log(logs, start_time)
+
+    # ---- evaluation --------------------------------------------------------------------------------------------
+
+    def prediction_step(self, model: nn.Module, inputs: dict, prediction_loss_only: bool, ignore_keys=None):
+        """(weighted-CE loss, logits (B, C), labels); CSL embeddings never reach the predictions."""
+        inputs = self._prepare_inputs(inputs)
+        labels = inputs.get("labels")
+        model_inputs = {key: value for key, value in inputs.items() if key != "labels"}
+        with torch.no_grad():
+            logits = model(**model_inputs, output_csl_embeddings=False).logits
+            loss = None if labels is None else self.weighted_cross_entropy(logits, labels).detach()
+        if prediction_loss_only:
+            return loss, None, None
+        return loss, logits.detach(), labels
+
+    # ---- optimisation ------------------------------------------------------------------------------------------
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """AdamW-style optimiser (`args.optim`) with four groups: {head, encoders} x {decay, no decay}.
+
+        Head: `args.learning_rate`; encoders: `encoder_learning_rate`; weight decay `args.weight_decay`, except on
+        biases and LayerNorm weights. Frozen parameters (the CNN feature encoder) are left out. The schedule
+        (`args.lr_scheduler_type`, cosine in the recipe) scales every group's learning rate alike.
+        """
+        if self.optimizer is not None:
+            return self.optimizer
+        opt_model = self.model if model is None else model
+        decay_names = set(self.get_decay_parameter_names(opt_model))
+        encoder_ids = {id(parameter) for parameter in opt_model.encoder_parameters()}
+        groups: dict[tuple[str, bool], dict] = {}
+        for name, parameter in opt_model.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            part = "encoders" if id(parameter) in encoder_ids else "head"
+            decays = name in decay_names
+            group = groups.setdefault(
+                (part, decays),
+                {
+                    "params": [],
+                    "lr": self.encoder_learning_rate if part == "encoders" else self.args.learning_rate,
+                    "weight_decay": self.args.weight_decay if decays else 0.0,
+                    "group_name": f"{part}{'' if decays else '_no_decay'}",
+                },
+            )
+            group["params"].append(parameter)
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        unsupported = {"params", "model", "optimizer_dict"} & set(optimizer_kwargs)
+        if unsupported:
+            raise ValueError(f"optim='{self.args.optim}' builds its own parameter groups; use an AdamW optim")
+        self.optimizer = optimizer_cls(list(groups.values()), **optimizer_kwargs)
+        return self.optimizer
+
+    # ---- batching ----------------------------------------------------------------------------------------------
+
+    def _get_train_sampler(self, train_dataset=None):
+        """`train_sampling_strategy="group_by_length"` uses the clip lengths the dataset already knows (a
+        `lengths` attribute, from the manifest scan) instead of reading every clip to measure it."""
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        lengths = getattr(dataset, "lengths", None)
+        if self.args.train_sampling_strategy == "group_by_length" and lengths:
+            batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededLengthGroupedSampler(batch_size, lengths, seed=seed)
+        return super()._get_train_sampler(train_dataset)
+
+    def _get_eval_sampler(self, eval_dataset):
+        lengths = getattr(eval_dataset, "lengths", None)
+        if self.args.train_sampling_strategy == "group_by_length" and lengths:
+            return EpochSeededLengthGroupedSampler(self.args.eval_batch_size, lengths, seed=self.args.seed)
+        return super()._get_eval_sampler(eval_dataset)
+
+
+__all__ = ["CrabTrainer", "compute_class_weights", "gather_csl_embeddings"]

@@ -1,0 +1,161 @@
+"""Fast paths compute the same function: SDPA WavLM attention vs transformers' eager WavLM (outputs, gradients, Crab
+logits and MLCS), and the frozen-encoder mode's head on cached encoder outputs vs the full model."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import WavLMModel
+
+from modeling_crab import CrabForEmotionClassification
+from modeling_crab.losses import mlcs_loss
+from modeling_crab.training.feature_cache import CachedFeatures, cache_encoder_outputs, cached_encoders, collate_cached
+from modeling_crab.wavlm_attention import (
+    WavLMSdpaAttention,
+    disable_sdpa_wavlm,
+    enable_sdpa_wavlm,
+    set_wavlm_attention,
+    wavlm_attention_implementation,
+)
+
+NO_DROPOUT = {"hidden_dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0, "feat_proj_dropout": 0.0}
+# Large checkpoints: layer-norm CNN + pre-LN transformer; base checkpoints: group-norm CNN + post-LN transformer.
+VARIANTS = {
+    "stable_layer_norm": {"feat_extract_norm": "layer", "do_stable_layer_norm": True},
+    "post_layer_norm": {"feat_extract_norm": "group", "do_stable_layer_norm": False},
+}
+
+
+def _wavlm_config(tiny_config, variant: str):
+    audio_config = copy.deepcopy(tiny_config.audio_config)
+    for key, value in {**VARIANTS[variant], **NO_DROPOUT, "num_hidden_layers": 3, "num_attention_heads": 4}.items():
+        setattr(audio_config, key, value)
+    return audio_config
+
+
+def _perturb_gates(model: torch.nn.Module) -> None:
+    """Random init leaves gru_rel_pos_const at 1; spread it so the gate differs per head."""
+    with torch.no_grad():
+        for module in model.modules():
+            if hasattr(module, "gru_rel_pos_const"):
+                module.gru_rel_pos_const.uniform_(0.5, 1.5)
+
+
+def _padded_audio() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    lengths = (16000, 9000, 12500, 4000)
+    waveforms = torch.randn(len(lengths), max(lengths), generator=generator)
+    attention_mask = (torch.arange(max(lengths)) < torch.tensor(lengths)[:, None]).long()
+    return waveforms * attention_mask, attention_mask
+
+
+def _assert_grads_close(eager: torch.nn.Module, sdpa: torch.nn.Module) -> None:
+    for (name, p_eager), p_sdpa in zip(eager.named_parameters(), sdpa.parameters()):
+        if p_eager.grad is None:
+            assert p_sdpa.grad is None, name
+            continue
+        scale = max(p_eager.grad.abs().max().item(), 1.0)
+        torch.testing.assert_close(p_sdpa.grad, p_eager.grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
+
+
+@pytest.fixture(params=[None, True], ids=["plain_mask", "aligned_mask"])
+def mask_alignment(request, monkeypatch):
+    """Also run the CUDA layout (mask rows allocated 16-aligned, then sliced) on CPU."""
+    monkeypatch.setattr(WavLMSdpaAttention, "align_mask_rows", request.param)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_sdpa_wavlm_equals_eager(tiny_config, variant, training, mask_alignment):
+    torch.manual_seed(0)
+    eager = WavLMModel(_wavlm_config(tiny_config, variant)).train(training)
+    _perturb_gates(eager)
+    sdpa = enable_sdpa_wavlm(copy.deepcopy(eager))
+    waveforms, attention_mask = _padded_audio()
+
+    out_eager = eager(waveforms, attention_mask=attention_mask).last_hidden_state
+    out_sdpa = sdpa(waveforms, attention_mask=attention_mask).last_hidden_state
+    torch.testing.assert_close(out_sdpa, out_eager, atol=1e-5, rtol=1e-5)
+
+    target = torch.randn_like(out_eager)
+    (out_eager * target).sum().backward()
+    (out_sdpa * target).sum().backward()
+    _assert_grads_close(eager, sdpa)
+
+
+def test_sdpa_wavlm_without_attention_mask(tiny_config, mask_alignment):
+    """Base checkpoints (group norm) get no attention mask: the key-padding branch is skipped."""
+    torch.manual_seed(0)
+    eager = WavLMModel(_wavlm_config(tiny_config, "post_layer_norm")).eval()
+    sdpa = enable_sdpa_wavlm(copy.deepcopy(eager))
+    waveforms, _ = _padded_audio()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            sdpa(waveforms).last_hidden_state, eager(waveforms).last_hidden_state, atol=1e-5, rtol=1e-5
+        )
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_crab_logits_and_mlcs_equal_with_sdpa_wavlm(tiny_config, tiny_batch, variant):
+    for key, value in {**VARIANTS[variant], **NO_DROPOUT}.items():
+        setattr(tiny_config.audio_config, key, value)
+    tiny_config.text_config.hidden_dropout_prob = tiny_config.text_config.attention_probs_dropout_prob = 0.0
+    tiny_config.cross_attention_dropout = tiny_config.classifier_dropout = 0.0
+    torch.manual_seed(0)
+    eager = CrabForEmotionClassification(tiny_config).train()
+    _perturb_gates(eager)
+    sdpa = enable_sdpa_wavlm(copy.deepcopy(eager))
+    inputs = {k: tiny_batch[k] for k in ("input_values", "attention_mask", "input_ids", "text_attention_mask")}
+
+    outputs = []
+    for model in (eager, sdpa):
+        out = model(**inputs)
+        loss = mlcs_loss(out.csl_embeddings, tiny_batch["labels"])
+        (loss + out.logits.square().mean()).backward()
+        outputs.append((out.logits, loss))
+    (logits_eager, loss_eager), (logits_sdpa, loss_sdpa) = outputs
+    torch.testing.assert_close(logits_sdpa, logits_eager, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(loss_sdpa, loss_eager, atol=1e-5, rtol=1e-5)
+    _assert_grads_close(eager, sdpa)
+
+
+def test_enable_and_disable_swap_every_layer_and_keep_the_weights(tiny_config):
+    model = CrabForEmotionClassification(tiny_config)
+    keys = list(model.state_dict())
+    assert wavlm_attention_implementation(model) == "eager"
+    enable_sdpa_wavlm(model.crab.audio_encoder)
+    layers = model.crab.audio_encoder.encoder.layers
+    assert all(isinstance(layer.attention, WavLMSdpaAttention) for layer in layers)
+    assert wavlm_attention_implementation(model) == "sdpa"
+    assert list(model.state_dict()) == keys
+    disable_sdpa_wavlm(model)
+    assert wavlm_attention_implementation(model) == "eager"
+    with pytest.raises(ValueError, match="holds no WavLMAttention"):
+        enable_sdpa_wavlm(model.crab.text_encoder)
+    set_wavlm_attention(model.crab.text_encoder, "sdpa", strict=False)  # a config switch on a non-WavLM encoder
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_head_on_cached_encoder_outputs_equals_the_full_model(tiny_config, tiny_batch, tmp_path, dtype):
+    """Frozen-encoder mode: encode once, then the unchanged forward runs the head alone on the cache."""
+    torch.manual_seed(0)
+    model = CrabForEmotionClassification(tiny_config).eval()
+    inputs = {k: tiny_batch[k] for k in ("input_values", "attention_mask", "input_ids", "text_attention_mask")}
+    with torch.no_grad():
+        expected = model(**inputs, output_csl_embeddings=True)
+
+    batches = [{**inputs, "labels": tiny_batch["labels"], "ids": ["a", "b", "c", "d"]}]
+    assert cache_encoder_outputs(model, batches, tmp_path, dtype=dtype) == 4
+    dataset = CachedFeatures(tmp_path)
+    reordered = collate_cached([dataset[i] for i in (3, 1, 0, 2)])  # other batch, other padding
+    head_size = sum(p.numel() for p in model.head_parameters())
+    with torch.no_grad(), cached_encoders(model):
+        assert sum(p.numel() for p in model.parameters()) == head_size  # an optimizer here trains the head only
+        cached = model(**reordered, output_csl_embeddings=True)
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-2
+    order = [3, 1, 0, 2]
+    torch.testing.assert_close(cached.logits, expected.logits[order], atol=tolerance, rtol=tolerance)
+    torch.testing.assert_close(reordered["labels"], tiny_batch["labels"][order])
+    assert isinstance(model.crab.audio_encoder, WavLMModel)  # the real encoders are back

@@ -1,0 +1,78 @@
+"""Resuming from a checkpoint continues the run: same global step, same final weights as without interruption."""
+
+from __future__ import annotations
+
+import torch
+from training_helpers import LABELS, tiny_datasets, write_corpus
+from transformers import TrainerCallback, TrainingArguments
+
+from modeling_crab import CrabForEmotionClassification
+from modeling_crab.training import CrabDataCollator, CrabTrainer, compute_class_weights
+
+
+class StopAtStep(TrainerCallback):
+    """Simulates an interrupted job: training stops right after `step` (once its checkpoint is written)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+        return control
+
+
+def _trainer(output_dir, config, processor, train, callbacks=()) -> CrabTrainer:
+    torch.manual_seed(0)
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=4,
+        learning_rate=2e-3,
+        lr_scheduler_type="cosine",
+        weight_decay=0.01,
+        max_steps=6,
+        save_strategy="steps",
+        save_steps=3,
+        logging_steps=1,
+        seed=7,
+        report_to="none",
+        use_cpu=True,
+        remove_unused_columns=False,
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+        train_sampling_strategy="group_by_length",
+    )
+    return CrabTrainer(
+        model=CrabForEmotionClassification(config),
+        args=args,
+        train_dataset=train,
+        data_collator=CrabDataCollator(processor),
+        processing_class=processor,
+        class_weights=compute_class_weights(train.label_ids, len(LABELS)),
+        encoder_learning_rate=5e-4,
+        callbacks=list(callbacks),
+    )
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path, tiny_config, tiny_processor):
+    train, _, _ = tiny_datasets(write_corpus(tmp_path / "corpus", {"train": 2, "dev": 1}), max_duration_s=0.6)
+
+    uninterrupted = _trainer(tmp_path / "full", tiny_config, tiny_processor, train)
+    uninterrupted.train()
+
+    interrupted = _trainer(tmp_path / "run", tiny_config, tiny_processor, train, [StopAtStep(3)])
+    interrupted.train()
+    assert interrupted.state.global_step == 3 and (tmp_path / "run" / "checkpoint-3").is_dir()
+
+    resumed = _trainer(tmp_path / "run", tiny_config, tiny_processor, train)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-3"))
+    assert resumed.state.global_step == 6
+    resumed_steps = [entry["step"] for entry in resumed.state.log_history if "loss" in entry]
+    assert resumed_steps == [1, 2, 3, 4, 5, 6]  # the history of steps 1-3 comes back from the checkpoint
+
+    full_losses = [entry["loss"] for entry in uninterrupted.state.log_history if "loss" in entry]
+    resumed_losses = [entry["loss"] for entry in resumed.state.log_history if "loss" in entry]
+    torch.testing.assert_close(torch.tensor(resumed_losses), torch.tensor(full_losses), rtol=1e-4, atol=1e-5)
+    full_weights = uninterrupted.model.state_dict()
+    for name, value in resumed.model.state_dict().items():
+        torch.testing.assert_close(value, full_weights[name], rtol=1e-4, atol=1e-5, msg=name)

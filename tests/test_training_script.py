@@ -1,0 +1,105 @@
+"""`train.py`: argument layering (defaults, config file, CLI), validation before training, and the outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from training_helpers import LABELS, load_train_script, write_corpus
+
+from modeling_crab.training import ManifestError, classify_file
+
+train_script = load_train_script()
+
+
+def test_without_a_manifest_the_demo_defaults_apply():
+    model_args, data_args, loss_args, training_args = train_script.parse_arguments([])
+    assert data_args.manifest is None and model_args.tiny
+    assert training_args.learning_rate == train_script.DEMO_DEFAULTS["learning_rate"]
+    assert loss_args.encoder_learning_rate == train_script.DEMO_DEFAULTS["encoder_learning_rate"]
+    assert training_args.output_dir == "crab_demo"
+
+
+def test_with_a_manifest_the_paper_recipe_applies():
+    model_args, data_args, loss_args, training_args = train_script.parse_arguments(["--manifest", "m.csv"])
+    assert not model_args.tiny and model_args.audio_encoder == "microsoft/wavlm-large"
+    assert (training_args.learning_rate, loss_args.encoder_learning_rate) == (1e-5, 1e-6)
+    assert training_args.weight_decay == 0.01 and training_args.lr_scheduler_type == "cosine"
+    assert training_args.seed == 42 and training_args.metric_for_best_model == "macro_f1"
+    assert training_args.remove_unused_columns is False and training_args.load_best_model_at_end
+    assert (loss_args.mlcs_weight, loss_args.mlcs_temperature, loss_args.mlcs_loss) == (2.0, 0.1, "mpcl")
+    assert (data_args.max_duration_s, data_args.max_text_length, data_args.normalization) == (12.0, 128, "global")
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_a_config_file_then_cli_overrides(tmp_path, suffix):
+    values = {"manifest": "data/meld.csv", "num_train_epochs": 3, "mlcs_weight": 1.0, "mlcs_taps": ["fusion"]}
+    path = tmp_path / f"meld{suffix}"
+    path.write_text(json.dumps(values))  # JSON is valid YAML
+    _, data_args, loss_args, training_args = train_script.parse_arguments([str(path), "--num_train_epochs", "1"])
+    assert data_args.manifest == "data/meld.csv" and training_args.num_train_epochs == 1
+    assert loss_args.mlcs_weight == 1.0 and loss_args.mlcs_taps == ["fusion"]
+    assert training_args.learning_rate == 1e-5  # a manifest in the file: the paper's defaults, not the demo's
+
+
+def test_a_config_file_with_an_unknown_key_is_refused(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"manifest": "m.csv", "epochs": 3}))
+    with pytest.raises(SystemExit, match="unknown key"):
+        train_script.parse_arguments([str(path)])
+
+
+def test_bad_rows_stop_the_run_before_the_first_step(tmp_path):
+    manifest = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1})
+    lines = manifest.read_text().splitlines()
+    lines[1] = lines[1].replace("wavs/", "missing/")
+    lines[2] = lines[2].replace("what a great day", "")
+    manifest.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    with pytest.raises(ManifestError) as error:
+        train_script.main(["--manifest", str(manifest), "--tiny", "--output_dir", str(out)])
+    assert "line 2" in str(error.value) and "line 3" in str(error.value)
+    assert not list(out.glob("checkpoint-*")) and not (out / "trainer_state.json").exists()
+
+
+def test_a_tiny_run_writes_results_figures_and_an_inference_model(tmp_path):
+    manifest = write_corpus(tmp_path / "corpus", {"train": 2, "dev": 1, "test": 1})
+    out = tmp_path / "out"
+    argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(out), "--num_train_epochs", "2"]
+    argv += ["--learning_rate", "1e-3", "--encoder_learning_rate", "1e-3", "--max_duration_s", "0.6"]
+    argv += ["--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1", "--disable_tqdm", "True"]
+    results = train_script.main(argv)
+
+    saved = json.loads((out / "eval_results.json").read_text())
+    assert saved == results
+    for key in ("war", "uar", "macro_f1", "weighted_f1"):
+        assert 0.0 <= saved[f"eval_{key}"] <= 1.0 and 0.0 <= saved[f"test_{key}"] <= 1.0
+    for figure in ("confusion_matrix_dev.png", "confusion_matrix_test.png", "training_curves.png"):
+        assert (out / figure).stat().st_size > 1000
+    ranked = classify_file(out / "inference", next((tmp_path / "corpus" / "wavs").glob("*.wav")), "i hate this")
+    assert sorted(row["label"] for row in ranked) == sorted(LABELS)
+    assert sum(row["score"] for row in ranked) == pytest.approx(1.0)
+
+
+def test_pretrained_encoders_load_from_local_folders(tmp_path, tiny_tokenizer):
+    """The non-tiny path (`from_pretrained_encoders`, tokenizer and feature extractor of the encoders), offline:
+    the "pretrained" encoders are tiny random ones saved to folders."""
+    from transformers import AutoModel, Wav2Vec2FeatureExtractor
+
+    from modeling_crab.training import tiny_crab_config
+
+    config = tiny_crab_config(4, dict(enumerate(LABELS)), vocab_size=len(tiny_tokenizer))
+    audio_dir, text_dir = tmp_path / "wavlm", tmp_path / "roberta"
+    AutoModel.from_config(config.audio_config).save_pretrained(audio_dir)
+    Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(audio_dir)
+    AutoModel.from_config(config.text_config).save_pretrained(text_dir)
+    tiny_tokenizer.save_pretrained(text_dir)
+
+    manifest = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1})
+    out = tmp_path / "out"
+    argv = ["--manifest", str(manifest), "--audio_encoder", str(audio_dir), "--text_encoder", str(text_dir)]
+    argv += ["--output_dir", str(out), "--max_steps", "1", "--max_duration_s", "0.6", "--disable_tqdm", "True"]
+    results = train_script.main(argv)
+    assert "eval_uar" in results
+    saved = json.loads((out / "inference" / "config.json").read_text())
+    assert saved["audio_encoder_name"] == str(audio_dir) and saved["use_csl_legs"] is False
