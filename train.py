@@ -81,6 +81,10 @@ class DataArguments:
     max_text_length: int = 128
     normalization: str = field(default="global", metadata={"help": "global (train-set stats), utterance or none"})
     preprocessing_num_workers: int = field(default=4, metadata={"help": "threads that read audio for the scan"})
+    skip_bad_rows: bool = field(
+        default=False,
+        metadata={"help": "leave bad rows out (listed in output_dir/skipped_rows.csv) instead of stopping"},
+    )
 
 
 @dataclass
@@ -234,6 +238,24 @@ def write_predictions(trainer: CrabTrainer, dataset: CrabAudioTextDataset, label
                 writer.writerow([utterance.id, label_names[max(range(len(row)), key=row.__getitem__)], *row])
 
 
+def skip_bad_rows(rows: dict, scanned: list, skipped: dict[int, list[str]], report: Path) -> dict:
+    """Drop the rows `scan_manifest` found bad, record them in `report`, and check every split still has rows."""
+    report.parent.mkdir(parents=True, exist_ok=True)
+    with report.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["where", "id", "audio", "problems"])
+        for position, problems in skipped.items():
+            u = scanned[position]
+            writer.writerow([u.where, u.id, u.audio, "; ".join(problems)])
+    logger.warning(f"--skip_bad_rows: left out {len(skipped)} bad row(s); they are listed in {report}")
+    bad = {id(scanned[position]) for position in skipped}
+    kept = {role: [u for u in part if id(u) not in bad] for role, part in rows.items()}
+    empty = [role for role, part in kept.items() if not part]
+    if empty:
+        raise ManifestError(f"after leaving out the bad rows, {', '.join(empty)} has no rows; see {report}")
+    return kept
+
+
 def quiet_known_warnings() -> None:
     """transformers' WavLM attention mixes a float position bias with a boolean padding mask, which torch warns
     about on every forward; the numbers are right."""
@@ -268,9 +290,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if not rows["eval"]:
         raise ManifestError(f"split '{data_args.eval_split}' has no rows; add dev rows or pass --eval_split NAME")
     test_has_labels = "test" in rows and all(u.label for u in rows["test"])
+    scanned = [u for part in rows.values() for u in part]
     with training_args.main_process_first(desc="checking the manifest and reading the training audio"):
         scan = scan_manifest(
-            [u for part in rows.values() for u in part],
+            scanned,
             label_names,
             train_split=data_args.train_split,
             labelled_splits=[data_args.eval_split] + ([data_args.test_split] if test_has_labels else []),
@@ -278,7 +301,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             num_workers=data_args.preprocessing_num_workers,
             cache_path=output_dir / "manifest_scan.json",
             name=str(manifest),
+            skip_bad_rows=data_args.skip_bad_rows,
         )
+    if scan.skipped:
+        rows = skip_bad_rows(rows, scanned, scan.skipped, output_dir / "skipped_rows.csv")
     label2id = {name: i for i, name in enumerate(label_names)}
     datasets = {
         role: CrabAudioTextDataset(part, label2id, data_args.max_duration_s, scan.num_samples)

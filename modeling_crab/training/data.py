@@ -80,6 +80,7 @@ class ManifestScan:
     waveform_mean: float = 0.0
     waveform_std: float = 1.0
     num_training_samples: int = 0
+    skipped: dict[int, list[str]] = field(default_factory=dict)  # with skip_bad_rows: row position -> problems
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -373,6 +374,7 @@ def scan_manifest(
     num_workers: int = 4,
     cache_path: str | os.PathLike | None = None,
     name: str = "",
+    skip_bad_rows: bool = False,
 ) -> ManifestScan:
     """Check every row of `utterances` and read its audio once; call it before training.
 
@@ -381,41 +383,50 @@ def scan_manifest(
     `labelled_splits`; all training audio silent); warns once, naming them, about silent clips. Returns the clip lengths and the global
     waveform mean/std over the training split's audio (as cropped for training, float64 accumulators). With
     `cache_path`, a previous scan of the same rows is reused (the cache is keyed on the rows, not file contents).
+    With `skip_bad_rows`, bad rows are left out instead (`ManifestScan.skipped`, by position in `utterances`); only
+    problems of the whole split still raise.
     """
-    key = _cache_key(utterances, label_names, max_duration_s, train_split)
+    key = _cache_key(utterances, label_names, max_duration_s, train_split) + ("-skip" if skip_bad_rows else "")
     if cache_path is not None and Path(cache_path).is_file():
         cached = json.loads(Path(cache_path).read_text())
         if cached.get("key") == key:
-            return ManifestScan(**cached["scan"])
+            scan = ManifestScan(**cached["scan"])
+            scan.skipped = {int(position): problems for position, problems in scan.skipped.items()}  # JSON keys
+            return scan
 
     known_labels = set(label_names)
     needs_label = {train_split, *labelled_splits}
     id_counts = Counter(u.id for u in utterances)
-    problems: list[str] = []
-    for u in utterances:
-        problems += [f"{u.where}: {problem}" for problem in u.problems]
+    row_problems: dict[int, list[str]] = {}  # position -> problems
+    for i, u in enumerate(utterances):
+        found = list(u.problems)
         if id_counts[u.id] > 1:
-            problems.append(f"{u.where}: id '{u.id}' is used by {id_counts[u.id]} rows; make ids unique")
+            found.append(f"id '{u.id}' is used by {id_counts[u.id]} rows; make ids unique")
         if not u.text:
-            problems.append(f"{u.where}: empty transcript; write the transcript (ASR output is fine) or drop the row")
+            found.append("empty transcript; write the transcript (ASR output is fine) or drop the row")
         if u.split in needs_label and not u.label:
-            problems.append(f"{u.where}: empty label in split '{u.split}'; label the row or drop it")
+            found.append(f"empty label in split '{u.split}'; label the row or drop it")
         elif u.label and u.label not in known_labels:
-            problems.append(
-                f"{u.where}: unknown label '{u.label}' (label set: {', '.join(label_names)}); fix the spelling, "
+            found.append(
+                f"unknown label '{u.label}' (label set: {', '.join(label_names)}); fix the spelling, "
                 "drop the row, or add the class to the label set"
             )
+        if found:
+            row_problems[i] = found
+    split_problems: list[str] = []
 
     moments = _RunningMoments()
     scan = ManifestScan()
     silent: list[str] = []
     with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
         results = pool.map(lambda u: _check_audio(u, max_duration_s), utterances)
-        for utterance, check in zip(utterances, results):
+        for i, (utterance, check) in enumerate(zip(utterances, results)):
             if utterance.problems:
                 continue
             if check.problem is not None:
-                problems.append(f"{utterance.where}: {check.problem}")
+                row_problems.setdefault(i, []).append(check.problem)
+                continue
+            if i in row_problems:
                 continue
             if check.silent:
                 silent.append(f"{utterance.where}: audio '{utterance.audio}' is silent")
@@ -423,12 +434,14 @@ def scan_manifest(
             if utterance.split == train_split:
                 moments.merge(check.moments)
     if moments.count and not moments.std > 0:
-        problems.append(
+        split_problems.append(
             f"all the audio of split '{train_split}' is silent (standard deviation 0), so it cannot be normalised or "
             "learned from; check that the files hold speech"
         )
-    if problems:
-        raise ManifestError(_report(name, problems))
+    problems = [f"{utterances[i].where}: {problem}" for i in sorted(row_problems) for problem in row_problems[i]]
+    if split_problems or (problems and not skip_bad_rows):
+        raise ManifestError(_report(name, problems + split_problems))
+    scan.skipped = {i: row_problems[i] for i in sorted(row_problems)}
     if silent:
         warnings.warn(
             f"{len(silent)} clip(s) are silent (no variation above one 16-bit step); they carry no acoustic "
