@@ -66,6 +66,8 @@ class CrabConfig(PreTrainedConfig):
         modality_dropout: in training, the probability that an utterance's transcript is replaced by the empty one
             (`<s></s>`), so that the model also works on audio alone (the pipeline's audio-only mode). Not in the
             paper; 0 by default.
+        audio_attention: WavLM self-attention, `"eager"` (transformers') or `"sdpa"` (`wavlm_attention.py`: the
+            same function through `scaled_dot_product_attention`); no effect on other speech encoders.
         audio_encoder_name / text_encoder_name: where `from_pretrained_encoders` loads encoder weights from.
     """
 
@@ -86,6 +88,7 @@ class CrabConfig(PreTrainedConfig):
     mlcs_loss: str = "mpcl"
     use_csl_legs: bool = True
     modality_dropout: float = 0.0
+    audio_attention: str = "eager"
     audio_encoder_name: str = "microsoft/wavlm-large"
     text_encoder_name: str = "roberta-large"
     initializer_range: float = 0.02
@@ -103,6 +106,8 @@ class CrabConfig(PreTrainedConfig):
             )
         if self.mlcs_loss not in ("mpcl", "supcon"):
             raise ValueError(f"mlcs_loss='{self.mlcs_loss}'; use 'mpcl' or 'supcon'")
+        if self.audio_attention not in ("eager", "sdpa"):
+            raise ValueError(f"audio_attention='{self.audio_attention}'; use 'eager' or 'sdpa'")
         if not 0.0 <= self.modality_dropout < 1.0:
             raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
         if self.fusion_hidden_size % 2:

@@ -24,6 +24,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_crab import CrabConfig
 from .losses import mlcs_loss
+from .wavlm_attention import set_wavlm_attention
 
 
 @dataclass
@@ -160,7 +161,7 @@ class CrabPreTrainedModel(PreTrainedModel):
     main_input_name = "input_values"
     input_modalities = ("audio", "text")
     supports_gradient_checkpointing = True
-    _supports_sdpa = True  # the head itself; WavLM is set to eager per sub-config (it has no SDPA path)
+    _supports_sdpa = True  # the head; WavLM has no SDPA path in transformers: see `config.audio_attention`
     accepts_loss_kwargs = False  # `forward(**kwargs)` takes no loss kwargs; the Trainer must not scale for them
 
     def _init_weights(self, module):
@@ -214,6 +215,7 @@ class CrabPreTrainedModel(PreTrainedModel):
         model = cls(config)
         crab = model.crab if hasattr(model, "crab") else model
         crab.audio_encoder = AutoModel.from_pretrained(audio_encoder, config=config.audio_config)
+        set_wavlm_attention(crab.audio_encoder, config.audio_attention, strict=False)
         try:
             crab.text_encoder = AutoModel.from_pretrained(
                 text_encoder, config=config.text_config, add_pooling_layer=False
@@ -230,6 +232,7 @@ class CrabModel(CrabPreTrainedModel):
         super().__init__(config)
         h = config.fusion_hidden_size
         self.audio_encoder = AutoModel.from_config(config.audio_config)
+        set_wavlm_attention(self.audio_encoder, config.audio_attention, strict=False)
         self.text_encoder = _build_text_encoder(config.text_config)
         self.audio_unimodal = CrabUnimodalBlock(config.audio_config.hidden_size, h)
         self.text_unimodal = CrabUnimodalBlock(config.text_config.hidden_size, h)

@@ -258,3 +258,15 @@ def test_audio_shorter_than_one_frame_is_named(tiny_config, tiny_processor):
     batch = tiny_processor(audio=[torch.randn(10).numpy()], text=["hi"], sampling_rate=16000)
     with pytest.raises(ValueError, match="10 samples"):
         model(**_inputs(batch))
+
+
+def test_sdpa_audio_attention_is_the_same_function(tiny_config, tiny_batch):
+    eager = _model(tiny_config)
+    sdpa = _model(tiny_config, audio_attention="sdpa")
+    sdpa.load_state_dict(eager.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(
+            sdpa(**_inputs(tiny_batch)).logits, eager(**_inputs(tiny_batch)).logits, atol=1e-5, rtol=1e-4
+        )
+    with pytest.raises(ValueError, match="audio_attention"):
+        CrabConfig(audio_attention="flash")
