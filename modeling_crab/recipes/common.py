@@ -277,6 +277,39 @@ def format_counts(
     return "\n".join(lines)
 
 
+def write_outputs(
+    corpus: str,
+    root: str | os.PathLike,
+    rows: list[dict],
+    problems: Sequence[Problem],
+    out_dir: Path,
+    manifest_name: str,
+    **summary: Any,
+) -> tuple[Path, Counter]:
+    """One conversion's `manifest`, `problems.csv` and `summary.json` (`summary` adds corpus-specific fields);
+    refuses a conversion that found nothing usable. Returns the manifest path and the problem counts by kind."""
+    if not rows:
+        raise RecipeError(f"no usable {corpus} utterances found under '{root}' (see {out_dir / 'problems.csv'})")
+    manifest = write_manifest(rows, out_dir / manifest_name)
+    write_problems(problems, out_dir / "problems.csv")
+    problem_kinds = Counter(problem.kind for problem in problems)
+    header = {
+        "corpus": corpus,
+        "root": str(Path(root).resolve()),
+        "manifest": str(manifest),
+        "num_utterances": len(rows),
+    }
+    write_json({**header, **summary, "problems": dict(sorted(problem_kinds.items()))}, out_dir / "summary.json")
+    print(f"wrote {manifest} ({len(rows)} utterances)")
+    return manifest, problem_kinds
+
+
+def print_problems(problem_kinds: Counter, out_dir: Path) -> None:
+    if problem_kinds:
+        kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(problem_kinds.items()))
+        print(f"problems ({sum(problem_kinds.values())}, see {out_dir / 'problems.csv'}): {kinds}")
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run a recipe ``main``; print :class:`RecipeError` as ``error: ...`` and return exit code 2."""
     try:

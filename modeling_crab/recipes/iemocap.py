@@ -48,11 +48,10 @@ from .common import (
     format_counts,
     label_counts,
     normalize_gender,
+    print_problems,
     relative_audio_path,
     run_cli,
-    write_json,
-    write_manifest,
-    write_problems,
+    write_outputs,
 )
 from .iemocap_loso import split_for_fold
 
@@ -267,37 +266,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out_dir = Path(args.out)
     result = convert_iemocap(args.root, out_dir, holdout_session=args.holdout_session, dev_gender=args.dev_gender)
-    if not result.rows:
-        raise RecipeError(f"no usable IEMOCAP utterances found under '{args.root}' (see {out_dir / 'problems.csv'})")
-    manifest = write_manifest(result.rows, out_dir / args.manifest_name)
-    write_problems(result.problems, out_dir / "problems.csv")
     expected = compare_with_expected(result.rows)
-    problem_kinds = Counter(problem.kind for problem in result.problems)
-    write_json(
-        {
-            "corpus": "IEMOCAP",
-            "root": str(Path(args.root).resolve()),
-            "manifest": str(manifest),
-            "num_utterances": len(result.rows),
-            "classes": list(CLASSES),
-            "label_counts": label_counts(result.rows),
-            "dropped_labels": dict(sorted(result.dropped.items())),
-            "problems": dict(sorted(problem_kinds.items())),
-            "expected_full_corpus": expected,
-            "holdout_session": args.holdout_session,
-            "dev_gender": args.dev_gender,
-        },
-        out_dir / "summary.json",
+    manifest, problem_kinds = write_outputs(
+        "IEMOCAP",
+        args.root,
+        result.rows,
+        result.problems,
+        out_dir,
+        args.manifest_name,
+        classes=list(CLASSES),
+        label_counts=label_counts(result.rows),
+        dropped_labels=dict(sorted(result.dropped.items())),
+        expected_full_corpus=expected,
+        holdout_session=args.holdout_session,
+        dev_gender=args.dev_gender,
     )
-
-    print(f"wrote {manifest} ({len(result.rows)} utterances)")
     print(format_counts(result.rows, CLASSES, ["train", "dev", "test"]))
     dropped_total = sum(result.dropped.values())
     dropped_text = ", ".join(f"{code} {count}" for code, count in sorted(result.dropped.items()))
     print(f"dropped {dropped_total} utterances of other classes: {dropped_text or 'none'}")
-    if problem_kinds:
-        kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(problem_kinds.items()))
-        print(f"problems ({sum(problem_kinds.values())}, see {out_dir / 'problems.csv'}): {kinds}")
+    print_problems(problem_kinds, out_dir)
     if all(entry["difference"] == 0 for entry in expected.values()):
         print("label counts match the full-corpus reference (angry 1103, happy 1636, neutral 1708, sad 1084)")
     else:

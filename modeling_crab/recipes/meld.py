@@ -49,7 +49,6 @@ import shutil
 import subprocess
 import sys
 import unicodedata
-from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -62,9 +61,7 @@ from .common import (
     label_counts,
     relative_audio_path,
     run_cli,
-    write_json,
-    write_manifest,
-    write_problems,
+    write_outputs,
 )
 
 CLASSES: tuple[str, ...] = ("neutral", "surprise", "fear", "sadness", "joy", "anger", "disgust")
@@ -512,30 +509,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         ffmpeg=args.ffmpeg,
         overwrite=args.overwrite,
     )
-    if not result.rows:
-        raise RecipeError(f"no usable MELD utterances found under '{args.root}' (see {out_dir / 'problems.csv'})")
-    manifest = write_manifest(result.rows, out_dir / args.manifest_name)
-    write_problems(result.problems, out_dir / "problems.csv")
-    problem_kinds = Counter(problem.kind for problem in result.problems)
-    write_json(
-        {
-            "corpus": "MELD",
-            "root": str(Path(args.root).resolve()),
-            "manifest": str(manifest),
-            "num_utterances": len(result.rows),
-            "classes": list(CLASSES),
-            "csv_rows": result.csv_counts,
-            "expected_csv_rows": EXPECTED_ROWS,
-            "label_counts": label_counts(result.rows),
-            "problems": dict(sorted(problem_kinds.items())),
-            "skip_audio": args.skip_audio,
-            "max_duration": args.max_duration,
-            "extracted": result.extracted,
-            "reused": result.reused,
-        },
-        out_dir / "summary.json",
+    manifest, problem_kinds = write_outputs(
+        "MELD",
+        args.root,
+        result.rows,
+        result.problems,
+        out_dir,
+        args.manifest_name,
+        classes=list(CLASSES),
+        csv_rows=result.csv_counts,
+        expected_csv_rows=EXPECTED_ROWS,
+        label_counts=label_counts(result.rows),
+        skip_audio=args.skip_audio,
+        max_duration=args.max_duration,
+        extracted=result.extracted,
+        reused=result.reused,
     )
-    print(f"wrote {manifest} ({len(result.rows)} utterances)")
     print(format_counts(result.rows, CLASSES, [split for split in SPLITS if split in result.csv_counts]))
     rows_text = ", ".join(
         f"{split} {count}/{EXPECTED_ROWS[split]}"

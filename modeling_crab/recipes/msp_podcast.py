@@ -54,12 +54,11 @@ from .common import (
     format_counts,
     label_counts,
     normalize_gender,
+    print_problems,
     read_manifest,
     relative_audio_path,
     run_cli,
-    write_json,
-    write_manifest,
-    write_problems,
+    write_outputs,
 )
 
 EMO_CODES: dict[str, str] = {
@@ -422,38 +421,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         drop_missing_text=args.drop_missing_text,
         include_unlisted_test3=not args.no_unlisted_test3,
     )
-    if not result.rows:
-        raise RecipeError(
-            f"no usable MSP-Podcast utterances found under '{args.root}' (see {out_dir / 'problems.csv'})"
-        )
-    manifest = write_manifest(result.rows, out_dir / args.manifest_name)
-    write_problems(result.problems, out_dir / "problems.csv")
-    problem_kinds = Counter(problem.kind for problem in result.problems)
-    write_json(
-        {
-            "corpus": "MSP-Podcast",
-            "root": str(Path(args.root).resolve()),
-            "manifest": str(manifest),
-            "num_utterances": len(result.rows),
-            "classes": list(CLASSES),
-            "transcripts": args.transcripts,
-            "label_counts": label_counts(result.rows),
-            "dropped_labels": {f"{code} ({DROPPED_CODES[code]})": n for code, n in sorted(result.dropped.items())},
-            "unlisted_test3_files_added": result.unlisted_test3,
-            "problems": dict(sorted(problem_kinds.items())),
-        },
-        out_dir / "summary.json",
+    manifest, problem_kinds = write_outputs(
+        "MSP-Podcast",
+        args.root,
+        result.rows,
+        result.problems,
+        out_dir,
+        args.manifest_name,
+        classes=list(CLASSES),
+        transcripts=args.transcripts,
+        label_counts=label_counts(result.rows),
+        dropped_labels={f"{code} ({DROPPED_CODES[code]})": n for code, n in sorted(result.dropped.items())},
+        unlisted_test3_files_added=result.unlisted_test3,
     )
     splits = [split for split in SPLIT_ORDER if any(row["split"] == split for row in result.rows)]
-    print(f"wrote {manifest} ({len(result.rows)} utterances)")
     print(format_counts(result.rows, CLASSES, splits))
     dropped_text = ", ".join(f"{code} ({DROPPED_CODES[code]}) {n}" for code, n in sorted(result.dropped.items()))
     print(f"dropped {sum(result.dropped.values())} utterances: {dropped_text or 'none'}")
     if result.unlisted_test3:
         print(f"added {result.unlisted_test3} Test3 audio files not listed in the labels file (label hidden)")
-    if problem_kinds:
-        kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(problem_kinds.items()))
-        print(f"problems ({sum(problem_kinds.values())}, see {out_dir / 'problems.csv'}): {kinds}")
+    print_problems(problem_kinds, out_dir)
     return 0
 
 
