@@ -17,7 +17,7 @@ import json
 import logging
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -48,6 +48,15 @@ from modeling_crab.training import (
     select_split,
     tiny_crab_config,
 )
+from modeling_crab.training.feature_cache import (
+    CachedFeatures,
+    FeatureCacheError,
+    cache_key,
+    collate_cached,
+    encode_dataset,
+    encoder_fingerprint,
+    freeze_encoders,
+)
 from modeling_crab.training.metrics import summary_table
 from modeling_crab.training.plots import plot_confusion_matrix, plot_training_curves
 
@@ -65,6 +74,15 @@ class ModelArguments:
     freeze_feature_encoder: bool = field(default=True, metadata={"help": "freeze the speech encoder's CNN"})
     classifier_dropout: float | None = field(default=None, metadata={"help": "head dropout (default: config, 0.5)"})
     cross_attention_dropout: float | None = field(default=None, metadata={"help": "default: config, 0.5"})
+    audio_attention: str = field(default="sdpa", metadata={"help": "WavLM self-attention: sdpa (fused) or eager"})
+    encoder_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "frozen-encoder mode: cache both encoders' outputs for every split in this folder (reused while "
+            "encoders, processor and data are unchanged; an interrupted encoding resumes) and train only the head "
+            "and CSL legs from it, in minutes. Not the paper's recipe: no encoder fine-tuning (docs/training.md)"
+        },
+    )
 
 
 @dataclass
@@ -123,6 +141,16 @@ PAPER_DEFAULTS = {
     "use_cpu": not torch.accelerator.is_available(),
 }
 
+
+def precision_defaults() -> dict:
+    """On Ampere or newer GPUs: bf16 autocast (the speech CNN, the GRUs and the losses stay in fp32; logits within
+    1e-2 of fp32) and TF32 matmuls; `--bf16 false --tf32 false` trains in fp32. Elsewhere fp32. (Fused AdamW is
+    already TrainingArguments' default optimizer.)"""
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 0):
+        return {}
+    return {"bf16": True, "tf32": True}
+
+
 # The built-in demo (no --manifest) trains random tiny encoders, not pretrained ones: one learning rate of 2e-3 for
 # everything (the paper's 1e-5/1e-6 suit pretrained encoders), the random CNN trained, light dropout, and a small MLCS
 # weight (at alpha = 2 the contrastive pull on random features slows a from-scratch model down; see docs/training.md).
@@ -153,9 +181,10 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, Cra
         unknown = sorted(set(file_values) - known)
         if unknown:
             raise SystemExit(f"config file '{config_file}': unknown key(s) {unknown}; see `python train.py --help`")
-    parser.set_defaults(**{**PAPER_DEFAULTS, **file_values})
+    paper_defaults = {**PAPER_DEFAULTS, **precision_defaults()}
+    parser.set_defaults(**{**paper_defaults, **file_values})
     if parser.parse_args(argv).manifest is None:
-        parser.set_defaults(**{**PAPER_DEFAULTS, **DEMO_DEFAULTS, **file_values})
+        parser.set_defaults(**{**paper_defaults, **DEMO_DEFAULTS, **file_values})
     return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
 
 
@@ -199,6 +228,7 @@ def build_model(model_args, loss_args, label_names: list[str], vocab_size: int, 
         "mlcs_temperature": loss_args.mlcs_temperature,
         "mlcs_loss": loss_args.mlcs_loss,
         "use_csl_legs": loss_args.mlcs_weight > 0,
+        "audio_attention": model_args.audio_attention,
     }
     for name in ("classifier_dropout", "cross_attention_dropout"):
         if getattr(model_args, name) is not None:
@@ -227,15 +257,55 @@ def build_model(model_args, loss_args, label_names: list[str], vocab_size: int, 
     return model
 
 
-def write_predictions(trainer: CrabTrainer, dataset: CrabAudioTextDataset, label_names: list[str], path: Path) -> None:
-    """`id,prediction,<score per class>` for a split without labels."""
+def write_predictions(trainer: CrabTrainer, dataset, label_names: list[str], path: Path) -> None:
+    """`id,prediction,<score per class>` for a split without labels, in the dataset's order."""
     scores = torch.from_numpy(trainer.predict(dataset).predictions).softmax(dim=-1)
+    ids = dataset.ids if isinstance(dataset, CachedFeatures) else [u.id for u in dataset.utterances]
     if trainer.is_world_process_zero():
         with path.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["id", "prediction", *label_names])
-            for utterance, row in zip(dataset.utterances, scores.tolist()):
-                writer.writerow([utterance.id, label_names[max(range(len(row)), key=row.__getitem__)], *row])
+            for utterance_id, row in zip(ids, scores.tolist()):
+                writer.writerow([utterance_id, label_names[max(range(len(row)), key=row.__getitem__)], *row])
+
+
+def build_encoder_cache(model, processor, datasets: dict, splits: dict, cache_root: str, training_args) -> dict:
+    """Frozen-encoder mode: freeze both encoders, cache their outputs for every split in `cache_root/<split>` (the
+    main process encodes, the others wait and read) and return the cached datasets."""
+    if not model.config.mask_padding:
+        raise SystemExit("--encoder_cache needs --mask_padding true: cached features are stored without padding")
+    freeze_encoders(model)
+    model.to(training_args.device)
+    settings = {
+        "max_duration_s": processor.max_duration_s,
+        "max_text_length": processor.max_text_length,
+        "normalization": processor.normalization,
+        "waveform_stats": [processor.waveform_mean, processor.waveform_std],
+        "feature_extractor": {  # not where it would be loaded from (auto_map, processor_class)
+            key: value
+            for key, value in processor.feature_extractor.to_dict().items()
+            if key not in ("auto_map", "processor_class")
+        },
+        "vocabulary": cache_key(sorted(processor.tokenizer.get_vocab().items())),
+    }
+    encoders = encoder_fingerprint(model)
+    cached = {}
+    with training_args.main_process_first(desc="encoding every split into the encoder cache"):
+        for role, dataset in datasets.items():
+            key = cache_key(encoders, settings, [asdict(u) for u in dataset.utterances], dataset.label2id)
+            try:
+                cached[role] = encode_dataset(
+                    model,
+                    dataset,
+                    CrabDataCollator(processor),
+                    Path(cache_root) / splits[role],
+                    fingerprint=key,
+                    batch_size=training_args.per_device_eval_batch_size,
+                    num_workers=training_args.dataloader_num_workers,
+                )
+            except FeatureCacheError as error:
+                raise SystemExit(f"error: {error}") from None
+    return cached
 
 
 def skip_bad_rows(rows: dict, scanned: list, skipped: dict[int, list[str]], report: Path) -> dict:
@@ -323,13 +393,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     distributed = training_args.world_size > 1
     model = build_model(model_args, loss_args, label_names, len(processor.tokenizer), distributed)
 
+    collator = CrabDataCollator(processor)
+    if model_args.encoder_cache:
+        datasets = build_encoder_cache(model, processor, datasets, splits, model_args.encoder_cache, training_args)
+        collator = collate_cached
+
     class_weights = compute_class_weights(datasets["train"].label_ids, len(label_names))
     trainer = CrabTrainer(
         model=model,
         args=training_args,
         train_dataset=datasets["train"],
         eval_dataset=datasets["eval"],
-        data_collator=CrabDataCollator(processor),
+        data_collator=collator,
         processing_class=processor,
         compute_metrics=build_compute_metrics(label_names),
         class_weights=class_weights if loss_args.class_weighted else None,

@@ -27,6 +27,7 @@ from common import (  # noqa: E402
     Utterances,
     batch_indices,
     build_model,
+    cached_batch,
     check_same_function,
     crab_config,
     format_table,
@@ -40,7 +41,6 @@ from common import (  # noqa: E402
     summarize,
 )
 
-MODEL_INPUTS = ("input_values", "attention_mask", "input_ids", "text_attention_mask")
 COLUMNS = ["setup", "batch", "utt/s", "audio-s/s", "step ms", "peak GiB", "padding", "GFLOP/audio-s", "TFLOP/s", "MFU"]
 COLUMNS += ["vs first"]
 
@@ -65,10 +65,13 @@ def prepare(args, setup: Setup, device: torch.device, utts: Utterances, warm_utt
     warm_idx = batch_indices(warm_utts, batch_size, grouped, seed=0)[: args.warmup]
     timed = [make_batch(utts, idx, setup, device, vocab_size, seed=i) for i, idx in enumerate(timed_idx)]
     warm = [make_batch(warm_utts, idx, setup, device, vocab_size, seed=i) for i, idx in enumerate(warm_idx)]
+    if "cached" in setup:  # encoded once, untimed, as `train.py --encoder_cache` does before training
+        timed = [cached_batch(model, batch) for batch in timed]
+        warm = [cached_batch(model, batch) for batch in warm]
 
     def forward_backward(batch: dict) -> None:
         with set_precision(setup, device):  # per call: the TF32 switch is global and setups interleave
-            out = model(**{k: batch[k] for k in MODEL_INPUTS}, output_csl_embeddings=True)
+            out = model(**{k: v for k, v in batch.items() if k != "labels"}, output_csl_embeddings=True)
         losses = model.mlcs_objective(out.logits, out.csl_embeddings, batch["labels"], class_weights)
         (losses["loss"] / args.accum).backward()
 

@@ -25,8 +25,8 @@ import transformers
 from transformers import RobertaConfig, WavLMConfig
 
 from modeling_crab import CrabConfig, CrabForEmotionClassification
+from modeling_crab.training.feature_cache import freeze_encoders
 from modeling_crab.training.tiny import tiny_crab_config
-from modeling_crab.wavlm_attention import enable_sdpa_wavlm
 
 SAMPLING_RATE = 16000
 NUM_LABELS = 7  # MELD
@@ -74,10 +74,12 @@ LEVERS = {
     "compile": "torch.compile of every encoder layer and the head blocks (regional, dynamic shapes)",
     "bucket": "static shapes: audio padded to a whole second, text to 16 tokens; with compile, one graph per shape",
     "graphs": "compile with CUDA graphs (mode='reduce-overhead', static shapes; implies compile and bucket)",
+    "cached": "frozen-encoder mode: encoders frozen, steps run the head and CSL legs on precomputed encoder outputs",
 }
 # What `fast` means per device and benchmark (measured; see RESULTS.md). On CPU, SDPA with a bias that needs a
 # gradient falls back to PyTorch's math kernel, no faster than eager WavLM, so CPU training leaves it out; bf16 pays
 # for CPU inference where the CPU has native bf16 dot products (AVX512-BF16 / AMX).
+FP32_PARTS = {"cnn32": "feature_encoder", "gru32": "gru"}  # lever -> config.fp32_under_autocast entry
 CPU_BF16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 FAST_LEVERS = {
     ("cuda", "train"): ["sdpa", "grouped", "textpad", "mask", "fused", "bf16", "tf32", "gru32", "cnn32"],
@@ -119,31 +121,36 @@ def build_model(
     config = crab_config(size)
     config.mask_padding = "mask" in setup
     config.use_csl_legs = not inference
+    config.audio_attention = "sdpa" if "sdpa" in setup else "eager"
+    config.fp32_under_autocast = [part for lever, part in FP32_PARTS.items() if lever in setup]
     torch.manual_seed(0)
     with device:
         model = CrabForEmotionClassification(config)
     model.freeze_feature_encoder()
-    if "sdpa" in setup:
-        enable_sdpa_wavlm(model)
-    if "gru32" in setup:
-        for block in (model.crab.audio_unimodal, model.crab.text_unimodal):
-            block.gru.forward = _fp32_forward(block.gru.forward)
-    if "cnn32" in setup:
-        cnn = model.crab.audio_encoder.feature_extractor
-        cnn.forward = _fp32_forward(cnn.forward)
+    if "cached" in setup:
+        if "mask" not in setup:
+            raise ValueError(f"setup '{setup.name}': cached (unpadded) encoder outputs need the mask lever")
+        freeze_encoders(model)
     if setup.levers & {"compile", "graphs"}:
         compile_regions(model, static="bucket" in setup or "graphs" in setup, graphs="graphs" in setup)
     return model.eval() if inference else model.train()
 
 
-def _fp32_forward(forward: Callable) -> Callable:
-    """`forward` with autocast off and its (tensor or PackedSequence) input in fp32."""
-
-    def fp32_forward(inputs, *args):
-        with torch.autocast(inputs.data.device.type, enabled=False):
-            return forward(inputs.float(), *args)
-
-    return fp32_forward
+def cached_batch(model: CrabForEmotionClassification, batch: dict) -> dict:
+    """What the frozen-encoder mode feeds the model: both encoders' outputs (eval mode) in place of audio and ids."""
+    with torch.no_grad():
+        model.crab.audio_encoder.eval(), model.crab.text_encoder.eval()
+        speech, frame_mask, text, _ = model.crab.encode(
+            batch["input_values"], batch["input_ids"], batch["attention_mask"], batch["text_attention_mask"]
+        )
+        model.crab.audio_encoder.train(model.training), model.crab.text_encoder.train(model.training)
+    return {
+        "audio_features": speech,
+        "audio_features_mask": frame_mask.long(),
+        "text_features": text,
+        "text_attention_mask": batch["text_attention_mask"],
+        "labels": batch["labels"],
+    }
 
 
 def compile_regions(model: CrabForEmotionClassification, static: bool = False, graphs: bool = False) -> None:
@@ -428,8 +435,11 @@ def check_same_function(size: str, setup: Setup, device: torch.device, utts: Utt
     results = []
     for candidate in (Setup("reference", setup.levers & {"mask"}), setup):
         model = build_model(size, candidate, device).eval()
+        model_inputs = inputs
+        if "cached" in candidate:
+            model_inputs = {k: v for k, v in cached_batch(model, batch).items() if k != "labels"}
         with torch.no_grad(), set_precision(candidate, device):
-            out = model(**inputs, output_csl_embeddings=True)
+            out = model(**model_inputs, output_csl_embeddings=True)
             loss = model.mlcs_objective(out.logits, out.csl_embeddings, batch["labels"])["loss"]
         results.append((out.logits.float(), loss.float()))
         del model

@@ -5,6 +5,7 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+FP32_UNDER_AUTOCAST = ("feature_encoder", "gru")
 MLCS_TAPS = ("audio_unimodal", "text_unimodal", "audio_pooled", "text_pooled", "fusion")
 
 # Sub-config defaults shaped like the paper's encoders; `from_pretrained_encoders` replaces them with the real ones.
@@ -66,8 +67,12 @@ class CrabConfig(PreTrainedConfig):
         modality_dropout: in training, the probability that an utterance's transcript is replaced by the empty one
             (`<s></s>`), so that the model also works on audio alone (the pipeline's audio-only mode). Not in the
             paper; 0 by default.
-        audio_attention: WavLM self-attention, `"eager"` (transformers') or `"sdpa"` (`wavlm_attention.py`: the
-            same function through `scaled_dot_product_attention`); no effect on other speech encoders.
+        audio_attention: WavLM self-attention, `"sdpa"` (`wavlm_attention.py`: transformers' function through
+            `scaled_dot_product_attention`, fused kernels, no (B, H, T, T) weights kept for backward) or `"eager"`
+            (transformers' own, needed for `output_attentions`); no effect on other speech encoders.
+        fp32_under_autocast: parts that run in fp32 when the model is called under bf16/fp16 autocast:
+            `"feature_encoder"` (the speech encoder's CNN: in bf16 it alone moves base-size logits by more than
+            1e-2) and `"gru"` (the unimodal GRUs: cuDNN's low-precision GRUs are slow). No effect without autocast.
         audio_encoder_name / text_encoder_name: where `from_pretrained_encoders` loads encoder weights from.
     """
 
@@ -88,7 +93,8 @@ class CrabConfig(PreTrainedConfig):
     mlcs_loss: str = "mpcl"
     use_csl_legs: bool = True
     modality_dropout: float = 0.0
-    audio_attention: str = "eager"
+    audio_attention: str = "sdpa"
+    fp32_under_autocast: list[str] | None = None
     audio_encoder_name: str = "microsoft/wavlm-large"
     text_encoder_name: str = "roberta-large"
     initializer_range: float = 0.02
@@ -108,6 +114,12 @@ class CrabConfig(PreTrainedConfig):
             raise ValueError(f"mlcs_loss='{self.mlcs_loss}'; use 'mpcl' or 'supcon'")
         if self.audio_attention not in ("eager", "sdpa"):
             raise ValueError(f"audio_attention='{self.audio_attention}'; use 'eager' or 'sdpa'")
+        self.fp32_under_autocast = list(
+            FP32_UNDER_AUTOCAST if self.fp32_under_autocast is None else self.fp32_under_autocast
+        )
+        unknown = [part for part in self.fp32_under_autocast if part not in FP32_UNDER_AUTOCAST]
+        if unknown:
+            raise ValueError(f"fp32_under_autocast {unknown}: choose from {list(FP32_UNDER_AUTOCAST)}")
         if not 0.0 <= self.modality_dropout < 1.0:
             raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
         if self.fusion_hidden_size % 2:

@@ -12,6 +12,7 @@ carries none of their weights.
 
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass
 
 import torch
@@ -69,14 +70,35 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
-class CrabUnimodalBlock(nn.Module):
-    """Linear(D -> h) -> LayerNorm(h) -> 1-layer bidirectional GRU(h -> h): (B, T, D) -> (B, T, h), (B, T, 2h)."""
+def _fp32_forward(self: nn.Module, inputs, *args, **kwargs):
+    """`forward` of a module that `run_in_fp32_under_autocast` marked: under autocast, autocast is switched off and
+    the (tensor or PackedSequence) input upcast, so the module computes in its fp32 weights' precision."""
+    device_type = inputs.data.device.type
+    if torch.is_autocast_enabled(device_type):
+        with torch.autocast(device_type, enabled=False):
+            return type(self).forward(self, inputs.float(), *args, **kwargs)
+    return type(self).forward(self, inputs, *args, **kwargs)
 
-    def __init__(self, input_size: int, hidden_size: int):
+
+def run_in_fp32_under_autocast(module: nn.Module) -> nn.Module:
+    """Make `module` compute in fp32 even when called under bf16/fp16 autocast. The override is a method bound to
+    this instance: state dicts, `deepcopy` and hooks are unaffected."""
+    module.forward = types.MethodType(_fp32_forward, module)
+    return module
+
+
+class CrabUnimodalBlock(nn.Module):
+    """Linear(D -> h) -> LayerNorm(h) -> 1-layer bidirectional GRU(h -> h): (B, T, D) -> (B, T, h), (B, T, 2h).
+
+    `fp32_gru`: the GRU runs in fp32 under autocast (`config.fp32_under_autocast`)."""
+
+    def __init__(self, input_size: int, hidden_size: int, fp32_gru: bool = True):
         super().__init__()
         self.projection = nn.Linear(input_size, hidden_size)
         self.layer_norm = nn.LayerNorm(hidden_size)
         self.gru = nn.GRU(hidden_size, hidden_size, num_layers=1, batch_first=True, bidirectional=True)
+        if fp32_gru:
+            run_in_fp32_under_autocast(self.gru)
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         projected = self.layer_norm(self.projection(features))  # (B, T, h)
@@ -215,7 +237,7 @@ class CrabPreTrainedModel(PreTrainedModel):
         model = cls(config)
         crab = model.crab if hasattr(model, "crab") else model
         crab.audio_encoder = AutoModel.from_pretrained(audio_encoder, config=config.audio_config)
-        set_wavlm_attention(crab.audio_encoder, config.audio_attention, strict=False)
+        crab.configure_audio_encoder()
         try:
             crab.text_encoder = AutoModel.from_pretrained(
                 text_encoder, config=config.text_config, add_pooling_layer=False
@@ -232,15 +254,24 @@ class CrabModel(CrabPreTrainedModel):
         super().__init__(config)
         h = config.fusion_hidden_size
         self.audio_encoder = AutoModel.from_config(config.audio_config)
-        set_wavlm_attention(self.audio_encoder, config.audio_attention, strict=False)
+        self.configure_audio_encoder()
         self.text_encoder = _build_text_encoder(config.text_config)
-        self.audio_unimodal = CrabUnimodalBlock(config.audio_config.hidden_size, h)
-        self.text_unimodal = CrabUnimodalBlock(config.text_config.hidden_size, h)
+        fp32_gru = "gru" in config.fp32_under_autocast
+        self.audio_unimodal = CrabUnimodalBlock(config.audio_config.hidden_size, h, fp32_gru)
+        self.text_unimodal = CrabUnimodalBlock(config.text_config.hidden_size, h, fp32_gru)
         self.audio_cross = CrabCrossModalBlock(2 * h, config.cross_attention_dropout)
         self.text_cross = CrabCrossModalBlock(2 * h, config.cross_attention_dropout)
         self.audio_pooling = CrabAttentionPooling(2 * h)
         self.text_pooling = CrabAttentionPooling(2 * h)
         self.post_init()
+
+    def configure_audio_encoder(self) -> None:
+        """Apply `config.audio_attention` and `config.fp32_under_autocast` to the speech encoder in place (after
+        building or replacing it)."""
+        set_wavlm_attention(self.audio_encoder, self.config.audio_attention, strict=False)
+        cnn = getattr(self.audio_encoder, "feature_extractor", None)
+        if cnn is not None and "feature_encoder" in self.config.fp32_under_autocast:
+            run_in_fp32_under_autocast(cnn)
 
     def audio_frame_mask(self, attention_mask: torch.Tensor | None, num_frames: int) -> torch.Tensor | None:
         """Sample-level (B, N) mask -> frame-level (B, T) bool mask, by the encoder's own output-length rule."""
@@ -248,25 +279,61 @@ class CrabModel(CrabPreTrainedModel):
             return None
         return self.audio_encoder._get_feature_vector_attention_mask(num_frames, attention_mask).bool()
 
-    def forward(
+    def encode(
         self,
-        input_values: torch.Tensor,
-        input_ids: torch.Tensor,
+        input_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         text_attention_mask: torch.Tensor | None = None,
+        audio_features: torch.Tensor | None = None,
+        audio_features_mask: torch.Tensor | None = None,
+        text_features: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+        """Both encoders: `(speech_frames (B, T, Da), frame_mask (B, T) bool | None, text_tokens (B, L, Dt),
+        token_mask (B, L) bool | None)`. Precomputed encoder outputs (`audio_features` with `audio_features_mask`,
+        `text_features` with `text_attention_mask`, e.g. from `training.feature_cache`) replace an encoder's run."""
+        if (input_values is None) == (audio_features is None):
+            raise ValueError("pass exactly one of input_values (waveforms) and audio_features (speech encoder output)")
+        if (input_ids is None) == (text_features is None):
+            raise ValueError("pass exactly one of input_ids (token ids) and text_features (text encoder output)")
+        if audio_features is None:
+            if self.audio_encoder._get_feat_extract_output_lengths(input_values.shape[-1]) < 1:
+                raise ValueError(
+                    f"input_values hold {input_values.shape[-1]} samples, fewer than the speech encoder's CNN needs "
+                    "for one frame; pad or drop clips this short"
+                )
+            audio_kwargs = {"attention_mask": attention_mask} if self.config.audio_feeds_attention_mask else {}
+            audio_features = self.audio_encoder(input_values, **audio_kwargs).last_hidden_state  # (B, T, Da)
+            frame_mask = self.audio_frame_mask(attention_mask, audio_features.shape[1])
+        else:
+            frame_mask = None if audio_features_mask is None else audio_features_mask.bool()
+        if text_features is None:
+            text_features = self.text_encoder(input_ids, attention_mask=text_attention_mask).last_hidden_state
+        token_mask = None if text_attention_mask is None else text_attention_mask.bool()
+        return audio_features, frame_mask, text_features, token_mask
+
+    def forward(
+        self,
+        input_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        text_attention_mask: torch.Tensor | None = None,
+        audio_features: torch.Tensor | None = None,
+        audio_features_mask: torch.Tensor | None = None,
+        text_features: torch.Tensor | None = None,
         **kwargs,
     ) -> CrabModelOutput:
-        if self.audio_encoder._get_feat_extract_output_lengths(input_values.shape[-1]) < 1:
-            raise ValueError(
-                f"input_values hold {input_values.shape[-1]} samples, fewer than the speech encoder's CNN needs for "
-                "one frame; pad or drop clips this short"
-            )
-        audio_kwargs = {"attention_mask": attention_mask} if self.config.audio_feeds_attention_mask else {}
-        speech_frames = self.audio_encoder(input_values, **audio_kwargs).last_hidden_state  # (B, T, Da)
-        text_tokens = self.text_encoder(input_ids, attention_mask=text_attention_mask).last_hidden_state  # (B, L, Dt)
-
-        frame_mask = self.audio_frame_mask(attention_mask, speech_frames.shape[1])
-        token_mask = None if text_attention_mask is None else text_attention_mask.bool()
+        """Waveforms (`input_values`, `attention_mask`) and token ids (`input_ids`, `text_attention_mask`), or either
+        encoder's precomputed output in their place (see `encode`)."""
+        speech_frames, frame_mask, text_tokens, token_mask = self.encode(
+            input_values,
+            input_ids,
+            attention_mask,
+            text_attention_mask,
+            audio_features,
+            audio_features_mask,
+            text_features,
+        )
         if not self.config.mask_padding:  # the released head masks nothing
             head_frame_mask = head_token_mask = None
         else:
@@ -329,17 +396,33 @@ class CrabForEmotionClassification(CrabPreTrainedModel):
 
     def forward(
         self,
-        input_values: torch.Tensor,
-        input_ids: torch.Tensor,
+        input_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         text_attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         output_csl_embeddings: bool | None = None,
+        audio_features: torch.Tensor | None = None,
+        audio_features_mask: torch.Tensor | None = None,
+        text_features: torch.Tensor | None = None,
         **kwargs,
     ) -> CrabClassifierOutput:
+        """Logits (and CSL embeddings in training). Inputs as `CrabModel.forward`: waveforms and token ids, or an
+        encoder's precomputed output (`audio_features` + `audio_features_mask`, `text_features`) in their place."""
         if self.training and self.config.modality_dropout > 0:
-            input_ids, text_attention_mask = self.drop_transcripts(input_ids, text_attention_mask)
-        features = self.crab(input_values, input_ids, attention_mask, text_attention_mask)
+            if text_features is None:
+                input_ids, text_attention_mask = self.drop_transcripts(input_ids, text_attention_mask)
+            else:
+                text_features, text_attention_mask = self.drop_transcript_features(text_features, text_attention_mask)
+        features = self.crab(
+            input_values,
+            input_ids,
+            attention_mask,
+            text_attention_mask,
+            audio_features=audio_features,
+            audio_features_mask=audio_features_mask,
+            text_features=text_features,
+        )
         logits, fusion = self.classifier(features.pooled_output)  # (B, C), (B, h)
 
         if output_csl_embeddings is None:
@@ -380,6 +463,37 @@ class CrabForEmotionClassification(CrabPreTrainedModel):
         empty_mask[:, :2] = 1
         keep = ~dropped[:, None]
         return torch.where(keep, input_ids, empty_ids), torch.where(keep, text_attention_mask, empty_mask)
+
+    def drop_transcript_features(
+        self, text_features: torch.Tensor, text_attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Modality dropout on precomputed text-encoder outputs (frozen text encoder): a dropped row becomes the
+        encoder's output for the empty transcript `<s></s>`, as `drop_transcripts` gives on token ids."""
+        batch_size, length, _ = text_features.shape
+        if text_attention_mask is None:
+            text_attention_mask = text_features.new_ones((batch_size, length), dtype=torch.long)
+        if length < 2:  # room for <s></s>
+            text_features = F.pad(text_features, (0, 0, 0, 2 - length))
+            text_attention_mask = F.pad(text_attention_mask, (0, 2 - length))
+            length = 2
+        dropped = torch.rand(batch_size, device=text_features.device) < self.config.modality_dropout  # (B,)
+        if not dropped.any():
+            return text_features, text_attention_mask
+        text_encoder, text_config = self.crab.text_encoder, self.config.text_config
+        empty_ids = torch.tensor([[text_config.bos_token_id, text_config.eos_token_id]], device=text_features.device)
+        was_training = text_encoder.training
+        with torch.no_grad():  # as the cached features were computed: frozen encoder, eval mode
+            text_encoder.eval()
+            empty = text_encoder(empty_ids).last_hidden_state  # (1, 2, Dt)
+            text_encoder.train(was_training)
+        empty_features = F.pad(empty.to(text_features.dtype), (0, 0, 0, length - 2)).expand_as(text_features)
+        empty_mask = torch.zeros_like(text_attention_mask)
+        empty_mask[:, :2] = 1
+        keep = ~dropped[:, None]
+        return (
+            torch.where(keep[..., None], text_features, empty_features),
+            torch.where(keep, text_attention_mask, empty_mask),
+        )
 
     def mlcs_objective(self, logits, csl_embeddings, labels, class_weights=None) -> dict[str, torch.Tensor]:
         """The paper's training loss: weighted CE + alpha * mean MPCL over the active taps, by component."""

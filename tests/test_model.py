@@ -9,6 +9,7 @@ from transformers import AutoModel
 
 from modeling_crab import MLCS_TAPS, CrabConfig, CrabForEmotionClassification, CrabModel
 from modeling_crab.losses import mlcs_loss
+from modeling_crab.wavlm_attention import wavlm_attention_implementation
 
 
 def _model(config, **overrides) -> CrabForEmotionClassification:
@@ -115,11 +116,14 @@ def test_every_parameter_gets_a_gradient_from_the_full_objective(tiny_config, ti
     assert torch.isfinite(parts["loss"])
     frozen = {id(p) for p in model.crab.audio_encoder.feature_extractor.parameters()}
     assert all(not p.requires_grad for p in model.crab.audio_encoder.feature_extractor.parameters())
-    # WavLM's masked_spec_embed is only used when time masking fires, RoBERTa's token-type table has one row in use
+    # WavLM's masked_spec_embed is only used when time masking fires. The pooling scores' bias is added to every
+    # score alike and the softmax over time cancels it: its gradient is zero up to rounding, so it needs a grad only.
     missing = [
         name
         for name, p in model.named_parameters()
-        if id(p) not in frozen and (p.grad is None or not p.grad.abs().sum() > 0) and "masked_spec_embed" not in name
+        if id(p) not in frozen
+        and "masked_spec_embed" not in name
+        and (p.grad is None or not (p.grad.abs().sum() > 0 or name.endswith("pooling.score.bias")))
     ]
     assert missing == []
 
@@ -261,8 +265,10 @@ def test_audio_shorter_than_one_frame_is_named(tiny_config, tiny_processor):
 
 
 def test_sdpa_audio_attention_is_the_same_function(tiny_config, tiny_batch):
-    eager = _model(tiny_config)
-    sdpa = _model(tiny_config, audio_attention="sdpa")
+    assert tiny_config.audio_attention == "sdpa"  # the default: same function, fused kernels
+    sdpa = _model(tiny_config)
+    eager = _model(tiny_config, audio_attention="eager")
+    assert wavlm_attention_implementation(sdpa) == "sdpa" and wavlm_attention_implementation(eager) == "eager"
     sdpa.load_state_dict(eager.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(
@@ -270,3 +276,97 @@ def test_sdpa_audio_attention_is_the_same_function(tiny_config, tiny_batch):
         )
     with pytest.raises(ValueError, match="audio_attention"):
         CrabConfig(audio_attention="flash")
+
+
+def _dtype_seen_by(module: torch.nn.Module, seen: list) -> None:
+    def record(module, args, output):
+        output = output[0] if isinstance(output, tuple) else output
+        seen.append(output.data.dtype)  # a tensor or a PackedSequence
+
+    module.register_forward_hook(record)
+
+
+@pytest.mark.parametrize("fp32_parts", [["feature_encoder", "gru"], []])
+def test_fp32_under_autocast_keeps_the_cnn_and_grus_in_fp32(tiny_config, tiny_batch, fp32_parts):
+    """bf16 autocast (CPU here; the same switch on CUDA): the listed parts compute in fp32, the rest in bf16, and
+    the logits stay within 1e-2 (relative) of fp32."""
+    model = _model(tiny_config, fp32_under_autocast=fp32_parts)
+    cnn_dtypes = []
+    _dtype_seen_by(model.crab.audio_encoder.feature_extractor, cnn_dtypes)
+    with torch.no_grad():
+        reference = model(**_inputs(tiny_batch)).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(**_inputs(tiny_batch)).logits
+    expected = torch.float32 if fp32_parts else torch.bfloat16
+    assert cnn_dtypes == [torch.float32, expected]
+    grus = (model.crab.audio_unimodal.gru, model.crab.text_unimodal.gru)
+    assert all(("forward" in gru.__dict__) == bool(fp32_parts) for gru in grus)  # CPU autocast leaves GRUs alone
+    assert low.dtype == torch.bfloat16
+    assert ((low.float() - reference).abs().max() / reference.abs().max()).item() < 1e-2
+    if fp32_parts:  # outside autocast nothing changes
+        copy = _model(tiny_config, fp32_under_autocast=[])
+        with torch.no_grad():
+            torch.testing.assert_close(copy(**_inputs(tiny_batch)).logits, reference, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="fp32_under_autocast"):
+        CrabConfig(fp32_under_autocast=["classifier"])
+
+
+def test_precomputed_encoder_outputs_replace_the_encoders(tiny_config, tiny_batch):
+    """`audio_features` / `text_features` (what the encoders output) give the same logits as waveforms and ids, one
+    modality at a time or both; passing both forms of a modality, or neither, is an error."""
+    model = _model(tiny_config)
+    inputs = _inputs(tiny_batch)
+    with torch.no_grad():
+        reference = model(**inputs).logits
+        speech, frame_mask, text, _ = model.crab.encode(**inputs)
+        audio_only = model(input_ids=inputs["input_ids"], text_attention_mask=inputs["text_attention_mask"],
+                           audio_features=speech, audio_features_mask=frame_mask).logits  # fmt: skip
+        text_only = model(input_values=inputs["input_values"], attention_mask=inputs["attention_mask"],
+                          text_features=text, text_attention_mask=inputs["text_attention_mask"]).logits  # fmt: skip
+    torch.testing.assert_close(audio_only, reference, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(text_only, reference, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="exactly one of input_values"):
+        model(**inputs, audio_features=speech)
+    with pytest.raises(ValueError, match="exactly one of input_ids"):
+        model(input_values=inputs["input_values"], attention_mask=inputs["attention_mask"])
+
+
+def test_modality_dropout_on_text_features_uses_the_empty_transcript(tiny_config, tiny_batch):
+    """With precomputed text features a dropped row becomes the frozen encoder's output for `<s></s>`: the same
+    logits as dropping the transcript from the token ids, with the same random draw."""
+    model = _model(tiny_config, modality_dropout=0.5, classifier_dropout=0.0, cross_attention_dropout=0.0)
+    inputs = _inputs(tiny_batch)
+    with torch.no_grad():
+        speech, frame_mask, text, _ = model.crab.encode(**inputs)
+    model.train()
+    model.crab.audio_encoder.eval()  # no SpecAugment / encoder dropout: compare the head only
+    model.crab.text_encoder.eval()
+    features = {"audio_features": speech, "audio_features_mask": frame_mask}
+    with torch.no_grad():
+        torch.manual_seed(0)
+        from_ids = model(**features, input_ids=inputs["input_ids"], text_attention_mask=inputs["text_attention_mask"])
+        torch.manual_seed(0)
+        from_features = model(**features, text_features=text, text_attention_mask=inputs["text_attention_mask"])
+        torch.manual_seed(0)
+        dropped = torch.rand(len(speech)) < 0.5
+    assert 0 < dropped.sum() < len(speech)  # the seed drops some rows and keeps others
+    torch.testing.assert_close(from_features.logits, from_ids.logits, atol=1e-5, rtol=1e-4)
+
+
+def test_run_in_fp32_under_autocast_takes_tensors_and_packed_sequences():
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    from modeling_crab.modeling_crab import run_in_fp32_under_autocast
+
+    linear = torch.nn.Linear(4, 4)
+    x = torch.randn(2, 3, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert linear(x).dtype == torch.bfloat16
+        run_in_fp32_under_autocast(linear)
+        assert linear(x.bfloat16()).dtype == torch.float32
+    torch.testing.assert_close(linear(x), x @ linear.weight.T + linear.bias)
+    gru = run_in_fp32_under_autocast(torch.nn.GRU(4, 4, batch_first=True))
+    packed = pack_padded_sequence(x.bfloat16(), torch.tensor([3, 2]), batch_first=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output, _ = gru(packed)  # a bf16 PackedSequence into fp32 weights: upcast, no dtype error
+    assert output.data.dtype == torch.float32

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from training_helpers import LABELS, load_train_script, write_corpus
+from training_helpers import LABELS, WORDS, load_train_script, write_corpus
 
 from modeling_crab.training import ManifestError, classify_file
 
@@ -103,3 +103,81 @@ def test_pretrained_encoders_load_from_local_folders(tmp_path, tiny_tokenizer):
     assert "eval_uar" in results
     saved = json.loads((out / "inference" / "config.json").read_text())
     assert saved["audio_encoder_name"] == str(audio_dir) and saved["use_csl_legs"] is False
+
+
+def _hide_test_labels(manifest) -> None:
+    import csv
+
+    with manifest.open() as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        if row["split"] == "test":
+            row["label"] = ""
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _assert_predictions_match_the_export(out, corpus, max_duration_s, atol=1e-5) -> list[dict]:
+    """Every row of predictions_test.csv names its utterance: its scores are the inference export's on that file."""
+    import csv
+
+    import numpy as np
+    import torch
+
+    from modeling_crab import CrabForEmotionClassification, CrabProcessor
+    from modeling_crab.training import load_audio
+
+    model = CrabForEmotionClassification.from_pretrained(out / "inference").eval()
+    processor = CrabProcessor.from_pretrained(out / "inference", trust_remote_code=False)
+    with (out / "predictions_test.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        audio = load_audio(corpus / "wavs" / f"{row['id']}.wav", max_duration_s=max_duration_s)
+        text = next(words for label, words in WORDS.items() if f"_{label}_" in row["id"])
+        inputs = processor(audio=[audio], text=[text], sampling_rate=16000, return_tensors="pt")
+        with torch.no_grad():
+            expected = model(**inputs).logits.softmax(-1)[0].numpy()
+        np.testing.assert_allclose([float(row[label]) for label in LABELS], expected, atol=atol)
+    return rows
+
+
+def test_predictions_for_hidden_labels_follow_the_manifest(tmp_path):
+    """The eval loop batches by length (shuffled order); the predictions file still pairs each id with its scores."""
+    corpus = tmp_path / "corpus"
+    manifest = write_corpus(corpus, {"train": 1, "dev": 1, "test": 3})
+    _hide_test_labels(manifest)
+    out = tmp_path / "out"
+    argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(out), "--max_steps", "1"]
+    argv += ["--max_duration_s", "1.0", "--per_device_eval_batch_size", "3", "--disable_tqdm", "True"]
+    train_script.main(argv)
+    rows = _assert_predictions_match_the_export(out, corpus, 1.0)
+    assert sorted(row["id"] for row in rows) == sorted(f"test_{label}_{i}" for label in LABELS for i in range(3))
+
+
+def test_encoder_cache_trains_the_head_on_cached_features_and_keeps_the_encoders(tmp_path):
+    """`--encoder_cache`: every split is encoded once; training reads the cache; the export is a whole model whose
+    predictions on audio match the cached run's; a second run from the first's checkpoint finds the same encoders
+    (they were frozen) and reuses the cache; other encoders are refused."""
+    corpus = tmp_path / "corpus"
+    manifest = write_corpus(corpus, {"train": 2, "dev": 1, "test": 2})
+    _hide_test_labels(manifest)
+    cache = tmp_path / "cache"
+    common = ["--manifest", str(manifest), "--encoder_cache", str(cache), "--max_duration_s", "1.0"]
+    common += ["--disable_tqdm", "True", "--learning_rate", "1e-2", "--mlcs_weight", "0.2"]
+    first = tmp_path / "first"
+    results = train_script.main([*common, "--tiny", "--output_dir", str(first), "--max_steps", "3"])
+    assert 0.0 <= results["eval_uar"] <= 1.0
+    for split, count in (("train", 8), ("dev", 4), ("test", 8)):
+        index = json.loads((cache / split / "index.json").read_text())
+        assert len(index["utterances"]) == count and not (cache / split / "index.partial.json").exists()
+    _assert_predictions_match_the_export(first, corpus, 1.0, atol=5e-3)  # fp16 features vs the fp32 encoders
+
+    stamps = {path: path.stat().st_mtime_ns for path in cache.rglob("*.safetensors")}
+    second = tmp_path / "second"
+    train_script.main([*common, "--model_name_or_path", str(first), "--output_dir", str(second), "--max_steps", "1"])
+    assert {path: path.stat().st_mtime_ns for path in cache.rglob("*.safetensors")} == stamps  # reused
+
+    with pytest.raises(SystemExit, match="other encoders"):  # fresh random encoders (another seed)
+        train_script.main([*common, "--tiny", "--output_dir", str(tmp_path / "third"), "--seed", "7"])

@@ -1,42 +1,93 @@
 """Frozen-encoder mode: encode a corpus once, cache both encoders' outputs on disk, train only the head from the cache.
 
-With the encoders frozen, a training step costs the Crab head alone (about 1% of a full step), so the whole recipe
-runs in minutes. It is a different, cheaper recipe than the paper's (no encoder fine-tuning, no SpecAugment or
-encoder dropout): use it for ablations and hyperparameter search. It assumes `mask_padding=True` (the head ignores
-padding, so caching unpadded features loses nothing); group-norm speech encoders (base checkpoints, no attention
-mask) see their padding, so encode those with batch size 1 or length-grouped batches.
+With both encoders frozen, a training step costs the Crab head alone (17 M of the large model's 690 M parameters),
+so a whole recipe runs in minutes. It is a different, cheaper recipe than the paper's (no encoder fine-tuning, no
+SpecAugment or encoder dropout): use it for ablations and hyperparameter search. `train.py --encoder_cache DIR` runs
+it end to end; the pieces:
 
-    cache_encoder_outputs(model, batches, "cache/")            # batches from CrabDataCollator, with optional "ids"
-    dataset = CachedFeatures("cache/")
-    with cached_encoders(model):                              # the encoders become pass-through stubs
-        optimizer = torch.optim.AdamW(p for p in model.parameters() if p.requires_grad)
-        for items in DataLoader(dataset, batch_size=32, collate_fn=collate_cached):
-            out = model(**items, output_csl_embeddings=True)  # CrabForEmotionClassification.forward, unchanged
-            ...
-    model.save_pretrained(...)                                # the real encoders are back in place
+    key = cache_key(encoder_fingerprint(model), settings)    # anything that changes the features
+    dataset = encode_dataset(model, audio_text_dataset, collator, "cache/train", key)  # CachedFeatures
+    loader = DataLoader(dataset, batch_size=32, collate_fn=collate_cached)
+    for batch in loader:                       # audio_features, audio_features_mask, text_features, ... labels
+        out = model(**batch_without_labels, output_csl_embeddings=True)   # the encoders do not run
+
+The model keeps its encoders (frozen), so checkpoints and the inference export are complete models that take audio
+and text. Cached features are unpadded, so the head must mask padding (`mask_padding=True`).
+
+Cache layout: `features-00000.safetensors`, ... (`<id>/speech` (T, Da) and `<id>/text` (L, Dt), fp16) and
+`index.json` (`fingerprint`, `utterances`: id -> shard, frames, tokens, label). While encoding, the index of the
+shards written so far is `index.partial.json`: an interrupted run continues from the last whole shard.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+import logging
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from torch import nn
 from torch.nn.utils.rnn import pad_sequence
-from transformers.modeling_outputs import BaseModelOutput
 
 from ..modeling_crab import CrabForEmotionClassification, CrabModel
 
+logger = logging.getLogger(__name__)
+
 INDEX = "index.json"
+PARTIAL_INDEX = "index.partial.json"
+
+
+class FeatureCacheError(ValueError):
+    """A cache folder that cannot be used as asked (other encoders or data, or not written yet)."""
 
 
 def _crab(model: CrabModel | CrabForEmotionClassification) -> CrabModel:
     return model.crab if isinstance(model, CrabForEmotionClassification) else model
+
+
+_CONFIG_KEYS_NOT_HASHED = {"_name_or_path", "transformers_version", "dtype", "torch_dtype", "architectures"}
+
+
+def encoder_fingerprint(model: CrabModel | CrabForEmotionClassification) -> str:
+    """A hash of both encoders' configs and weights (a few seconds at large size). Config entries that do not change
+    the features (where it was loaded from, the saving version, the load dtype) are left out."""
+    crab = _crab(model)
+    digest = hashlib.blake2b(digest_size=16)
+    for encoder in (crab.audio_encoder, crab.text_encoder):
+        config = {k: v for k, v in encoder.config.to_dict().items() if k not in _CONFIG_KEYS_NOT_HASHED}
+        digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+        for name, tensor in sorted(encoder.state_dict().items()):
+            digest.update(name.encode())
+            data = tensor.detach().to("cpu").contiguous()
+            digest.update(data.view(torch.uint8).numpy().data if data.numel() else b"")
+    return digest.hexdigest()
+
+
+def cache_key(*parts) -> str:
+    """A hash of JSON-able `parts` (an `encoder_fingerprint`, the processor's settings, the utterance list, the
+    label set): a cache is reused only while all of them are unchanged."""
+    payload = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.blake2b(payload, digest_size=16).hexdigest()
+
+
+def cache_status(out_dir: str | Path, expected_fingerprint: str | None = None) -> tuple[bool, set[str]]:
+    """`(complete, cached ids)` of the cache in `out_dir` (`(False, set())` when there is none). Raises
+    `FeatureCacheError` when the cache was written for another fingerprint."""
+    out_dir = Path(out_dir)
+    for name, complete in ((INDEX, True), (PARTIAL_INDEX, False)):
+        path = out_dir / name
+        if path.exists():
+            index = json.loads(path.read_text())
+            if expected_fingerprint is not None and index.get("fingerprint") != expected_fingerprint:
+                raise FeatureCacheError(
+                    f"the encoder cache in '{out_dir}' was written for other encoders, processor settings or "
+                    "utterances; pass another --encoder_cache folder, or delete this one to encode again"
+                )
+            return complete, set(index["utterances"])
+    return False, set()
 
 
 @torch.inference_mode()
@@ -46,71 +97,145 @@ def cache_encoder_outputs(
     out_dir: str | Path,
     dtype: torch.dtype = torch.float16,
     shard_bytes: int = 1 << 30,
+    fingerprint: str | None = None,
 ) -> int:
     """Run both encoders (eval mode) over `batches` and write each utterance's unpadded speech frames (T, Da) and
-    text tokens (L, Dt) to safetensors shards in `out_dir`, with an `index.json` of shard, lengths and label.
-    Batches are `CrabDataCollator` outputs; an optional `"ids"` list names the utterances. Returns the count."""
+    text tokens (L, Dt) to safetensors shards in `out_dir`; returns the number of utterances in the finished cache.
+
+    Batches are `CrabDataCollator` outputs plus an `"ids"` list naming the utterances. A partial cache in `out_dir`
+    (from an interrupted call) is extended: pass only the utterances `cache_status` does not list. A feature that
+    overflows `dtype` is stored in fp32. Speech encoders without an attention mask (group-norm CNNs, the base
+    checkpoints) see their batch's padding: give them batches of one, as at inference.
+    """
     crab = _crab(model)
     was_training = crab.training
     crab.eval()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    index, shard, shard_size, shard_number = {}, {}, 0, 0
+    partial = out_dir / PARTIAL_INDEX
+    index = json.loads(partial.read_text()) if partial.exists() else {"fingerprint": fingerprint, "utterances": {}}
+    shard_number = len({entry["shard"] for entry in index["utterances"].values()})
+    pending: dict[str, dict] = {}
+    shard: dict[str, torch.Tensor] = {}
+    shard_size = 0
     device = next(crab.parameters()).device
 
     def flush() -> None:
-        nonlocal shard, shard_size, shard_number
-        if shard:
-            save_file(shard, str(out_dir / f"features-{shard_number:05d}.safetensors"))
-            shard, shard_size, shard_number = {}, 0, shard_number + 1
+        nonlocal shard, shard_size, shard_number, pending
+        if not shard:
+            return
+        save_file(shard, str(out_dir / f"features-{shard_number:05d}.safetensors"))
+        index["utterances"].update(pending)
+        _write_json(partial, index)  # only whole shards are ever listed
+        shard, pending, shard_size, shard_number = {}, {}, 0, shard_number + 1
 
     for batch in batches:
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        audio_kwargs = (
-            {"attention_mask": batch.get("attention_mask")} if crab.config.audio_feeds_attention_mask else {}
-        )
-        speech = crab.audio_encoder(batch["input_values"], **audio_kwargs).last_hidden_state  # (B, T, Da)
-        text = crab.text_encoder(batch["input_ids"], attention_mask=batch.get("text_attention_mask"))
-        text = text.last_hidden_state  # (B, L, Dt)
-        frame_mask = crab.audio_frame_mask(batch.get("attention_mask"), speech.shape[1])
-        num_frames = frame_mask.sum(1) if frame_mask is not None else torch.full((len(speech),), speech.shape[1])
-        token_mask = batch.get("text_attention_mask")
-        num_tokens = token_mask.sum(1) if token_mask is not None else torch.full((len(text),), text.shape[1])
-        ids = batch.get("ids") or [str(len(index) + i) for i in range(len(speech))]
+        ids = [str(utt_id) for utt_id in batch["ids"]]
+        tensors = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        speech, frame_mask, text, token_mask = crab.encode(
+            tensors["input_values"], tensors["input_ids"], tensors.get("attention_mask"),
+            tensors.get("text_attention_mask"),
+        )  # fmt: skip
+        num_frames = frame_mask.sum(1) if frame_mask is not None else torch.full((len(ids),), speech.shape[1])
+        num_tokens = token_mask.sum(1) if token_mask is not None else torch.full((len(ids),), text.shape[1])
         shard_name = f"features-{shard_number:05d}.safetensors"
         for i, utt_id in enumerate(ids):
-            frames, tokens = speech[i, : int(num_frames[i])], text[i, : int(num_tokens[i])]
-            shard[f"{utt_id}/speech"] = frames.to(dtype).cpu().contiguous()
-            shard[f"{utt_id}/text"] = tokens.to(dtype).cpu().contiguous()
-            shard_size += (frames.numel() + tokens.numel()) * dtype.itemsize
-            label = batch["labels"][i].item() if "labels" in batch else None
-            index[str(utt_id)] = {"shard": shard_name, "frames": len(frames), "tokens": len(tokens), "label": label}
+            if utt_id in index["utterances"] or utt_id in pending:
+                raise FeatureCacheError(f"utterance id '{utt_id}' is cached twice; ids must be unique in a split")
+            frames = _stored(speech[i, : int(num_frames[i])], dtype)
+            tokens = _stored(text[i, : int(num_tokens[i])], dtype)
+            shard[f"{utt_id}/speech"], shard[f"{utt_id}/text"] = frames, tokens
+            shard_size += frames.nbytes + tokens.nbytes
+            label = int(tensors["labels"][i]) if "labels" in tensors else None
+            pending[utt_id] = {"shard": shard_name, "frames": len(frames), "tokens": len(tokens), "label": label}
         if shard_size >= shard_bytes:
             flush()
     flush()
-    (out_dir / INDEX).write_text(json.dumps(index, indent=1) + "\n")
+    _write_json(out_dir / INDEX, index)
+    partial.unlink(missing_ok=True)
     crab.train(was_training)
-    return len(index)
+    return len(index["utterances"])
+
+
+def _stored(features: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    converted = features.to(dtype)
+    if not torch.isfinite(converted).all() and torch.isfinite(features).all():
+        converted = features.float()  # beyond fp16's range: keep full precision
+    return converted.cpu().contiguous()
+
+
+def _write_json(path: Path, value: dict) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(value, indent=1) + "\n")
+    temporary.replace(path)
+
+
+def encode_dataset(
+    model: CrabModel | CrabForEmotionClassification,
+    dataset: torch.utils.data.Dataset,
+    collator,
+    out_dir: str | Path,
+    fingerprint: str | None = None,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    dtype: torch.dtype = torch.float16,
+) -> CachedFeatures:
+    """Cache the encoders' outputs for every item of `dataset` (items with `"id"`, as `CrabAudioTextDataset`) in
+    `out_dir`, unless a finished cache with the same `fingerprint` is there; resumes a partial one. Batches are
+    length-sorted, so little padding is encoded; batch size 1 for speech encoders that take no attention mask."""
+    complete, done = cache_status(out_dir, fingerprint)
+    if complete:
+        logger.info(f"encoder cache '{out_dir}': reusing {len(done)} cached utterances")
+        return CachedFeatures(out_dir)
+    ids = _dataset_ids(dataset)
+    todo = [i for i in range(len(dataset)) if ids[i] not in done]
+    lengths = getattr(dataset, "lengths", None) or [0] * len(dataset)
+    todo.sort(key=lambda i: -lengths[i])
+    if not _crab(model).config.audio_feeds_attention_mask:
+        batch_size = 1
+    logger.info(f"encoder cache '{out_dir}': encoding {len(todo)} utterances ({len(done)} already cached)")
+
+    def collate(items: list[dict]) -> dict:
+        return {**collator(items), "ids": [item["id"] for item in items]}
+
+    subset = torch.utils.data.Subset(dataset, todo)
+    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
+    cache_encoder_outputs(model, loader, out_dir, dtype=dtype, fingerprint=fingerprint)
+    return CachedFeatures(out_dir)
+
+
+def _dataset_ids(dataset) -> list[str]:
+    utterances = getattr(dataset, "utterances", None)
+    if utterances is not None:
+        return [str(u.id) for u in utterances]
+    return [str(dataset[i]["id"]) for i in range(len(dataset))]
 
 
 class CachedFeatures(torch.utils.data.Dataset):
-    """Items `{"speech_frames": (T, Da), "text_tokens": (L, Dt), "label": int | None, "id": str}` from a cache."""
+    """Items `{"speech_frames": (T, Da), "text_tokens": (L, Dt), "label": int | None, "id": str}` from a finished
+    cache; `ids` and `lengths` (speech frames, for length-grouped batching) in cache order."""
 
     def __init__(self, cache_dir: str | Path):
         self.cache_dir = Path(cache_dir)
         index_path = self.cache_dir / INDEX
         if not index_path.exists():
-            raise FileNotFoundError(f"no {INDEX} in '{cache_dir}'; write the cache with cache_encoder_outputs first")
-        self.index = json.loads(index_path.read_text())
+            state = "is unfinished (index.partial.json)" if (self.cache_dir / PARTIAL_INDEX).exists() else "is empty"
+            raise FeatureCacheError(
+                f"the encoder cache '{cache_dir}' {state}; write it with encode_dataset / cache_encoder_outputs"
+            )
+        index = json.loads(index_path.read_text())
+        self.fingerprint = index.get("fingerprint")
+        self.index = index["utterances"]
         self.ids = list(self.index)
+        self.lengths = [self.index[i]["frames"] for i in self.ids]
         self._shards = {}
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def lengths(self) -> list[int]:
-        """Frame counts, for length-grouped sampling."""
-        return [self.index[i]["frames"] for i in self.ids]
+    @property
+    def label_ids(self) -> list[int]:
+        return [entry["label"] for entry in self.index.values() if entry["label"] is not None]
 
     def __getitem__(self, i: int) -> dict:
         utt_id = self.ids[i]
@@ -125,17 +250,20 @@ class CachedFeatures(torch.utils.data.Dataset):
             "id": utt_id,
         }
 
+    def __getstate__(self) -> dict:  # DataLoader workers open their own shard handles
+        return {**self.__dict__, "_shards": {}}
 
-def collate_cached(items: list[dict], dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """Pad cached features into the inputs `CrabForEmotionClassification.forward` takes under `cached_encoders`:
-    `input_values` (B, T, Da) frames, `attention_mask` (B, T) frame mask, `input_ids` (B, L, Dt) token features,
+
+def collate_cached(items: Sequence[dict], dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """Pad cached features into the inputs `CrabForEmotionClassification.forward` takes in place of audio and token
+    ids: `audio_features` (B, T, Da), `audio_features_mask` (B, T), `text_features` (B, L, Dt),
     `text_attention_mask` (B, L), and `labels` when every item has one."""
     frames = [item["speech_frames"].to(dtype) for item in items]
     tokens = [item["text_tokens"].to(dtype) for item in items]
     batch = {
-        "input_values": pad_sequence(frames, batch_first=True),
-        "attention_mask": _length_mask([len(f) for f in frames]),
-        "input_ids": pad_sequence(tokens, batch_first=True),
+        "audio_features": pad_sequence(frames, batch_first=True),
+        "audio_features_mask": _length_mask([len(f) for f in frames]),
+        "text_features": pad_sequence(tokens, batch_first=True),
         "text_attention_mask": _length_mask([len(t) for t in tokens]),
     }
     if all(item["label"] is not None for item in items):
@@ -148,38 +276,21 @@ def _length_mask(lengths: list[int]) -> torch.Tensor:
     return (torch.arange(int(lengths.max())) < lengths[:, None]).long()
 
 
-class _PassThroughEncoder(nn.Module):
-    """Stands in for an encoder whose outputs are already computed: returns its input as `last_hidden_state`."""
-
-    def __init__(self, config):
-        super().__init__()
-        self.config = config
-
-    def forward(self, features: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> BaseModelOutput:
-        return BaseModelOutput(last_hidden_state=features)
-
-    # What CrabModel.forward asks of a speech encoder: cached features are frame-level already.
-    def _get_feat_extract_output_lengths(self, num_samples):
-        return num_samples
-
-    def _get_feature_vector_attention_mask(self, num_frames: int, attention_mask: torch.Tensor) -> torch.Tensor:
-        return attention_mask[:, :num_frames]
-
-
-@contextmanager
-def cached_encoders(model: CrabModel | CrabForEmotionClassification) -> Iterator[nn.Module]:
-    """Swap both encoders for pass-through stubs while the block runs, so the model's own forward runs the head on
-    cached features (and `model.parameters()` lists only the head and CSL legs); the encoders come back on exit."""
+def freeze_encoders(model: CrabModel | CrabForEmotionClassification) -> None:
+    """Freeze both encoders (no gradients): the frozen-encoder recipe, whose steps never run them."""
     crab = _crab(model)
-    if not crab.config.mask_padding:
-        raise ValueError("cached features are unpadded: train the head from a cache with mask_padding=True")
-    audio_encoder, text_encoder = crab.audio_encoder, crab.text_encoder
-    crab.audio_encoder = _PassThroughEncoder(audio_encoder.config)
-    crab.text_encoder = _PassThroughEncoder(text_encoder.config)
-    try:
-        yield model
-    finally:
-        crab.audio_encoder, crab.text_encoder = audio_encoder, text_encoder
+    for encoder in (crab.audio_encoder, crab.text_encoder):
+        encoder.requires_grad_(False)
 
 
-__all__ = ["cache_encoder_outputs", "CachedFeatures", "collate_cached", "cached_encoders"]
+__all__ = [
+    "FeatureCacheError",
+    "encoder_fingerprint",
+    "cache_key",
+    "cache_status",
+    "cache_encoder_outputs",
+    "encode_dataset",
+    "CachedFeatures",
+    "collate_cached",
+    "freeze_encoders",
+]

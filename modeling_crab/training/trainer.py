@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer
+from transformers.trainer_utils import PredictionOutput
 
 from ..losses import mlcs_loss
 from .collator import EpochSeededLengthGroupedSampler
@@ -246,6 +248,21 @@ class CrabTrainer(Trainer):
         if self.args.train_sampling_strategy == "group_by_length" and lengths:
             return EpochSeededLengthGroupedSampler(self.args.eval_batch_size, lengths, seed=self.args.seed)
         return super()._get_eval_sampler(eval_dataset)
+
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test") -> PredictionOutput:
+        """`Trainer.predict` with the rows of `predictions` and `label_ids` in the dataset's order: evaluation
+        batches clips of similar length together, which reorders them."""
+        output = super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        sampler = self._get_eval_sampler(test_dataset)
+        if not isinstance(sampler, EpochSeededLengthGroupedSampler):
+            return output
+        order = np.fromiter(iter(sampler), dtype=np.int64)  # the same order again: the seed is fixed
+        if len(order) != len(output.predictions):
+            raise RuntimeError(f"{len(output.predictions)} predictions for {len(order)} items; cannot restore order")
+        restore = np.empty_like(order)
+        restore[order] = np.arange(len(order))
+        label_ids = None if output.label_ids is None else output.label_ids[restore]
+        return PredictionOutput(output.predictions[restore], label_ids, output.metrics)
 
 
 __all__ = ["CrabTrainer", "compute_class_weights", "gather_csl_embeddings"]

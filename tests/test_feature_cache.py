@@ -1,0 +1,140 @@
+"""The encoder cache of the frozen-encoder mode: resuming an interrupted encoding, refusing a stale cache, storage."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from conftest import SENTENCES
+
+from modeling_crab import CrabForEmotionClassification
+from modeling_crab.training import CrabDataCollator
+from modeling_crab.training.feature_cache import (
+    CachedFeatures,
+    FeatureCacheError,
+    cache_encoder_outputs,
+    cache_key,
+    cache_status,
+    collate_cached,
+    encode_dataset,
+    encoder_fingerprint,
+)
+
+
+class ToyDataset(torch.utils.data.Dataset):
+    """Items as `CrabAudioTextDataset` gives them; `fail_at` raises on that item, like a clip that breaks mid-run."""
+
+    def __init__(self, n: int = 6, fail_at: int | None = None):
+        rng = np.random.default_rng(1)
+        self.items = [
+            {
+                "audio": rng.standard_normal(4000 + 1500 * i).astype(np.float32) * 0.1,
+                "text": SENTENCES[i % len(SENTENCES)],
+                "label": i % 4,
+                "id": f"utt{i}",
+            }
+            for i in range(n)
+        ]
+        self.lengths = [len(item["audio"]) for item in self.items]
+        self.fail_at = fail_at
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        if i == self.fail_at:
+            raise OSError(f"clip {i} cannot be read")
+        return self.items[i]
+
+
+@pytest.fixture
+def model(tiny_config):
+    torch.manual_seed(0)
+    return CrabForEmotionClassification(tiny_config).eval()
+
+
+def _features(dataset: CachedFeatures) -> dict[str, torch.Tensor]:
+    return {dataset[i]["id"]: dataset[i]["speech_frames"] for i in range(len(dataset))}
+
+
+def test_an_interrupted_encoding_resumes_from_its_last_whole_shard(model, tiny_processor, tmp_path):
+    collator = CrabDataCollator(tiny_processor)
+    key = cache_key(encoder_fingerprint(model), "settings")
+    reference = encode_dataset(model, ToyDataset(), collator, tmp_path / "whole", key, batch_size=2)
+
+    out = tmp_path / "resumed"
+    with pytest.raises(OSError, match="cannot be read"):  # length-sorted: items 5, 4 | 3, 2 | 1 (fails) ...
+        _encode_with_tiny_shards(model, ToyDataset(fail_at=1), collator, out, key)
+    complete, done = cache_status(out, key)
+    assert not complete and done == {"utt5", "utt4", "utt3", "utt2"}  # two whole shards survived
+    with pytest.raises(FeatureCacheError, match="unfinished"):
+        CachedFeatures(out)
+
+    resumed = encode_dataset(model, ToyDataset(), collator, out, key, batch_size=2)
+    assert sorted(resumed.ids) == sorted(reference.ids)
+    expected = _features(reference)
+    for utt_id, frames in _features(resumed).items():
+        torch.testing.assert_close(frames, expected[utt_id])
+    assert not (out / "index.partial.json").exists()
+
+
+def _encode_with_tiny_shards(model, dataset, collator, out, key) -> None:
+    """`encode_dataset`'s loop with one shard per batch, so that a failure leaves whole shards behind."""
+    order = sorted(range(len(dataset)), key=lambda i: -dataset.lengths[i])
+    batches = (
+        {
+            **collator([dataset[i] for i in order[start : start + 2]]),
+            "ids": [f"utt{i}" for i in order[start : start + 2]],
+        }
+        for start in range(0, len(order), 2)
+    )
+    cache_encoder_outputs(model, batches, out, fingerprint=key, shard_bytes=1)
+
+
+def test_a_cache_for_other_encoders_or_data_is_refused(model, tiny_processor, tmp_path):
+    collator = CrabDataCollator(tiny_processor)
+    encoders = encoder_fingerprint(model)
+    key = cache_key(encoders, "settings")
+    encode_dataset(model, ToyDataset(), collator, tmp_path, key, batch_size=3)
+    assert cache_status(tmp_path, key) == (True, {f"utt{i}" for i in range(6)})
+
+    other_data = cache_key(encoder_fingerprint(model), "other settings")
+    with pytest.raises(FeatureCacheError, match="other encoders, processor settings or utterances"):
+        encode_dataset(model, ToyDataset(), collator, tmp_path, other_data)
+    with torch.no_grad():
+        model.crab.text_encoder.encoder.layer[0].output.dense.weight[0, 0] += 1e-3  # any weight change counts
+    assert encoder_fingerprint(model) != encoders
+    with pytest.raises(FeatureCacheError):
+        encode_dataset(model, ToyDataset(), collator, tmp_path, cache_key(encoder_fingerprint(model), "settings"))
+
+
+def test_duplicate_ids_and_fp16_overflow(model, tiny_processor, tmp_path):
+    collator = CrabDataCollator(tiny_processor)
+    items = ToyDataset(2).items
+    batch = {**collator(items), "ids": ["same", "same"]}
+    with pytest.raises(FeatureCacheError, match="'same' is cached twice"):
+        cache_encoder_outputs(model, [batch], tmp_path / "dup")
+
+    with torch.no_grad():  # text features far beyond fp16's range: stored in fp32 rather than as inf
+        model.crab.text_encoder.encoder.layer[-1].output.LayerNorm.bias.fill_(1e6)
+    batch = {**collator(items), "ids": ["a", "b"]}
+    cache_encoder_outputs(model, [batch], tmp_path / "big", dtype=torch.float16)
+    dataset = CachedFeatures(tmp_path / "big")
+    assert dataset[0]["text_tokens"].dtype == torch.float32 and torch.isfinite(dataset[0]["text_tokens"]).all()
+    assert dataset[0]["speech_frames"].dtype == torch.float16
+
+
+def test_cached_features_travel_to_dataloader_workers(model, tiny_processor, tmp_path):
+    encode_dataset(model, ToyDataset(), CrabDataCollator(tiny_processor), tmp_path, batch_size=3)
+    dataset = CachedFeatures(tmp_path)
+    dataset[0]  # opens a shard handle, which must not be pickled
+    copy = pickle.loads(pickle.dumps(dataset))
+    torch.testing.assert_close(copy[0]["speech_frames"], dataset[0]["speech_frames"])
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert dataset.lengths == [index["utterances"][i]["frames"] for i in dataset.ids]
+    batch = collate_cached([dataset[i] for i in range(3)])
+    assert batch["audio_features"].shape[:2] == batch["audio_features_mask"].shape
+    assert batch["audio_features_mask"].sum(1).tolist() == dataset.lengths[:3]
