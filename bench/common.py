@@ -154,16 +154,10 @@ def cached_batch(model: CrabForEmotionClassification, batch: dict) -> dict:
 
 
 def compile_regions(model: CrabForEmotionClassification, static: bool = False, graphs: bool = False) -> None:
-    """Regional compilation: each encoder layer once (identical layers share one compiled graph) plus the head
-    blocks. LayerDrop and SpecAugment stay outside the compiled regions, so they cause no graph breaks. `static`
-    compiles one graph per (bucketed) shape; `graphs` also captures CUDA graphs."""
+    """`model.compile_regions`: each encoder layer once plus the head blocks. `static` compiles one graph per
+    (bucketed) shape; `graphs` also captures CUDA graphs."""
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)  # one per shape bucket
-    options = {"dynamic": not static, "mode": "reduce-overhead" if graphs else None}
-    crab = model.crab
-    for layer in [*crab.audio_encoder.encoder.layers, *crab.text_encoder.encoder.layer]:
-        layer.compile(**options)
-    for block in (crab.audio_cross, crab.text_cross, crab.audio_pooling, crab.text_pooling, model.classifier):
-        block.compile(**options)
+    model.compile_regions(dynamic=not static, mode="reduce-overhead" if graphs else None)
 
 
 def set_precision(setup: Setup, device: torch.device) -> contextlib.AbstractContextManager:

@@ -169,6 +169,14 @@ class CrabContrastiveLeg(nn.Module):
         return self.out_proj(F.relu(self.dense(x)))
 
 
+def _encoder_layers(encoder: nn.Module) -> list[nn.Module]:
+    """The repeated layers of a transformer encoder (`encoder.layers` in WavLM/wav2vec 2.0, `encoder.layer` in
+    RoBERTa/BERT); none for other layouts."""
+    stack = getattr(encoder, "encoder", None)
+    layers = getattr(stack, "layers", None) or getattr(stack, "layer", None)
+    return list(layers) if isinstance(layers, nn.ModuleList) else []
+
+
 def _build_text_encoder(text_config) -> nn.Module:
     try:
         return AutoModel.from_config(text_config, add_pooling_layer=False)
@@ -203,6 +211,20 @@ class CrabPreTrainedModel(PreTrainedModel):
         """Every parameter that is not in an encoder: the Crab head and, in training, the CSL legs."""
         encoder_ids = {id(p) for p in self.encoder_parameters()}
         yield from (p for p in self.parameters() if id(p) not in encoder_ids)
+
+    def compile_regions(self, **compile_kwargs) -> None:
+        """`torch.compile` in place, region by region: every encoder layer (identical layers share one compiled
+        graph) and the cross-modal, pooling and classifier blocks; LayerDrop, SpecAugment and the packed GRUs stay
+        eager, so they cause no graph breaks. State dict keys do not change. `compile_kwargs` go to
+        `torch.compile` (default `dynamic=True`: utterance lengths vary)."""
+        compile_kwargs.setdefault("dynamic", True)
+        crab = self.crab if hasattr(self, "crab") else self
+        regions = [*_encoder_layers(crab.audio_encoder), *_encoder_layers(crab.text_encoder)]
+        regions += [crab.audio_cross, crab.text_cross, crab.audio_pooling, crab.text_pooling]
+        regions += [getattr(self, "classifier", None)]
+        for region in regions:
+            if region is not None:
+                region.compile(**compile_kwargs)
 
     def freeze_feature_encoder(self):
         """Freeze the speech encoder's CNN feature encoder (SPEC §1)."""

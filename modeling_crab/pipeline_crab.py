@@ -159,11 +159,13 @@ class CrabEmotionPipeline(Pipeline):
             for i, (item, t) in enumerate(zip(items, texts))
         ]
 
-        # every window of every recording, in forward batches of `batch_size`
+        # every window of every recording, longest first in forward batches of `batch_size` (little padding to
+        # compute; the head masks it), then back in input order
         windows = [w for p in prepared for w in zip(p["waveforms"], p["window_texts"], p["window_names"])]
+        order = sorted(range(len(windows)), key=lambda i: -len(windows[i][0]))
         probabilities = []
         for start in range(0, len(windows), batch_size):
-            chunk = windows[start : start + batch_size]
+            chunk = [windows[i] for i in order[start : start + batch_size]]
             model_inputs = self.processor(
                 audio=[w for w, _, _ in chunk],
                 text=[t for _, t, _ in chunk],
@@ -173,7 +175,7 @@ class CrabEmotionPipeline(Pipeline):
                 names=[n for _, _, n in chunk],
             )
             probabilities.append(self.forward(dict(model_inputs))["probabilities"])
-        probabilities = torch.cat(probabilities).numpy()
+        probabilities = torch.cat(probabilities).numpy()[np.argsort(order)]
 
         outputs, offset = [], 0
         for p in prepared:

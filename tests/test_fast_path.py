@@ -164,3 +164,32 @@ def test_head_on_cached_encoder_outputs_equals_the_full_model(tiny_config, tiny_
     for tap, embedding in cached.csl_embeddings.items():
         torch.testing.assert_close(embedding, expected.csl_embeddings[tap][order], atol=tolerance, rtol=tolerance)
     torch.testing.assert_close(reordered["labels"], tiny_batch["labels"][order])
+
+
+def test_compile_regions_computes_the_same_function_and_keeps_the_state_dict(tiny_config, tiny_batch):
+    """Regional compilation (aot_eager here: dynamo + AOTAutograd without code generation, fast on CPU): same
+    logits and gradients as eager, the same state-dict keys, and other lengths run without error (dynamic)."""
+    inputs = {k: tiny_batch[k] for k in ("input_values", "attention_mask", "input_ids", "text_attention_mask")}
+    eager = CrabForEmotionClassification(tiny_config).train()
+    eager.crab.audio_encoder.config.layerdrop = 0.0
+    compiled = copy.deepcopy(eager)
+    keys = list(compiled.state_dict())
+    compiled.compile_regions(backend="aot_eager")
+    assert list(compiled.state_dict()) == keys
+    losses = []
+    for model in (eager, compiled):
+        torch.manual_seed(0)  # the same dropout masks
+        out = model(**inputs, output_csl_embeddings=True)
+        loss = model.mlcs_objective(out.logits, out.csl_embeddings, tiny_batch["labels"])["loss"]
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[1], losses[0], atol=1e-5, rtol=1e-5)
+    _assert_grads_close(eager, compiled)
+    shorter = {
+        **inputs,
+        "input_values": inputs["input_values"][:, :8000],
+        "attention_mask": inputs["attention_mask"][:, :8000],
+    }
+    compiled.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(**shorter).logits, eager.eval()(**shorter).logits, atol=1e-5, rtol=1e-5)

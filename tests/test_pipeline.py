@@ -157,6 +157,28 @@ def test_batch_equals_one_by_one(hub_user_results):
     assert [s["label"] for s in batch[1][:2]] == [s["label"] for s in results["raw"]]
 
 
+def test_batches_are_length_sorted_and_answers_come_back_in_input_order(crab):
+    """The pipeline batches windows longest first (little padding); each answer is still its own input's."""
+    model, processor, _ = crab
+    pipe = pipeline("speech-emotion-recognition", model=model, processor=processor, device="cpu")
+    rng = np.random.default_rng(5)
+    clips = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (4000, 30000, 9000, 20000, 6000)]
+    texts = ["i miss her so much", "that is wonderful news", "we talked about it yesterday", "", "i am going"]
+    seen_lengths = []
+    hook = model.register_forward_hook(
+        lambda module, args, kwargs, out: seen_lengths.append(kwargs["input_values"].shape[1]), with_kwargs=True
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the empty transcript's audio-only warning
+            batched = pipe(clips, text=texts, batch_size=2, chunk_length_s=0)
+    finally:
+        hook.remove()
+    assert seen_lengths == [30000, 9000, 4000]  # (30000, 20000), (9000, 6000), (4000,)
+    for clip, text, scores in zip(clips, texts, batched):
+        np.testing.assert_allclose(as_array(scores), probabilities(model, processor, clip, text, 16000), atol=1e-5)
+
+
 def test_long_audio_is_classified_in_windows(crab, hub_user_results):
     model, processor, _ = crab
     results, inputs, _ = hub_user_results
