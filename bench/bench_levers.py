@@ -1,7 +1,7 @@
 """Single levers measured in isolation, each against a copy without it (the end-to-end view is bench_train.py).
 
 python bench/bench_levers.py attention --size base     # WavLM encoder stack: eager vs SDPA attention
-python bench/bench_levers.py gru --size base           # unimodal block: GRU over padding vs packed GRU
+python bench/bench_levers.py gru --size base           # the unimodal GRU: over padding, packed, the model's
 python bench/bench_levers.py compile --size base       # Crab head blocks: eager vs torch.compile (+ compile time)
 """
 
@@ -19,6 +19,7 @@ from collections.abc import Callable  # noqa: E402
 
 import torch  # noqa: E402
 from common import crab_config, format_table, record, synchronize  # noqa: E402
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 from transformers import WavLMModel  # noqa: E402
 
 from modeling_crab.modeling_crab import CrabForEmotionClassification, CrabUnimodalBlock  # noqa: E402
@@ -80,15 +81,27 @@ def gru(args, device: torch.device) -> tuple[list[dict], list[str]]:
     features = torch.randn(args.batch_size, frames, config.audio_config.hidden_size, device=device)
     mask = torch.arange(frames, device=device) < lengths[:, None]
 
-    def call(frame_mask: torch.Tensor | None, mode: str) -> Callable[[], None]:
+    def packed(x: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:  # cuDNN's way, on any device
+        sequences = pack_padded_sequence(x, frame_mask.sum(1).cpu(), batch_first=True, enforce_sorted=False)
+        return pad_packed_sequence(block.gru(sequences)[0], batch_first=True, total_length=x.shape[1])[0]
+
+    variants = {
+        "padded": lambda: block.recurrence(projected, None),  # the released GRU over padding
+        "packed": lambda: packed(projected, mask),
+        "masked": lambda: block.recurrence(projected, mask),  # the model's: packed on CUDA, by direction elsewhere
+    }
+    projected = block.layer_norm(block.projection(features)).detach().requires_grad_()
+
+    def call(variant: Callable[[], torch.Tensor], mode: str) -> Callable[[], None]:
         if mode == "forward":
-            return torch.inference_mode()(lambda: block(features, frame_mask))
-        return lambda: block(features, frame_mask)[1].sum().backward()
+            return torch.inference_mode()(variant)
+        return lambda: variant().sum().backward()
 
     rows = []
     for mode in ("forward", "forward+backward"):
-        times = time_calls({"padded": call(None, mode), "packed": call(mask, mode)}, device, args.repeats)
-        rows.append(_row(f"unimodal block {mode}", times["padded"], times["packed"], ("GRU over padding", "packed")))
+        times = time_calls({name: call(v, mode) for name, v in variants.items()}, device, args.repeats)
+        rows.append(_row(f"GRU {mode}", times["padded"], times["masked"], ("over padding", "masked (model)")))
+        rows.append(_row(f"GRU {mode}", times["packed"], times["masked"], ("packed", "masked (model)")))
     padding = 1 - lengths.sum().item() / (frames * args.batch_size)
     return rows, [
         f"{args.size} audio unimodal block, batch {args.batch_size} x {frames} frames, {padding:.0%} padding"

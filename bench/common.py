@@ -65,7 +65,7 @@ LEVERS = {
     "sdpa": "WavLM self-attention through scaled_dot_product_attention (modeling_crab.wavlm_attention)",
     "grouped": "length-grouped batches (sorted within a window of 50 batches), so padding stops costing compute",
     "textpad": "text padded to the longest transcript of the batch (multiple of 8) instead of 128",
-    "mask": "mask_padding=True: packed GRUs, key-padding masks, masked pooling (padding-invariant head)",
+    "mask": "mask_padding=True: masked GRUs, key-padding masks, masked pooling (padding-invariant head)",
     "fused": "fused AdamW (one kernel for all parameters) instead of foreach=False",
     "bf16": "bf16 autocast (losses in fp32)",
     "tf32": "TF32 matmuls (convolutions use TF32 in every setup: PyTorch's default)",

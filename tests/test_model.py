@@ -299,8 +299,12 @@ def test_fp32_under_autocast_keeps_the_cnn_and_grus_in_fp32(tiny_config, tiny_ba
             low = model(**_inputs(tiny_batch)).logits
     expected = torch.float32 if fp32_parts else torch.bfloat16
     assert cnn_dtypes == [torch.float32, expected]
-    grus = (model.crab.audio_unimodal.gru, model.crab.text_unimodal.gru)
-    assert all(("forward" in gru.__dict__) == bool(fp32_parts) for gru in grus)  # CPU autocast leaves GRUs alone
+    recurrence_dtypes = []  # what the GRUs compute in
+    block = model.crab.audio_unimodal
+    block.recurrence = lambda x, mask: recurrence_dtypes.append(x.dtype) or type(block).recurrence(block, x, mask)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(**_inputs(tiny_batch))
+    assert recurrence_dtypes == [torch.float32 if fp32_parts else torch.bfloat16]
     assert low.dtype == torch.bfloat16
     assert ((low.float() - reference).abs().max() / reference.abs().max()).item() < 1e-2
     if fp32_parts:  # outside autocast nothing changes
@@ -353,9 +357,7 @@ def test_modality_dropout_on_text_features_uses_the_empty_transcript(tiny_config
     torch.testing.assert_close(from_features.logits, from_ids.logits, atol=1e-5, rtol=1e-4)
 
 
-def test_run_in_fp32_under_autocast_takes_tensors_and_packed_sequences():
-    from torch.nn.utils.rnn import pack_padded_sequence
-
+def test_run_in_fp32_under_autocast():
     from modeling_crab.modeling_crab import run_in_fp32_under_autocast
 
     linear = torch.nn.Linear(4, 4)
@@ -365,8 +367,29 @@ def test_run_in_fp32_under_autocast_takes_tensors_and_packed_sequences():
         run_in_fp32_under_autocast(linear)
         assert linear(x.bfloat16()).dtype == torch.float32
     torch.testing.assert_close(linear(x), x @ linear.weight.T + linear.bias)
-    gru = run_in_fp32_under_autocast(torch.nn.GRU(4, 4, batch_first=True))
-    packed = pack_padded_sequence(x.bfloat16(), torch.tensor([3, 2]), batch_first=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        output, _ = gru(packed)  # a bf16 PackedSequence into fp32 weights: upcast, no dtype error
-    assert output.data.dtype == torch.float32
+    assert list(linear.state_dict()) == ["weight", "bias"]
+
+
+def test_unimodal_recurrence_equals_packed_sequences(tiny_config):
+    """Off CUDA the masked bidirectional GRU runs direction by direction over the padded batch; outputs and
+    gradients equal cuDNN's packed-sequence computation, and padded positions are 0."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from modeling_crab.modeling_crab import CrabUnimodalBlock
+
+    torch.manual_seed(0)
+    block = CrabUnimodalBlock(24, 16)
+    lengths = torch.tensor([9, 4, 7, 1])
+    mask = torch.arange(9)[None] < lengths[:, None]
+    x = torch.randn(4, 9, 16, requires_grad=True)
+
+    split = block.recurrence(x, mask)
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    reference = pad_packed_sequence(block.gru(packed)[0], batch_first=True, total_length=9)[0]
+    torch.testing.assert_close(split, reference, atol=1e-6, rtol=1e-5)
+    assert split[~mask].abs().max() == 0
+    weights = [x, *block.gru.parameters()]
+    for got, expected in zip(
+        torch.autograd.grad(split.square().sum(), weights), torch.autograd.grad(reference.square().sum(), weights)
+    ):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
