@@ -272,9 +272,8 @@ def test_pipeline_warns_on_silence(crab, tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         crab[2](long_silence, text="hi")
-    silent = [
-        str(w.message).split(" is silent")[0] for w in caught if "is silent" in str(w.message)
-    ]  # (in batch order: longest first)
+    # warned in batch order (longest window first)
+    silent = [str(w.message).split(" is silent")[0] for w in caught if "is silent" in str(w.message)]
     assert sorted(silent) == ["audio 0 (0.00-1.67 s)", "audio 0 (1.67-3.33 s)", "audio 0 (3.33-5.00 s)"]
 
 
