@@ -88,7 +88,7 @@ def gru(args, device: torch.device) -> tuple[list[dict], list[str]]:
     variants = {
         "padded": lambda: block.recurrence(projected, None),  # the released GRU over padding
         "packed": lambda: packed(projected, mask),
-        "masked": lambda: block.recurrence(projected, mask),  # the model's: packed on CUDA, by direction elsewhere
+        "masked": lambda: block.recurrence(projected, mask),  # the model's: packed on CUDA or without grad
     }
     projected = block.layer_norm(block.projection(features)).detach().requires_grad_()
 

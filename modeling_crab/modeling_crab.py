@@ -110,13 +110,14 @@ class CrabUnimodalBlock(nn.Module):
 
     def recurrence(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """The bidirectional GRU over (B, T, h) -> (B, T, 2h). Without a mask it runs over padding (the released
-        numerics). With one, on CUDA cuDNN runs packed sequences; elsewhere each direction runs as a one-direction
-        GRU over the padded batch, the backward one on each utterance reversed within its length (the same
-        function, and three times faster than packing in a CPU forward + backward)."""
+        numerics). With one, the same function two ways: packed sequences on CUDA (cuDNN) and without gradients
+        (packing skips the padding); for CPU training each direction runs as a one-direction GRU over the padded
+        batch, the backward one on each utterance reversed within its length (2x faster than packing there in a
+        forward + backward: bench/RESULTS.md, `bench_levers.py gru`)."""
         if mask is None:
             return self.gru(x)[0]
         lengths = mask.sum(dim=1)
-        if x.is_cuda:
+        if x.is_cuda or not torch.is_grad_enabled():
             packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
             recurrent, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=x.shape[1])
             return recurrent

@@ -376,8 +376,8 @@ def test_run_in_fp32_under_autocast():
 
 
 def test_unimodal_recurrence_equals_packed_sequences(tiny_config):
-    """Off CUDA the masked bidirectional GRU runs direction by direction over the padded batch; outputs and
-    gradients equal cuDNN's packed-sequence computation, and padded positions are 0."""
+    """In CPU training the masked bidirectional GRU runs direction by direction over the padded batch; outputs and
+    gradients equal the packed-sequence computation (what runs on CUDA and without gradients), padding gives 0."""
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
     from modeling_crab.modeling_crab import CrabUnimodalBlock
@@ -393,6 +393,8 @@ def test_unimodal_recurrence_equals_packed_sequences(tiny_config):
     reference = pad_packed_sequence(block.gru(packed)[0], batch_first=True, total_length=9)[0]
     torch.testing.assert_close(split, reference, atol=1e-6, rtol=1e-5)
     assert split[~mask].abs().max() == 0
+    with torch.no_grad():  # packed
+        torch.testing.assert_close(block.recurrence(x, mask), split.detach(), atol=1e-6, rtol=1e-5)
     weights = [x, *block.gru.parameters()]
     for got, expected in zip(
         torch.autograd.grad(split.square().sum(), weights), torch.autograd.grad(reference.square().sum(), weights)
