@@ -20,6 +20,14 @@ SENTENCES = [
 ]
 
 
+@pytest.fixture(params=["cpu", "cuda"])
+def device(request) -> torch.device:
+    """Both devices where there is a GPU (a lent GPU machine); CPU alone elsewhere, as in CI."""
+    if request.param == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    return torch.device(request.param)
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     return build_tiny_tokenizer(SENTENCES, vocab_size=400)
@@ -48,3 +56,24 @@ def tiny_batch(tiny_processor):
     batch = tiny_processor(audio=waveforms, text=SENTENCES[:4], sampling_rate=16000, return_tensors="pt")
     batch["labels"] = torch.tensor([0, 1, 1, 3])
     return batch
+
+
+CROP_S = 2.0  # the exported test model's processor crop: longer audio is classified in windows
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tiny_tokenizer, tmp_path_factory):
+    """`(model, processor, export folder)`: a tiny random Crab model (eval mode), its processor (2 s crop, global
+    waveform statistics) and its inference export. One per test module: tests may change the model's config and
+    restore it."""
+    from modeling_crab import CrabForEmotionClassification, export_for_inference
+
+    config = tiny_crab_config(num_labels=len(LABELS), id2label=LABELS, vocab_size=len(tiny_tokenizer))
+    config.audio_config.mask_time_prob = 0.0
+    torch.manual_seed(0)
+    model = CrabForEmotionClassification(config).eval()
+    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, return_attention_mask=True)
+    processor = CrabProcessor(extractor, tiny_tokenizer, max_duration_s=CROP_S, max_text_length=32)
+    processor.set_waveform_stats(0.0, 0.3)
+    checkpoint = export_for_inference(model, processor, tmp_path_factory.mktemp("crab") / "inference")
+    return model, processor, checkpoint

@@ -18,16 +18,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from transformers import Wav2Vec2FeatureExtractor, pipeline
+from conftest import LABELS
+from transformers import pipeline
 
-from modeling_crab import CrabForEmotionClassification, CrabProcessor, export_for_inference
+from modeling_crab import CrabForEmotionClassification
 from modeling_crab.cli import main
 from modeling_crab.pipeline_crab import read_audio
 from modeling_crab.training.data import ManifestError, load_audio, load_manifest, scan_manifest
-from modeling_crab.training.tiny import tiny_crab_config
 
-LABELS = {0: "angry", 1: "happy", 2: "neutral", 3: "sad"}
-CROP_S = 2.0  # the pipeline's processor crop here: longer audio is classified in windows
 SR = 16000
 
 
@@ -63,17 +61,10 @@ def one_intra_op_thread():
 
 
 @pytest.fixture(scope="module")
-def crab(tiny_tokenizer, tmp_path_factory):
+def crab(tiny_export):
     """A tiny random model, its processor (2 s crop, global statistics), a pipeline over them and their export."""
-    config = tiny_crab_config(num_labels=4, id2label=LABELS, vocab_size=len(tiny_tokenizer))
-    config.audio_config.mask_time_prob = 0.0
-    torch.manual_seed(0)
-    model = CrabForEmotionClassification(config).eval()
-    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SR, return_attention_mask=True)
-    processor = CrabProcessor(extractor, tiny_tokenizer, max_duration_s=CROP_S, max_text_length=32)
-    processor.set_waveform_stats(0.0, 0.3)
+    model, processor, checkpoint = tiny_export
     pipe = pipeline("speech-emotion-recognition", model=model, processor=processor, device="cpu")
-    checkpoint = export_for_inference(model, processor, tmp_path_factory.mktemp("crab") / "inference")
     return model, processor, pipe, checkpoint
 
 

@@ -68,12 +68,12 @@ def mask_alignment(request, monkeypatch):
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
-def test_sdpa_wavlm_equals_eager(tiny_config, variant, training, mask_alignment):
+def test_sdpa_wavlm_equals_eager(tiny_config, variant, training, mask_alignment, device):
     torch.manual_seed(0)
-    eager = WavLMModel(_wavlm_config(tiny_config, variant)).train(training)
+    eager = WavLMModel(_wavlm_config(tiny_config, variant)).train(training).to(device)
     _perturb_gates(eager)
     sdpa = enable_sdpa_wavlm(copy.deepcopy(eager))
-    waveforms, attention_mask = _padded_audio()
+    waveforms, attention_mask = (t.to(device) for t in _padded_audio())
 
     out_eager = eager(waveforms, attention_mask=attention_mask).last_hidden_state
     out_sdpa = sdpa(waveforms, attention_mask=attention_mask).last_hidden_state
@@ -103,10 +103,12 @@ def test_crab_logits_and_mlcs_equal_with_sdpa_wavlm(tiny_config, tiny_batch, var
         setattr(tiny_config.audio_config, key, value)
     tiny_config.text_config.hidden_dropout_prob = tiny_config.text_config.attention_probs_dropout_prob = 0.0
     tiny_config.cross_attention_dropout = tiny_config.classifier_dropout = 0.0
+    tiny_config.audio_attention = "eager"
     torch.manual_seed(0)
     eager = CrabForEmotionClassification(tiny_config).train()
     _perturb_gates(eager)
     sdpa = enable_sdpa_wavlm(copy.deepcopy(eager))
+    assert wavlm_attention_implementation(eager) == "eager" and wavlm_attention_implementation(sdpa) == "sdpa"
     inputs = {k: tiny_batch[k] for k in ("input_values", "attention_mask", "input_ids", "text_attention_mask")}
 
     outputs = []
@@ -193,3 +195,48 @@ def test_compile_regions_computes_the_same_function_and_keeps_the_state_dict(tin
     compiled.eval()
     with torch.no_grad():
         torch.testing.assert_close(compiled(**shorter).logits, eager.eval()(**shorter).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_autocast_stays_within_1e_2_of_fp32(tiny_config, tiny_batch, device):
+    """The GPU training default (bf16 autocast; CNN, GRUs and losses in fp32): logits and the MLCS objective
+    within 1e-2 (relative) of fp32, on the same weights and batch."""
+    torch.manual_seed(0)
+    model = CrabForEmotionClassification(tiny_config).eval().to(device)
+    _perturb_gates(model)
+    inputs = {
+        k: tiny_batch[k].to(device) for k in ("input_values", "attention_mask", "input_ids", "text_attention_mask")
+    }
+    labels = tiny_batch["labels"].to(device)
+    results = []
+    for low_precision in (False, True):
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=low_precision):
+            out = model(**inputs, output_csl_embeddings=True)
+            loss = model.mlcs_objective(out.logits, out.csl_embeddings, labels)["loss"]
+        results.append((out.logits.float(), loss.float()))
+    (logits, loss), (logits_bf16, loss_bf16) = results
+    assert ((logits_bf16 - logits).abs().max() / logits.abs().max()).item() < 1e-2
+    assert (abs(loss_bf16 - loss) / abs(loss)).item() < 1e-2
+
+
+def test_masked_gru_is_the_same_on_every_device_and_path(tiny_config, device):
+    """Packed sequences (CUDA, and without gradients) and the direction-by-direction CPU training path give the
+    same outputs and gradients."""
+    from modeling_crab.modeling_crab import CrabUnimodalBlock
+
+    torch.manual_seed(0)
+    block = CrabUnimodalBlock(24, 16)
+    mask = torch.arange(9)[None] < torch.tensor([9, 4, 7, 2])[:, None]
+    x = torch.randn(4, 9, 16)
+    reference_input = x.clone().requires_grad_()
+    reference = block.recurrence(reference_input, mask)  # CPU with gradients: by direction
+    reference.square().sum().backward()
+
+    moved = copy.deepcopy(block).to(device)
+    moved_input = x.to(device).requires_grad_()
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # cuDNN's GRU: full fp32, as on the CPU
+        output = moved.recurrence(moved_input, mask.to(device))
+        output.square().sum().backward()
+    torch.testing.assert_close(output.cpu(), reference, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(moved_input.grad.cpu(), reference_input.grad, atol=1e-5, rtol=1e-4)
+    for (name, p), q in zip(block.gru.named_parameters(), moved.gru.parameters()):
+        torch.testing.assert_close(q.grad.cpu(), p.grad, atol=1e-5, rtol=1e-4, msg=name)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from conftest import CROP_S, LABELS
 from hub_user import run_as_hub_user
 from tokenizers import ByteLevelBPETokenizer
 from transformers import (
@@ -24,12 +25,7 @@ from transformers import (
     pipeline,
 )
 
-from modeling_crab import CrabForEmotionClassification, export_for_inference
 from modeling_crab.pipeline_crab import read_audio, window_bounds
-from modeling_crab.training.tiny import tiny_crab_config
-
-LABELS = {0: "angry", 1: "happy", 2: "neutral", 3: "sad"}
-CROP_S = 2.0  # the processor's max_duration_s in these tests: longer audio is classified in windows
 
 
 def write_wav(path, samples: np.ndarray, rate: int, width: int = 2, channels: int = 1) -> None:
@@ -50,21 +46,9 @@ def write_wav(path, samples: np.ndarray, rate: int, width: int = 2, channels: in
 
 
 @pytest.fixture(scope="module")
-def crab(tiny_tokenizer, tmp_path_factory):
-    """A tiny random Crab model, its processor (2 s crop) and its inference export."""
-    from transformers import Wav2Vec2FeatureExtractor
-
-    from modeling_crab import CrabProcessor
-
-    config = tiny_crab_config(num_labels=4, id2label=LABELS, vocab_size=len(tiny_tokenizer))
-    config.audio_config.mask_time_prob = 0.0
-    torch.manual_seed(0)
-    model = CrabForEmotionClassification(config).eval()
-    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, return_attention_mask=True)
-    processor = CrabProcessor(extractor, tiny_tokenizer, max_duration_s=CROP_S, max_text_length=32)
-    processor.set_waveform_stats(0.0, 0.3)
-    checkpoint = export_for_inference(model, processor, tmp_path_factory.mktemp("crab") / "inference")
-    return model, processor, checkpoint
+def crab(tiny_export):
+    """A tiny random Crab model, its processor (2 s crop) and its inference export (conftest)."""
+    return tiny_export
 
 
 def probabilities(model, processor, audio, text: str, sampling_rate: int) -> np.ndarray:

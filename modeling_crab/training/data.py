@@ -35,13 +35,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
-import soxr
 import torch
 
 from ..processing_crab import SILENCE_PEAK_TO_PEAK
 
 SAMPLING_RATE = 16_000
+
+
+def _audio_io():
+    """soundfile and soxr, imported when audio is first read: the rest of `training` (the trainer, the encoder
+    cache, the tiny models the benchmarks use) works without them."""
+    import soundfile
+    import soxr
+
+    return soundfile, soxr
+
 REQUIRED_COLUMNS = ("audio", "text", "label")
 OPTIONAL_COLUMNS = ("id", "split", "speaker", "session", "start", "end")
 COLUMN_ALIASES = {
@@ -284,6 +292,7 @@ def load_audio(
 ) -> np.ndarray:
     """A (N,) float32 mono waveform at `sampling_rate`: the [start, end) segment in seconds, its first
     `max_duration_s` seconds. Reads only the frames it needs."""
+    sf, soxr = _audio_io()
     info = sf.info(str(path))
     first_frame = round((start or 0.0) * info.samplerate)
     last_frame = info.frames if end is None else min(info.frames, round(end * info.samplerate))
@@ -342,6 +351,7 @@ def _check_audio(utterance: Utterance, max_duration_s: float | None) -> _AudioCh
     if not os.path.isfile(utterance.audio):
         where = "relative paths start at the manifest's folder"
         return _AudioCheck(problem=f"audio file '{utterance.audio}' not found; fix the path ({where})")
+    sf, _ = _audio_io()
     try:
         info = sf.info(utterance.audio)
         waveform = load_audio(utterance.audio, utterance.start, utterance.end, max_duration_s)
