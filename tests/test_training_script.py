@@ -181,3 +181,35 @@ def test_encoder_cache_trains_the_head_on_cached_features_and_keeps_the_encoders
 
     with pytest.raises(SystemExit, match="other encoders"):  # fresh random encoders (another seed)
         train_script.main([*common, "--tiny", "--output_dir", str(tmp_path / "third"), "--seed", "7"])
+
+
+@pytest.mark.parametrize(
+    "capability, gpus, cores, expected",
+    [
+        (
+            (9, 0),
+            1,
+            16,
+            {"dataloader_num_workers": 4, "dataloader_persistent_workers": True, "bf16": True, "tf32": True},
+        ),
+        ((7, 0), 2, 4, {"dataloader_num_workers": 2, "dataloader_persistent_workers": True}),  # no bf16 before Ampere
+        (
+            (8, 0),
+            8,
+            4,
+            {"dataloader_num_workers": 1, "dataloader_persistent_workers": True, "bf16": True, "tf32": True},
+        ),
+    ],
+)
+def test_gpu_defaults_follow_the_machine(monkeypatch, capability, gpus, cores, expected):
+    import os
+
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *args: capability)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert train_script.gpu_defaults() == expected
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert train_script.gpu_defaults() == {}  # CPU runs keep TrainingArguments' own defaults

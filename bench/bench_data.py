@@ -1,0 +1,99 @@
+"""How fast the training input pipeline turns files into padded batches: the ceiling it puts on a GPU step.
+
+    python bench/bench_data.py                          # 16 kHz WAV and 44.1 kHz FLAC, 0/1/2 DataLoader workers
+    python bench/bench_data.py --clips 200 --workers 0,2,4,8
+
+The pipeline is `train.py`'s: `CrabAudioTextDataset` (soundfile read, downmix, soxr resample, crop to 12 s) and
+`CrabDataCollator` (global normalisation, padding, tokenisation) in a `DataLoader`, over clips written to a
+temporary folder (uniform 1-12 s, noise). audio-s/s here is what the loader delivers with the model doing nothing:
+a GPU that trains at R audio-s/s needs enough workers for this to stay above R.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from common import format_table, record
+from transformers import Wav2Vec2FeatureExtractor
+
+from modeling_crab import CrabProcessor
+from modeling_crab.training import CrabAudioTextDataset, CrabDataCollator, Utterance
+from modeling_crab.training.tiny import build_tiny_tokenizer
+
+FORMATS = {"wav16k": ("WAV", "PCM_16", 16000), "flac44k": ("FLAC", "PCM_16", 44100)}
+WORDS = "well i really did not expect that to happen today but here we are again".split()
+
+
+def write_clips(folder: Path, fmt: str, count: int, seed: int) -> tuple[list[Utterance], dict[str, int]]:
+    """`count` clips of `fmt` (uniform 1-12 s), their utterances and 16 kHz lengths."""
+    container, subtype, rate = FORMATS[fmt]
+    rng = np.random.default_rng(seed)
+    utterances, num_samples = [], {}
+    for i in range(count):
+        seconds = rng.uniform(1.0, 12.0)
+        path = folder / f"{fmt}_{i}.{container.lower()}"
+        sf.write(str(path), (0.1 * rng.standard_normal(int(seconds * rate))).astype(np.float32), rate, subtype=subtype)
+        text = " ".join(rng.choice(WORDS, size=int(3 * seconds)))
+        utterances.append(Utterance(id=f"{fmt}_{i}", audio=str(path), text=text, label="a", split="train"))
+        num_samples[f"{fmt}_{i}"] = int(seconds * 16000)
+    return utterances, num_samples
+
+
+def time_loader(dataset, collator, workers: int, batch_size: int) -> tuple[float, int]:
+    """(seconds, batches) to iterate the whole dataset once, workers started inside the timing."""
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, collate_fn=collator, num_workers=workers, shuffle=False
+    )
+    start = time.perf_counter()
+    batches = sum(1 for _ in loader)
+    return time.perf_counter() - start, batches
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=48, help="clips per format")
+    parser.add_argument("--workers", default="0,1,2", help="comma-separated DataLoader worker counts")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--results", default="bench/RESULTS.md", help="append the table here ('' to skip)")
+    args = parser.parse_args()
+
+    tokenizer = build_tiny_tokenizer(WORDS, vocab_size=400)
+    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, return_attention_mask=True)
+    processor = CrabProcessor(extractor, tokenizer, max_duration_s=12.0, max_text_length=128)
+    processor.set_waveform_stats(0.0, 0.1)
+    collator = CrabDataCollator(processor)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for seed, fmt in enumerate(FORMATS):
+            utterances, num_samples = write_clips(Path(folder), fmt, args.clips, seed)
+            dataset = CrabAudioTextDataset(utterances, {"a": 0}, 12.0, num_samples)
+            audio_s = sum(num_samples.values()) / 16000
+            dataset[0]  # first-read costs (imports, soxr plans) outside the timing
+            for workers in (int(w) for w in args.workers.split(",")):
+                seconds, batches = time_loader(dataset, collator, workers, args.batch_size)
+                rows.append(
+                    {
+                        "files": f"{fmt} ({FORMATS[fmt][2] // 1000} kHz {FORMATS[fmt][0]})",
+                        "workers": workers,
+                        "batches": batches,
+                        "audio-s/s": f"{audio_s / seconds:.0f}",
+                        "ms/batch": f"{1000 * seconds / batches:.0f}",
+                    }
+                )
+                print(rows[-1], flush=True)
+    notes = [
+        f"{args.clips} clips per format, uniform 1-12 s, batch {args.batch_size}; worker start-up included",
+        "a GPU step at R audio-s/s needs the loader above R: e.g. 1500 audio-s/s needs 1500 / (per-worker rate) workers",
+    ]
+    table = format_table(rows, ["files", "workers", "batches", "audio-s/s", "ms/batch"])
+    record(args.results, "Input pipeline (files -> padded batches), cpu", torch.device("cpu"), table, notes)
+
+
+if __name__ == "__main__":
+    main()
