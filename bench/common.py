@@ -75,6 +75,7 @@ LEVERS = {
     "bucket": "static shapes: audio padded to a whole second, text to 16 tokens; with compile, one graph per shape",
     "graphs": "compile with CUDA graphs (mode='reduce-overhead', static shapes; implies compile and bucket)",
     "cached": "frozen-encoder mode: encoders frozen, steps run the head and CSL legs on precomputed encoder outputs",
+    "ckpt": "activation checkpointing in both encoders (train.py --gradient_checkpointing): memory for compute",
 }
 # What `fast` means per device and benchmark (measured; see RESULTS.md). On CPU, SDPA with a bias that needs a
 # gradient falls back to PyTorch's math kernel, no faster than eager WavLM, so CPU training leaves it out; bf16 pays
@@ -131,6 +132,8 @@ def build_model(
         if "mask" not in setup:
             raise ValueError(f"setup '{setup.name}': cached (unpadded) encoder outputs need the mask lever")
         freeze_encoders(model)
+    if "ckpt" in setup:  # the name transformers >= 5.24 calls it by; 5.17 has only the older one
+        getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
     if setup.levers & {"compile", "graphs"}:
         compile_regions(model, static="bucket" in setup or "graphs" in setup, graphs="graphs" in setup)
     return model.eval() if inference else model.train()

@@ -45,6 +45,7 @@ accelerate.__version__, torch.cuda.get_device_name() if torch.cuda.is_available(
   ;;
 train)
   bench bench_train.py --setups fast@8,fast@16,fast@32,fast+cached@32 --utterances "$(n 640)"
+  bench bench_train.py --setups fast@32,fast+ckpt@32,fast+ckpt@64 --utterances "$(n 640)"
   bench bench_train.py --setups fast@32,fast+compile@32 --utterances "$(n 640)" --warmup 8
   ;;
 infer)

@@ -50,6 +50,7 @@ def _audio_io():
 
     return soundfile, soxr
 
+
 REQUIRED_COLUMNS = ("audio", "text", "label")
 OPTIONAL_COLUMNS = ("id", "split", "speaker", "session", "start", "end")
 COLUMN_ALIASES = {
