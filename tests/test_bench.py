@@ -15,16 +15,19 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run_bench(script: str, *args: str) -> str:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
+def _bench_process(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, str(ROOT / "bench" / script), *args, "--results", ""],
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         timeout=600,
     )
+
+
+def _run_bench(script: str, *args: str) -> str:
+    result = _bench_process(script, *args)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -55,14 +58,6 @@ def test_bench_infer_runs_batched_and_one_by_one():
 
 @pytest.mark.parametrize("setup", ["release+cached", "release+nosuchlever"])
 def test_bench_refuses_impossible_setups(setup):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_train.py"), "--setups", setup, "--results", ""],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=600,
-    )
+    result = _bench_process("bench_train.py", "--setups", setup)
     assert result.returncode != 0
     assert ("need the mask lever" if "cached" in setup else "unknown lever") in result.stderr
