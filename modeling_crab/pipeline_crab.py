@@ -9,6 +9,7 @@ this works where the Crab package is not installed:
     pipe("speech.wav")                           # no transcript: Whisper transcribes it (`asr_model=` to change)
     pipe("speech.wav", text="")                  # audio only, for models trained with modality dropout
     pipe("long.wav", text="...", return_windows=True)  # {"aggregate": [...], "windows": [{start, end, scores}]}
+    pipe(files, text=transcripts, batch_size=64, precision="bf16")  # GPU throughput: batched, bf16 autocast
 
 Audio longer than the training crop (the processor's `max_duration_s`, 12 s) is cut into equal windows of at most
 that length rather than truncated; each window is classified and the aggregate is the mean of the window
@@ -110,7 +111,9 @@ class CrabEmotionPipeline(Pipeline):
             classifies the whole recording in one pass.
         return_windows: return `{"aggregate", "windows", "text"}` instead of the aggregate label list.
         asr_model: a speech-recognition model name/path, a built ASR pipeline or model, for missing transcripts.
-        batch_size: windows per forward pass.
+        batch_size: windows per forward pass (windows are batched longest first; answers keep the input order).
+        precision: `"fp32"` (default) or `"bf16"`: bf16 autocast, with the speech CNN and the GRUs in fp32
+            (`config.fp32_under_autocast`); probabilities within about 1e-2 of fp32, several times faster on GPUs.
     """
 
     _load_processor = True
@@ -126,16 +129,27 @@ class CrabEmotionPipeline(Pipeline):
         self._asr_cache: dict = {}
 
     def _sanitize_parameters(
-        self, sampling_rate=None, top_k=None, chunk_length_s=None, return_windows=None, asr_model=None, **kwargs
+        self,
+        sampling_rate=None,
+        top_k=None,
+        chunk_length_s=None,
+        return_windows=None,
+        asr_model=None,
+        precision=None,
+        **kwargs,
     ):
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)} for the speech-emotion-recognition pipeline")
+        if precision not in (None, "fp32", "bf16"):
+            raise ValueError(f"precision={precision!r}; use 'fp32' or 'bf16'")
         preprocess = {"sampling_rate": sampling_rate, "chunk_length_s": chunk_length_s, "asr_model": asr_model}
+        forward = {"precision": precision}
         postprocess = {"top_k": top_k, "return_windows": return_windows}
         # only what was given, so that call arguments override those given when the pipeline was built
         preprocess = {key: value for key, value in preprocess.items() if value is not None}
+        forward = {key: value for key, value in forward.items() if value is not None}
         postprocess = {key: value for key, value in postprocess.items() if value is not None}
-        return preprocess, {}, postprocess
+        return preprocess, forward, postprocess
 
     def __call__(self, inputs, text: str | list[str] | None = None, **kwargs):
         """Classify one recording (-> list of `{"label", "score"}`) or a list of them (-> a list of such lists).
@@ -144,8 +158,9 @@ class CrabEmotionPipeline(Pipeline):
         """
         batch_size = kwargs.pop("batch_size", None) or self._batch_size or 1
         kwargs.pop("num_workers", None)
-        preprocess, _, postprocess = self._sanitize_parameters(**kwargs)
+        preprocess, forward, postprocess = self._sanitize_parameters(**kwargs)
         preprocess = {**self._preprocess_params, **preprocess}
+        forward = {**self._forward_params, **forward}
         postprocess = {**self._postprocess_params, **postprocess}
 
         # a list of numbers is one waveform; any other list is a batch
@@ -174,7 +189,7 @@ class CrabEmotionPipeline(Pipeline):
                 return_tensors="pt",
                 names=[n for _, _, n in chunk],
             )
-            probabilities.append(self.forward(dict(model_inputs))["probabilities"])
+            probabilities.append(self.forward(dict(model_inputs), **forward)["probabilities"])
         probabilities = torch.cat(probabilities).numpy()[np.argsort(order)]
 
         outputs, offset = [], 0
@@ -230,10 +245,12 @@ class CrabEmotionPipeline(Pipeline):
             "text": text,
         }
 
-    def _forward(self, model_inputs):
+    def _forward(self, model_inputs, precision: str = "fp32"):
         dtype = next(self.model.parameters()).dtype
         model_inputs["input_values"] = model_inputs["input_values"].to(dtype)
-        logits = self.model(**model_inputs).logits  # (windows, C)
+        device_type = model_inputs["input_values"].device.type
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits = self.model(**model_inputs).logits  # (windows, C)
         return {"probabilities": logits.float().softmax(dim=-1)}
 
     def postprocess(self, model_outputs, top_k=None, return_windows=False):

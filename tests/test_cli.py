@@ -48,6 +48,16 @@ def test_predict_prints_json_per_file(checkpoint, tmp_path, capsys):
         assert result["scores"][0]["score"] >= result["scores"][1]["score"]
 
 
+def test_predict_bf16_scores_stay_within_1e_2(checkpoint, tmp_path, capsys):
+    args = ["predict", speech(tmp_path / "a.wav"), "--text", "that is wonderful news", "--model", str(checkpoint)]
+    scores = []
+    for precision in ([], ["--bf16"]):
+        assert main([*args, "--json", "--device", "cpu", *precision]) == 0
+        scores.append({s["label"]: s["score"] for s in json.loads(capsys.readouterr().out)[0]["scores"]})
+    assert scores[0].keys() == scores[1].keys() and scores[0] != scores[1]
+    assert max(abs(scores[0][label] - scores[1][label]) for label in scores[0]) < 1e-2
+
+
 def test_predict_prints_a_table_from_a_transcripts_file(checkpoint, tmp_path, capsys):
     speech(tmp_path / "a.wav")
     speech(tmp_path / "b.wav", seed=1)

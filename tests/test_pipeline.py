@@ -163,6 +163,24 @@ def test_batches_are_length_sorted_and_answers_come_back_in_input_order(crab):
         np.testing.assert_allclose(as_array(scores), probabilities(model, processor, clip, text, 16000), atol=1e-5)
 
 
+def test_bf16_precision_stays_close_to_fp32(crab):
+    model, processor, _ = crab
+    pipe = pipeline("speech-emotion-recognition", model=model, processor=processor, device="cpu")
+    audio = np.random.default_rng(7).standard_normal(24000).astype(np.float32) * 0.1
+    exact = as_array(pipe(audio, text="that is wonderful news"))
+    low = as_array(pipe(audio, text="that is wonderful news", precision="bf16"))
+    np.testing.assert_allclose(
+        exact, probabilities(model, processor, audio, "that is wonderful news", 16000), atol=1e-5
+    )
+    assert not np.array_equal(low, exact) and np.abs(low - exact).max() < 1e-2  # bf16 did run, and stayed close
+    built_bf16 = pipeline(
+        "speech-emotion-recognition", model=model, processor=processor, device="cpu", precision="bf16"
+    )
+    np.testing.assert_array_equal(as_array(built_bf16(audio, text="that is wonderful news")), low)
+    with pytest.raises(ValueError, match="precision='fp16'"):
+        pipe(audio, text="hi", precision="fp16")
+
+
 def test_long_audio_is_classified_in_windows(crab, hub_user_results):
     model, processor, _ = crab
     results, inputs, _ = hub_user_results
