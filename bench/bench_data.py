@@ -3,6 +3,8 @@
     python bench/bench_data.py                          # 16 kHz WAV and 44.1 kHz FLAC, 0/1/2 DataLoader workers
     python bench/bench_data.py --clips 200 --workers 0,2,4,8
 
+Last rows: the inference processor alone on 64 in-memory 6 s arrays (what the pipeline does before the model).
+
 The pipeline is `train.py`'s: `CrabAudioTextDataset` (soundfile read, downmix, soxr resample, crop to 12 s) and
 `CrabDataCollator` (global normalisation, padding, tokenisation) in a `DataLoader`, over clips written to a
 temporary folder (uniform 1-12 s, noise). audio-s/s here is what the loader delivers with the model doing nothing:
@@ -87,6 +89,26 @@ def main() -> None:
                     }
                 )
                 print(rows[-1], flush=True)
+        rng = np.random.default_rng(0)  # the inference processor alone, on in-memory arrays (the pipeline's input)
+        texts = [" ".join(rng.choice(WORDS, size=18)) for _ in range(64)]
+        for rate in (16000, 44100):
+            waveforms = [(0.1 * rng.standard_normal(6 * rate)).astype(np.float32) for _ in range(64)]
+            times = []
+            for _ in range(6):  # the median of 5 after one warm-up call (first-touch page faults)
+                start = time.perf_counter()
+                processor(audio=waveforms, text=texts, sampling_rate=rate)
+                times.append(time.perf_counter() - start)
+            seconds = sorted(times[1:])[2]
+            rows.append(
+                {
+                    "files": f"arrays at {rate / 1000:g} kHz -> CrabProcessor (inference)",
+                    "workers": 0,
+                    "batches": 1,
+                    "audio-s/s": f"{64 * 6 / seconds:.0f}",
+                    "ms/batch": f"{1000 * seconds:.0f}",
+                }
+            )
+            print(rows[-1], flush=True)
     notes = [
         f"{args.clips} clips per format, uniform 1-12 s, batch {args.batch_size}; worker start-up included",
         "a GPU step at R audio-s/s needs the loader above R: e.g. 1500 audio-s/s needs 1500 / (per-worker rate) workers",
