@@ -72,7 +72,8 @@ class CrabConfig(PreTrainedConfig):
             (transformers' own, needed for `output_attentions`); no effect on other speech encoders.
         fp32_under_autocast: parts that run in fp32 when the model is called under bf16/fp16 autocast:
             `"feature_encoder"` (the speech encoder's CNN: in bf16 it alone moves base-size logits by more than
-            1e-2) and `"gru"` (the unimodal GRUs: cuDNN's low-precision GRUs are slow). No effect without autocast.
+            1e-2) and `"gru"` (the unimodal GRUs: a recurrence over hundreds of frames compounds rounding). No
+            effect without autocast.
         audio_encoder_name / text_encoder_name: where `from_pretrained_encoders` loads encoder weights from.
     """
 
