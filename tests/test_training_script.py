@@ -213,3 +213,11 @@ def test_gpu_defaults_follow_the_machine(monkeypatch, capability, gpus, cores, e
     assert train_script.gpu_defaults() == expected
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert train_script.gpu_defaults() == {}  # CPU runs keep TrainingArguments' own defaults
+
+
+def test_encoder_cache_needs_the_masked_head(tmp_path):
+    manifest = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1})
+    argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(tmp_path / "out"), "--max_steps", "1"]
+    with pytest.raises(SystemExit, match="--encoder_cache needs --mask_padding true"):
+        train_script.main([*argv, "--encoder_cache", str(tmp_path / "cache"), "--mask_padding", "false"])
+    assert not (tmp_path / "cache").exists()  # refused before anything was encoded
