@@ -75,13 +75,15 @@ class ModelArguments:
     freeze_feature_encoder: bool = field(default=True, metadata={"help": "freeze the speech encoder's CNN"})
     classifier_dropout: float | None = field(default=None, metadata={"help": "head dropout (default: config, 0.5)"})
     cross_attention_dropout: float | None = field(default=None, metadata={"help": "default: config, 0.5"})
-    audio_attention: str = field(default="sdpa", metadata={"help": "WavLM self-attention: sdpa (fused) or eager"})
+    audio_attention: str = field(
+        default="sdpa", metadata={"help": "WavLM self-attention: sdpa (fused) or eager", "choices": ["sdpa", "eager"]}
+    )
     compile_regions: str | None = field(
         default=None,
         metadata={
             "help": "torch.compile every encoder layer and the head blocks with this backend (inductor on GPUs): "
-            "minutes of compilation up front, then fewer kernel launches. Prefer it to --torch_compile, which "
-            "compiles the whole model through graph breaks"
+            "minutes of compilation up front, then fewer kernel launches (same function). --torch_compile instead "
+            "compiles the whole model as one region"
         },
     )
     encoder_cache: str | None = field(
