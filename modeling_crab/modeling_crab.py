@@ -87,6 +87,9 @@ def run_in_fp32_under_autocast(module: nn.Module) -> nn.Module:
     return module
 
 
+GRU_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # nn.GRU's per-direction parameters, in its order
+
+
 class CrabUnimodalBlock(nn.Module):
     """Linear(D -> h) -> LayerNorm(h) -> 1-layer bidirectional GRU(h -> h): (B, T, D) -> (B, T, h), (B, T, 2h).
 
@@ -126,9 +129,9 @@ class CrabUnimodalBlock(nn.Module):
         reverse = reverse.unsqueeze(-1).expand_as(x)
         gru = self.gru
         h0 = x.new_zeros(1, x.shape[0], gru.hidden_size)
-        forward_weights = [gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0]
-        backward_weights = [gru.weight_ih_l0_reverse, gru.weight_hh_l0_reverse, gru.bias_ih_l0_reverse,
-                            gru.bias_hh_l0_reverse]  # fmt: skip
+        forward_weights = [getattr(gru, f"{name}_l0") for name in GRU_WEIGHTS]
+        backward_weights = [getattr(gru, f"{name}_l0_reverse") for name in GRU_WEIGHTS]
+        # torch.gru(input, h0, weights, has_biases, num_layers, dropout, train, bidirectional, batch_first)
         forward, _ = torch.gru(x, h0, forward_weights, True, 1, 0.0, self.training, False, True)
         backward, _ = torch.gru(x.gather(1, reverse), h0, backward_weights, True, 1, 0.0, self.training, False, True)
         return torch.cat([forward, backward.gather(1, reverse)], dim=-1) * mask.unsqueeze(-1).to(x.dtype)

@@ -38,10 +38,8 @@ def _table_rows(output: str) -> dict[str, list[str]]:
 
 
 def test_bench_train_compares_release_fast_and_the_encoder_cache():
-    output = _run_bench(
-        "bench_train.py", "--size", "tiny", "--utterances", "8", "--warmup", "1",
-        "--setups", "release,fast,fast+cached,fast+bf16+gru32+cnn32",
-    )  # fmt: skip
+    setups = "release,fast,fast+cached,fast+bf16+gru32+cnn32"
+    output = _run_bench("bench_train.py", "--size", "tiny", "--utterances", "8", "--warmup", "1", "--setups", setups)
     assert set(_table_rows(output)) == {"release", "fast", "fast+cached", "fast+bf16+gru32+cnn32"}
     checks = [line for line in output.splitlines() if " vs reference: " in line]
     assert len(checks) == 3 and all("-> same function" in line for line in checks), checks

@@ -328,10 +328,10 @@ def test_precomputed_encoder_outputs_replace_the_encoders(tiny_config, tiny_batc
     with torch.no_grad():
         reference = model(**inputs).logits
         speech, frame_mask, text, _ = model.crab.encode(**inputs)
-        audio_only = model(input_ids=inputs["input_ids"], text_attention_mask=inputs["text_attention_mask"],
-                           audio_features=speech, audio_features_mask=frame_mask).logits  # fmt: skip
-        text_only = model(input_values=inputs["input_values"], attention_mask=inputs["attention_mask"],
-                          text_features=text, text_attention_mask=inputs["text_attention_mask"]).logits  # fmt: skip
+        text_inputs = {k: inputs[k] for k in ("input_ids", "text_attention_mask")}
+        audio_inputs = {k: inputs[k] for k in ("input_values", "attention_mask")}
+        audio_only = model(**text_inputs, audio_features=speech, audio_features_mask=frame_mask).logits
+        text_only = model(**audio_inputs, text_features=text, text_attention_mask=inputs["text_attention_mask"]).logits
     torch.testing.assert_close(audio_only, reference, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(text_only, reference, atol=1e-6, rtol=1e-5)
     with pytest.raises(ValueError, match="exactly one of input_values"):

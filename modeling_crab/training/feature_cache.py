@@ -133,9 +133,11 @@ def cache_encoder_outputs(
         ids = [str(utt_id) for utt_id in batch["ids"]]
         tensors = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
         speech, frame_mask, text, token_mask = crab.encode(
-            tensors["input_values"], tensors["input_ids"], tensors.get("attention_mask"),
-            tensors.get("text_attention_mask"),
-        )  # fmt: skip
+            tensors["input_values"],
+            tensors["input_ids"],
+            attention_mask=tensors.get("attention_mask"),
+            text_attention_mask=tensors.get("text_attention_mask"),
+        )
         num_frames = frame_mask.sum(1) if frame_mask is not None else torch.full((len(ids),), speech.shape[1])
         num_tokens = token_mask.sum(1) if token_mask is not None else torch.full((len(ids),), text.shape[1])
         shard_name = f"features-{shard_number:05d}.safetensors"
