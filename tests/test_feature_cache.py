@@ -94,30 +94,9 @@ def _encode_with_tiny_shards(model, dataset, collator, out, key) -> None:
     cache_encoder_outputs(model, batches, out, fingerprint=key, shard_bytes=1)
 
 
-def test_a_cache_for_other_encoders_or_data_is_refused(model, tiny_processor, tmp_path):
-    collator = CrabDataCollator(tiny_processor)
-    encoders = encoder_fingerprint(model)
-    key = cache_key(encoders, "settings")
-    encode_dataset(model, ToyDataset(), collator, tmp_path, key, batch_size=3)
-    assert cache_status(tmp_path, key) == (True, {f"utt{i}" for i in range(6)})
-
-    other_data = cache_key(encoder_fingerprint(model), "other settings")
-    with pytest.raises(FeatureCacheError, match="other encoders, processor settings or utterances"):
-        encode_dataset(model, ToyDataset(), collator, tmp_path, other_data)
-    with torch.no_grad():
-        model.crab.text_encoder.encoder.layer[0].output.dense.weight[0, 0] += 1e-3  # any weight change counts
-    assert encoder_fingerprint(model) != encoders
-    with pytest.raises(FeatureCacheError):
-        encode_dataset(model, ToyDataset(), collator, tmp_path, cache_key(encoder_fingerprint(model), "settings"))
-
-
-def test_duplicate_ids_and_fp16_overflow(model, tiny_processor, tmp_path):
+def test_features_beyond_fp16_are_stored_in_fp32(model, tiny_processor, tmp_path):
     collator = CrabDataCollator(tiny_processor)
     items = ToyDataset(2).items
-    batch = {**collator(items), "ids": ["same", "same"]}
-    with pytest.raises(FeatureCacheError, match="'same' is cached twice"):
-        cache_encoder_outputs(model, [batch], tmp_path / "dup")
-
     with torch.no_grad():  # text features far beyond fp16's range: stored in fp32 rather than as inf
         model.crab.text_encoder.encoder.layer[-1].output.LayerNorm.bias.fill_(1e6)
     batch = {**collator(items), "ids": ["a", "b"]}

@@ -185,6 +185,7 @@ def encode_dataset(
     """Cache the encoders' outputs for every item of `dataset` (items with `"id"`, as `CrabAudioTextDataset`) in
     `out_dir`, unless a finished cache with the same `fingerprint` is there; resumes a partial one. Batches are
     length-sorted, so little padding is encoded; batch size 1 for speech encoders that take no attention mask."""
+    _check_writable(Path(out_dir))
     complete, done = cache_status(out_dir, fingerprint)
     if complete:
         logger.info(f"encoder cache '{out_dir}': reusing {len(done)} cached utterances")
@@ -204,6 +205,19 @@ def encode_dataset(
     loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
     cache_encoder_outputs(model, loader, out_dir, dtype=dtype, fingerprint=fingerprint)
     return CachedFeatures(out_dir)
+
+
+def _check_writable(out_dir: Path) -> None:
+    """Fail before any audio is read or encoded when the cache folder cannot be created or written."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise FeatureCacheError(
+            f"cannot write the encoder cache in '{out_dir}' ({error.strerror or error}); pass a folder you can write to"
+        ) from None
 
 
 def _dataset_ids(dataset) -> list[str]:
