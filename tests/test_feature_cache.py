@@ -117,3 +117,24 @@ def test_cached_features_travel_to_dataloader_workers(model, tiny_processor, tmp
     batch = collate_cached([dataset[i] for i in range(3)])
     assert batch["audio_features"].shape[:2] == batch["audio_features_mask"].shape
     assert batch["audio_features_mask"].sum(1).tolist() == dataset.lengths[:3]
+
+
+def test_encoding_with_spawned_workers(model, tiny_processor, tmp_path, monkeypatch):
+    """DataLoader workers started with `spawn` (macOS, Windows; Python 3.14's default is not fork either) get the
+    dataset and the batch builder by pickling."""
+    import multiprocessing
+
+    collator = CrabDataCollator(tiny_processor)
+    reference = encode_dataset(model, ToyDataset(), collator, tmp_path / "main", batch_size=3)
+    context = multiprocessing.get_context("spawn")
+    original = torch.utils.data.DataLoader.__init__
+
+    def spawning(self, *args, **kwargs):
+        original(self, *args, **{**kwargs, "multiprocessing_context": context if kwargs.get("num_workers") else None})
+
+    monkeypatch.setattr(torch.utils.data.DataLoader, "__init__", spawning)
+    workers = encode_dataset(model, ToyDataset(), collator, tmp_path / "workers", batch_size=3, num_workers=1)
+    expected = _features(reference)
+    assert sorted(workers.ids) == sorted(reference.ids)
+    for utt_id, frames in _features(workers).items():
+        torch.testing.assert_close(frames, expected[utt_id])

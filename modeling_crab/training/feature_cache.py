@@ -198,13 +198,22 @@ def encode_dataset(
         batch_size = 1
     logger.info(f"encoder cache '{out_dir}': encoding {len(todo)} utterances ({len(done)} already cached)")
 
-    def collate(items: list[dict]) -> dict:
-        return {**collator(items), "ids": [item["id"] for item in items]}
-
     subset = torch.utils.data.Subset(dataset, todo)
-    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
+    loader = torch.utils.data.DataLoader(
+        subset, batch_size=batch_size, collate_fn=_CollateWithIds(collator), num_workers=num_workers
+    )
     cache_encoder_outputs(model, loader, out_dir, dtype=dtype, fingerprint=fingerprint)
     return CachedFeatures(out_dir)
+
+
+class _CollateWithIds:
+    """`collator`'s batch plus the items' `"ids"`; a class, so that spawned DataLoader workers can unpickle it."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, items: list[dict]) -> dict:
+        return {**self.collator(items), "ids": [item["id"] for item in items]}
 
 
 def _check_writable(out_dir: Path) -> None:
