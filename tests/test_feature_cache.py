@@ -66,8 +66,11 @@ def test_an_interrupted_encoding_resumes_from_its_last_whole_shard(model, tiny_p
     reference = encode_dataset(model, ToyDataset(), collator, tmp_path / "whole", key, batch_size=2)
 
     out = tmp_path / "resumed"
+    model.train()
     with pytest.raises(OSError, match="cannot be read"):  # length-sorted: items 5, 4 | 3, 2 | 1 (fails) ...
         _encode_with_tiny_shards(model, ToyDataset(fail_at=1), collator, out, key)
+    assert model.training  # encoding ran in eval mode and gave the mode back, failure or not
+    model.eval()
     complete, done = cache_status(out, key)
     assert not complete and done == {"utt5", "utt4", "utt3", "utt2"}  # two whole shards survived
     with pytest.raises(FeatureCacheError, match="unfinished"):

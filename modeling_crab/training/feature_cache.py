@@ -110,6 +110,13 @@ def cache_encoder_outputs(
     crab = _crab(model)
     was_training = crab.training
     crab.eval()
+    try:
+        return _write_cache(crab, batches, Path(out_dir), dtype, shard_bytes, fingerprint)
+    finally:
+        crab.train(was_training)
+
+
+def _write_cache(crab: CrabModel, batches, out_dir: Path, dtype, shard_bytes: int, fingerprint: str | None) -> int:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / PARTIAL_INDEX
@@ -138,32 +145,33 @@ def cache_encoder_outputs(
             attention_mask=tensors.get("attention_mask"),
             text_attention_mask=tensors.get("text_attention_mask"),
         )
-        num_frames = frame_mask.sum(1) if frame_mask is not None else torch.full((len(ids),), speech.shape[1])
-        num_tokens = token_mask.sum(1) if token_mask is not None else torch.full((len(ids),), text.shape[1])
+        num_frames = frame_mask.sum(1).tolist() if frame_mask is not None else [speech.shape[1]] * len(ids)
+        num_tokens = token_mask.sum(1).tolist() if token_mask is not None else [text.shape[1]] * len(ids)
+        labels = tensors["labels"].tolist() if "labels" in tensors else [None] * len(ids)
+        speech, text = speech.float().cpu(), text.float().cpu()  # one copy per batch, then slices
         shard_name = f"features-{shard_number:05d}.safetensors"
         for i, utt_id in enumerate(ids):
             if utt_id in index["utterances"] or utt_id in pending:
                 raise FeatureCacheError(f"utterance id '{utt_id}' is cached twice; ids must be unique in a split")
-            frames = _stored(speech[i, : int(num_frames[i])], dtype)
-            tokens = _stored(text[i, : int(num_tokens[i])], dtype)
+            frames = _stored(speech[i, : num_frames[i]], dtype)
+            tokens = _stored(text[i, : num_tokens[i]], dtype)
             shard[f"{utt_id}/speech"], shard[f"{utt_id}/text"] = frames, tokens
             shard_size += frames.nbytes + tokens.nbytes
-            label = int(tensors["labels"][i]) if "labels" in tensors else None
-            pending[utt_id] = {"shard": shard_name, "frames": len(frames), "tokens": len(tokens), "label": label}
+            pending[utt_id] = {"shard": shard_name, "frames": len(frames), "tokens": len(tokens), "label": labels[i]}
         if shard_size >= shard_bytes:
             flush()
     flush()
     _write_json(out_dir / INDEX, index)
     partial.unlink(missing_ok=True)
-    crab.train(was_training)
     return len(index["utterances"])
 
 
 def _stored(features: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(CPU, fp32) features as stored: in `dtype`, or in fp32 where `dtype` would overflow."""
     converted = features.to(dtype)
     if not torch.isfinite(converted).all() and torch.isfinite(features).all():
-        converted = features.float()  # beyond fp16's range: keep full precision
-    return converted.cpu().contiguous()
+        converted = features  # beyond fp16's range: keep full precision
+    return converted.contiguous()
 
 
 def _write_json(path: Path, value: dict) -> None:
