@@ -221,3 +221,28 @@ def test_encoder_cache_needs_the_masked_head(tmp_path):
     with pytest.raises(SystemExit, match="--encoder_cache needs --mask_padding true"):
         train_script.main([*argv, "--encoder_cache", str(tmp_path / "cache"), "--mask_padding", "false"])
     assert not (tmp_path / "cache").exists()  # refused before anything was encoded
+
+
+def test_compile_regions_trains_and_exports(tmp_path, monkeypatch):
+    """`--compile_regions aot_eager` (dynamo + AOTAutograd without code generation: quick on CPU) compiles the
+    encoder layers and head blocks in place; training runs and the export loads as a plain model."""
+    from modeling_crab import CrabForEmotionClassification
+    from modeling_crab.modeling_crab import CrabPreTrainedModel
+
+    compiled = []
+    original = CrabPreTrainedModel.compile_regions
+
+    def recording(model, **kwargs):
+        compiled.append(kwargs)
+        original(model, **kwargs)
+
+    monkeypatch.setattr(CrabPreTrainedModel, "compile_regions", recording)
+
+    manifest = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1})
+    out = tmp_path / "out"
+    argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(out), "--max_steps", "2", "--disable_tqdm"]
+    results = train_script.main([*argv, "True", "--max_duration_s", "1.0", "--compile_regions", "aot_eager"])
+    assert 0.0 <= results["eval_uar"] <= 1.0
+    assert compiled == [{"backend": "aot_eager"}]
+    exported = CrabForEmotionClassification.from_pretrained(out / "inference")
+    assert not any("_orig_mod" in key for key in exported.state_dict())
