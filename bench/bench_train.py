@@ -28,14 +28,11 @@ from common import (  # noqa: E402
     batch_indices,
     build_model,
     cached_batch,
-    check_same_function,
-    crab_config,
-    format_table,
     make_batch,
     make_utterances,
-    measured_peak_tflops,
+    mfu_peak,
     parse_setup,
-    record,
+    report,
     run_side_by_side,
     set_precision,
     summarize,
@@ -114,9 +111,7 @@ def main() -> None:
     args.rounds = args.rounds or (1 if device.type == "cuda" else 2)
     if args.threads:
         torch.set_num_threads(args.threads)
-    show_mfu = args.peak_tflops is not None or device.type == "cuda"  # a shared CPU has no meaningful peak
-    if show_mfu and args.peak_tflops is None:
-        args.peak_tflops = measured_peak_tflops(device)
+    show_mfu = mfu_peak(args, device)
     setups = [parse_setup(spec, device.type, "train", args.batch_size) for spec in args.setups.split(",")]
     utts = make_utterances(args.utterances, args.min_s, args.max_s, seed=0)
     warm_utts = make_utterances(
@@ -134,19 +129,9 @@ def main() -> None:
     notes = [
         f"{args.size}; {args.utterances} utterances uniform in {args.min_s}-{args.max_s} s, timed in {args.rounds} "
         f"interleaved round(s) after {args.warmup} warm-up micro-batches; {args.accum} micro-batches per AdamW step",
-        f"MFU against {args.peak_tflops or float('nan'):.3g} TFLOP/s (measured dense matmul unless --peak-tflops)",
         "FLOPs counted on the first timed micro-batch, padding included",
-        "levers: " + "; ".join(f"{s.name} = {{{', '.join(sorted(s.levers)) or 'none'}}}" for s in setups),
     ]
-    if args.check:
-        vocab_size = crab_config(args.size).text_config.vocab_size
-        notes += [check_same_function(args.size, s, device, utts, vocab_size) for s in setups if s.levers]
-    if device.type == "cpu":  # process CPU time: the ratio least disturbed by other jobs on a shared machine
-        columns = [*columns[:-1], "CPU-s/audio-s", columns[-1]]
-    if not show_mfu:
-        columns.remove("MFU")
-        notes = [note for note in notes if not note.startswith("MFU")]
-    record(args.results, f"Training, {args.size}, {args.device}", device, format_table(rows, columns), notes)
+    report(args, "Training", device, setups, utts, rows, columns, notes, show_mfu)
 
 
 if __name__ == "__main__":

@@ -451,3 +451,41 @@ def check_same_function(size: str, setup: Setup, device: torch.device, utts: Utt
         f"{loss_rel:.1e} -> {'same function' if ok else 'OUT OF TOLERANCE'} "
         f"({'1e-2 relative, low precision' if low_precision else '1e-5, fp32'})"
     )
+
+
+def mfu_peak(args, device: torch.device) -> bool:
+    """Whether to show MFU (CUDA, or a given `--peak-tflops`: a shared CPU has no meaningful peak); measures the
+    peak into `args.peak_tflops` when it is needed and not given."""
+    show = args.peak_tflops is not None or device.type == "cuda"
+    if show and args.peak_tflops is None:
+        args.peak_tflops = measured_peak_tflops(device)
+    return show
+
+
+def report(
+    args,
+    title: str,
+    device: torch.device,
+    setups: list[Setup],
+    utts: Utterances,
+    rows: list[dict],
+    columns: list[str],
+    notes: list[str],
+    show_mfu: bool,
+) -> None:
+    """The shared tail of bench_train/bench_infer: MFU and lever notes, the same-function checks, the CPU-time
+    column on CPU, then `record`."""
+    notes = [
+        *notes,
+        f"MFU against {args.peak_tflops or float('nan'):.3g} TFLOP/s (measured dense matmul unless --peak-tflops)",
+        "levers: " + "; ".join(f"{s.name} = {{{', '.join(sorted(s.levers)) or 'none'}}}" for s in setups),
+    ]
+    if args.check:
+        vocab_size = crab_config(args.size).text_config.vocab_size
+        notes += [check_same_function(args.size, s, device, utts, vocab_size) for s in setups if s.levers]
+    if device.type == "cpu":  # process CPU time: the ratio least disturbed by other jobs on a shared machine
+        columns = [*columns[:-1], "CPU-s/audio-s", columns[-1]]
+    if not show_mfu:
+        columns = [c for c in columns if c != "MFU"]
+        notes = [note for note in notes if not note.startswith("MFU")]
+    record(args.results, f"{title}, {args.size}, {args.device}", device, format_table(rows, columns), notes)

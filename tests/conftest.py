@@ -28,6 +28,16 @@ def device(request) -> torch.device:
     return torch.device(request.param)
 
 
+@pytest.fixture(scope="module")
+def one_intra_op_thread():
+    """For modules of many small forward passes (or several threads of them): one intra-op thread is faster and
+    immune to a busy machine's oversubscription. Use with `pytestmark = pytest.mark.usefixtures(...)`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     return build_tiny_tokenizer(SENTENCES, vocab_size=400)

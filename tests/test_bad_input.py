@@ -51,13 +51,7 @@ def scores(result: list[dict]) -> np.ndarray:
     return np.array([by_label[LABELS[i]] for i in range(len(LABELS))])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_intra_op_thread():
-    """Many small forward passes: one intra-op thread is faster, and immune to a busy machine's oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")  # many small forward passes (conftest)
 
 
 @pytest.fixture(scope="module")

@@ -33,13 +33,7 @@ def run_together(job, arguments: list) -> list:
         return list(pool.map(synchronised, arguments))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_intra_op_thread():
-    """Threads x torch's intra-op threads oversubscribe a small machine; one intra-op thread keeps this fast."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")  # many small forward passes (conftest)
 
 
 @pytest.fixture(scope="module")
