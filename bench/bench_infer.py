@@ -84,6 +84,7 @@ def main() -> None:
         "--peak-tflops", type=float, default=None, help="MFU denominator (default: measured on CUDA; no MFU on CPU)"
     )
     parser.add_argument("--no-check", dest="check", action="store_false", help="skip the same-function check")
+    parser.add_argument("--profile", default=None, help="also profile a few steps of each setup into this folder")
     parser.add_argument("--results", default="bench/RESULTS.md", help="append the table here ('' to skip)")
     args = parser.parse_args()
 
@@ -99,7 +100,9 @@ def main() -> None:
     warm_utts = make_utterances(max(args.warmup, 1) * max_batch, args.min_s, args.max_s, seed=1, fixed_s=args.fixed_s)
     warm_utts.num_samples[:max_batch] = utts.num_samples.max()  # the worst case sets peak memory
 
-    done = run_side_by_side(setups, lambda s: prepare(args, s, device, utts, warm_utts), device, args.rounds)
+    done = run_side_by_side(
+        setups, lambda s: prepare(args, s, device, utts, warm_utts), device, args.rounds, args.profile
+    )
     columns = list(COLUMNS)
     rows = [
         summarize(setup, prepared, utts, args.peak_tflops or float("nan")) for setup, prepared in zip(setups, done)

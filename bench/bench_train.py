@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument(
         "--peak-tflops", type=float, default=None, help="MFU denominator (default: measured on CUDA; no MFU on CPU)"
     )
+    parser.add_argument("--profile", default=None, help="also profile a few steps of each setup into this folder")
     parser.add_argument("--results", default="bench/RESULTS.md", help="append the table here ('' to skip)")
     args = parser.parse_args()
 
@@ -119,7 +120,9 @@ def main() -> None:
     )
     warm_utts.num_samples[: args.batch_size] = int(args.max_s * SAMPLING_RATE)  # the worst case sets peak memory
 
-    done = run_side_by_side(setups, lambda s: prepare(args, s, device, utts, warm_utts), device, args.rounds)
+    done = run_side_by_side(
+        setups, lambda s: prepare(args, s, device, utts, warm_utts), device, args.rounds, args.profile
+    )
     columns = list(COLUMNS)
     rows = [
         summarize(setup, prepared, utts, args.peak_tflops or float("nan")) for setup, prepared in zip(setups, done)

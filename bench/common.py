@@ -127,6 +127,7 @@ def build_model(
     torch.manual_seed(0)
     with device:
         model = CrabForEmotionClassification(config)
+    model.to(device)  # WavLM's masked_spec_embed comes from the legacy torch.Tensor(), which ignores `with device`
     model.freeze_feature_encoder()
     if "cached" in setup:
         if "mask" not in setup:
@@ -357,11 +358,16 @@ class Prepared:
 
 
 def run_side_by_side(
-    setups: list[Setup], prepare: Callable[[Setup], Prepared], device: torch.device, rounds: int
+    setups: list[Setup],
+    prepare: Callable[[Setup], Prepared],
+    device: torch.device,
+    rounds: int,
+    profile_dir: str | None = None,
 ) -> list[Prepared]:
     """Build and warm up each setup in turn (peak memory is measured from its build through its warm-up), then time
     them: one after another with `rounds=1` (each freed before the next is built), or interleaved in `rounds`
-    chunks so that load changes on a shared machine hit every setup alike."""
+    chunks so that load changes on a shared machine hit every setup alike. With `profile_dir`, each setup's first
+    timed steps are also run once more under the profiler after timing (`profile_steps`)."""
     memory = PeakMemory(device)
     done = []
     for setup in setups:
@@ -376,6 +382,8 @@ def run_side_by_side(
         print(f"[{setup.name}] built and warmed up; peak {prepared.peak_gib:.2f} GiB", flush=True)
         if rounds == 1:
             _time_chunk(prepared, range(len(prepared.timed)), device)
+            if profile_dir:
+                profile_steps(prepared, setup, device, profile_dir)
             prepared.step = prepared.flops_call = prepared.after_warmup = None  # free the model and optimizer
             prepared.timed = prepared.warm = []
             gc.collect()
@@ -387,7 +395,42 @@ def run_side_by_side(
             for prepared in done:
                 chunk = np.array_split(np.arange(len(prepared.timed)), rounds)[r]
                 _time_chunk(prepared, chunk, device)
+        if profile_dir:
+            for setup, prepared in zip(setups, done):
+                profile_steps(prepared, setup, device, profile_dir)
     return done
+
+
+def profile_steps(prepared: Prepared, setup: Setup, device: torch.device, out_dir: str, steps: int = 4) -> str:
+    """Where a step's time goes: `steps` timed steps (untimed here) under torch.profiler. Writes the top operators
+    and kernels by self device time to `out_dir/profile-<setup>.txt` and returns the one-line summary: wall time,
+    the time the device was busy with kernels (its share of the wall time is how far from launch-bound the step
+    is), and the kernel count."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    indices = range(min(steps, len(prepared.timed)))
+    synchronize(device)
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for i in indices:
+            prepared.step(prepared.timed[i], i)
+        synchronize(device)
+        wall = time.perf_counter() - start
+    events = prof.key_averages()
+    sort_key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    kernels = [e for e in prof.events() if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA]
+    busy = sum(e.device_time for e in kernels) / 1e6 if kernels else float("nan")
+    summary = (
+        f"{setup.name}: {len(indices)} steps in {wall * 1000:.0f} ms wall; kernels {busy * 1000:.0f} ms "
+        f"({busy / wall:.0%} of wall), {len(kernels) / max(1, len(indices)):.0f} kernel launches per step"
+    )
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "profile-" + re.sub(r"[^A-Za-z0-9._-]", "_", setup.name) + ".txt")
+    with open(path, "w") as f:
+        f.write(summary + "\n\n" + events.table(sort_by=sort_key, row_limit=30, max_name_column_width=70) + "\n")
+    print("[profile] " + summary, flush=True)
+    return summary
 
 
 def _time_chunk(prepared: Prepared, indices, device: torch.device) -> None:
