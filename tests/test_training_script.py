@@ -15,9 +15,45 @@ train_script = load_train_script()
 def test_without_a_manifest_the_demo_defaults_apply():
     model_args, data_args, loss_args, training_args = train_script.parse_arguments([])
     assert data_args.manifest is None and model_args.tiny
-    assert training_args.learning_rate == train_script.DEMO_DEFAULTS["learning_rate"]
-    assert loss_args.encoder_learning_rate == train_script.DEMO_DEFAULTS["encoder_learning_rate"]
+    assert training_args.learning_rate == train_script.SMALL_MODEL["learning_rate"]
+    assert loss_args.encoder_learning_rate == train_script.SMALL_MODEL["encoder_learning_rate"]
     assert training_args.output_dir == "crab_demo"
+
+
+@pytest.mark.parametrize("recipe", ["crab", "release"])
+def test_tiny_on_a_manifest_gets_small_model_settings(recipe):
+    """A tiny random model trained at the paper's 1e-5/1e-6 predicts one class for every clip: --tiny on a user's
+    manifest gets the demo's small-model settings under either recipe (flags still override them)."""
+    model_args, _, loss_args, training_args = train_script.parse_arguments(
+        ["--manifest", "m.csv", "--tiny", "--recipe", recipe]
+    )
+    assert training_args.output_dir == "outputs/crab"  # a manifest: not the demo's folder
+    for name, value in train_script.SMALL_MODEL.items():
+        args = next(a for a in (model_args, loss_args, training_args) if hasattr(a, name))
+        assert getattr(args, name) == value, name
+    _, _, _, overridden = train_script.parse_arguments(["--manifest", "m.csv", "--tiny", "--learning_rate", "1e-4"])
+    assert overridden.learning_rate == 1e-4
+
+
+def test_help_shows_the_values_the_run_uses(tmp_path, capsys):
+    """`--help` after a config file and flags prints the defaults of that run: the recipe's, the file's, the flags'."""
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"recipe": "release", "manifest": "m.csv", "num_train_epochs": 7}))
+    with pytest.raises(SystemExit):
+        train_script.parse_arguments([str(path), "--seed", "3", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, value in [
+        ("--text_padding", "max_length"),
+        ("--max_grad_norm", "0.0"),
+        ("--train_sampling_strategy", "random"),
+        ("--num_train_epochs", "7"),
+        ("--seed", "3"),
+        ("--max_duration_s", "12.0"),
+        ("--learning_rate", "1e-05"),
+        ("--test_batch_size", "1"),
+    ]:
+        section = text[text.index(f" {flag} ") :]
+        assert f"(default: {value})" in section[: section.index("(default:") + len(value) + 12], flag
 
 
 def test_with_a_manifest_the_paper_recipe_applies():
