@@ -15,6 +15,8 @@ from string import Template
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
+from .processing_crab import TRAINING_CROP_S
+
 MODEL_CARDS = Path(__file__).resolve().parent.parent / "model_cards"
 METRICS = {  # eval_results.json suffix -> (model-index metric type, display name)
     "war": ("accuracy", "WAR (accuracy)"),
@@ -108,7 +110,7 @@ def render_model_card(
     repo_id: str,
     dataset: str = "generic",
     license: str = "mit",
-    max_duration_s: float | None = 12.0,
+    max_duration_s: float | None = TRAINING_CROP_S,
     text_padding: str | None = None,
 ) -> ModelCard:
     """The model card: metadata (both encoders as `base_model`, `model-index` results) and the body from the

@@ -220,3 +220,18 @@ def test_an_epochs_short_last_step_divides_by_the_full_accumulation(release_run,
         losses[divisor] = trainer.compute_loss(model, dict(inputs)).item()
     trainer.full_accumulation_divisor = True
     assert losses[True] == pytest.approx(losses[False] / ACCUMULATION, rel=1e-5)
+
+
+def test_crab_predict_scores_equal_the_trainers_test_predictions(release_run, capsys):
+    """`crab predict` (batch size 8 by default) serves the release model as the trainer evaluated the test split."""
+    from modeling_crab import cli
+
+    expected = _rows(release_run["out"] / "predictions_test.csv")
+    ids = sorted(expected)
+    argv = ["predict", *(str(release_run["corpus"] / "wavs" / f"{uid}.wav") for uid in ids)]
+    for uid in ids:
+        argv += ["--text", WORDS[uid.split("_")[1]]]
+    assert cli.main([*argv, "--model", str(release_run["out"] / "inference"), "--json"]) == 0
+    for uid, result in zip(ids, json.loads(capsys.readouterr().out)):
+        scores = {row["label"]: row["score"] for row in result["scores"]}
+        np.testing.assert_allclose([scores[label] for label in LABELS], expected[uid], atol=1e-5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from training_helpers import LABELS, WORDS, load_train_script, write_corpus
 
 from modeling_crab.training import ManifestError, classify_file
@@ -83,6 +84,32 @@ def test_a_config_file_with_an_unknown_key_is_refused(tmp_path):
     path.write_text(json.dumps({"manifest": "m.csv", "epochs": 3}))
     with pytest.raises(SystemExit, match="unknown key"):
         train_script.parse_arguments([str(path)])
+
+
+def test_a_run_whose_predictions_collapse_to_one_class_says_so(tmp_path, monkeypatch, capsys):
+    """A model that predicts one class for every dev clip (it learned the prior only) is named in the summary."""
+    from modeling_crab.training import CrabTrainer
+
+    original = CrabTrainer.prediction_step
+
+    def always_sad(self, *args, **kwargs):
+        loss, logits, labels = original(self, *args, **kwargs)
+        return loss, torch.nn.functional.one_hot(torch.full((len(logits),), 3), len(LABELS)).float(), labels
+
+    monkeypatch.setattr(CrabTrainer, "prediction_step", always_sad)
+    manifest = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1})
+    argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(tmp_path / "out"), "--max_steps", "1"]
+    train_script.main([*argv, "--disable_tqdm", "True"])
+    summary = capsys.readouterr().out.split("Crab results")[-1]
+    assert "every dev clip is predicted 'sad'" in summary and "learned the class prior only" in summary
+
+
+def test_modality_dropout_is_a_flag_that_reaches_the_model(tmp_path):
+    manifest = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1})
+    out = tmp_path / "out"
+    argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(out), "--max_steps", "1"]
+    train_script.main([*argv, "--modality_dropout", "0.3", "--disable_tqdm", "True"])
+    assert json.loads((out / "inference" / "config.json").read_text())["modality_dropout"] == 0.3
 
 
 def test_bad_rows_stop_the_run_before_the_first_step(tmp_path):
