@@ -3,11 +3,14 @@
     python train.py                                       # built-in demo: synthetic corpus, tiny model, CPU, minutes
     python train.py --manifest data/iemocap/manifest.csv --output_dir outputs/iemocap
     python train.py configs/meld.json --num_train_epochs 1   # a JSON/YAML config file, then CLI overrides
+    python train.py --manifest m.csv --recipe release     # the authors' released training loop, setting by setting
     accelerate launch train.py configs/msp_podcast.json   # DDP (see docs/training.md for FSDP)
 
-Every argument: `python train.py --help`. Defaults follow the paper's recipe (SPEC §3) unless no `--manifest` is
-given, in which case the demo's defaults (`DEMO_DEFAULTS`) apply. At the end `output_dir` holds
-`eval_results.json`, `confusion_matrix_*.png`, `training_curves.png` and the inference export in `inference/`.
+Every argument, with the value this run would use: `python train.py [config file] [flags] --help`. The defaults are
+written once, below: the paper's hyperparameters with our training loop (`CRAB_RECIPE`), what the released loop
+changes (`RELEASE_RECIPE`), small-model settings for `--tiny` (`SMALL_MODEL`); config files hold only what differs.
+At the end `output_dir` holds `eval_results.json` (with the recipe and padding the model was trained with),
+`predictions_<split>.csv`, `confusion_matrix_*.png`, `training_curves.png` and the inference export in `inference/`.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from modeling_crab import MLCS_TAPS, CrabForEmotionClassification, CrabProcessor, export_for_inference
+from modeling_crab import MLCS_TAPS, CrabConfig, CrabForEmotionClassification, CrabProcessor, export_for_inference
+from modeling_crab.processing_crab import MAX_TEXT_TOKENS, TEXT_PADDINGS, TRAINING_CROP_S
 from modeling_crab.training import (
     CrabAudioTextDataset,
     CrabDataCollator,
@@ -64,17 +68,57 @@ from modeling_crab.training.plots import plot_confusion_matrix, plot_training_cu
 logger = logging.getLogger("crab.train")
 
 
+RECIPES = ("crab", "release")
+
+
 @dataclass
 class ModelArguments:
-    audio_encoder: str = field(default="microsoft/wavlm-large", metadata={"help": "speech encoder on the Hub"})
-    text_encoder: str = field(default="roberta-large", metadata={"help": "text encoder on the Hub"})
-    tiny: bool = field(default=False, metadata={"help": "random tiny encoders and a local tokenizer (demo, tests)"})
+    recipe: str = field(
+        default="crab",
+        metadata={
+            "help": "crab: our training loop (masked padding, per-batch text padding, length-grouped batches); "
+            "release: the authors' released training loop, setting by setting (docs/training.md)",
+            "choices": list(RECIPES),
+        },
+    )
+    audio_encoder: str = field(default=CrabConfig.audio_encoder_name, metadata={"help": "speech encoder on the Hub"})
+    text_encoder: str = field(default=CrabConfig.text_encoder_name, metadata={"help": "text encoder on the Hub"})
+    tiny: bool = field(
+        default=False,
+        metadata={
+            "help": "random tiny encoders, a local tokenizer and small-model settings (SMALL_MODEL: demo, tests)"
+        },
+    )
     model_name_or_path: str | None = field(default=None, metadata={"help": "fine-tune an existing Crab checkpoint"})
-    mask_padding: bool = field(default=True, metadata={"help": "False: the released head's unmasked numerics"})
-    unimodal_tap: str = field(default="pre_gru", metadata={"help": "pre_gru (released code) or post_gru (paper)"})
+    mask_padding: bool = field(
+        default=CrabConfig.mask_padding, metadata={"help": "False: the released head's unmasked numerics"}
+    )
+    unimodal_tap: str = field(
+        default=CrabConfig.unimodal_tap,
+        metadata={"help": "pre_gru (released code) or post_gru (paper)", "choices": ["pre_gru", "post_gru"]},
+    )
     freeze_feature_encoder: bool = field(default=True, metadata={"help": "freeze the speech encoder's CNN"})
-    classifier_dropout: float | None = field(default=None, metadata={"help": "head dropout (default: config, 0.5)"})
-    cross_attention_dropout: float | None = field(default=None, metadata={"help": "default: config, 0.5"})
+    classifier_dropout: float | None = field(
+        default=None,
+        metadata={"help": f"head dropout (none: {CrabConfig.classifier_dropout}, or a fine-tuned checkpoint's own)"},
+    )
+    cross_attention_dropout: float | None = field(
+        default=None, metadata={"help": f"none: {CrabConfig.cross_attention_dropout}, or a checkpoint's own"}
+    )
+    modality_dropout: float = field(
+        default=CrabConfig.modality_dropout,
+        metadata={
+            "help": "probability that a training transcript is replaced by the empty one, so that the model also "
+            "classifies audio alone (the pipeline's text='', crab predict --audio-only). Not in the paper"
+        },
+    )
+    pass_audio_attention_mask: bool | None = field(
+        default=None,
+        metadata={
+            "help": "give the speech encoder the waveform padding mask: none = only encoders with a layer-norm CNN "
+            "(WavLM-large); true = always (the release)"
+        },
+    )
     audio_attention: str = field(
         default="sdpa", metadata={"help": "WavLM self-attention: sdpa (fused) or eager", "choices": ["sdpa", "eager"]}
     )
@@ -91,7 +135,8 @@ class ModelArguments:
         metadata={
             "help": "frozen-encoder mode: cache both encoders' outputs for every split in this folder (reused while "
             "encoders, processor and data are unchanged; an interrupted encoding resumes) and train only the head "
-            "and CSL legs from it, in minutes. Not the paper's recipe: no encoder fine-tuning (docs/training.md)"
+            "and CSL legs from it, in minutes. Not the paper's recipe: no encoder fine-tuning; needs the masked "
+            "head (--recipe crab) (docs/training.md)"
         },
     )
 
@@ -106,9 +151,26 @@ class DataArguments:
     eval_split: str = "dev"
     test_split: str | None = field(default="test", metadata={"help": "evaluated at the end if the manifest has it"})
     labels: str | None = field(default=None, metadata={"help": "comma-separated label set (default: train labels)"})
-    max_duration_s: float = field(default=12.0, metadata={"help": "audio is cropped to its first N seconds"})
-    max_text_length: int = 128
+    max_duration_s: float = field(
+        default=TRAINING_CROP_S, metadata={"help": "audio is cropped to its first N seconds"}
+    )
+    max_text_length: int = field(default=MAX_TEXT_TOKENS, metadata={"help": "transcripts are truncated at N tokens"})
+    text_padding: str = field(
+        default="longest",
+        metadata={
+            "help": "longest: pad transcripts to the longest of the batch; max_length: always to max_text_length "
+            "(the release). Saved with the processor, so inference pads the same way",
+            "choices": list(TEXT_PADDINGS),
+        },
+    )
     normalization: str = field(default="global", metadata={"help": "global (train-set stats), utterance or none"})
+    test_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "batch size of the final test-split evaluation (none: per_device_eval_batch_size; 1: each clip "
+            "alone, without audio padding, the release's test protocol)"
+        },
+    )
     preprocessing_num_workers: int = field(default=4, metadata={"help": "threads that read audio for the scan"})
     skip_bad_rows: bool = field(
         default=False,
@@ -118,17 +180,48 @@ class DataArguments:
 
 @dataclass
 class CrabLossArguments:
-    mlcs_weight: float = field(default=2.0, metadata={"help": "alpha; 0 trains with CE alone"})
-    mlcs_temperature: float = 0.1
-    mlcs_loss: str = field(default="mpcl", metadata={"help": "mpcl (paper) or supcon"})
+    mlcs_weight: float = field(default=CrabConfig.mlcs_weight, metadata={"help": "alpha; 0 trains with CE alone"})
+    mlcs_temperature: float = field(default=CrabConfig.mlcs_temperature, metadata={"help": "tau of MPCL/SupCon"})
+    mlcs_loss: str = field(
+        default=CrabConfig.mlcs_loss, metadata={"help": "mpcl (paper) or supcon", "choices": ["mpcl", "supcon"]}
+    )
     mlcs_taps: list[str] = field(default_factory=lambda: list(MLCS_TAPS), metadata={"help": "active CSL taps"})
     mlcs_gather: bool = field(default=False, metadata={"help": "contrast over the global batch of all DDP ranks"})
     class_weighted: bool = field(default=True, metadata={"help": "w_j = N / (C N_j) in the CE term"})
     encoder_learning_rate: float = field(default=1e-6, metadata={"help": "lr of both encoders (head: learning_rate)"})
+    decay_every_parameter: bool = field(
+        default=False,
+        metadata={"help": "weight decay on biases and LayerNorm weights too (torch AdamW's default, the release)"},
+    )
+    epoch_cosine: bool = field(
+        default=False,
+        metadata={
+            "help": "the release's schedule: torch CosineAnnealingLR(T_max=num_train_epochs) per parameter group, "
+            "stepped once per epoch, down to learning_rate_floor (head) and encoder_learning_rate_floor; "
+            "lr_scheduler_type and warmup are then unused"
+        },
+    )
+    learning_rate_floor: float = field(default=1e-6, metadata={"help": "eta_min of the head under --epoch_cosine"})
+    encoder_learning_rate_floor: float = field(
+        default=1e-7, metadata={"help": "eta_min of both encoders under --epoch_cosine"}
+    )
+    full_accumulation_divisor: bool = field(
+        default=False,
+        metadata={
+            "help": "divide the loss by gradient_accumulation_steps also in an epoch's last, shorter accumulation "
+            "(the release); false: by the micro-batches that step has"
+        },
+    )
 
 
-# The paper's recipe (SPEC §3): effective batch 32, 20 epochs, AdamW 0.01, cosine, best dev macro-F1, seed 42.
-PAPER_DEFAULTS = {
+# ---- defaults: each written once. The dataclasses above hold those of Crab's own arguments; the recipes below hold
+# TrainingArguments' values and whatever a recipe changes. Layers, lowest first: dataclass defaults < CRAB_RECIPE
+# (+ the GPU's settings) < RELEASE_RECIPE with --recipe release < SMALL_MODEL with --tiny < DEMO without a manifest
+# < a config file < command-line flags. `python train.py [config] [flags] --help` shows the result.
+
+# "crab", the default: the paper's hyperparameters (SPEC §3; effective batch 32, 20 epochs, AdamW 0.01, cosine, best
+# dev macro-F1, seed 42) with our training loop (masked padding, length-grouped batches, Trainer's cosine per step).
+CRAB_RECIPE = {
     "output_dir": "outputs/crab",
     "learning_rate": 1e-5,
     "weight_decay": 0.01,
@@ -152,6 +245,24 @@ PAPER_DEFAULTS = {
     "use_cpu": not torch.accelerator.is_available(),
 }
 
+# "release": the authors' released training loop (train_crab.py, dataset.py, test_crab.py), setting by setting; only
+# what differs from "crab". docs/training.md has the two side by side, with the reasons.
+RELEASE_RECIPE = {
+    "mask_padding": False,  # the head masks nothing
+    "text_padding": "max_length",  # every transcript padded to 128 tokens, in training, dev, test and serving
+    "pass_audio_attention_mask": True,  # the waveform mask goes to the speech encoder whatever its CNN norm
+    "decay_every_parameter": True,  # three torch AdamW with the default 0.01 on every tensor
+    "epoch_cosine": True,  # CosineAnnealingLR(T_max=epochs) stepped per epoch, floors 1e-6 head / 1e-7 encoders
+    "max_grad_norm": 0.0,  # no gradient clipping
+    "train_sampling_strategy": "random",  # shuffled batches; dev and test in manifest order
+    "full_accumulation_divisor": True,  # loss / accumulation steps, also in an epoch's last, shorter step
+    "per_device_eval_batch_size": 32,  # dev batched at 4 micro-batches, padded like training
+    "test_batch_size": 1,  # test: one clip at a time (no audio padding), argmax
+    "bf16": False,  # fp32 throughout, also on GPUs where CRAB_RECIPE turns on bf16 autocast
+    "tf32": False,
+}
+RECIPE_SETTINGS = {"crab": {}, "release": RELEASE_RECIPE}
+
 
 def gpu_defaults() -> dict:
     """On CUDA machines: DataLoader workers (up to 4 per GPU, kept across epochs), so that reading and resampling
@@ -168,12 +279,11 @@ def gpu_defaults() -> dict:
     return defaults
 
 
-# The built-in demo (no --manifest) trains random tiny encoders, not pretrained ones: one learning rate of 2e-3 for
-# everything (the paper's 1e-5/1e-6 suit pretrained encoders), the random CNN trained, light dropout, and a small MLCS
-# weight (at alpha = 2 the contrastive pull on random features slows a from-scratch model down; see docs/training.md).
-DEMO_DEFAULTS = {
-    "tiny": True,
-    "output_dir": "crab_demo",
+# --tiny trains random tiny encoders, not pretrained ones, so it gets small-model settings whatever the recipe: one
+# learning rate of 2e-3 for everything (the paper's 1e-5/1e-6 suit pretrained encoders; a tiny random model trained
+# with them predicts one class for every clip), the random CNN trained, light dropout, and a small MLCS weight (at
+# alpha = 2 the contrastive pull on random features slows a from-scratch model down; see docs/training.md).
+SMALL_MODEL = {
     "learning_rate": 2e-3,
     "encoder_learning_rate": 2e-3,
     "freeze_feature_encoder": False,
@@ -185,10 +295,12 @@ DEMO_DEFAULTS = {
     "gradient_accumulation_steps": 1,
     "logging_steps": 5,
 }
+# No --manifest: the built-in demo corpus, with a tiny model.
+DEMO = {"tiny": True, "output_dir": "crab_demo"}
 
 
 def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, CrabLossArguments, TrainingArguments]:
-    """Defaults < PAPER_DEFAULTS (or + DEMO_DEFAULTS without a manifest) < an optional config file < CLI flags."""
+    """Arguments with the layered defaults above; `--help` shows the values this run would use."""
     parser = HfArgumentParser((ModelArguments, DataArguments, CrabLossArguments, TrainingArguments))
     known = {action.dest for action in parser._actions}
     file_values: dict = {}
@@ -198,10 +310,18 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, Cra
         unknown = sorted(set(file_values) - known)
         if unknown:
             raise SystemExit(f"config file '{config_file}': unknown key(s) {unknown}; see `python train.py --help`")
-    paper_defaults = {**PAPER_DEFAULTS, **gpu_defaults()}
-    parser.set_defaults(**{**paper_defaults, **file_values})
-    if parser.parse_args(argv).manifest is None:
-        parser.set_defaults(**{**paper_defaults, **DEMO_DEFAULTS, **file_values})
+    # which recipe, model and data: the file's values under the command line's (without --help, which would exit)
+    parser.set_defaults(**file_values)
+    without_help = [arg for arg in argv if arg not in ("-h", "--help")]
+    chosen, _ = parser.parse_known_args(without_help)
+    defaults = {**CRAB_RECIPE, **gpu_defaults(), **RECIPE_SETTINGS[chosen.recipe]}
+    if chosen.tiny or chosen.manifest is None:
+        defaults.update(SMALL_MODEL)
+    if chosen.manifest is None:
+        defaults.update(DEMO)
+    parser.set_defaults(**{**defaults, **file_values})
+    if "-h" in argv or "--help" in argv:  # show this run's values, the command line's included
+        parser.set_defaults(**vars(parser.parse_known_args(without_help)[0]))
     return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
 
 
@@ -231,6 +351,7 @@ def build_processor(model_args, data_args, train_texts: list[str], checkpoint: s
         processor = CrabProcessor(feature_extractor, tokenizer)
     processor.max_duration_s = data_args.max_duration_s
     processor.max_text_length = data_args.max_text_length
+    processor.text_padding = data_args.text_padding
     processor.normalization = data_args.normalization
     return processor
 
@@ -245,6 +366,8 @@ def build_model(model_args, loss_args, label_names: list[str], vocab_size: int, 
         "mlcs_temperature": loss_args.mlcs_temperature,
         "mlcs_loss": loss_args.mlcs_loss,
         "use_csl_legs": loss_args.mlcs_weight > 0,
+        "modality_dropout": model_args.modality_dropout,
+        "pass_audio_attention_mask": model_args.pass_audio_attention_mask,
         "audio_attention": model_args.audio_attention,
     }
     for name in ("classifier_dropout", "cross_attention_dropout"):
@@ -274,9 +397,9 @@ def build_model(model_args, loss_args, label_names: list[str], vocab_size: int, 
     return model
 
 
-def write_predictions(trainer: CrabTrainer, dataset, label_names: list[str], path: Path) -> None:
-    """`id,prediction,<score per class>` for a split without labels, in the dataset's order."""
-    scores = torch.from_numpy(trainer.predict(dataset).predictions).softmax(dim=-1)
+def write_predictions(trainer: CrabTrainer, logits, dataset, label_names: list[str], path: Path) -> None:
+    """`id,prediction,<score per class>` for every utterance of a split, in the dataset's order."""
+    scores = torch.from_numpy(logits).float().softmax(dim=-1)
     ids = dataset.ids if isinstance(dataset, CachedFeatures) else [u.id for u in dataset.utterances]
     if trainer.is_world_process_zero():
         with path.open("w", newline="") as handle:
@@ -286,11 +409,20 @@ def write_predictions(trainer: CrabTrainer, dataset, label_names: list[str], pat
                 writer.writerow([utterance_id, label_names[max(range(len(row)), key=row.__getitem__)], *row])
 
 
+def collapsed_class(predicted, label_names: list[str]) -> str | None:
+    """The one class a split's predictions all fall in (a model that learned only the prior), else None."""
+    classes = set(predicted.tolist())
+    return label_names[classes.pop()] if len(classes) == 1 and len(label_names) > 1 and len(predicted) > 1 else None
+
+
 def build_encoder_cache(model, processor, datasets: dict, splits: dict, cache_root: str, training_args) -> dict:
     """Frozen-encoder mode: freeze both encoders, cache their outputs for every split in `cache_root/<split>` (the
     main process encodes, the others wait and read) and return the cached datasets."""
     if not model.config.mask_padding:
-        raise SystemExit("--encoder_cache needs --mask_padding true: cached features are stored without padding")
+        raise SystemExit(
+            "--encoder_cache needs --mask_padding true: cached features are stored without padding, and the unmasked "
+            "head computes another function without it; add --recipe crab (or --mask_padding true)"
+        )
     freeze_encoders(model)
     model.to(training_args.device)
     settings = {
@@ -430,6 +562,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         encoder_learning_rate=loss_args.encoder_learning_rate,
         mlcs_gather=loss_args.mlcs_gather,
         freeze_feature_encoder=model_args.freeze_feature_encoder,
+        decay_every_parameter=loss_args.decay_every_parameter,
+        epoch_cosine_floors=(
+            (loss_args.learning_rate_floor, loss_args.encoder_learning_rate_floor) if loss_args.epoch_cosine else None
+        ),
+        full_accumulation_divisor=loss_args.full_accumulation_divisor,
     )
 
     # ---- train, evaluate, export ----------------------------------------------------------------------------------
@@ -440,25 +577,41 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     results = {}
     per_split = {}
-    if "test" in datasets and not test_has_labels:  # hidden labels (MSP-Podcast Test3): predictions only
-        write_predictions(trainer, datasets["test"], label_names, output_dir / f"predictions_{splits['test']}.csv")
+    notes = []
     for role in ("eval", "test"):
-        if role not in datasets or (role == "test" and not test_has_labels):
+        if role not in datasets:
             continue
-        prediction = trainer.predict(datasets[role], metric_key_prefix=role)
+        batch_size = data_args.test_batch_size if role == "test" else None
+        prediction = trainer.predict(datasets[role], metric_key_prefix=role, batch_size=batch_size)
+        path = output_dir / f"predictions_{splits[role]}.csv"
+        write_predictions(trainer, prediction.predictions, datasets[role], label_names, path)
+        if role == "test" and not test_has_labels:  # hidden labels (MSP-Podcast Test3): predictions only
+            continue
         results.update(prediction.metrics)
         predicted = prediction.predictions.argmax(axis=-1)
         per_split[splits[role]] = classification_metrics(prediction.label_ids, predicted, label_names)
+        collapsed = collapsed_class(predicted, label_names)
+        if collapsed is not None:
+            notes.append(
+                f"warning: every {splits[role]} clip is predicted '{collapsed}': the model learned the class prior "
+                "only. Check the learning rates (--tiny models need SMALL_MODEL's), the epochs and the labels"
+            )
+            logger.warning(notes[-1])
         if trainer.is_world_process_zero():
             matrix = confusion(prediction.label_ids, predicted, len(label_names))
             plot_confusion_matrix(
                 matrix, label_names, output_dir / f"confusion_matrix_{splits[role]}.png", f"{splits[role]} split"
             )
+    # how the model was trained, so that a reader of the results (and the model card) can tell
+    results.update(
+        recipe=model_args.recipe, text_padding=processor.text_padding, mask_padding=model.config.mask_padding
+    )
     if trainer.is_world_process_zero():
         (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
         plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
         export_for_inference(trainer.model, processor, output_dir / "inference")
-        print(f"\nCrab results ({output_dir}):\n" + summary_table(per_split, label_names))
+        summary = summary_table(per_split, label_names)
+        print(f"\nCrab results ({output_dir}, recipe '{model_args.recipe}'):\n" + "\n".join([summary, *notes]))
         print(f"inference model: {output_dir / 'inference'}  (eval_results.json, *.png next to it)\n")
     return results
 

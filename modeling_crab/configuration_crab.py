@@ -67,6 +67,9 @@ class CrabConfig(PreTrainedConfig):
         modality_dropout: in training, the probability that an utterance's transcript is replaced by the empty one
             (`<s></s>`), so that the model also works on audio alone (the pipeline's audio-only mode). Not in the
             paper; 0 by default.
+        pass_audio_attention_mask: whether the speech encoder gets the waveform padding mask. `None` (default):
+            only encoders with a layer-normalised CNN (WavLM/wav2vec 2.0 large); group-norm base checkpoints were
+            pretrained on zero padding without one. `True`: always, as the released code did.
         audio_attention: WavLM self-attention, `"sdpa"` (`wavlm_attention.py`: transformers' function through
             `scaled_dot_product_attention`, fused kernels, no (B, H, T, T) weights kept for backward) or `"eager"`
             (transformers' own, needed for `output_attentions`); no effect on other speech encoders.
@@ -94,6 +97,7 @@ class CrabConfig(PreTrainedConfig):
     mlcs_loss: str = "mpcl"
     use_csl_legs: bool = True
     modality_dropout: float = 0.0
+    pass_audio_attention_mask: bool | None = None
     audio_attention: str = "sdpa"
     fp32_under_autocast: list[str] | None = None
     audio_encoder_name: str = "microsoft/wavlm-large"
@@ -132,5 +136,7 @@ class CrabConfig(PreTrainedConfig):
     @property
     def audio_feeds_attention_mask(self) -> bool:
         """Speech encoders with a layer-normalised CNN (WavLM/wav2vec 2.0 large) take an attention mask; group-norm
-        ones (base checkpoints) were trained on zero padding without one."""
+        ones (base checkpoints) were trained on zero padding without one. `pass_audio_attention_mask` overrides."""
+        if self.pass_audio_attention_mask is not None:
+            return bool(self.pass_audio_attention_mask)
         return getattr(self.audio_config, "feat_extract_norm", "layer") == "layer"

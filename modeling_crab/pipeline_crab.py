@@ -112,6 +112,8 @@ class CrabEmotionPipeline(Pipeline):
         return_windows: return `{"aggregate", "windows", "text"}` instead of the aggregate label list.
         asr_model: a speech-recognition model name/path, a built ASR pipeline or model, for missing transcripts.
         batch_size: windows per forward pass (windows are batched longest first; answers keep the input order).
+            Models trained without padding masks (`config.mask_padding=False`, the release recipe) see one window
+            per pass, as in the released test protocol: padding would change their scores.
         precision: `"fp32"` (default) or `"bf16"`: bf16 autocast, with the speech CNN and the GRUs in fp32
             (`config.fp32_under_autocast`); probabilities within about 1e-2 of fp32, several times faster on GPUs.
     """
@@ -157,6 +159,8 @@ class CrabEmotionPipeline(Pipeline):
         Safe to call from several threads at once: a call keeps its state in local variables.
         """
         batch_size = kwargs.pop("batch_size", None) or self._batch_size or 1
+        if not getattr(self.model.config, "mask_padding", True):
+            batch_size = 1  # an unmasked head computes another function on padded audio: one window at a time
         kwargs.pop("num_workers", None)
         preprocess, forward, postprocess = self._sanitize_parameters(**kwargs)
         preprocess = {**self._preprocess_params, **preprocess}
@@ -175,7 +179,8 @@ class CrabEmotionPipeline(Pipeline):
         ]
 
         # every window of every recording, longest first in forward batches of `batch_size` (little padding to
-        # compute; the head masks it), then back in input order
+        # compute; the head masks it), then back in input order. Transcripts are padded as in training (the
+        # processor's saved `text_padding`)
         windows = [w for p in prepared for w in zip(p["waveforms"], p["window_texts"], p["window_names"])]
         order = sorted(range(len(windows)), key=lambda i: -len(windows[i][0]))
         probabilities = []

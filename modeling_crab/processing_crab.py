@@ -3,7 +3,9 @@
 Audio goes through: validation -> crop to `max_duration_s` -> mono downmix -> resampling to the extractor's rate
 (16 kHz) -> waveform normalisation -> zero padding. The crop comes first (only the input samples the kept seconds
 depend on are read), so an hour-long recording costs no more than its first `max_duration_s`. Text is tokenised,
-truncated at `max_text_length`; a whitespace-only transcript is the empty one (`<s></s>`, audio only).
+truncated at `max_text_length` and padded as the model was trained (`text_padding`: to the longest transcript of
+the batch, or always to `max_text_length` as the released code did); a whitespace-only transcript is the empty one
+(`<s></s>`, audio only).
 The normalisation statistics (SPEC §3: one global mean/std computed on the training audio) are saved with the
 processor, so users never copy them into their code.
 """
@@ -23,6 +25,10 @@ from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
 NORMALIZATIONS = ("global", "utterance", "none")
+TEXT_PADDINGS = ("longest", "max_length")
+# The training crop and the transcript length of the paper's recipe (SPEC §3); `train.py` reads its defaults here.
+TRAINING_CROP_S = 12.0
+MAX_TEXT_TOKENS = 128
 LOWPASS_FILTER_WIDTH = 6
 # A recording whose peak-to-peak amplitude is below one 16-bit step carries no signal: it gets a warning.
 SILENCE_PEAK_TO_PEAK = 2.0**-15
@@ -118,6 +124,10 @@ class CrabProcessor(ProcessorMixin):
         max_duration_s: audio longer than this is cropped to its first `max_duration_s` seconds (12 s in training);
             `None` keeps the whole waveform.
         max_text_length: transcripts are truncated at this many tokens (128 in the paper).
+        text_padding: `"longest"` pads transcripts to the longest of the batch; `"max_length"` always pads them to
+            `max_text_length`, as the released code did in training and testing. A model whose head does not mask
+            padding (`mask_padding=False`) computes another function under other padding, so training saves the
+            padding it used here and every caller (pipeline, `crab predict`, handler, Space) inherits it.
         normalization: `"global"` (subtract `waveform_mean`, divide by `waveform_std`, the statistics of the
             training audio), `"utterance"` (zero mean, unit variance per utterance) or `"none"`.
         waveform_mean / waveform_std: the global statistics, set by training through `set_waveform_stats`.
@@ -131,9 +141,10 @@ class CrabProcessor(ProcessorMixin):
         self,
         feature_extractor,
         tokenizer,
-        max_duration_s: float | None = 12.0,
-        max_text_length: int = 128,
+        max_duration_s: float | None = TRAINING_CROP_S,
+        max_text_length: int = MAX_TEXT_TOKENS,
         normalization: str = "utterance",
+        text_padding: str = "longest",
         waveform_mean: float = 0.0,
         waveform_std: float = 1.0,
         **kwargs,
@@ -142,6 +153,9 @@ class CrabProcessor(ProcessorMixin):
             raise ValueError(f"normalization='{normalization}'; use one of {NORMALIZATIONS}")
         if not waveform_std > 0:
             raise ValueError(f"waveform_std must be positive, got {waveform_std}")
+        if text_padding not in TEXT_PADDINGS:
+            raise ValueError(f"text_padding='{text_padding}'; use one of {TEXT_PADDINGS}")
+        self.text_padding = text_padding
         self.max_duration_s = max_duration_s
         self.max_text_length = max_text_length
         self.normalization = normalization
@@ -262,7 +276,7 @@ class CrabProcessor(ProcessorMixin):
         sampling_rate: int | None = None,
         return_tensors: str | None = "pt",
         padding: bool = True,
-        text_padding: bool | str = True,
+        text_padding: bool | str | None = None,
         max_duration_s: float | None = ...,
         max_text_length: int | None = None,
         pad_to_multiple_of: int | None = None,
@@ -277,8 +291,8 @@ class CrabProcessor(ProcessorMixin):
                 multichannel recording in a list.
             text: the transcript(s), one per waveform.
             sampling_rate: the rate of `audio`; it is resampled to the model's rate when different.
-            text_padding: `True` pads to the longest transcript; `"max_length"` pads to `max_text_length`, as the
-                released code did.
+            text_padding: `None` pads as the model was trained (the saved `text_padding`); `True`/`"longest"` pads to
+                the longest transcript; `"max_length"` pads to `max_text_length`, as the released code did.
             max_duration_s / max_text_length: override the saved crop and truncation lengths for this call.
             names: what to call each utterance in errors and warnings (default `audio 0`, `audio 1`, ...).
         Returns:
@@ -326,7 +340,8 @@ class CrabProcessor(ProcessorMixin):
                 raise ValueError(f"got {len(data['input_values'])} waveforms but {len(texts)} transcripts{hint}")
             if names is not None and len(names) != len(texts):
                 raise ValueError(f"got {len(texts)} transcripts but {len(names)} names")
-            data.update(self._tokenize(texts, text_padding, max_text_length or self.max_text_length, names))
+            padding = self.text_padding if text_padding is None else text_padding
+            data.update(self._tokenize(texts, padding, max_text_length or self.max_text_length, names))
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def batch_decode(self, *args, **kwargs):
@@ -336,4 +351,13 @@ class CrabProcessor(ProcessorMixin):
         return self.tokenizer.decode(*args, **kwargs)
 
 
-__all__ = ["CrabProcessor", "resample", "resample_input_length", "check_sampling_rate", "pcm_to_float32"]
+__all__ = [
+    "CrabProcessor",
+    "TRAINING_CROP_S",
+    "MAX_TEXT_TOKENS",
+    "TEXT_PADDINGS",
+    "resample",
+    "resample_input_length",
+    "check_sampling_rate",
+    "pcm_to_float32",
+]

@@ -15,6 +15,8 @@ from string import Template
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
+from .processing_crab import TRAINING_CROP_S
+
 MODEL_CARDS = Path(__file__).resolve().parent.parent / "model_cards"
 METRICS = {  # eval_results.json suffix -> (model-index metric type, display name)
     "war": ("accuracy", "WAR (accuracy)"),
@@ -82,16 +84,38 @@ def _results_table(entries: list[EvalResult]) -> str:
     return "\n".join(rows)
 
 
+def training_setup(config: dict, eval_results: dict, text_padding: str | None) -> str:
+    """One paragraph: the recipe (from `eval_results.json`) and the padding the model was trained with."""
+    recipe = eval_results.get("recipe")
+    text_padding = eval_results.get("text_padding", text_padding)
+    named = f"the `{recipe}` training recipe" if recipe else "a training recipe that `eval_results.json` does not name"
+    if recipe == "release":
+        named += " (the authors' released training loop)"
+    padded = "to 128 tokens" if text_padding == "max_length" else "to the longest transcript of each batch"
+    if config.get("mask_padding", True):
+        return (
+            f"Trained with {named}. Transcripts were padded {padded}; the head masks padded frames and tokens, so a "
+            "clip's scores do not depend on what it is batched with."
+        )
+    return (
+        f"Trained with {named}. Transcripts were padded {padded} and the head does not mask padding "
+        "(`mask_padding: false`), so its scores depend on padding: the saved processor pads transcripts the same "
+        "way, and the pipeline classifies one window at a time (no audio padding), as the model was evaluated."
+    )
+
+
 def render_model_card(
     config: dict,
     eval_results: dict[str, float],
     repo_id: str,
     dataset: str = "generic",
     license: str = "mit",
-    max_duration_s: float | None = 12.0,
+    max_duration_s: float | None = TRAINING_CROP_S,
+    text_padding: str | None = None,
 ) -> ModelCard:
     """The model card: metadata (both encoders as `base_model`, `model-index` results) and the body from the
-    templates. `config` is the checkpoint's `config.json`; `eval_results` the training's `eval_results.json`."""
+    templates. `config` is the checkpoint's `config.json`; `eval_results` the training's `eval_results.json`
+    (its `recipe` and `text_padding` say how the model was trained; `text_padding` is the saved processor's)."""
     if dataset not in DATASETS:
         raise ValueError(f"dataset '{dataset}' has no card template; choose one of {sorted(DATASETS)}")
     info = DATASETS[dataset]
@@ -118,6 +142,7 @@ def render_model_card(
         "dataset_name": info.name,
         "training_summary": info.summary,
         "max_duration": f"{max_duration_s or 0:g}",
+        "training_setup": training_setup(config, eval_results, text_padding),
     }
     values["dataset_section"] = Template(_template(f"{dataset}.md")).substitute(values).strip()
     body = Template(_template("card.md")).substitute(values)
@@ -163,7 +188,9 @@ def stage_model_repo(output_dir: Path, out_dir: Path, repo_id: str, dataset: str
         ) from None
     export_for_inference(model, processor, out_dir)
     config = json.loads((out_dir / "config.json").read_text())
-    card = render_model_card(config, eval_results, repo_id, dataset, license, processor.max_duration_s)
+    card = render_model_card(
+        config, eval_results, repo_id, dataset, license, processor.max_duration_s, processor.text_padding
+    )
     card.save(out_dir / "README.md")
     for name in ("handler.py", "requirements.txt"):
         shutil.copyfile(MODEL_CARDS / name, out_dir / name)

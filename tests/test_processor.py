@@ -106,6 +106,23 @@ def test_mismatched_counts_and_bad_text(tiny_processor):
         tiny_processor(text=["a", None])
     with pytest.raises(ValueError, match="normalization"):
         CrabProcessor(tiny_processor.feature_extractor, tiny_processor.tokenizer, normalization="peak")
+    with pytest.raises(ValueError, match=r"text_padding='max'; use one of \('longest', 'max_length'\)"):
+        CrabProcessor(tiny_processor.feature_extractor, tiny_processor.tokenizer, text_padding="max")
+
+
+def test_the_saved_text_padding_is_the_default_of_every_call(tiny_processor, tmp_path):
+    """A processor saved with `text_padding="max_length"` (the release recipe) pads every later call to
+    `max_text_length`, so a model trained on padded transcripts is served padded ones; a call can still override."""
+    tiny_processor.text_padding = "max_length"
+    tiny_processor.save_pretrained(tmp_path)
+    loaded = CrabProcessor.from_pretrained(tmp_path)
+    assert loaded.text_padding == "max_length"
+    assert loaded(text=["hi", "that is wonderful news"])["input_ids"].shape == (2, 32)
+    assert loaded(text=["hi"], text_padding=True)["input_ids"].shape[1] < 32
+    assert (
+        CrabProcessor(tiny_processor.feature_extractor, tiny_processor.tokenizer)(text=["hi"])["input_ids"].shape[1]
+        < 32
+    )
 
 
 def test_settings_and_statistics_survive_save_and_load(tiny_processor, tmp_path):

@@ -115,6 +115,20 @@ def test_every_dataset_template_renders(dataset, tiny_config):
     assert {r.dataset_split for r in reloaded.data.eval_results} == set(DATASETS[dataset].splits.values())
 
 
+def test_the_card_says_which_recipe_and_padding_the_model_was_trained_with(tiny_config):
+    released = {**tiny_config.to_dict(), "mask_padding": False}
+    results = {**EVAL_RESULTS, "recipe": "release", "text_padding": "max_length", "mask_padding": False}
+    text = " ".join(render_model_card(released, results, "me/crab").text.split())
+    assert "the `release` training recipe (the authors' released training loop)" in text
+    assert "padded to 128 tokens" in text and "does not mask padding" in text and "one window at a time" in text
+    ours = {**EVAL_RESULTS, "recipe": "crab", "text_padding": "longest", "mask_padding": True}
+    text = " ".join(render_model_card(tiny_config.to_dict(), ours, "me/crab").text.split())
+    assert "the `crab` training recipe" in text and "the longest transcript of each batch" in text
+    assert "do not depend on what it is batched with" in text
+    text = " ".join(render_model_card(tiny_config.to_dict(), EVAL_RESULTS, "me/crab").text.split())
+    assert "does not name" in text  # results written before recipes were recorded
+
+
 def test_a_training_checkpoint_is_exported_without_the_legs(tiny_config, tiny_processor, tmp_path):
     output_dir = tmp_path / "outputs"  # only the training model (with its CSL legs) and no inference/ folder
     save_with_code(CrabForEmotionClassification(tiny_config), output_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from training_helpers import LABELS, WORDS, load_train_script, write_corpus
 
 from modeling_crab.training import ManifestError, classify_file
@@ -15,9 +16,45 @@ train_script = load_train_script()
 def test_without_a_manifest_the_demo_defaults_apply():
     model_args, data_args, loss_args, training_args = train_script.parse_arguments([])
     assert data_args.manifest is None and model_args.tiny
-    assert training_args.learning_rate == train_script.DEMO_DEFAULTS["learning_rate"]
-    assert loss_args.encoder_learning_rate == train_script.DEMO_DEFAULTS["encoder_learning_rate"]
+    assert training_args.learning_rate == train_script.SMALL_MODEL["learning_rate"]
+    assert loss_args.encoder_learning_rate == train_script.SMALL_MODEL["encoder_learning_rate"]
     assert training_args.output_dir == "crab_demo"
+
+
+@pytest.mark.parametrize("recipe", ["crab", "release"])
+def test_tiny_on_a_manifest_gets_small_model_settings(recipe):
+    """A tiny random model trained at the paper's 1e-5/1e-6 predicts one class for every clip: --tiny on a user's
+    manifest gets the demo's small-model settings under either recipe (flags still override them)."""
+    model_args, _, loss_args, training_args = train_script.parse_arguments(
+        ["--manifest", "m.csv", "--tiny", "--recipe", recipe]
+    )
+    assert training_args.output_dir == "outputs/crab"  # a manifest: not the demo's folder
+    for name, value in train_script.SMALL_MODEL.items():
+        args = next(a for a in (model_args, loss_args, training_args) if hasattr(a, name))
+        assert getattr(args, name) == value, name
+    _, _, _, overridden = train_script.parse_arguments(["--manifest", "m.csv", "--tiny", "--learning_rate", "1e-4"])
+    assert overridden.learning_rate == 1e-4
+
+
+def test_help_shows_the_values_the_run_uses(tmp_path, capsys):
+    """`--help` after a config file and flags prints the defaults of that run: the recipe's, the file's, the flags'."""
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"recipe": "release", "manifest": "m.csv", "num_train_epochs": 7}))
+    with pytest.raises(SystemExit):
+        train_script.parse_arguments([str(path), "--seed", "3", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, value in [
+        ("--text_padding", "max_length"),
+        ("--max_grad_norm", "0.0"),
+        ("--train_sampling_strategy", "random"),
+        ("--num_train_epochs", "7"),
+        ("--seed", "3"),
+        ("--max_duration_s", "12.0"),
+        ("--learning_rate", "1e-05"),
+        ("--test_batch_size", "1"),
+    ]:
+        section = text[text.index(f" {flag} ") :]
+        assert f"(default: {value})" in section[: section.index("(default:") + len(value) + 12], flag
 
 
 def test_with_a_manifest_the_paper_recipe_applies():
@@ -47,6 +84,32 @@ def test_a_config_file_with_an_unknown_key_is_refused(tmp_path):
     path.write_text(json.dumps({"manifest": "m.csv", "epochs": 3}))
     with pytest.raises(SystemExit, match="unknown key"):
         train_script.parse_arguments([str(path)])
+
+
+def test_a_run_whose_predictions_collapse_to_one_class_says_so(tmp_path, monkeypatch, capsys):
+    """A model that predicts one class for every dev clip (it learned the prior only) is named in the summary."""
+    from modeling_crab.training import CrabTrainer
+
+    original = CrabTrainer.prediction_step
+
+    def always_sad(self, *args, **kwargs):
+        loss, logits, labels = original(self, *args, **kwargs)
+        return loss, torch.nn.functional.one_hot(torch.full((len(logits),), 3), len(LABELS)).float(), labels
+
+    monkeypatch.setattr(CrabTrainer, "prediction_step", always_sad)
+    manifest = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1})
+    argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(tmp_path / "out"), "--max_steps", "1"]
+    train_script.main([*argv, "--disable_tqdm", "True"])
+    summary = capsys.readouterr().out.split("Crab results")[-1]
+    assert "every dev clip is predicted 'sad'" in summary and "learned the class prior only" in summary
+
+
+def test_modality_dropout_is_a_flag_that_reaches_the_model(tmp_path):
+    manifest = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1})
+    out = tmp_path / "out"
+    argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(out), "--max_steps", "1"]
+    train_script.main([*argv, "--modality_dropout", "0.3", "--disable_tqdm", "True"])
+    assert json.loads((out / "inference" / "config.json").read_text())["modality_dropout"] == 0.3
 
 
 def test_bad_rows_stop_the_run_before_the_first_step(tmp_path):

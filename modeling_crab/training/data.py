@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..processing_crab import SILENCE_PEAK_TO_PEAK
+from ..processing_crab import SILENCE_PEAK_TO_PEAK, TRAINING_CROP_S
 
 SAMPLING_RATE = 16_000
 
@@ -381,7 +381,7 @@ def scan_manifest(
     label_names: Sequence[str],
     train_split: str = "train",
     labelled_splits: Sequence[str] = (),
-    max_duration_s: float | None = 12.0,
+    max_duration_s: float | None = TRAINING_CROP_S,
     num_workers: int = 4,
     cache_path: str | os.PathLike | None = None,
     name: str = "",
@@ -485,7 +485,7 @@ class CrabAudioTextDataset(torch.utils.data.Dataset):
         self,
         utterances: Sequence[Utterance],
         label2id: dict[str, int],
-        max_duration_s: float | None = 12.0,
+        max_duration_s: float | None = TRAINING_CROP_S,
         num_samples: dict[str, int] | None = None,
     ):
         self.utterances = list(utterances)

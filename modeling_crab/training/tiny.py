@@ -13,6 +13,7 @@ from tokenizers import ByteLevelBPETokenizer
 from transformers import RobertaConfig, RobertaTokenizerFast, WavLMConfig
 
 from ..configuration_crab import CrabConfig
+from ..processing_crab import MAX_TEXT_TOKENS
 
 # Special tokens in RoBERTa's id order: <s>=0, <pad>=1, </s>=2, <unk>=3, <mask>=4 (matches RobertaConfig defaults).
 ROBERTA_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
@@ -42,7 +43,7 @@ def build_tiny_tokenizer(texts: Iterable[str] = (), vocab_size: int = 1000) -> R
     )
     vocab = bpe.get_vocab()
     merges = [tuple(pair.split(" ")) if isinstance(pair, str) else tuple(pair) for pair in _bpe_merges(bpe)]
-    return RobertaTokenizerFast(vocab=vocab, merges=merges, model_max_length=128)
+    return RobertaTokenizerFast(vocab=vocab, merges=merges, model_max_length=MAX_TEXT_TOKENS)
 
 
 def _bpe_merges(bpe: ByteLevelBPETokenizer) -> list:

@@ -13,6 +13,7 @@ gives exactly the single-process gradient. The scale factor on the per-rank loss
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import torch
@@ -93,6 +94,21 @@ def gather_csl_embeddings(
     return {tap: gathered[:, i] for i, tap in enumerate(taps)}, gathered_labels
 
 
+class EpochCosine:
+    """The factor `LambdaLR` applies to one parameter group: torch's `CosineAnnealingLR(T_max=epochs, eta_min=floor)`
+    in closed form, stepped once per epoch (`steps_per_epoch` optimizer steps) instead of once per step."""
+
+    def __init__(self, base_lr: float, floor: float, epochs: float, steps_per_epoch: int):
+        self.base_lr, self.floor, self.epochs, self.steps_per_epoch = base_lr, floor, epochs, steps_per_epoch
+
+    def __call__(self, step: int) -> float:
+        if self.base_lr == 0:
+            return 1.0
+        epoch = step // self.steps_per_epoch
+        lr = self.floor + (self.base_lr - self.floor) * (1 + math.cos(math.pi * epoch / self.epochs)) / 2
+        return lr / self.base_lr
+
+
 class CrabTrainer(Trainer):
     """`Trainer` with the Crab objective.
 
@@ -102,6 +118,14 @@ class CrabTrainer(Trainer):
         mlcs_gather: all-gather CSL embeddings across data-parallel ranks (see the module docstring).
         freeze_feature_encoder: freeze the speech encoder's CNN (the paper's recipe; the demo's random tiny CNN
             has to learn, so it passes False).
+        decay_every_parameter: weight decay on every tensor, biases and LayerNorm weights included (torch AdamW's
+            default, the released code); False exempts them (Trainer's convention).
+        epoch_cosine_floors: `(head floor, encoder floor)`: the released schedule, torch's
+            `CosineAnnealingLR(T_max=num_train_epochs, eta_min=floor)` per parameter group, stepped once per epoch
+            (`lr_scheduler_type` and warmup are not used). None: `args.lr_scheduler_type`, stepped every step.
+        full_accumulation_divisor: divide each micro-batch's loss by `gradient_accumulation_steps` also in an
+            epoch's last, shorter accumulation (the released code); False divides by the micro-batches that step
+            has (Trainer's default).
 
     The MLCS weight, temperature and loss type are read from `model.config`. Evaluation returns logits only (no CSL
     embeddings) and the class-weighted CE as `eval_loss`.
@@ -117,9 +141,16 @@ class CrabTrainer(Trainer):
         encoder_learning_rate: float = 1e-6,
         mlcs_gather: bool = False,
         freeze_feature_encoder: bool = True,
+        decay_every_parameter: bool = False,
+        epoch_cosine_floors: tuple[float, float] | None = None,
+        full_accumulation_divisor: bool = False,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        self.decay_every_parameter = decay_every_parameter
+        self.epoch_cosine_floors = epoch_cosine_floors
+        self.full_accumulation_divisor = full_accumulation_divisor
+        self._update_steps_per_epoch: int | None = None
         self.model_accepts_loss_kwargs = False  # Crab's forward takes **kwargs, which Trainer reads as "yes"
         self.class_weights = class_weights
         self.encoder_learning_rate = encoder_learning_rate
@@ -160,6 +191,8 @@ class CrabTrainer(Trainer):
             self._accumulate_components(ce_loss=ce_loss, mlcs_loss=contrastive)
         elif model.training:
             self._accumulate_components(ce_loss=ce_loss)
+        if model.training and self.full_accumulation_divisor:  # Trainer then divides by this step's micro-batches
+            loss = loss * (self.current_gradient_accumulation_steps / self.args.gradient_accumulation_steps)
         return (loss, outputs) if return_outputs else loss
 
     def _accumulate_components(self, **components: torch.Tensor) -> None:
@@ -199,13 +232,16 @@ class CrabTrainer(Trainer):
         """AdamW-style optimiser (`args.optim`) with four groups: {head, encoders} x {decay, no decay}.
 
         Head: `args.learning_rate`; encoders: `encoder_learning_rate`; weight decay `args.weight_decay`, except on
-        biases and LayerNorm weights. Frozen parameters (the CNN feature encoder) are left out. The schedule
-        (`args.lr_scheduler_type`, cosine in the recipe) scales every group's learning rate alike.
+        biases and LayerNorm weights unless `decay_every_parameter`. Frozen parameters (the CNN feature encoder) are
+        left out. The schedule (`create_scheduler`) scales each group's learning rate.
         """
         if self.optimizer is not None:
             return self.optimizer
         opt_model = self.model if model is None else model
-        decay_names = set(self.get_decay_parameter_names(opt_model))
+        if self.decay_every_parameter:
+            decay_names = {name for name, _ in opt_model.named_parameters()}
+        else:
+            decay_names = set(self.get_decay_parameter_names(opt_model))
         encoder_ids = {id(parameter) for parameter in opt_model.encoder_parameters()}
         groups: dict[tuple[str, bool], dict] = {}
         for name, parameter in opt_model.named_parameters():
@@ -230,6 +266,33 @@ class CrabTrainer(Trainer):
         self.optimizer = optimizer_cls(list(groups.values()), **optimizer_kwargs)
         return self.optimizer
 
+    def set_initial_training_values(self, args, dataloader, *rest):
+        values = super().set_initial_training_values(args, dataloader, *rest)
+        self._update_steps_per_epoch = values[1]  # (epochs, update steps per epoch, ...)
+        return values
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        """`epoch_cosine_floors`: each group follows `CosineAnnealingLR(T_max=num_train_epochs)` with its floor
+        (head groups the first, encoder groups the second), constant within an epoch. Else Trainer's schedule."""
+        if self.epoch_cosine_floors is None or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        optimizer = self.optimizer if optimizer is None else optimizer
+        if self._update_steps_per_epoch is None:
+            raise RuntimeError("epoch_cosine_floors needs the number of steps per epoch; call train() first")
+        head_floor, encoder_floor = self.epoch_cosine_floors
+        factors = [
+            EpochCosine(
+                group["lr"],
+                encoder_floor if group.get("group_name", "").startswith("encoders") else head_floor,
+                self.args.num_train_epochs,
+                self._update_steps_per_epoch,
+            )
+            for group in optimizer.param_groups
+        ]
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
+        self._created_lr_scheduler = True
+        return self.lr_scheduler
+
     # ---- batching ----------------------------------------------------------------------------------------------
 
     def _get_train_sampler(self, train_dataset=None):
@@ -249,9 +312,20 @@ class CrabTrainer(Trainer):
             return EpochSeededLengthGroupedSampler(self.args.eval_batch_size, lengths, seed=self.args.seed)
         return super()._get_eval_sampler(eval_dataset)
 
-    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test") -> PredictionOutput:
+    def predict(
+        self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test", batch_size: int | None = None
+    ) -> PredictionOutput:
         """`Trainer.predict` with the rows of `predictions` and `label_ids` in the dataset's order: evaluation
-        batches clips of similar length together, which reorders them."""
+        batches clips of similar length together, which reorders them. `batch_size` replaces
+        `per_device_eval_batch_size` for this call (1: every clip alone, without padding, the released test
+        protocol)."""
+        if batch_size is not None:
+            saved = self.args.per_device_eval_batch_size
+            self.args.per_device_eval_batch_size = batch_size
+            try:
+                return self.predict(test_dataset, ignore_keys, metric_key_prefix)
+            finally:
+                self.args.per_device_eval_batch_size = saved
         output = super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
         sampler = self._get_eval_sampler(test_dataset)
         if not isinstance(sampler, EpochSeededLengthGroupedSampler):
@@ -265,4 +339,4 @@ class CrabTrainer(Trainer):
         return PredictionOutput(output.predictions[restore], label_ids, output.metrics)
 
 
-__all__ = ["CrabTrainer", "compute_class_weights", "gather_csl_embeddings"]
+__all__ = ["CrabTrainer", "EpochCosine", "compute_class_weights", "gather_csl_embeddings"]

@@ -1,0 +1,168 @@
+"""Every command in the fenced `bash` blocks of README.md, docs/ and configs/README.md runs as written, with the
+corpora replaced by small fake ones (the recipe tests' release trees, `write_corpus` manifests) and, for training,
+tiny encoders and one step. A command added to the docs without a way to run it here fails `test_every_command_is_run`.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+from training_helpers import load_train_script, write_corpus, write_tone
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")), "configs/README.md"]
+# appended to every train.py command: tiny random encoders (nothing from the Hub), one optimizer step
+FAST = ["--tiny", "--max_steps", "1", "--disable_tqdm", "True", "--dataloader_num_workers", "0"]
+# where the docs point at the corpora as released
+RELEASE_TREES = {"/data/IEMOCAP_full_release": "iemocap", "/data/MELD.Raw": "meld", "/data/MSP-PODCAST": "msp"}
+NOT_RUN_HERE = {  # what these set up is the test environment itself
+    "bash scripts/demo.sh": "creates .venv and installs from PyPI; its steps (python train.py, crab predict) run here",
+    "bash scripts/test.sh": "creates .venv and runs this suite: CI's entry point",
+}
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """(document, command) for every line of every fenced bash block, continuation lines joined, comments cut."""
+    commands = []
+    for doc in DOCS:
+        for block in re.findall(r"```bash\n(.*?)```", (ROOT / doc).read_text(), flags=re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                command = shlex.join(shlex.split(line, comments=True))
+                if command and command not in {known for _, known in commands}:  # once, where it first appears
+                    commands.append((doc, command))
+    return commands
+
+
+COMMANDS = documented_commands()
+
+
+def _argv(command: str, prefix: str) -> list[str]:
+    return shlex.split(command)[len(shlex.split(prefix)) :]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A clone-like folder: configs/ and train.py, and fake corpora where the configs expect the real ones."""
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
+    shutil.copy(ROOT / "train.py", tmp_path / "train.py")
+    for name in ("iemocap", "meld", "msp_podcast"):
+        write_corpus(tmp_path / "data" / name, {"train": 2, "dev": 1, "test": 1, "test1": 1})
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _release_tree(kind: str, root: Path) -> Path:
+    import test_recipes
+
+    if kind == "iemocap":
+        tree = test_recipes.make_iemocap(root / "IEMOCAP_full_release")
+        for clip in tree.rglob("*.wav"):  # 1 s instead of 0.1 s: enough frames for WavLM's time masking in training
+            write_tone(clip, 200.0, 1.0)
+        return tree
+    if kind == "msp":
+        return test_recipes.make_msp(root / "MSP-PODCAST")
+    if not test_recipes.HAS_FFMPEG:
+        pytest.skip("the MELD converter needs ffmpeg")
+    meld_root = test_recipes.make_meld_csvs(root / "MELD.Raw")
+    clips = {"train": ["dia0_utt0", "dia0_utt1", "dia1_utt0"], "dev": ["dia0_utt0"], "test": ["dia0_utt0"]}
+    for split, names in clips.items():
+        for name in names:
+            test_recipes.make_clip(meld_root / test_recipes.meld.SPLITS[split][1] / f"{name}.mp4", 0.5)
+    return meld_root
+
+
+def run_train(argv: list[str], workdir: Path):
+    train_script = load_train_script()
+    if "--help" in argv:
+        with pytest.raises(SystemExit) as exit_info:
+            train_script.parse_arguments(argv)
+        assert exit_info.value.code in (0, None)
+        return None
+    if "--resume_from_checkpoint" in argv:  # a first run leaves the checkpoint to resume from
+        first = argv[: argv.index("--resume_from_checkpoint")]
+        train_script.main([*first, *FAST])
+        return train_script.main([*argv, *FAST[:1], "--max_steps", "2", *FAST[3:]])
+    results = train_script.main([*argv, *FAST])
+    assert 0.0 <= results["eval_uar"] <= 1.0
+    return results
+
+
+def run_module(command: str, workdir: Path) -> None:
+    module = shlex.split(command)[2]
+    argv = _argv(command, f"python -m {module}")
+    for placeholder, kind in RELEASE_TREES.items():
+        if placeholder in argv:
+            argv[argv.index(placeholder)] = str(_release_tree(kind, workdir / "releases"))
+    if module == "modeling_crab.recipes.msp_podcast" and "submission" in argv:
+        from modeling_crab.recipes import msp_podcast
+
+        out = Path(argv[argv.index("--manifest") + 1]).parent
+        assert msp_podcast.main(["--root", str(_release_tree("msp", workdir / "releases")), "--out", str(out)]) == 0
+        Path(argv[argv.index("--predictions") + 1]).write_text(
+            "id,prediction\nMSP-PODCAST_0005_0001,fear\nMSP-PODCAST_test3_0002,disgust\n"
+        )
+    if "--asr-dir" in argv:
+        asr_dir = Path(argv[argv.index("--asr-dir") + 1])
+        asr_dir.mkdir(parents=True, exist_ok=True)
+        (asr_dir / "MSP-PODCAST_0001_0001.txt").write_text("an automatic transcript")
+    if module == "modeling_crab.recipes.iemocap_loso":
+        from modeling_crab.recipes import iemocap
+
+        release = str(_release_tree("iemocap", workdir / "releases"))
+        assert iemocap.main(["--root", release, "--out", str(Path(argv[argv.index("--manifest") + 1]).parent)]) == 0
+        argv += ["--", *FAST]
+    if module == "modeling_crab.training.predict":
+        _tiny_export(workdir / argv[0])
+        write_tone(workdir / argv[1], 200.0, 1.0)
+    import importlib
+
+    code = importlib.import_module(module).main(argv)
+    assert code in (0, None), command
+
+
+def _tiny_export(folder: Path) -> None:
+    from transformers import Wav2Vec2FeatureExtractor
+
+    from modeling_crab import CrabForEmotionClassification, CrabProcessor, export_for_inference
+    from modeling_crab.training import build_tiny_tokenizer, tiny_crab_config
+
+    tokenizer = build_tiny_tokenizer(["i can't believe you did that"], vocab_size=400)
+    model = CrabForEmotionClassification(tiny_crab_config(4, vocab_size=len(tokenizer))).eval()
+    extractor = Wav2Vec2FeatureExtractor(return_attention_mask=True)
+    export_for_inference(model, CrabProcessor(extractor, tokenizer), folder)
+
+
+def _kind(command: str) -> str:
+    if command in NOT_RUN_HERE:
+        return "not run here"
+    if command.startswith(("python train.py", "accelerate launch train.py")):
+        return "train"
+    if command.startswith("python -m modeling_crab."):
+        return "module"
+    return "unknown"
+
+
+def test_every_command_is_run():
+    assert COMMANDS, "no fenced bash blocks found"
+    assert [command for _, command in COMMANDS if _kind(command) == "unknown"] == []
+
+
+@pytest.mark.parametrize(
+    "doc, command",
+    [
+        pytest.param(doc, command, marks=[pytest.mark.slow] if "iemocap_loso" in command else [])
+        for doc, command in COMMANDS
+        if _kind(command) != "not run here"
+    ],
+    ids=[f"{doc}:{command[:70]}" for doc, command in COMMANDS if _kind(command) != "not run here"],
+)
+def test_documented_command_runs(doc, command, workdir):
+    if _kind(command) == "module":
+        run_module(command, workdir)
+        return
+    prefix = "accelerate launch train.py" if command.startswith("accelerate") else "python train.py"
+    run_train(_argv(command, prefix), workdir)

@@ -1,0 +1,237 @@
+"""`--recipe release` against the released training loop (SPEC §3), row by row, on one tiny `train.py` run; the
+default recipe where it stays as it was; and the exported model computing what the trainer evaluated."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+
+import numpy as np
+import pytest
+import torch
+from training_helpers import LABELS, WORDS, load_train_script, write_corpus
+
+from modeling_crab import CrabForEmotionClassification, CrabProcessor
+from modeling_crab.training import CrabTrainer
+
+train_script = load_train_script()
+
+EPOCHS, HEAD_LR, ENCODER_LR = 3, 1e-3, 1e-4
+MICRO_BATCH, ACCUMULATION = 3, 2  # 8 training clips: micro-batches of 3, 3, 2, so an epoch ends on a short step
+
+
+@pytest.fixture(scope="module")
+def release_run(tmp_path_factory):
+    """One release-recipe run of train.py (tiny encoders, fake corpus) with every optimizer step, training batch,
+    evaluation batch, clipping call and sampler recorded."""
+    tmp = tmp_path_factory.mktemp("release")
+    corpus = tmp / "corpus"
+    manifest = write_corpus(corpus, {"train": 2, "dev": 1, "test": 1})
+    record = defaultdict(list)
+    patch = pytest.MonkeyPatch()
+
+    def wrap(name, before):
+        original = getattr(CrabTrainer, name)
+
+        def wrapper(self, *args, **kwargs):
+            before(self, *args, **kwargs)
+            return original(self, *args, **kwargs)
+
+        patch.setattr(CrabTrainer, name, wrapper)
+
+    def training_step(trainer, model, inputs, *rest, **kwargs):
+        record["trainer"] = [trainer]
+        record["train_text_lengths"].append(inputs["input_ids"].shape[1])
+        record["train_batch_sizes"].append(inputs["input_ids"].shape[0])
+        groups = {group["group_name"]: group["lr"] for group in trainer.optimizer.param_groups}
+        record["lrs"].append((trainer.state.global_step, groups))
+
+    def prediction_step(trainer, model, inputs, *rest, **kwargs):
+        record["eval_batches"].append((trainer.args.per_device_eval_batch_size, tuple(inputs["input_ids"].shape)))
+
+    wrap("training_step", training_step)
+    wrap("prediction_step", prediction_step)
+    wrap("_clip_grad_norm", lambda trainer, model: record["clipped"].append(True))
+    original_sampler = CrabTrainer._get_train_sampler
+
+    def sampler(self, *args, **kwargs):
+        chosen = original_sampler(self, *args, **kwargs)
+        record["samplers"].append(type(chosen).__name__)
+        return chosen
+
+    patch.setattr(CrabTrainer, "_get_train_sampler", sampler)
+    out = tmp / "out"
+    argv = ["--manifest", str(manifest), "--tiny", "--recipe", "release", "--output_dir", str(out)]
+    argv += ["--num_train_epochs", str(EPOCHS), "--learning_rate", str(HEAD_LR), "--encoder_learning_rate"]
+    argv += [str(ENCODER_LR), "--per_device_train_batch_size", str(MICRO_BATCH), "--gradient_accumulation_steps"]
+    argv += [str(ACCUMULATION), "--per_device_eval_batch_size", "1", "--disable_tqdm", "True", "--seed", "3"]
+    try:
+        results = train_script.main(argv)
+    finally:
+        patch.undo()
+    return {"results": results, "out": out, "corpus": corpus, "clipped": [], **record}
+
+
+def test_learning_rates_follow_cosine_annealing_per_epoch_with_the_floors(release_run):
+    """Each group's lr in every step of epoch e is torch's CosineAnnealingLR(T_max=epochs, eta_min) after e
+    scheduler steps: 1e-6 for the head, 1e-7 for both encoders."""
+    steps_per_epoch = 2  # ceil(3 micro-batches / 2)
+    for name, base, floor in (("head", HEAD_LR, 1e-6), ("encoders", ENCODER_LR, 1e-7)):
+        reference = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(reference, T_max=EPOCHS, eta_min=floor)
+        expected = []
+        for _ in range(EPOCHS):
+            expected.append(reference.param_groups[0]["lr"])
+            reference.step()
+            schedule.step()
+        seen = {step: groups[name] for step, groups in release_run["lrs"]}
+        assert sorted(seen) == list(range(EPOCHS * steps_per_epoch))
+        for step, lr in seen.items():
+            assert lr == pytest.approx(expected[step // steps_per_epoch], rel=1e-6, abs=0), (name, step)
+    assert expected[-1] > floor  # T_max = epochs: the last epoch is not yet at the floor
+
+
+def test_every_parameter_is_decayed(release_run):
+    trainer = release_run["trainer"][0]
+    groups = trainer.optimizer.param_groups
+    assert {group["group_name"] for group in groups} == {"head", "encoders"}
+    assert all(group["weight_decay"] == 0.01 for group in groups)
+    optimised = {id(p) for group in groups for p in group["params"]}
+    trainable = [(name, p) for name, p in trainer.model.named_parameters() if p.requires_grad]
+    assert [name for name, p in trainable if id(p) not in optimised] == []
+    assert any(name.endswith("bias") for name, _ in trainable)  # biases and norms are among them
+
+
+def test_no_gradient_clipping(release_run):
+    assert release_run["trainer"][0].args.max_grad_norm == 0.0
+    assert release_run["clipped"] == [] and len(release_run["lrs"]) == EPOCHS * 3  # 3 micro-batches
+
+
+def test_random_batches(release_run):
+    assert set(release_run["samplers"]) == {"RandomSampler"}
+    assert release_run["train_batch_sizes"] == [3, 3, 2] * EPOCHS
+
+
+def test_text_is_padded_to_128_in_training_dev_and_test(release_run):
+    assert set(release_run["train_text_lengths"]) == {128}
+    assert {shape[1] for _, shape in release_run["eval_batches"]} == {128}
+    processor = CrabProcessor.from_pretrained(release_run["out"] / "inference")
+    assert processor.text_padding == "max_length" and processor.max_text_length == 128
+
+
+def test_the_test_split_is_evaluated_one_clip_at_a_time(release_run):
+    """The test protocol is batch size 1 (no audio padding), whatever the dev batch size."""
+    test_batches = release_run["eval_batches"][-len(LABELS) :]
+    assert [size for size, _ in test_batches] == [1] * len(LABELS)
+    assert all(shape[0] == 1 for _, shape in test_batches)
+    results = release_run["results"]
+    assert (results["recipe"], results["text_padding"], results["mask_padding"]) == ("release", "max_length", False)
+    saved = json.loads((release_run["out"] / "eval_results.json").read_text())
+    assert saved["recipe"] == "release" and saved["text_padding"] == "max_length"
+
+
+def test_the_export_is_unmasked_and_feeds_the_audio_mask(release_run):
+    config = json.loads((release_run["out"] / "inference" / "config.json").read_text())
+    assert config["mask_padding"] is False and config["pass_audio_attention_mask"] is True
+
+
+def _rows(path) -> dict[str, list[float]]:
+    with path.open() as handle:
+        return {row["id"]: [float(row[label]) for label in LABELS] for row in csv.DictReader(handle)}
+
+
+@pytest.mark.parametrize("split", ["dev", "test"])
+def test_the_pipeline_scores_equal_the_trainers_predictions(release_run, split):
+    """Export -> pipeline (batched call, as a user would) gives each file the scores the trainer evaluated: the
+    text padding, crop, normalisation and the unmasked head travel with the checkpoint, and the pipeline does not
+    pad the audio of an unmasked model."""
+    from transformers import pipeline
+
+    from modeling_crab.export import PIPELINE_TASK, register_pipeline
+
+    register_pipeline()
+    classify = pipeline(PIPELINE_TASK, model=str(release_run["out"] / "inference"), trust_remote_code=True)
+    lengths = []
+    classify.model.register_forward_pre_hook(
+        lambda module, args, kwargs: lengths.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    expected = _rows(release_run["out"] / f"predictions_{split}.csv")
+    ids = sorted(expected)
+    files = [str(release_run["corpus"] / "wavs" / f"{uid}.wav") for uid in ids]
+    texts = [WORDS[uid.split("_")[1]] for uid in ids]
+    outputs = classify(files, text=texts, batch_size=4)
+    for uid, output in zip(ids, outputs):
+        scores = {row["label"]: row["score"] for row in output}
+        np.testing.assert_allclose([scores[label] for label in LABELS], expected[uid], atol=1e-5)
+    assert lengths == [(1, 128)] * len(ids)
+
+
+def test_the_speech_encoder_gets_the_mask_whatever_its_cnn_norm(tiny_config, tiny_batch):
+    """Group-norm (base) speech encoders get no attention mask by default; the release recipe passes it always."""
+    tiny_config.audio_config.feat_extract_norm = "group"
+    tiny_config.audio_config.do_stable_layer_norm = False
+    for passed, expected in ((None, False), (True, True)):
+        tiny_config.pass_audio_attention_mask = passed
+        model = CrabForEmotionClassification(tiny_config).eval()
+        seen = []
+
+        def record(module, args, kwargs, seen=seen):
+            seen.append(kwargs.get("attention_mask") is not None)
+
+        model.crab.audio_encoder.register_forward_pre_hook(record, with_kwargs=True)
+        inputs = {key: value for key, value in tiny_batch.items() if key != "labels"}
+        with torch.no_grad():
+            model(**inputs)
+        assert seen == [expected]
+
+
+def test_the_default_recipe_keeps_our_training_loop():
+    """Without --recipe: masked head, per-batch text padding, length-grouped batches, Trainer's cosine per step with
+    clipping at 1.0, biases and norms exempt from decay, batched test, bf16 where the GPU has it."""
+    model, data, loss, training = train_script.parse_arguments(["--manifest", "m.csv"])
+    assert model.recipe == "crab" and model.mask_padding is True and model.pass_audio_attention_mask is None
+    assert data.text_padding == "longest" and data.test_batch_size is None
+    assert training.train_sampling_strategy == "group_by_length" and training.max_grad_norm == 1.0
+    assert training.lr_scheduler_type == "cosine" and training.per_device_eval_batch_size == 8
+    assert not (loss.decay_every_parameter or loss.epoch_cosine or loss.full_accumulation_divisor)
+
+
+def test_the_release_recipe_trains_in_fp32_on_gpus(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *args: (9, 0))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    defaults = {**train_script.CRAB_RECIPE, **train_script.gpu_defaults(), **train_script.RELEASE_RECIPE}
+    assert defaults["bf16"] is False and defaults["tf32"] is False
+
+
+def test_an_epochs_short_last_step_divides_by_the_full_accumulation(release_run, tiny_batch):
+    """The release divides every micro-batch's loss by the accumulation steps, also in an epoch's last step with
+    fewer micro-batches; Trainer then divides by the micro-batches that step has, so the loss is scaled to match."""
+    trainer = release_run["trainer"][0]
+    model = trainer.model.train()
+    inputs = {key: value for key, value in tiny_batch.items() if key != "input_ids"}
+    inputs["input_ids"] = tiny_batch["input_ids"].clamp(max=model.config.text_config.vocab_size - 1)
+    losses = {}
+    for divisor in (True, False):
+        trainer.full_accumulation_divisor, trainer.current_gradient_accumulation_steps = divisor, 1
+        torch.manual_seed(0)
+        np.random.seed(0)  # WavLM's time masking draws from numpy
+        losses[divisor] = trainer.compute_loss(model, dict(inputs)).item()
+    trainer.full_accumulation_divisor = True
+    assert losses[True] == pytest.approx(losses[False] / ACCUMULATION, rel=1e-5)
+
+
+def test_crab_predict_scores_equal_the_trainers_test_predictions(release_run, capsys):
+    """`crab predict` (batch size 8 by default) serves the release model as the trainer evaluated the test split."""
+    from modeling_crab import cli
+
+    expected = _rows(release_run["out"] / "predictions_test.csv")
+    ids = sorted(expected)
+    argv = ["predict", *(str(release_run["corpus"] / "wavs" / f"{uid}.wav") for uid in ids)]
+    for uid in ids:
+        argv += ["--text", WORDS[uid.split("_")[1]]]
+    assert cli.main([*argv, "--model", str(release_run["out"] / "inference"), "--json"]) == 0
+    for uid, result in zip(ids, json.loads(capsys.readouterr().out)):
+        scores = {row["label"]: row["score"] for row in result["scores"]}
+        np.testing.assert_allclose([scores[label] for label in LABELS], expected[uid], atol=1e-5)
