@@ -115,7 +115,8 @@ class CrabEmotionPipeline(Pipeline):
             Models trained without padding masks (`config.mask_padding=False`, the release recipe) see one window
             per pass, as in the released test protocol: padding would change their scores.
         precision: `"fp32"` (default) or `"bf16"`: bf16 autocast, with the speech CNN and the GRUs in fp32
-            (`config.fp32_under_autocast`); probabilities within about 1e-2 of fp32, several times faster on GPUs.
+            (`config.fp32_under_autocast`); probabilities within about 1.5e-2 of fp32; pays for batches on GPUs (at batch 1 its weight casts
+            cost more than they save: bench/RESULTS.md).
     """
 
     _load_processor = True

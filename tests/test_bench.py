@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,13 +46,32 @@ def test_bench_train_compares_release_fast_and_the_encoder_cache():
     assert len(checks) == 3 and all("-> same function" in line for line in checks), checks
 
 
-def test_bench_infer_runs_batched_and_one_by_one():
+def test_bench_infer_runs_batched_and_one_by_one_and_profiles_each_setup(tmp_path):
     output = _run_bench(
-        "bench_infer.py", "--size", "tiny", "--utterances", "8", "--warmup", "1", "--setups", "release@1,fast@4"
-    )
+        "bench_infer.py", "--size", "tiny", "--utterances", "8", "--warmup", "1", "--setups", "release@1,fast@4",
+        "--profile", str(tmp_path),
+    )  # fmt: skip
     rows = _table_rows(output)
     assert set(rows) == {"release@1", "fast@4"}
     assert "-> same function" in output and "OUT OF TOLERANCE" not in output
+    profiles = sorted(path.name for path in tmp_path.iterdir())
+    assert profiles == ["profile-fast_4.txt", "profile-release_1.txt"]
+    summary, _, table = (tmp_path / "profile-fast_4.txt").read_text().partition("\n\n")
+    assert summary.startswith("fast@4: ") and " steps in " in summary
+    assert "aten::" in table  # the operator table, sorted by self time
+
+
+def test_bench_models_live_wholly_on_the_requested_device():
+    """transformers' WavLM makes `masked_spec_embed` with the legacy `torch.Tensor()`, which ignores
+    `with torch.device(...)`: on CUDA the first training step then failed with tensors on two devices."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from common import build_model, parse_setup
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    model = build_model("tiny", parse_setup("fast", "cpu", "train", 8), torch.device("meta"))
+    elsewhere = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type != "meta"]
+    assert not elsewhere
 
 
 @pytest.mark.parametrize("setup", ["release+cached", "release+nosuchlever"])
