@@ -30,7 +30,6 @@ from transformers import (
     Wav2Vec2FeatureExtractor,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from modeling_crab import MLCS_TAPS, CrabForEmotionClassification, CrabProcessor, export_for_inference
 from modeling_crab.training import (
@@ -48,6 +47,12 @@ from modeling_crab.training import (
     scan_manifest,
     select_split,
     tiny_crab_config,
+)
+from modeling_crab.training.checkpoints import (
+    CheckpointError,
+    check_resume_config,
+    check_resume_weights_and_optimizer,
+    resolve_resume_checkpoint,
 )
 from modeling_crab.training.feature_cache import (
     CachedFeatures,
@@ -399,16 +404,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     }
 
     # ---- processor and model ---------------------------------------------------------------------------------------
-    checkpoint = training_args.resume_from_checkpoint
-    if checkpoint is not None and checkpoint.lower() in ("true", "last"):
-        checkpoint = get_last_checkpoint(str(output_dir))
-        if checkpoint is None:
-            raise SystemExit(f"--resume_from_checkpoint: no checkpoint-* folder in '{output_dir}' to resume from")
+    checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, output_dir)
     processor = build_processor(model_args, data_args, [u.text for u in rows["train"]], checkpoint)
     if data_args.normalization == "global":
         processor.set_waveform_stats(scan.waveform_mean, scan.waveform_std)
     distributed = training_args.world_size > 1
     model = build_model(model_args, loss_args, label_names, len(processor.tokenizer), distributed)
+    if checkpoint is not None:  # before anything is encoded or trained
+        check_resume_config(checkpoint, model.config, data_args.normalization)
 
     if model_args.compile_regions:
         model.compile_regions(backend=model_args.compile_regions)
@@ -433,6 +436,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
 
     # ---- train, evaluate, export ----------------------------------------------------------------------------------
+    if checkpoint is not None:
+        check_resume_weights_and_optimizer(checkpoint, trainer)
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()
     trainer.save_state()
@@ -466,6 +471,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 if __name__ == "__main__":
     try:
         main()
-    except ManifestError as error:
+    except (ManifestError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
