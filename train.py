@@ -45,7 +45,7 @@ from modeling_crab.training import (
     label_names_from,
     load_manifest,
     scan_manifest,
-    select_split,
+    select_splits,
     tiny_crab_config,
 )
 from modeling_crab.training.checkpoints import (
@@ -371,17 +371,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             manifest = generate_demo_corpus(output_dir / "demo_corpus")
         logger.info(f"no --manifest: training the built-in demo on {manifest}")
     utterances = load_manifest(manifest, data_args.audio_root)
+    splits = {"train": data_args.train_split, "eval": data_args.eval_split, "test": data_args.test_split}
+    flags = {"train": "--train_split", "eval": "--eval_split", "test": "--test_split"}
+    rows = select_splits(utterances, splits, flags)
+    if "eval" not in rows:
+        raise ManifestError(f"split '{data_args.eval_split}' has no rows; add dev rows or pass --eval_split NAME")
+    splits = {role: splits[role] for role in rows}
+    # a test split with no labels at all gets a predictions file; one with some labels is evaluated, and the scan
+    # reports each of its unlabelled rows
+    test_has_labels = "test" in rows and any(u.label for u in rows["test"])
     if data_args.labels:
         label_names = [name.strip() for name in data_args.labels.split(",") if name.strip()]
     else:
         label_names = label_names_from(utterances, data_args.train_split)
-    splits = {"train": data_args.train_split, "eval": data_args.eval_split}
-    if data_args.test_split and any(u.split == data_args.test_split for u in utterances):
-        splits["test"] = data_args.test_split
-    rows = {role: select_split(utterances, name) for role, name in splits.items()}
-    if not rows["eval"]:
-        raise ManifestError(f"split '{data_args.eval_split}' has no rows; add dev rows or pass --eval_split NAME")
-    test_has_labels = "test" in rows and all(u.label for u in rows["test"])
     scanned = [u for part in rows.values() for u in part]
     with training_args.main_process_first(desc="checking the manifest and reading the training audio"):
         scan = scan_manifest(

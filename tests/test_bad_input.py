@@ -586,6 +586,76 @@ def test_manifest_row_with_an_unquoted_comma(tmp_path):
         scan_manifest(load_manifest(path), ["sad"], num_workers=1)
 
 
+def test_manifest_quote_that_swallows_the_rows_after_it(tmp_path):
+    """An unclosed quote merges the following rows into one field: that row is reported with the lines it
+    swallowed, and the rows after a (legitimately) multi-line transcript keep their own line numbers."""
+    write(tmp_path / "a.wav", noise(0.5))
+    rows = ['a,a.wav,"two lines,\nof transcript",sad,train', "b,gone.wav,hi,sad,train"]
+    rows += ['c,a.wav,"i said no,sad,train', "d,a.wav,hi,sad,train", "e,a.wav,yo,happy,train"]
+    message = scan_problems(manifest(tmp_path, rows))
+    assert "line 4 (id 'b', split 'train'): audio file" in message  # after the two-line row
+    assert "line 5 (id 'c'): a quoted field opened on line 5 runs on to line 7" in message
+    assert "2 row(s) after it were read as part of this one; close the quote" in message
+    assert "line 2" not in message
+
+
+def test_manifest_row_with_too_few_fields(tmp_path):
+    write(tmp_path / "a.wav", noise(0.5))
+    message = scan_problems(manifest(tmp_path, ["a,a.wav,hi,sad,train", "b,a.wav,hi"]))
+    assert "line 3 (id 'b'): 3 fields but the header has 5 columns; give every column a value" in message
+
+
+@pytest.mark.parametrize(
+    "split, hint",
+    [
+        ("Train", "split 'Train' looks like 'train' but is not it, so these rows would be left out; rename it"),
+        ("validation", "split 'validation' is not 'dev', which has no rows; rename it to 'dev' or pass --eval_split"),
+        ("", "empty split; give every row one of"),
+    ],
+)
+def test_manifest_split_names_are_checked(tmp_path, split, hint):
+    from modeling_crab.training import select_splits
+
+    rows = ["a,a.wav,hi,sad,train", f"b,a.wav,hi,sad,{split}", "c,a.wav,hi,sad,test2", "d,a.wav,hi,sad,test"]
+    rows += ["e,a.wav,hi,sad,dev"] if split != "validation" else []
+    utterances = load_manifest(manifest(tmp_path, rows))
+    flags = {"train": "--train_split", "eval": "--eval_split", "test": "--test_split"}
+    with pytest.raises(ManifestError) as error:
+        select_splits(utterances, {"train": "train", "eval": "dev", "test": "test"}, flags)
+    assert f"1 row(s) (line 3): {hint}" in str(error.value)
+
+    # another split (test2 next to test) is left out with a warning that names its rows
+    utterances = [u for u in utterances if u.id not in ("b", "e")]
+    utterances += load_manifest(manifest(tmp_path, ["e,a.wav,hi,sad,dev"]))
+    with pytest.warns(
+        UserWarning, match=r"belong to splits this run does not use.*\n  1 row\(s\) \(line 4\): split 'test2'"
+    ):
+        rows = select_splits(utterances, {"train": "train", "eval": "dev", "test": "test"}, flags)
+    assert {role: [u.id for u in part] for role, part in rows.items()} == {
+        "train": ["a"],
+        "eval": ["e"],
+        "test": ["d"],
+    }
+
+
+def test_manifest_one_unlabelled_test_row_is_reported(tmp_path):
+    """A test split with some labels is evaluated: an unlabelled row among them is a bad row, not a reason to turn
+    the whole split into a predictions file."""
+    from training_helpers import load_train_script, write_corpus
+
+    path = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1, "test": 1})
+    lines = path.read_text().splitlines()
+    row = next(i for i, line in enumerate(lines) if line.startswith("test_sad_0,"))
+    lines[row] = lines[row].replace(",sad,test", ",,test")
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    with pytest.raises(
+        ManifestError, match=rf"line {row + 1} \(id 'test_sad_0', split 'test'\): empty label in split"
+    ):
+        load_train_script().main(["--manifest", str(path), "--tiny", "--output_dir", str(out), "--max_steps", "1"])
+    assert not list(out.glob("predictions_*.csv")) and not list(out.glob("checkpoint-*"))
+
+
 @pytest.mark.parametrize("content", ['["a.wav", "hi", "sad"]\n', '[{"audio": "a.wav", "text": "hi", "label": "sad"}]'])
 def test_manifest_jsonl_line_that_is_not_an_object(tmp_path, content):
     path = tmp_path / "manifest.json"

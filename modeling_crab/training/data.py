@@ -26,6 +26,7 @@ import io
 import json
 import math
 import os
+import re
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -120,11 +121,18 @@ def _read_rows(manifest: Any) -> tuple[list[dict[str, Any]], Path, str, str]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
-        rows = []
+        rows, last_line = [], 1
         for row in reader:
+            first_line, last_line = last_line + 1, reader.line_num
             extra = row.pop(None, None)  # fields beyond the header: an unquoted comma shifted the row
             if extra is not None:
                 row[_EXTRA_FIELDS] = len(reader.fieldnames) + len(extra)
+            elif any(value is None for value in row.values()):  # fewer fields than the header
+                row[_EXTRA_FIELDS] = sum(value is not None for value in row.values())
+            merged = _merged_lines(row)
+            if merged:
+                row[_MERGED_LINES] = (first_line, last_line, merged)
+            row[_LINE] = first_line
             rows.append(row)
         return rows, path.parent.resolve(), f"'{path}'", "line"
     if suffix in (".jsonl", ".json"):
@@ -141,13 +149,25 @@ def _read_rows(manifest: Any) -> tuple[list[dict[str, Any]], Path, str, str]:
                     f"manifest '{path}' line {number} is a JSON {type(record).__name__}, not an object; write one "
                     'object per line (JSON Lines), e.g. {"audio": "a.wav", "text": "...", "label": "sad"}'
                 )
-            rows.append(record)
-        return rows, path.parent.resolve(), f"'{path}'", "jsonl"
+            rows.append({**record, _LINE: number})
+        return rows, path.parent.resolve(), f"'{path}'", "line"
     raise ManifestError(f"manifest '{path}' has suffix '{suffix}'; use .csv, .jsonl or a saved datasets folder")
 
 
-# Key under which a CSV row records how many fields it had when that is more than the header's.
+# Keys under which a row records its line in the file, how many fields it had when not the header's number, and
+# the lines a quoted field swallowed (an unclosed quote merges the rows that follow into one field).
+_LINE = "\0line"
 _EXTRA_FIELDS = "\0extra_fields"
+_MERGED_LINES = "\0merged_lines"
+_PRIVATE_KEYS = (_LINE, _EXTRA_FIELDS, _MERGED_LINES)
+
+
+def _merged_lines(row: dict[str, Any]) -> int:
+    """How many lines that look like rows of their own (they hold a comma) a quoted field of `row` swallowed."""
+    return max(
+        (sum("," in line for line in value.splitlines()[1:]) for value in row.values() if isinstance(value, str)),
+        default=0,
+    )
 
 
 def _read_text(path: Path) -> str:
@@ -166,7 +186,7 @@ def _read_text(path: Path) -> str:
 def _check_columns(rows: list[dict[str, Any]], name: str) -> None:
     if not rows:
         raise ManifestError(f"manifest {name} has no rows; point --manifest at a manifest with utterances")
-    columns = set().union(*(row.keys() for row in rows)) - {_EXTRA_FIELDS}
+    columns = set().union(*(row.keys() for row in rows)) - set(_PRIVATE_KEYS)
     problems = []
     for required in REQUIRED_COLUMNS:
         if required in columns:
@@ -226,11 +246,20 @@ def load_manifest(manifest: Any, audio_root: str | os.PathLike | None = None) ->
     utterances = []
     for index, row in enumerate(rows):
         where, problems = _where(index, numbering, row), []
-        if _EXTRA_FIELDS in row:
+        if _MERGED_LINES in row:
+            first, last, merged = row[_MERGED_LINES]
             problems.append(
-                f"{row[_EXTRA_FIELDS]} fields but the header has {len(row) - 1} columns; quote fields that contain "
-                'commas ("well, I never")'
+                f"a quoted field opened on line {first} runs on to line {last}, so {merged} row(s) after it were read "
+                'as part of this one; close the quote, or double quotes inside a quoted field ("say ""hi""")'
             )
+        elif _EXTRA_FIELDS in row:
+            columns = len(row) - sum(key in row for key in _PRIVATE_KEYS)
+            fix = (
+                'quote fields that contain commas ("well, I never")'
+                if row[_EXTRA_FIELDS] > columns
+                else "give every column a value (an empty one between two commas is fine)"
+            )
+            problems.append(f"{row[_EXTRA_FIELDS]} fields but the header has {columns} columns; {fix}")
         audio = _as_text(row.get("audio"))
         start = _as_seconds(row.get("start"), "start", problems)
         end = _as_seconds(row.get("end"), "end", problems)
@@ -255,7 +284,7 @@ def load_manifest(manifest: Any, audio_root: str | os.PathLike | None = None) ->
 
 
 def _where(index: int, numbering: str, row: dict[str, Any]) -> str:
-    position = {"line": f"line {index + 2}", "jsonl": f"record {index + 1}", "row": f"row {index}"}[numbering]
+    position = f"line {row[_LINE]}" if numbering == "line" else f"row {index}"
     uid, split = _as_text(row.get("id")), _as_text(row.get("split"))
     details = ", ".join(part for part in (f"id '{uid}'" if uid else "", f"split '{split}'" if split else "") if part)
     return f"{position} ({details})" if details else position
@@ -277,6 +306,89 @@ def select_split(utterances: Sequence[Utterance], split: str) -> list[Utterance]
             "(train/dev/test) or pass a DatasetDict"
         )
     return [u for u in utterances if u.split == split]
+
+
+# what people call the usual splits: a near-miss of a split the run uses gets a hint instead of being left out
+_SPLIT_SYNONYMS = {
+    "train": ("train", "training", "trn"),
+    "dev": ("dev", "devel", "development", "validation", "valid", "val", "eval"),
+    "test": ("test", "testing", "tst", "eval_test"),
+}
+
+
+def select_splits(
+    utterances: Sequence[Utterance], splits: dict[str, str | None], flags: dict[str, str] | None = None
+) -> dict[str, list[Utterance]]:
+    """`{role: split name}` -> `{role: its utterances}`, accounting for every row.
+
+    A split name that nearly matches one the run uses (another case, a synonym such as `validation` for `dev`, a
+    typo) is a `ManifestError` naming its lines and the fix; rows of any other split are left out with a warning
+    naming their lines. `flags` names the option that sets each role's split (for the hint), e.g.
+    `{"eval": "--eval_split"}`. Roles whose name is None, or whose split has no rows, get no entry except "train".
+    """
+    flags = flags or {}
+    wanted = {role: name for role, name in splits.items() if name}
+    selected = {role: select_split(utterances, name) for role, name in wanted.items()}
+    others: dict[str, list[Utterance]] = {}
+    for u in utterances:
+        if u.split not in wanted.values():
+            others.setdefault(u.split, []).append(u)
+    problems, unused = [], []
+    for split, rows in others.items():
+        lines = _lines(rows)
+        role = _near_miss(split, wanted)
+        if split == "":
+            problems.append(f"{lines}: empty split; give every row one of {_names(wanted)}")
+        elif role is not None and not selected.get(role):
+            flag = flags.get(role, f"the {role} split")
+            problems.append(
+                f"{lines}: split '{split}' is not '{wanted[role]}', which has no rows; rename it to "
+                f"'{wanted[role]}' or pass {flag} {split}"
+            )
+        elif role is not None:
+            problems.append(
+                f"{lines}: split '{split}' looks like '{wanted[role]}' but is not it, so these rows would be left "
+                f"out; rename it to '{wanted[role]}' or drop the rows"
+            )
+        else:
+            unused.append(f"{lines}: split '{split}'")
+    if problems:
+        raise ManifestError(
+            f"the manifest's splits are {_names(set(u.split for u in utterances))}; this run uses "
+            f"{_names(wanted)}:\n  " + "\n  ".join(problems)
+        )
+    if unused:
+        warnings.warn(
+            f"{sum(len(others[s]) for s in others)} row(s) belong to splits this run does not use ({_names(wanted)}) "
+            "and are left out:\n  " + "\n  ".join(unused),
+            UserWarning,
+            stacklevel=2,
+        )
+    return {role: rows for role, rows in selected.items() if rows or role == "train"}
+
+
+def _near_miss(split: str, wanted: dict[str, str]) -> str | None:
+    """The role whose split `split` was probably meant to be: the same name in another case, a synonym, or a typo;
+    numbered variants (`test2` next to `test1` or `test`) are other splits, not near misses."""
+    folded = split.strip().lower()
+    for role, name in wanted.items():
+        if folded == name.lower() or folded in _SPLIT_SYNONYMS.get(name.lower(), ()):
+            return role
+    for role, name in wanted.items():
+        numbered = re.sub(r"\d+$", "", folded) == re.sub(r"\d+$", "", name.lower())
+        if not numbered and difflib.SequenceMatcher(None, folded, name.lower()).ratio() >= 0.75:
+            return role
+    return None
+
+
+def _names(names) -> str:
+    return ", ".join(f"'{name}'" for name in sorted(set(names.values() if isinstance(names, dict) else names)))
+
+
+def _lines(rows: Sequence[Utterance], shown: int = 5) -> str:
+    places = [u.where.split(" (")[0] for u in rows[:shown]]
+    more = f" and {len(rows) - shown} more" if len(rows) > shown else ""
+    return f"{len(rows)} row(s) ({', '.join(places)}{more})"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -416,7 +528,8 @@ def scan_manifest(
         if not u.text:
             found.append("empty transcript; write the transcript (ASR output is fine) or drop the row")
         if u.split in needs_label and not u.label:
-            found.append(f"empty label in split '{u.split}'; label the row or drop it")
+            hint = "" if u.split == train_split else " (a split with no labels at all gets a predictions file)"
+            found.append(f"empty label in split '{u.split}'; label the row or drop it{hint}")
         elif u.label and u.label not in known_labels:
             found.append(
                 f"unknown label '{u.label}' (label set: {', '.join(label_names)}); fix the spelling, "
@@ -525,6 +638,7 @@ __all__ = [
     "ManifestScan",
     "load_manifest",
     "select_split",
+    "select_splits",
     "load_audio",
     "scan_manifest",
     "CrabAudioTextDataset",
