@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import sys
 import warnings
@@ -32,6 +33,7 @@ from transformers import (
 )
 
 from modeling_crab import MLCS_TAPS, CrabForEmotionClassification, CrabProcessor, export_for_inference
+from modeling_crab.processing_crab import NORMALIZATIONS
 from modeling_crab.training import (
     CrabAudioTextDataset,
     CrabDataCollator,
@@ -207,7 +209,54 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, Cra
     parser.set_defaults(**{**paper_defaults, **file_values})
     if parser.parse_args(argv).manifest is None:
         parser.set_defaults(**{**paper_defaults, **DEMO_DEFAULTS, **file_values})
-    return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    try:
+        arguments = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    except ValueError as error:  # TrainingArguments' own checks
+        parser.exit(2, f"train.py: error: {error}\n")
+    problems = check_arguments(*arguments)
+    if problems:  # without argparse's usage: it lists every TrainingArguments flag
+        parser.exit(2, "train.py: error: " + "\n  ".join(problems) + "\n")
+    return arguments
+
+
+# Enumerated options: a value from a config file never meets argparse's `choices`, so every one is checked here.
+CHOICES = {
+    "normalization": NORMALIZATIONS,
+    "unimodal_tap": ("pre_gru", "post_gru"),
+    "mlcs_loss": ("mpcl", "supcon"),
+    "audio_attention": ("sdpa", "eager"),
+}
+# Bounded options: (test, what the value must be).
+BOUNDS = {
+    "max_duration_s": (lambda v: math.isfinite(v) and v > 0, "a positive number of seconds"),
+    "max_text_length": (lambda v: v >= 2, "a whole number of tokens >= 2 (<s> and </s>)"),
+    "preprocessing_num_workers": (lambda v: v >= 1, "a whole number >= 1"),
+    "mlcs_weight": (lambda v: math.isfinite(v) and v >= 0, "a number >= 0 (0 trains with CE alone)"),
+    "mlcs_temperature": (lambda v: math.isfinite(v) and v > 0, "a positive number"),
+    "encoder_learning_rate": (lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
+    "classifier_dropout": (lambda v: v is None or 0 <= v < 1, "a probability in [0, 1)"),
+    "cross_attention_dropout": (lambda v: v is None or 0 <= v < 1, "a probability in [0, 1)"),
+    "learning_rate": (lambda v: math.isfinite(v) and v > 0, "a positive number"),
+    "per_device_train_batch_size": (lambda v: v >= 1, "a whole number >= 1"),
+    "per_device_eval_batch_size": (lambda v: v >= 1, "a whole number >= 1"),
+    "gradient_accumulation_steps": (lambda v: v >= 1, "a whole number >= 1"),
+}
+
+
+def check_arguments(*arguments) -> list[str]:
+    """Every enumerated or bounded option of the four argument dataclasses, each problem naming its flag."""
+    values = {name: value for group in arguments for name, value in vars(group).items()}
+    problems = []
+    for name, allowed in CHOICES.items():
+        if values[name] not in allowed:
+            problems.append(f"--{name} {values[name]!r} is not one of {', '.join(allowed)}")
+    unknown_taps = [tap for tap in values["mlcs_taps"] if tap not in MLCS_TAPS]
+    if unknown_taps or not values["mlcs_taps"]:
+        problems.append(f"--mlcs_taps {values['mlcs_taps']}: pass one or more of {', '.join(MLCS_TAPS)}")
+    for name, (test, expected) in BOUNDS.items():
+        if not test(values[name]):
+            problems.append(f"--{name} {values[name]!r}: pass {expected}")
+    return problems
 
 
 def _read_config_file(path: str) -> dict:

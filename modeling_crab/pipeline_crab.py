@@ -39,6 +39,14 @@ DEFAULT_ASR_MODEL = "openai/whisper-large-v3-turbo"
 WHISPER_MAX_S = 30.0
 
 
+def _check_whole_number(name: str, value, meaning: str) -> None:
+    """None, or an int >= 1 (not a bool, not a float)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}={value!r}; pass a whole number >= 1 ({meaning})")
+
+
 def read_audio(source: str | os.PathLike | bytes, name: str | None = None) -> tuple[np.ndarray, int]:
     """A file path or the bytes of an audio file -> (mono float32 waveform, sampling rate).
 
@@ -142,6 +150,18 @@ class CrabEmotionPipeline(Pipeline):
             raise TypeError(f"unexpected arguments {sorted(kwargs)} for the speech-emotion-recognition pipeline")
         if precision not in (None, "fp32", "bf16"):
             raise ValueError(f"precision={precision!r}; use 'fp32' or 'bf16'")
+        _check_whole_number("top_k", top_k, "how many labels to return; None returns all")
+        if chunk_length_s is not None and (
+            isinstance(chunk_length_s, bool)
+            or not isinstance(chunk_length_s, (int, float))
+            or not (math.isfinite(chunk_length_s) and chunk_length_s >= 0)
+        ):
+            raise ValueError(
+                f"chunk_length_s={chunk_length_s!r}; pass a window length in seconds, 0 for one pass over the whole "
+                "recording, or None for the training crop"
+            )
+        if return_windows is not None and not isinstance(return_windows, bool):
+            raise TypeError(f"return_windows={return_windows!r}; pass True or False")
         preprocess = {"sampling_rate": sampling_rate, "chunk_length_s": chunk_length_s, "asr_model": asr_model}
         forward = {"precision": precision}
         postprocess = {"top_k": top_k, "return_windows": return_windows}
@@ -156,7 +176,9 @@ class CrabEmotionPipeline(Pipeline):
 
         Safe to call from several threads at once: a call keeps its state in local variables.
         """
-        batch_size = kwargs.pop("batch_size", None) or self._batch_size or 1
+        batch_size = kwargs.pop("batch_size", None)
+        _check_whole_number("batch_size", batch_size, "windows per forward pass")
+        batch_size = batch_size or self._batch_size or 1
         kwargs.pop("num_workers", None)
         preprocess, forward, postprocess = self._sanitize_parameters(**kwargs)
         preprocess = {**self._preprocess_params, **preprocess}

@@ -96,6 +96,23 @@ def check_sampling_rate(sampling_rate, name: str = "audio") -> int:
     return int(rate)
 
 
+def check_processor_settings(
+    normalization: str | None = None, max_duration_s: float | None = ..., max_text_length: int | None = None
+) -> None:
+    """The processor's options, checked where they are set or used (attributes can be assigned directly)."""
+    if normalization is not None and normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization={normalization!r}; use one of {', '.join(NORMALIZATIONS)}")
+    if max_duration_s is not ... and max_duration_s is not None:
+        if isinstance(max_duration_s, bool) or not isinstance(max_duration_s, (int, float)):
+            raise TypeError(f"max_duration_s={max_duration_s!r}; pass seconds (a positive number) or None")
+        if not (math.isfinite(max_duration_s) and max_duration_s > 0):
+            raise ValueError(f"max_duration_s={max_duration_s!r}; pass a positive number of seconds, or None")
+    if max_text_length is not None and (
+        isinstance(max_text_length, bool) or not isinstance(max_text_length, int) or max_text_length < 2
+    ):
+        raise ValueError(f"max_text_length={max_text_length!r}; pass a whole number of tokens >= 2 (<s> and </s>)")
+
+
 def pcm_to_float32(samples: np.ndarray) -> np.ndarray:
     """Float samples as float32; integer PCM scaled to [-1, 1) (unsigned PCM, as in 8-bit WAV, is centred on its
     midpoint), in one copy."""
@@ -138,8 +155,7 @@ class CrabProcessor(ProcessorMixin):
         waveform_std: float = 1.0,
         **kwargs,
     ):
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization='{normalization}'; use one of {NORMALIZATIONS}")
+        check_processor_settings(normalization, max_duration_s, max_text_length)
         if not waveform_std > 0:
             raise ValueError(f"waveform_std must be positive, got {waveform_std}")
         self.max_duration_s = max_duration_s
@@ -222,6 +238,8 @@ class CrabProcessor(ProcessorMixin):
             waveform = (waveform - self.waveform_mean) / self.waveform_std
         elif self.normalization == "utterance":
             waveform = (waveform - waveform.mean()) / np.sqrt(waveform.var() + 1e-7)
+        elif self.normalization != "none":
+            check_processor_settings(normalization=self.normalization)
         return waveform.astype(np.float32, copy=False)
 
     def _pad_audio(self, waveforms: list[np.ndarray], pad_to_multiple_of: int | None) -> dict[str, np.ndarray]:
@@ -286,6 +304,8 @@ class CrabProcessor(ProcessorMixin):
         """
         if audio is None and text is None:
             raise ValueError("CrabProcessor needs `audio`, `text`, or both")
+        check_processor_settings(self.normalization, self.max_duration_s, self.max_text_length)
+        check_processor_settings(None, max_duration_s, max_text_length)
         data: dict[str, np.ndarray] = {}
         batch_array = isinstance(audio, (np.ndarray, torch.Tensor)) and np.ndim(audio) == 2
         if audio is not None:
@@ -336,4 +356,11 @@ class CrabProcessor(ProcessorMixin):
         return self.tokenizer.decode(*args, **kwargs)
 
 
-__all__ = ["CrabProcessor", "resample", "resample_input_length", "check_sampling_rate", "pcm_to_float32"]
+__all__ = [
+    "CrabProcessor",
+    "resample",
+    "resample_input_length",
+    "check_sampling_rate",
+    "check_processor_settings",
+    "pcm_to_float32",
+]

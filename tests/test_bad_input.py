@@ -9,6 +9,7 @@ marker must go.
 from __future__ import annotations
 
 import json
+import re
 import time
 import tracemalloc
 import warnings
@@ -183,6 +184,23 @@ def test_processor_crops_20_minutes_without_copying_them(tiny_processor, rate, c
     np.testing.assert_allclose(batch["input_values"], head["input_values"], atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "setting, value, named",
+    [
+        ("normalization", "globl", "normalization='globl'; use one of global, utterance, none"),
+        ("max_duration_s", 0, "max_duration_s=0; pass a positive number of seconds"),
+        ("max_text_length", 1, "max_text_length=1; pass a whole number of tokens >= 2"),
+    ],
+)
+def test_processor_settings_are_checked_when_used(tiny_processor, setting, value, named):
+    """Settings assigned after construction (as train.py does) are checked at the next call, not ignored."""
+    setattr(tiny_processor, setting, value)
+    with pytest.raises(ValueError, match=re.escape(named)):
+        tiny_processor(audio=[noise(0.5)], text=["hi"], sampling_rate=SR)
+    with pytest.raises(ValueError, match=re.escape(named)):
+        type(tiny_processor)(tiny_processor.feature_extractor, tiny_processor.tokenizer, **{setting: value})
+
+
 @pytest.mark.parametrize("transcript", ["", "   ", "\n\t "])
 def test_processor_empty_or_whitespace_transcript_is_audio_only(tiny_processor, transcript):
     batch = tiny_processor(text=[transcript])
@@ -337,6 +355,24 @@ def test_pipeline_rejects_bytes_transcripts(crab, transcript):
         crab[2](noise(1), text=transcript)
 
 
+@pytest.mark.parametrize(
+    "option, value, named",
+    [
+        ("top_k", 0, "top_k=0; pass a whole number >= 1"),
+        ("top_k", -1, "top_k=-1; pass a whole number >= 1"),
+        ("top_k", 1.5, "top_k=1.5; pass a whole number >= 1"),
+        ("top_k", True, "top_k=True; pass a whole number >= 1"),
+        ("batch_size", 0, "batch_size=0; pass a whole number >= 1"),
+        ("chunk_length_s", -2.0, "chunk_length_s=-2.0; pass a window length in seconds"),
+        ("chunk_length_s", float("nan"), "chunk_length_s=nan; pass a window length in seconds"),
+    ],
+)
+def test_pipeline_options_are_checked(crab, option, value, named):
+    _, _, pipe, _ = crab
+    with pytest.raises(ValueError, match=re.escape(named)):
+        pipe(noise(0.5), text="hi", **{option: value})
+
+
 def test_pipeline_empty_batch_gives_no_results(crab):
     assert crab[2]([], text=[]) == []
 
@@ -419,6 +455,65 @@ def test_cli_whitespace_text_is_audio_only(crab, tmp_path, capsys):
     with pytest.warns(UserWarning, match="audio-only prediction"):
         assert main(predict(crab, path, "--text", "   ")) == 0
     assert json.loads(capsys.readouterr().out)[0]["text"] == ""
+
+
+@pytest.mark.parametrize(
+    "flag, value, named",
+    [
+        ("--top-k", "0", "argument --top-k: '0': pass a whole number >= 1"),
+        ("--top-k", "1.5", "argument --top-k: '1.5' is not a whole number"),
+        ("--batch-size", "-2", "argument --batch-size: '-2': pass a whole number >= 1"),
+        ("--chunk-length-s", "-1", "argument --chunk-length-s: '-1': pass seconds >= 0"),
+        ("--device", "cuda:99", "--device 'cuda:99': this machine has"),
+        ("--device", "gpu0", "--device 'gpu0' is not a device; pass cpu, cuda"),
+    ],
+)
+def test_cli_options_are_checked(crab, tmp_path, capsys, flag, value, named):
+    audio = write(tmp_path / "a.wav", noise(0.5))
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", audio, "--text", "hi", "--model", str(crab[3]), flag, value])
+    assert stop.value.code == 2 and named in capsys.readouterr().err
+
+
+def test_cli_models_that_cannot_load(crab, tmp_path, capsys):
+    """Each failure is one line naming --model and the fix; a path that does not exist is not sent to the Hub."""
+    import shutil
+
+    _, _, _, checkpoint = crab
+    audio = write(tmp_path / "a.wav", noise(0.5))
+    truncated = Path(shutil.copytree(checkpoint, tmp_path / "truncated"))
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    pickled = Path(shutil.copytree(checkpoint, tmp_path / "pickled"))
+    (pickled / "model.safetensors").unlink()
+    torch.save({"weights": Path("not a tensor")}, pickled / "pytorch_model.bin")  # a pickle weights_only refuses
+    (tmp_path / "not_an_export").mkdir()
+    cases = [
+        (truncated, 2, "--model '{}': model.safetensors is truncated (", "copy or export the model again"),
+        (tmp_path / "gone" / "inference", 2, "--model '{}' is not a folder here", "pass the export folder"),
+        (tmp_path / "not_an_export", 2, "--model '{}' has no config.json", "<output_dir>/inference"),
+        (pickled, 1, "crab: error: cannot load --model '{}' (", "export it again"),
+    ]
+    for model, code, problem, fix in cases:
+        argv = ["predict", audio, "--text", "hi", "--model", str(model)]
+        if code == 2:
+            with pytest.raises(SystemExit) as stop:
+                main(argv)
+            assert stop.value.code == 2
+        else:
+            assert main(argv) == code
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert problem.format(model) in err and fix in err, err
+        assert "Traceback" not in err
+
+
+def test_cli_names_its_flags_not_python_keywords(crab, tmp_path, capsys):
+    audio = write(tmp_path / "a.wav", noise(0.5))
+    assert main(predict(crab, audio, "--asr-model", str(tmp_path / "no_such_recognizer"))) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("crab: error:")]
+    assert len(errors) == 1 and "pass --text, or --asr-model" in errors[0] and "Traceback" not in err
+    assert "text=" not in err and "asr_model=" not in err
 
 
 # ================================================================================================================
@@ -744,6 +839,35 @@ class _Counting(list):
     def __getitem__(self, i):
         self.reads.append(i)
         return super().__getitem__(i)
+
+
+# ================================================================================================================
+# train.py arguments
+# ================================================================================================================
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["--normalization", "globl"], "--normalization 'globl' is not one of global, utterance, none"),
+        (["--unimodal_tap", "post"], "--unimodal_tap 'post' is not one of pre_gru, post_gru"),
+        (["--mlcs_taps", "fusion", "fuson"], "--mlcs_taps ['fusion', 'fuson']: pass one or more of"),
+        (["--max_duration_s", "0"], "--max_duration_s 0.0: pass a positive number of seconds"),
+        (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size 0: pass a whole number >= 1"),
+        (["--mlcs_temperature", "-1"], "--mlcs_temperature -1.0: pass a positive number"),
+        ({"normalization": "Global"}, "--normalization 'Global' is not one of"),  # from a config file
+    ],
+)
+def test_train_arguments_are_checked_where_parsed(tmp_path, capsys, argv, named):
+    from training_helpers import load_train_script
+
+    if isinstance(argv, dict):
+        config = tmp_path / "run.json"
+        config.write_text(json.dumps({"manifest": "m.csv", **argv}))
+        argv = [str(config)]
+    else:
+        argv = ["--manifest", "m.csv", *argv]
+    with pytest.raises(SystemExit) as stop:
+        load_train_script().parse_arguments(argv)
+    assert stop.value.code == 2 and named in capsys.readouterr().err
 
 
 # ================================================================================================================

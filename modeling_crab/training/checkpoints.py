@@ -120,13 +120,13 @@ def checkpoint_problem(folder: str | os.PathLike) -> str | None:
     else:
         return "it has no model.safetensors"
     for shard in shards:
-        problem = _safetensors_problem(folder / shard)
+        problem = safetensors_problem(folder / shard)
         if problem:
             return problem
     return None
 
 
-def _safetensors_problem(path: Path) -> str | None:
+def safetensors_problem(path: Path) -> str | None:
     """A safetensors file is complete when its header parses and its size is what the header says."""
     if not path.is_file():
         return f"{path.name} is missing"
@@ -285,6 +285,7 @@ __all__ = [
     "CheckpointError",
     "STAGING_FOLDER",
     "checkpoint_problem",
+    "safetensors_problem",
     "find_checkpoint",
     "resolve_resume_checkpoint",
     "check_resume_config",
