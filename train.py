@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if data_args.labels:
         label_names = [name.strip() for name in data_args.labels.split(",") if name.strip()]
     else:
-        label_names = label_names_from(utterances, data_args.train_split)
+        label_names = label_names_from(utterances, data_args.train_split, manifest)
     scanned = [u for part in rows.values() for u in part]
     with training_args.main_process_first(desc="checking the manifest and reading the training audio"):
         scan = scan_manifest(

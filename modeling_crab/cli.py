@@ -134,6 +134,8 @@ def predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("pass --model (a Hub repo id or an export directory), or set CRAB_MODEL")
     files, texts = pair_inputs(args, parser)
     for path in files:
+        if Path(path).is_dir():
+            parser.error(f"audio file '{path}' is a folder, not an audio file; pass the files in it")
         if not Path(path).is_file():
             parser.error(f"audio file '{path}' does not exist")
 
@@ -243,7 +245,6 @@ _FLAGS = {
     "top_k=": "--top-k ",
     "chunk_length_s=": "--chunk-length-s ",
     "batch_size=": "--batch-size ",
-    "sampling_rate=": "a file's own rate",
 }
 
 

@@ -8,6 +8,7 @@ marker must go.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import time
@@ -839,6 +840,294 @@ class _Counting(list):
     def __getitem__(self, i):
         self.reads.append(i)
         return super().__getitem__(i)
+
+
+# ================================================================================================================
+# Implausible audio, datasets audio and labels, odd paths and text
+# ================================================================================================================
+def wav_with_rate(path: Path, rate: int, seconds: float = 0.5) -> str:
+    """A 16 kHz WAV whose header claims `rate` (patched in place: soundfile refuses to write rate 0)."""
+    write(path, noise(seconds))
+    data = bytearray(path.read_bytes())
+    data[24:28] = rate.to_bytes(4, "little")  # fmt chunk: sample rate
+    data[28:32] = (rate * 2).to_bytes(4, "little")  # byte rate (mono int16)
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
+@pytest.mark.parametrize("rate, hint", [(16, "in Hz: 16000, not 16"), (1, "fix the file's header"), (0, "")])
+def test_implausible_sampling_rates_are_refused(crab, tmp_path, capsys, rate, hint):
+    _, processor, pipe, _ = crab
+    with pytest.raises(ValueError, match=rf"audio 0 has sampling_rate={rate}.*rate in Hz"):
+        processor(audio=[noise(0.5)], text=["hi"], sampling_rate=rate)
+    path = wav_with_rate(tmp_path / f"rate{rate}.wav", rate)
+    with pytest.raises(ValueError, match=rf"audio file '.*rate{rate}.wav' has sampling_rate={rate}") as error:
+        pipe(path, text="hi")
+    assert hint in str(error.value)
+    assert main(predict(crab, path, "--text", "hi")) == 1
+    assert f"rate{rate}.wav' has sampling_rate={rate}" in capsys.readouterr().err
+    message = scan_problems(manifest(tmp_path, [f"a,rate{rate}.wav,hi,sad,train"]))
+    assert f"rate{rate}.wav' has sampling_rate={rate}" in message or "unreadable" in message
+
+
+@pytest.mark.parametrize("layout", ["numpy", "torch"])
+def test_a_2d_array_is_a_batch_everywhere(crab, layout):
+    """(B, N) is B recordings for the processor and the pipeline alike; (N, channels) bare is refused by both."""
+    model, processor, pipe, _ = crab
+    batch = np.stack([noise(0.5, seed=1), noise(0.5, seed=2)])
+    audio = torch.from_numpy(batch) if layout == "torch" else batch
+    results = pipe(audio, text=["i miss her", "what a great day"])
+    assert len(results) == 2
+    for row, text, result in zip(batch, ["i miss her", "what a great day"], results):
+        np.testing.assert_allclose(scores(result), direct(crab, row, text, SR), atol=1e-5)
+    stereo = noise(1.0, channels=2)
+    for call in (lambda: processor(audio=stereo, sampling_rate=SR), lambda: pipe(stereo, text=["hi"] * 16000)):
+        with pytest.raises(
+            ValueError, match=r"shape \(16000, 2\).*for one \(samples, channels\) recording pass \[audio\]"
+        ):
+            call()
+
+
+@pytest.mark.parametrize("amplitude", [1e12, 1e20, 1e30])
+def test_enormous_amplitudes_never_give_nan_scores(crab, amplitude):
+    _, processor, pipe, _ = crab
+    audio = noise(0.5) * np.float32(amplitude)
+    with pytest.raises(ValueError, match=r"audio 0 has samples up to .*beyond any audio scale.*rescale it"):
+        processor(audio=[audio], text=["hi"], sampling_rate=SR)
+    with pytest.raises(ValueError, match=r"audio 0 has samples up to"):
+        pipe(audio, text="hi")
+    loud = noise(0.5) * np.float32(30000.0)  # int16-scaled floats: unusual, but finite scores
+    assert np.isfinite(scores(pipe(loud, text="hi"))).all()
+
+
+def test_datasets_class_label_names_and_order(tmp_path):
+    import datasets
+
+    from modeling_crab.training import label_names_from
+
+    names = [f"class{i}" for i in (10, 2, 0, 1, 3, 4, 5, 6, 7, 8, 9)]  # eleven classes, not in sorted order
+    path = write(tmp_path / "a.wav", noise(0.5))
+    rows = {"audio": [path] * 12, "text": ["hi"] * 12, "label": [*range(11), -1]}
+    features = datasets.Features(
+        {
+            "audio": datasets.Value("string"),
+            "text": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=names),
+        }
+    )
+    train = datasets.Dataset.from_dict(rows, features=features)
+    corpus = datasets.DatasetDict({"train": train.select(range(11)), "test": train.select([11])})
+    utterances = load_manifest(corpus)
+    assert [u.label for u in utterances] == [*names, ""]  # names, not '0', '1', ...; -1 is unlabelled
+    assert label_names_from(utterances, "train", corpus) == names  # the feature's order
+    corpus.save_to_disk(str(tmp_path / "saved"))
+    assert label_names_from(load_manifest(tmp_path / "saved"), "train", tmp_path / "saved") == names
+
+
+def test_datasets_audio_column(crab, tmp_path):
+    """`{path, bytes}` and decoded `{array, sampling_rate}` audio are read, in manifests and the pipeline; a bare
+    array is reported by its size, never printed."""
+    import datasets
+
+    _, _, pipe, _ = crab
+    audio = noise(0.5, rate=8000)
+    wav = Path(write(tmp_path / "clip.wav", audio, rate=8000)).read_bytes()
+    struct = datasets.Features({"path": datasets.Value("string"), "bytes": datasets.Value("binary")})
+    embedded = datasets.Dataset.from_dict(
+        {"audio": [{"path": "gone/clip.wav", "bytes": wav}], "text": ["hi"], "label": ["sad"], "split": ["train"]},
+        features=datasets.Features(
+            {
+                "audio": struct,
+                "text": datasets.Value("string"),
+                "label": datasets.Value("string"),
+                "split": datasets.Value("string"),
+            }
+        ),
+    ).cast_column("audio", datasets.Audio())
+    decoded = datasets.Dataset.from_list(
+        [{"audio": {"array": audio, "sampling_rate": 8000}, "text": "hi", "label": "sad", "split": "train", "id": "d"}]
+    )
+    for dataset in (embedded, decoded):
+        utterances = load_manifest(dataset)
+        scan = scan_manifest(utterances, ["sad"], num_workers=1)
+        assert list(scan.num_samples.values()) == [8000]
+        np.testing.assert_allclose(load_audio(utterances[0].audio), load_audio(tmp_path / "clip.wav"), atol=1e-4)
+    expected = scores(pipe(str(tmp_path / "clip.wav"), text="hi"))
+    np.testing.assert_allclose(scores(pipe({"path": "gone/clip.wav", "bytes": wav}, text="hi")), expected, atol=1e-6)
+    np.testing.assert_allclose(scores(pipe({"array": audio, "sampling_rate": 8000}, text="hi")), expected, atol=1e-4)
+
+    bare = datasets.Dataset.from_list([{"audio": noise(1).tolist(), "text": "hi", "label": "sad", "split": "train"}])
+    message = scan_problems(bare, labels=["sad"])
+    assert "'audio' is a list of 16000 values, not a path" in message and len(message) < 1000
+
+
+def test_transcript_with_a_lone_surrogate(crab, tmp_path):
+    _, processor, pipe, _ = crab
+    text = b"caf\xe9".decode("utf-8", errors="surrogateescape")
+    with pytest.raises(ValueError, match=r"transcript 0 contains a lone surrogate \('\\udce9' at character 3\)"):
+        processor(audio=[noise(0.5)], text=[text], sampling_rate=SR)
+    with pytest.raises(ValueError, match=r"the transcript of audio 0 contains a lone surrogate"):
+        pipe(noise(0.5), text=text)
+    write(tmp_path / "a.wav", noise(0.5))
+    path = tmp_path / "manifest.jsonl"
+    path.write_text('{"audio": "a.wav", "text": "caf\\udce9", "label": "sad", "split": "train"}\n')
+    assert "line 1 (split 'train'): the transcript contains a lone surrogate" in scan_problems(path)
+
+
+def test_folders_unreadable_files_and_paths_relative_to_the_wrong_folder(crab, tmp_path, capsys, monkeypatch):
+    import os
+
+    _, _, pipe, _ = crab
+    (tmp_path / "x.wav").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"x.wav' is a folder, not an audio file"):
+        pipe(str(tmp_path / "x.wav"), text="hi")
+    with pytest.raises(SystemExit) as stop:
+        main(predict(crab, str(tmp_path / "x.wav"), "--text", "hi"))
+    assert stop.value.code == 2 and "x.wav' is a folder, not an audio file" in capsys.readouterr().err
+
+    data = tmp_path / "data"
+    (data / "wavs").mkdir(parents=True)
+    write(data / "wavs" / "a.wav", noise(0.5))
+    (data / "meta").mkdir()
+    rows = ["a,wavs/a.wav,hi,sad,train", "b,../../x.wav,hi,sad,train"]
+    message = scan_problems(manifest(data / "meta", rows))  # paths written relative to data/, not data/meta/
+    assert (
+        f"wavs/a.wav' not found; fix the path (relative paths start at the manifest's folder, or at --audio_root; '{data / 'wavs' / 'a.wav'}' exists: pass --audio_root {data})"
+        in message
+    )
+    assert "x.wav' is a folder, not an audio file" in message
+
+    readable = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: "a.wav" not in str(path) and readable(path, mode))
+    with pytest.raises(PermissionError, match=r"a.wav' cannot be read \(permission denied\)"):
+        pipe(str(data / "wavs" / "a.wav"), text="hi")
+    message = scan_problems(manifest(data, ["a,wavs/a.wav,hi,sad,train"]))
+    assert "a.wav' cannot be read (permission denied); make it readable" in message
+
+
+# ================================================================================================================
+# Long work: memory and progress
+# ================================================================================================================
+def test_long_files_are_decoded_downmixed_and_resampled_in_blocks(tmp_path):
+    """A 3-minute 48 kHz stereo file: peak allocations stay near the 16 kHz mono result's (whole-file decoding
+    held the file's bytes, its float32 samples and the mono copy: over 9 times the result), with the same values as
+    resampling the whole downmixed waveform."""
+    from modeling_crab.processing_crab import resample
+
+    rate, seconds = 48_000, 180
+    stereo = (np.random.default_rng(0).standard_normal((rate * seconds, 2)) * 3000).astype(np.int16)
+    for suffix, subtype in ((".wav", "PCM_16"), (".flac", "PCM_16")):
+        path = write(tmp_path / f"long{suffix}", stereo, rate, subtype=subtype)
+        tracemalloc.start()
+        waveform, got_rate = read_audio(path, target_rate=SR)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        result_bytes = SR * seconds * 4
+        assert got_rate == SR and waveform.shape == (SR * seconds,)
+        assert peak < 1.3 * result_bytes + 8e6, f"{peak / 1e6:.0f} MB for a {result_bytes / 1e6:.0f} MB result"
+    expected = resample((stereo.astype(np.float32) / 32768).mean(axis=1), rate, SR)
+    np.testing.assert_allclose(waveform, expected, atol=1e-5)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_long_work_shows_progress_on_a_terminal_only(crab, tmp_path, monkeypatch):
+    """The manifest scan and long-audio inference show tqdm bars on a terminal, and nothing in logs or pipes."""
+    import sys
+
+    _, _, pipe, _ = crab
+    write(tmp_path / "a.wav", noise(0.5))
+    path = manifest(tmp_path, ["a,a.wav,hi,sad,train", "b,a.wav,hi,sad,train"])
+    long_audio = noise(30.0)  # 15 windows of 2 s: 4 forward batches of 4
+    for stream, shown in ((io.StringIO(), False), (_Terminal(), True)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        scan_manifest(load_manifest(path), ["sad"], num_workers=1)
+        pipe(long_audio, text="hi", batch_size=4)
+        monkeypatch.undo()
+        output = stream.getvalue()
+        assert ("checking the manifest" in output and "classifying windows" in output) == shown, output
+        assert shown or output == ""
+
+
+# ================================================================================================================
+# Checkpoints that keep working
+# ================================================================================================================
+RESAVE_AND_PUSH = """
+import shutil, sys
+import numpy as np
+import transformers.utils.hub as hub
+from transformers import AutoModelForAudioClassification, AutoProcessor, pipeline
+
+source, resaved, pushed = sys.argv[1:4]
+model = AutoModelForAudioClassification.from_pretrained(source, trust_remote_code=True)
+processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
+model.save_pretrained(resaved)
+processor.save_pretrained(resaved)
+
+
+class Repo:  # push_to_hub, offline: the folder it would upload is copied to `pushed`
+    repo_id = "user/crab"
+
+
+hub.hf_api = lambda: type("Api", (), {"create_repo": lambda self, *a, **k: Repo()})()
+hub.create_and_tag_model_card = lambda *a, **k: type("Card", (), {"save": lambda self, path: None})()
+hub.PushToHubMixin._upload_modified_files = lambda self, folder, *a, **k: shutil.copytree(
+    folder, pushed, dirs_exist_ok=True
+)
+model.push_to_hub("user/crab")
+processor.push_to_hub("user/crab")
+
+audio = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+scores = {}
+for name, folder in (("source", source), ("resaved", resaved), ("pushed", pushed)):
+    pipe = pipeline("speech-emotion-recognition", model=folder, trust_remote_code=True, device="cpu")
+    scores[name] = {s["label"]: s["score"] for s in pipe(audio, text="i miss her")}
+try:
+    pipeline("audio-classification", model=source, trust_remote_code=True, device="cpu")(audio)
+    generic = "worked"
+except ValueError as error:
+    generic = str(error)
+import json
+json.dump({"scores": scores, "generic": generic}, open(OUT, "w"))
+"""
+
+
+def test_checkpoint_saved_again_or_pushed_keeps_working(crab, tmp_path):
+    """Loaded with trust_remote_code where the package is not installed, then saved again and pushed: both keep
+    the pipeline code, and classify like the original; the generic audio-classification pipeline names the task
+    and text=."""
+    from hub_user import run_as_hub_user
+
+    _, _, _, checkpoint = crab
+    resaved, pushed = tmp_path / "resaved", tmp_path / "pushed"
+    result = run_as_hub_user(RESAVE_AND_PUSH, tmp_path, checkpoint, resaved, pushed)
+    for folder in (resaved, pushed):
+        assert (folder / "pipeline_crab.py").is_file() and (folder / "processing_crab.py").is_file()
+        config = json.loads((folder / "config.json").read_text())
+        assert "speech-emotion-recognition" in config["custom_pipelines"]
+    for name in ("resaved", "pushed"):
+        assert result["scores"][name] == pytest.approx(result["scores"]["source"], abs=1e-6)
+    assert "pipeline('speech-emotion-recognition'" in result["generic"] and "text=" in result["generic"]
+
+
+def test_model_called_without_a_transcript(crab):
+    model, processor, _, _ = crab
+    batch = processor(audio=[noise(0.5)], sampling_rate=SR)
+    with pytest.raises(ValueError, match=r"no transcript was given.*speech-emotion-recognition.*text="):
+        model(input_values=batch["input_values"], attention_mask=batch["attention_mask"])
+
+
+def test_train_output_folder_loads_with_the_pipeline_and_the_cli(resumable_run, tmp_path, capsys):
+    """train.py's top-level output folder (what --push_to_hub uploads) is a whole checkpoint too."""
+    _, run = resumable_run
+    pipe = pipeline("speech-emotion-recognition", model=str(run), trust_remote_code=True, device="cpu")
+    assert len(pipe(noise(0.5), text="i miss her")) == 4
+    audio = write(tmp_path / "a.wav", noise(0.5))
+    assert main(["predict", audio, "--text", "i miss her", "--model", str(run), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)[0]["scores"]) == 4
 
 
 # ================================================================================================================

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import re
+import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -37,8 +38,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from ..processing_crab import SILENCE_PEAK_TO_PEAK
+from ..processing_crab import SILENCE_PEAK_TO_PEAK, check_amplitude, check_sampling_rate, transcript_problem
 
 SAMPLING_RATE = 16_000
 
@@ -106,10 +108,10 @@ def _read_rows(manifest: Any) -> tuple[list[dict[str, Any]], Path, str, str]:
         datasets = None
 
     if datasets is not None and isinstance(manifest, datasets.DatasetDict):
-        rows = [{**row, "split": split} for split, part in manifest.items() for row in part.to_list()]
+        rows = [{**row, "split": split} for split, part in manifest.items() for row in _dataset_rows(part)]
         return rows, Path.cwd(), "the DatasetDict", "row"
     if datasets is not None and isinstance(manifest, datasets.Dataset):
-        return manifest.to_list(), Path.cwd(), "the Dataset", "row"
+        return _dataset_rows(manifest), Path.cwd(), "the Dataset", "row"
 
     path = Path(manifest)
     if path.is_dir() and datasets is not None:
@@ -152,6 +154,40 @@ def _read_rows(manifest: Any) -> tuple[list[dict[str, Any]], Path, str, str]:
             rows.append({**record, _LINE: number})
         return rows, path.parent.resolve(), f"'{path}'", "line"
     raise ManifestError(f"manifest '{path}' has suffix '{suffix}'; use .csv, .jsonl or a saved datasets folder")
+
+
+def _dataset_rows(dataset) -> list[dict[str, Any]]:
+    """A `datasets.Dataset`'s rows: `Audio` columns undecoded (`{path, bytes}`: decoding needs torchcodec, and the
+    scan reads the audio itself), `ClassLabel` columns as their names (an unlabelled -1 as "")."""
+    import datasets
+
+    for name, feature in dataset.features.items():
+        if isinstance(feature, datasets.Audio) and feature.decode:
+            dataset = dataset.cast_column(name, datasets.Audio(decode=False))
+    rows = dataset.to_list()
+    for name, feature in dataset.features.items():
+        if isinstance(feature, datasets.ClassLabel):
+            for row in rows:
+                value = row[name]
+                row[name] = "" if value is None or value < 0 else feature.int2str(int(value))
+    return rows
+
+
+def class_label_names(manifest: Any) -> list[str] | None:
+    """The class names, in class-id order, of a `datasets` manifest whose `label` column is a `ClassLabel`; None
+    for any other manifest."""
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover
+        return None
+    if isinstance(manifest, (str, os.PathLike)) and Path(manifest).is_dir():
+        manifest = datasets.load_from_disk(str(manifest))
+    if isinstance(manifest, datasets.DatasetDict):
+        manifest = next(iter(manifest.values()), None)
+    if not isinstance(manifest, datasets.Dataset):
+        return None
+    feature = manifest.features.get("label")
+    return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
 
 
 # Keys under which a row records its line in the file, how many fields it had when not the header's number, and
@@ -260,7 +296,7 @@ def load_manifest(manifest: Any, audio_root: str | os.PathLike | None = None) ->
                 else "give every column a value (an empty one between two commas is fine)"
             )
             problems.append(f"{row[_EXTRA_FIELDS]} fields but the header has {columns} columns; {fix}")
-        audio = _as_text(row.get("audio"))
+        audio = _audio_source(row.get("audio"), problems)
         start = _as_seconds(row.get("start"), "start", problems)
         end = _as_seconds(row.get("end"), "end", problems)
         if start is not None and end is not None and end <= start:
@@ -281,6 +317,58 @@ def load_manifest(manifest: Any, audio_root: str | os.PathLike | None = None) ->
             )
         )
     return utterances
+
+
+EMBEDDED_AUDIO_FOLDER = Path(tempfile.gettempdir()) / "crab-embedded-audio"
+
+
+def _audio_source(value: Any, problems: list[str]) -> str:
+    """A row's `audio` as a path. `datasets` audio is accepted: `{path, bytes}` (the path when it exists, else the
+    bytes written to a file named after their hash) and decoded `{array, sampling_rate}` (written as a WAV file).
+    A value is never printed whole: it may hold millions of samples."""
+    if value is None or isinstance(value, (str, os.PathLike)):
+        return _as_text(value)
+    if isinstance(value, dict):
+        path, data, array = value.get("path"), value.get("bytes"), value.get("array")
+        if data:
+            if path and Path(path).is_file():
+                return str(path)
+            suffix = Path(path).suffix if path else ".audio"
+            return str(_embedded_file(bytes(data), suffix))
+        if array is not None:
+            try:
+                rate = check_sampling_rate(value.get("sampling_rate"), "its decoded audio")
+            except ValueError as error:
+                problems.append(f"{error} (a {{'array', 'sampling_rate'}} dict needs both)")
+                return ""
+            buffer = io.BytesIO()
+            sf, _ = _audio_io()
+            sf.write(buffer, np.asarray(array, dtype=np.float32), rate, format="WAV", subtype="FLOAT")
+            return str(_embedded_file(buffer.getvalue(), ".wav"))
+        if path:
+            return _as_text(path)
+        problems.append(
+            f"'audio' is a dict with keys {sorted(value)}; give a path, {{'path', 'bytes'}} or {{'array', "
+            "'sampling_rate'}"
+        )
+        return ""
+    size = f" of {len(value)} values" if hasattr(value, "__len__") else ""
+    problems.append(
+        f"'audio' is a {type(value).__name__}{size}, not a path; give the audio file's path, or a datasets "
+        "{'array', 'sampling_rate'} dict"
+    )
+    return ""
+
+
+def _embedded_file(data: bytes, suffix: str) -> Path:
+    """`data` in a file named after its hash (the same audio gives the same path, so scans are cached alike)."""
+    path = EMBEDDED_AUDIO_FOLDER / f"{hashlib.sha1(data).hexdigest()}{suffix}"
+    if not path.is_file():
+        EMBEDDED_AUDIO_FOLDER.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    return path
 
 
 def _where(index: int, numbering: str, row: dict[str, Any]) -> str:
@@ -407,6 +495,7 @@ def load_audio(
     `max_duration_s` seconds. Reads only the frames it needs."""
     sf, soxr = _audio_io()
     info = sf.info(str(path))
+    check_sampling_rate(info.samplerate, f"audio file '{path}'")
     first_frame = round((start or 0.0) * info.samplerate)
     last_frame = info.frames if end is None else min(info.frames, round(end * info.samplerate))
     if max_duration_s is not None:
@@ -461,12 +550,29 @@ def _check_audio(utterance: Utterance, max_duration_s: float | None) -> _AudioCh
     """Read one row's audio as training will, and say what is wrong with it."""
     if not utterance.audio:
         return _AudioCheck(problem="empty 'audio'; give the audio file's path")
+    if os.path.isdir(utterance.audio):
+        return _AudioCheck(problem=f"audio '{utterance.audio}' is a folder, not an audio file; fix the path")
     if not os.path.isfile(utterance.audio):
-        where = "relative paths start at the manifest's folder"
+        where = "relative paths start at the manifest's folder, or at --audio_root"
+        found = _found_elsewhere(Path(utterance.audio))
+        if found is not None:
+            where += f"; '{found[0]}' exists: pass --audio_root {found[1]}"
         return _AudioCheck(problem=f"audio file '{utterance.audio}' not found; fix the path ({where})")
+    if not os.access(utterance.audio, os.R_OK):
+        return _AudioCheck(
+            problem=f"audio file '{utterance.audio}' cannot be read (permission denied); make it readable "
+            "(chmod a+r) or run as a user who can read it"
+        )
     sf, _ = _audio_io()
     try:
         info = sf.info(utterance.audio)
+    except Exception as error:  # soundfile raises several types for corrupt or unsupported files
+        return _AudioCheck(problem=f"audio file '{utterance.audio}' is unreadable ({error}); convert it to WAV/FLAC")
+    try:
+        check_sampling_rate(info.samplerate, f"audio file '{utterance.audio}'")
+    except ValueError as error:
+        return _AudioCheck(problem=str(error))
+    try:
         waveform = load_audio(utterance.audio, utterance.start, utterance.end, max_duration_s)
     except Exception as error:  # soundfile raises several types for corrupt or unsupported files
         return _AudioCheck(problem=f"audio file '{utterance.audio}' is unreadable ({error}); convert it to WAV/FLAC")
@@ -478,7 +584,25 @@ def _check_audio(utterance: Utterance, max_duration_s: float | None) -> _AudioCh
         return _AudioCheck(problem=f"audio '{utterance.audio}' is empty; remove the row or fix the file")
     if not np.isfinite(waveform).all():
         return _AudioCheck(problem=f"audio '{utterance.audio}' contains NaN or infinite samples; re-export the file")
+    try:
+        check_amplitude(waveform, f"audio '{utterance.audio}'")
+    except ValueError as error:
+        return _AudioCheck(problem=str(error))
     return _AudioCheck(_RunningMoments.of(waveform), silent=bool(np.ptp(waveform) < SILENCE_PEAK_TO_PEAK))
+
+
+def _found_elsewhere(missing: Path, depth: int = 4) -> tuple[Path, Path] | None:
+    """A file with the missing path's last parts under one of its ancestor folders or the working folder, and the
+    folder that relative paths should have started from (`--audio_root`), for paths relative to the wrong folder.
+    Longer tails are tried first: they are the more specific match."""
+    parts = missing.parts
+    for keep in range(min(depth, len(parts) - 1), 0, -1):
+        tail = Path(*parts[-keep:])
+        stripped = missing.parents[keep - 1]  # the folder the tail was joined to
+        for root in [*list(stripped.parents)[:depth], Path.cwd()]:
+            if (root / tail).is_file():
+                return root / tail, root
+    return None
 
 
 def _cache_key(utterances: Sequence[Utterance], label_names: Sequence[str], max_duration_s, train_split) -> str:
@@ -527,6 +651,8 @@ def scan_manifest(
             found.append(f"id '{u.id}' is used by {id_counts[u.id]} rows; make ids unique")
         if not u.text:
             found.append("empty transcript; write the transcript (ASR output is fine) or drop the row")
+        elif transcript_problem(u.text):
+            found.append(f"the transcript {transcript_problem(u.text)}")
         if u.split in needs_label and not u.label:
             hint = "" if u.split == train_split else " (a split with no labels at all gets a predictions file)"
             found.append(f"empty label in split '{u.split}'; label the row or drop it{hint}")
@@ -544,7 +670,8 @@ def scan_manifest(
     silent: list[str] = []
     with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
         results = pool.map(lambda u: _check_audio(u, max_duration_s), utterances)
-        for i, (utterance, check) in enumerate(zip(utterances, results)):
+        progress = tqdm(results, total=len(utterances), desc="checking the manifest", unit="row", disable=None)
+        for i, (utterance, check) in enumerate(zip(utterances, progress)):
             if utterance.problems:
                 continue
             if check.problem is not None:
@@ -621,8 +748,12 @@ class CrabAudioTextDataset(torch.utils.data.Dataset):
         return [self.label2id[u.label] for u in self.utterances if u.label]
 
 
-def label_names_from(utterances: Sequence[Utterance], train_split: str = "train") -> list[str]:
-    """The label set: the sorted class names of the training split."""
+def label_names_from(utterances: Sequence[Utterance], train_split: str = "train", manifest: Any = None) -> list[str]:
+    """The label set: a `datasets` manifest's `ClassLabel` names, in their order (`class_label_names`); otherwise
+    the sorted class names of the training split."""
+    names = class_label_names(manifest) if manifest is not None else None
+    if names:
+        return names
     names = sorted({u.label for u in utterances if u.split == train_split and u.label})
     if not names:
         raise ManifestError(
@@ -643,4 +774,5 @@ __all__ = [
     "scan_manifest",
     "CrabAudioTextDataset",
     "label_names_from",
+    "class_label_names",
 ]
