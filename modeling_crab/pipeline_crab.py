@@ -10,6 +10,7 @@ this works where the Crab package is not installed:
     pipe("speech.wav", text="")                  # audio only, for models trained with modality dropout
     pipe("long.wav", text="...", return_windows=True)  # {"aggregate": [...], "windows": [{start, end, scores}]}
     pipe(files, text=transcripts, batch_size=64, precision="bf16")  # GPU throughput: batched, bf16 autocast
+    pipe(waveforms_b_by_n, text=transcripts)     # a 2-D array or tensor (B, N) is B recordings, as in the processor
 
 Audio longer than the training crop (the processor's `max_duration_s`, 12 s) is cut into equal windows of at most
 that length rather than truncated; each window is classified and the aggregate is the mean of the window
