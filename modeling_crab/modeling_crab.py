@@ -357,7 +357,8 @@ class CrabModel(CrabPreTrainedModel):
             raise ValueError("pass exactly one of input_values (waveforms) and audio_features (speech encoder output)")
         if input_ids is None and text_features is None:
             raise ValueError(
-                "Crab classifies speech with its transcript, and no transcript was given (input_ids). Use "
+                "pass exactly one of input_ids (token ids) and text_features; neither was given, and Crab classifies "
+                "speech with its transcript. Use "
                 "pipeline('speech-emotion-recognition', model=..., trust_remote_code=True) and pass text= the "
                 "transcript (text='' for audio only, text=None to transcribe), or pass input_ids from the processor's "
                 "text= (the generic 'audio-classification' pipeline passes audio alone)"

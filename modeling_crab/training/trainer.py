@@ -245,14 +245,15 @@ class CrabTrainer(Trainer):
         staging = run_dir / STAGING_FOLDER
         if self.args.should_save:
             shutil.rmtree(staging / name, ignore_errors=True)  # what a killed save left
-        save_total_limit = self.args.save_total_limit
+        save_total_limit, push_to_hub = self.args.save_total_limit, self.args.push_to_hub
         self._get_output_dir = lambda trial=None: str(staging)  # Trainer writes staging/checkpoint-N
-        self.args.save_total_limit = None  # rotation happens here, once the checkpoint is in place
+        # rotation and the Hub upload happen here, once the checkpoint is in place (an upload runs in the background)
+        self.args.save_total_limit, self.args.push_to_hub = None, False
         try:
             super()._save_checkpoint(model, trial)
         finally:
             del self._get_output_dir
-            self.args.save_total_limit = save_total_limit
+            self.args.save_total_limit, self.args.push_to_hub = save_total_limit, push_to_hub
         best = self.state.best_model_checkpoint
         if best is not None and Path(best).parent == staging:
             self.state.best_model_checkpoint = str(run_dir / Path(best).name)
@@ -264,6 +265,8 @@ class CrabTrainer(Trainer):
                 staging.rmdir()
             rotate_checkpoints(run_dir, save_total_limit, self.state.best_model_checkpoint)
         self.accelerator.wait_for_everyone()
+        if push_to_hub:
+            self._push_from_checkpoint(str(run_dir / name))
 
     # ---- batching ----------------------------------------------------------------------------------------------
 
