@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import sys
 import warnings
@@ -33,10 +34,9 @@ from transformers import (
     Wav2Vec2FeatureExtractor,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from modeling_crab import MLCS_TAPS, CrabConfig, CrabForEmotionClassification, CrabProcessor, export_for_inference
-from modeling_crab.processing_crab import MAX_TEXT_TOKENS, TEXT_PADDINGS, TRAINING_CROP_S
+from modeling_crab.processing_crab import MAX_TEXT_TOKENS, NORMALIZATIONS, TEXT_PADDINGS, TRAINING_CROP_S
 from modeling_crab.training import (
     CrabAudioTextDataset,
     CrabDataCollator,
@@ -50,8 +50,14 @@ from modeling_crab.training import (
     label_names_from,
     load_manifest,
     scan_manifest,
-    select_split,
+    select_splits,
     tiny_crab_config,
+)
+from modeling_crab.training.checkpoints import (
+    CheckpointError,
+    check_resume_config,
+    check_resume_weights_and_optimizer,
+    resolve_resume_checkpoint,
 )
 from modeling_crab.training.feature_cache import (
     CachedFeatures,
@@ -322,7 +328,56 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, Cra
     parser.set_defaults(**{**defaults, **file_values})
     if "-h" in argv or "--help" in argv:  # show this run's values, the command line's included
         parser.set_defaults(**vars(parser.parse_known_args(without_help)[0]))
-    return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    try:
+        arguments = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    except ValueError as error:  # TrainingArguments' own checks
+        parser.exit(2, f"train.py: error: {error}\n")
+    problems = check_arguments(*arguments)
+    if problems:  # without argparse's usage: it lists every TrainingArguments flag
+        parser.exit(2, "train.py: error: " + "\n  ".join(problems) + "\n")
+    return arguments
+
+
+# Enumerated options: a value from a config file never meets argparse's `choices`, so every one is checked here.
+CHOICES = {
+    "normalization": NORMALIZATIONS,
+    "unimodal_tap": ("pre_gru", "post_gru"),
+    "mlcs_loss": ("mpcl", "supcon"),
+    "audio_attention": ("sdpa", "eager"),
+    "recipe": tuple(RECIPES),
+    "text_padding": TEXT_PADDINGS,
+}
+# Bounded options: (test, what the value must be).
+BOUNDS = {
+    "max_duration_s": (lambda v: math.isfinite(v) and v > 0, "a positive number of seconds"),
+    "max_text_length": (lambda v: v >= 2, "a whole number of tokens >= 2 (<s> and </s>)"),
+    "preprocessing_num_workers": (lambda v: v >= 1, "a whole number >= 1"),
+    "mlcs_weight": (lambda v: math.isfinite(v) and v >= 0, "a number >= 0 (0 trains with CE alone)"),
+    "mlcs_temperature": (lambda v: math.isfinite(v) and v > 0, "a positive number"),
+    "encoder_learning_rate": (lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
+    "classifier_dropout": (lambda v: v is None or 0 <= v < 1, "a probability in [0, 1)"),
+    "cross_attention_dropout": (lambda v: v is None or 0 <= v < 1, "a probability in [0, 1)"),
+    "learning_rate": (lambda v: math.isfinite(v) and v > 0, "a positive number"),
+    "per_device_train_batch_size": (lambda v: v >= 1, "a whole number >= 1"),
+    "per_device_eval_batch_size": (lambda v: v >= 1, "a whole number >= 1"),
+    "gradient_accumulation_steps": (lambda v: v >= 1, "a whole number >= 1"),
+}
+
+
+def check_arguments(*arguments) -> list[str]:
+    """Every enumerated or bounded option of the four argument dataclasses, each problem naming its flag."""
+    values = {name: value for group in arguments for name, value in vars(group).items()}
+    problems = []
+    for name, allowed in CHOICES.items():
+        if values[name] not in allowed:
+            problems.append(f"--{name} {values[name]!r} is not one of {', '.join(allowed)}")
+    unknown_taps = [tap for tap in values["mlcs_taps"] if tap not in MLCS_TAPS]
+    if unknown_taps or not values["mlcs_taps"]:
+        problems.append(f"--mlcs_taps {values['mlcs_taps']}: pass one or more of {', '.join(MLCS_TAPS)}")
+    for name, (test, expected) in BOUNDS.items():
+        if not test(values[name]):
+            problems.append(f"--{name} {values[name]!r}: pass {expected}")
+    return problems
 
 
 def _read_config_file(path: str) -> dict:
@@ -498,17 +553,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             manifest = generate_demo_corpus(output_dir / "demo_corpus")
         logger.info(f"no --manifest: training the built-in demo on {manifest}")
     utterances = load_manifest(manifest, data_args.audio_root)
+    splits = {"train": data_args.train_split, "eval": data_args.eval_split, "test": data_args.test_split}
+    flags = {"train": "--train_split", "eval": "--eval_split", "test": "--test_split"}
+    rows = select_splits(utterances, splits, flags)
+    if "eval" not in rows:
+        raise ManifestError(f"split '{data_args.eval_split}' has no rows; add dev rows or pass --eval_split NAME")
+    splits = {role: splits[role] for role in rows}
+    # a test split with no labels at all gets a predictions file; one with some labels is evaluated, and the scan
+    # reports each of its unlabelled rows
+    test_has_labels = "test" in rows and any(u.label for u in rows["test"])
     if data_args.labels:
         label_names = [name.strip() for name in data_args.labels.split(",") if name.strip()]
     else:
-        label_names = label_names_from(utterances, data_args.train_split)
-    splits = {"train": data_args.train_split, "eval": data_args.eval_split}
-    if data_args.test_split and any(u.split == data_args.test_split for u in utterances):
-        splits["test"] = data_args.test_split
-    rows = {role: select_split(utterances, name) for role, name in splits.items()}
-    if not rows["eval"]:
-        raise ManifestError(f"split '{data_args.eval_split}' has no rows; add dev rows or pass --eval_split NAME")
-    test_has_labels = "test" in rows and all(u.label for u in rows["test"])
+        label_names = label_names_from(utterances, data_args.train_split, manifest)
     scanned = [u for part in rows.values() for u in part]
     with training_args.main_process_first(desc="checking the manifest and reading the training audio"):
         scan = scan_manifest(
@@ -531,16 +588,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     }
 
     # ---- processor and model ---------------------------------------------------------------------------------------
-    checkpoint = training_args.resume_from_checkpoint
-    if checkpoint is not None and checkpoint.lower() in ("true", "last"):
-        checkpoint = get_last_checkpoint(str(output_dir))
-        if checkpoint is None:
-            raise SystemExit(f"--resume_from_checkpoint: no checkpoint-* folder in '{output_dir}' to resume from")
+    checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, output_dir)
     processor = build_processor(model_args, data_args, [u.text for u in rows["train"]], checkpoint)
     if data_args.normalization == "global":
         processor.set_waveform_stats(scan.waveform_mean, scan.waveform_std)
     distributed = training_args.world_size > 1
     model = build_model(model_args, loss_args, label_names, len(processor.tokenizer), distributed)
+    if checkpoint is not None:  # before anything is encoded or trained
+        check_resume_config(checkpoint, model.config, data_args.normalization)
 
     if model_args.compile_regions:
         model.compile_regions(backend=model_args.compile_regions)
@@ -570,6 +625,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
 
     # ---- train, evaluate, export ----------------------------------------------------------------------------------
+    if checkpoint is not None:
+        check_resume_weights_and_optimizer(checkpoint, trainer)
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()
     trainer.save_state()
@@ -619,6 +676,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 if __name__ == "__main__":
     try:
         main()
-    except ManifestError as error:
+    except (ManifestError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

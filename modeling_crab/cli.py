@@ -15,9 +15,34 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
+
+
+class CliError(Exception):
+    """A failure `crab predict` reports on one line, naming the input and the fix."""
+
+
+def _whole_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: pass a whole number >= 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r}: pass seconds >= 0 (0: the whole file in one pass)")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,10 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--transcripts", type=Path, help="TSV of path<TAB>transcript")
     predict.add_argument("--audio-only", action="store_true", help="no transcript (modality-dropout models)")
     predict.add_argument("--asr-model", help="speech recognizer for files without a transcript")
-    predict.add_argument("--top-k", type=int, help="labels to show per file (default: all)")
-    predict.add_argument("--chunk-length-s", type=float, help="window length for long audio (default: training crop)")
+    predict.add_argument("--top-k", type=_whole_number, help="labels to show per file (default: all)")
+    predict.add_argument(
+        "--chunk-length-s", type=_seconds, help="window length for long audio (default: training crop)"
+    )
     predict.add_argument("--windows", action="store_true", help="also print per-window scores")
-    predict.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    predict.add_argument("--batch-size", type=_whole_number, default=8, help="windows per forward pass")
     predict.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the first GPU, else CPU)")
     predict.add_argument(
         "--bf16", action="store_true", help="bf16 autocast: faster for batches on GPUs, scores within ~1.5e-2"
@@ -109,8 +136,13 @@ def predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("pass --model (a Hub repo id or an export directory), or set CRAB_MODEL")
     files, texts = pair_inputs(args, parser)
     for path in files:
+        if Path(path).is_dir():
+            parser.error(f"audio file '{path}' is a folder, not an audio file; pass the files in it")
         if not Path(path).is_file():
             parser.error(f"audio file '{path}' does not exist")
+
+    check_device(args.device, parser)
+    check_model(args.model, parser)
 
     from transformers import pipeline
 
@@ -118,9 +150,23 @@ def predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     register_pipeline()  # exports that predate `custom_pipelines` in config.json fall back to this package's pipeline
     options = {"asr_model": args.asr_model} if args.asr_model else {}
-    classifier = pipeline(
-        PIPELINE_TASK, model=args.model, revision=args.revision, device=args.device, trust_remote_code=True, **options
-    )
+    try:
+        classifier = pipeline(
+            PIPELINE_TASK,
+            model=args.model,
+            revision=args.revision,
+            device=args.device,
+            trust_remote_code=True,
+            **options,
+        )
+    except Exception as error:
+        local = Path(args.model).is_dir()
+        fix = (
+            "export it again (train.py writes <output_dir>/inference; save_pretrained writes safetensors)"
+            if local
+            else "check the repo id and --revision, and that you are online (or that the model is in the Hub cache)"
+        )
+        raise CliError(f"cannot load --model '{args.model}' ({_first_line(error)}); {fix}") from error
     outputs = classifier(
         files,
         text=texts,
@@ -140,6 +186,86 @@ def predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def check_device(device: str | None, parser: argparse.ArgumentParser) -> None:
+    """`--device`: a device torch knows and this machine has."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        parser.error(f"--device '{device}' is not a device; pass cpu, cuda, cuda:1, mps, ...")
+    if parsed.type == "cpu":
+        return
+    backend = getattr(torch, parsed.type, None)
+    available = backend is not None and hasattr(backend, "is_available") and backend.is_available()
+    count = backend.device_count() if available and hasattr(backend, "device_count") else int(available)
+    if not available or (parsed.index is not None and parsed.index >= count):
+        have = f"{count} {parsed.type} device(s)" if available else f"no usable {parsed.type} device"
+        parser.error(f"--device '{device}': this machine has {have}; pass --device cpu (or leave --device out)")
+
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def check_model(model: str, parser: argparse.ArgumentParser) -> None:
+    """`--model`: an export folder that holds a whole model, or something that can only be a Hub repo id. A path
+    that does not exist is reported here instead of being looked up on the Hub."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            parser.error(
+                f"--model '{model}' has no config.json, so it is not a Crab export; pass the folder train.py writes "
+                "as <output_dir>/inference (or a checkpoint-N folder)"
+            )
+        from .training.checkpoints import safetensors_problem
+
+        for weights in sorted(path.glob("*.safetensors")):
+            problem = safetensors_problem(weights)
+            if problem:
+                parser.error(f"--model '{model}': {problem}; copy or export the model again")
+        return
+    first = model.split("/")[0]
+    looks_local = (
+        path.exists()
+        or not _REPO_ID.match(model)
+        or model.startswith((".", "~"))
+        or (("/" in model) and Path(first).is_dir())
+    )
+    if looks_local:
+        parser.error(
+            f"--model '{model}' is not a folder here (nor a Hub repo id); pass the export folder (train.py writes "
+            "<output_dir>/inference) or a Hub repo id such as user/crab-iemocap"
+        )
+
+
+# Python keyword arguments in pipeline messages, and the flags that set them here
+_FLAGS = {
+    "text=": "--text",
+    "asr_model=": "--asr-model",
+    "top_k=": "--top-k ",
+    "chunk_length_s=": "--chunk-length-s ",
+    "batch_size=": "--batch-size ",
+}
+
+
+def as_cli_message(error: BaseException) -> str:
+    """One line for the terminal, with the pipeline's keyword arguments named as this command's flags."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    message = (
+        message.replace("text=None", "no --text").replace("text=...", "--text").replace("text=''", "--audio-only")
+    )
+    for keyword, flag in _FLAGS.items():
+        message = re.sub(rf"(?<![\w-]){re.escape(keyword)}", flag, message)
+    return message
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:300]
+
+
 def quiet_known_warnings() -> None:
     """transformers' WavLM attention mixes a float position bias with a boolean padding mask, which torch warns
     about on every forward; the numbers are right."""
@@ -152,8 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return predict(args, parser)
-    except (OSError, ValueError, TypeError, RuntimeError) as error:
-        print(f"crab: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("crab: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # every failure: one line naming the input and the fix
+        print(f"crab: error: {as_cli_message(error)}", file=sys.stderr)
         return 1
 
 

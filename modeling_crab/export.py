@@ -7,17 +7,9 @@ from pathlib import Path
 
 from .configuration_crab import CrabConfig
 from .modeling_crab import CrabForEmotionClassification, CrabModel
+from .pipeline_crab import PIPELINE_TASK
 from .processing_crab import CrabProcessor
 
-PIPELINE_TASK = "speech-emotion-recognition"
-# config.json `custom_pipelines`: what `pipeline(PIPELINE_TASK, model=..., trust_remote_code=True)` loads
-CUSTOM_PIPELINES = {
-    PIPELINE_TASK: {
-        "impl": "pipeline_crab.CrabEmotionPipeline",
-        "pt": ["AutoModelForAudioClassification"],
-        "type": "multimodal",
-    }
-}
 AUTO_MAP = {
     "AutoConfig": "configuration_crab.CrabConfig",
     "AutoModel": "modeling_crab.CrabModel",
@@ -53,23 +45,12 @@ def register_pipeline() -> None:
         )
 
 
-def save_pipeline_code(out_dir: str | os.PathLike) -> None:
-    """Copy `pipeline_crab.py` next to a saved checkpoint (its `config.json` names it in `custom_pipelines`)."""
-    from transformers.dynamic_module_utils import custom_object_save
-
-    from .pipeline_crab import CrabEmotionPipeline
-
-    custom_object_save(CrabEmotionPipeline, out_dir)
-
-
 def save_with_code(model: CrabModel | CrabForEmotionClassification, out_dir: str | os.PathLike, **kwargs) -> None:
-    """`save_pretrained` with both model Auto keys in `auto_map` (one class keeps only one registration), plus the
-    `speech-emotion-recognition` pipeline code."""
+    """`save_pretrained` with both model Auto keys in `auto_map` (one class keeps only one registration); the
+    model's own `save_pretrained` adds the `speech-emotion-recognition` pipeline code."""
     register_auto_classes()
     model.config.auto_map = {**(getattr(model.config, "auto_map", None) or {}), **AUTO_MAP}
-    model.config.custom_pipelines = CUSTOM_PIPELINES
-    model.save_pretrained(out_dir, **kwargs)
-    save_pipeline_code(out_dir)
+    model.save_pretrained(out_dir, **kwargs)  # writes custom_pipelines and pipeline_crab.py too
 
 
 def export_for_inference(

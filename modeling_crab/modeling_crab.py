@@ -226,6 +226,20 @@ class CrabPreTrainedModel(PreTrainedModel):
             for parameter in module.parameters():
                 init.uniform_(parameter, -bound, bound)
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus what `pipeline("speech-emotion-recognition", ...)` and
+        `crab predict` need from the folder: `custom_pipelines` in `config.json` and `pipeline_crab.py` (with the
+        processor code it imports). So a checkpoint loaded with `trust_remote_code` and saved (or pushed with
+        `push_to_hub`, which saves) again keeps working."""
+        from transformers.dynamic_module_utils import custom_object_save
+
+        from .pipeline_crab import CUSTOM_PIPELINES, CrabEmotionPipeline  # here, not at import: nothing at import
+
+        self.config.custom_pipelines = {**(getattr(self.config, "custom_pipelines", None) or {}), **CUSTOM_PIPELINES}
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            custom_object_save(CrabEmotionPipeline, save_directory)
+
     def encoder_parameters(self):
         """Parameters of both encoders (the low-learning-rate group of the hierarchical schedule)."""
         crab = self.crab if hasattr(self, "crab") else self
@@ -341,7 +355,15 @@ class CrabModel(CrabPreTrainedModel):
         `text_features` with `text_attention_mask`, e.g. from `training.feature_cache`) replace an encoder's run."""
         if (input_values is None) == (audio_features is None):
             raise ValueError("pass exactly one of input_values (waveforms) and audio_features (speech encoder output)")
-        if (input_ids is None) == (text_features is None):
+        if input_ids is None and text_features is None:
+            raise ValueError(
+                "pass exactly one of input_ids (token ids) and text_features; neither was given, and Crab classifies "
+                "speech with its transcript. Use "
+                "pipeline('speech-emotion-recognition', model=..., trust_remote_code=True) and pass text= the "
+                "transcript (text='' for audio only, text=None to transcribe), or pass input_ids from the processor's "
+                "text= (the generic 'audio-classification' pipeline passes audio alone)"
+            )
+        if input_ids is not None and text_features is not None:
             raise ValueError("pass exactly one of input_ids (token ids) and text_features (text encoder output)")
         if audio_features is None:
             if self.audio_encoder._get_feat_extract_output_lengths(input_values.shape[-1]) < 1:

@@ -10,6 +10,7 @@ this works where the Crab package is not installed:
     pipe("speech.wav", text="")                  # audio only, for models trained with modality dropout
     pipe("long.wav", text="...", return_windows=True)  # {"aggregate": [...], "windows": [{start, end, scores}]}
     pipe(files, text=transcripts, batch_size=64, precision="bf16")  # GPU throughput: batched, bf16 autocast
+    pipe(waveforms_b_by_n, text=transcripts)     # a 2-D array or tensor (B, N) is B recordings, as in the processor
 
 Audio longer than the training crop (the processor's `max_duration_s`, 12 s) is cut into equal windows of at most
 that length rather than truncated; each window is classified and the aggregate is the mean of the window
@@ -32,37 +33,81 @@ import wave
 import numpy as np
 import torch
 from transformers import Pipeline, PreTrainedModel
+from transformers.utils import logging as hf_logging
 
-from .processing_crab import check_sampling_rate, pcm_to_float32, resample
+from .processing_crab import BlockResampler, as_waveform_list, check_sampling_rate, pcm_to_float32, resample
 
+PIPELINE_TASK = "speech-emotion-recognition"
+# config.json `custom_pipelines`: what `pipeline(PIPELINE_TASK, model=..., trust_remote_code=True)` loads; every
+# `save_pretrained` of a Crab model writes it, with this file
+CUSTOM_PIPELINES = {
+    PIPELINE_TASK: {
+        "impl": "pipeline_crab.CrabEmotionPipeline",
+        "pt": ["AutoModelForAudioClassification"],
+        "type": "multimodal",
+    }
+}
 DEFAULT_ASR_MODEL = "openai/whisper-large-v3-turbo"
 WHISPER_MAX_S = 30.0
 
 
-def read_audio(source: str | os.PathLike | bytes, name: str | None = None) -> tuple[np.ndarray, int]:
-    """A file path or the bytes of an audio file -> (mono float32 waveform, sampling rate).
+def _check_whole_number(name: str, value, meaning: str) -> None:
+    """None, or an int >= 1 (not a bool, not a float)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}={value!r}; pass a whole number >= 1 ({meaning})")
 
-    PCM WAV is read with the standard library; other formats (FLAC, OGG, MP3, float WAV) need `soundfile`. A WAV
-    file cut short (fewer frames than its header says) is read up to its last whole frame, with a warning.
+
+BLOCK_FRAMES = 1 << 18  # frames decoded at a time (5.5 s at 48 kHz): decoding, downmixing and resampling go by block
+
+
+def read_audio(
+    source: str | os.PathLike | bytes, name: str | None = None, target_rate: int | None = None
+) -> tuple[np.ndarray, int]:
+    """A file path or the bytes of an audio file -> (mono float32 waveform, sampling rate); with `target_rate`,
+    resampled to it.
+
+    PCM WAV is read with the standard library; other formats (FLAC, OGG, MP3, float WAV) need `soundfile`. The file
+    is decoded, downmixed and resampled in blocks of `BLOCK_FRAMES`, so memory holds the result, not the file's
+    samples (a 30-minute 48 kHz stereo file costs about what its 16 kHz mono waveform does). A WAV file cut short
+    (fewer frames than its header says) is read up to its last whole frame, with a warning.
     """
     name = name or (f"audio file '{source}'" if isinstance(source, (str, os.PathLike)) else "audio bytes")
-    if isinstance(source, (str, os.PathLike)) and not os.path.isfile(source):
-        raise FileNotFoundError(f"{name} does not exist; pass the path of a WAV/FLAC file, bytes or a waveform")
+    if isinstance(source, (str, os.PathLike)):
+        if os.path.isdir(source):
+            raise IsADirectoryError(f"{name} is a folder, not an audio file; pass the path of a WAV/FLAC file")
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"{name} does not exist; pass the path of a WAV/FLAC file, bytes or a waveform")
+        if not os.access(source, os.R_OK):
+            raise PermissionError(f"{name} cannot be read (permission denied); make it readable (chmod a+r)")
     try:
         with wave.open(io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source), "rb") as wav:
             channels, width, rate = wav.getnchannels(), wav.getsampwidth(), wav.getframerate()
+            rate = check_sampling_rate(rate, name)  # a broken header (0 or 1 Hz) is refused before reading
             expected_frames = wav.getnframes()
-            frames = wav.readframes(expected_frames)
+            resampler = BlockResampler(rate, target_rate or rate, num_input=expected_frames)
+            frames_read = 0
+            while True:
+                frames = wav.readframes(BLOCK_FRAMES)
+                whole = len(frames) // (width * channels) * width * channels  # a cut file ends mid-frame
+                if not whole:
+                    break
+                resampler.push(_pcm_block(frames[:whole], width, channels))
+                frames_read += whole // (width * channels)
     except (wave.Error, EOFError):  # not RIFF/PCM (e.g. FLAC, MP3, float WAV)
-        return _read_with_soundfile(source, name)
-    frame_bytes = width * channels
-    if len(frames) < expected_frames * frame_bytes:
+        return _read_with_soundfile(source, name, target_rate)
+    if frames_read < expected_frames:
         warnings.warn(
             f"{name} is truncated: its header promises {expected_frames} frames but it holds "
-            f"{len(frames) // frame_bytes}; classifying the frames present (re-export the file to silence this)",
+            f"{frames_read}; classifying the frames present (re-export the file to silence this)",
             stacklevel=3,
         )
-        frames = frames[: len(frames) // frame_bytes * frame_bytes]
+    return resampler.finish(), target_rate or rate
+
+
+def _pcm_block(frames: bytes, width: int, channels: int) -> np.ndarray:
+    """Interleaved PCM bytes -> mono float32 (the channel mean)."""
     if width == 1:
         samples = pcm_to_float32(np.frombuffer(frames, np.uint8))  # 8-bit WAV is unsigned, centred on 128
     elif width == 3:  # 24-bit little-endian: the three bytes become the top of an int32
@@ -72,11 +117,11 @@ def read_audio(source: str | os.PathLike | bytes, name: str | None = None) -> tu
     else:
         samples = pcm_to_float32(np.frombuffer(frames, {2: "<i2", 4: "<i4"}[width]))
     if channels == 1:
-        return samples, rate
-    return samples.reshape(-1, channels).mean(axis=1, dtype=np.float32), rate
+        return samples
+    return samples.reshape(-1, channels).mean(axis=1, dtype=np.float32)
 
 
-def _read_with_soundfile(source, name: str) -> tuple[np.ndarray, int]:
+def _read_with_soundfile(source, name: str, target_rate: int | None = None) -> tuple[np.ndarray, int]:
     try:  # optional, so imported by name: a checkpoint's code may import only torch, transformers and numpy
         soundfile = importlib.import_module("soundfile")
     except ImportError:
@@ -85,10 +130,18 @@ def _read_with_soundfile(source, name: str) -> tuple[np.ndarray, int]:
             "or convert it to 16-bit WAV (ffmpeg -i in.mp3 -ar 16000 -ac 1 out.wav)"
         ) from None
     try:
-        samples, rate = soundfile.read(io.BytesIO(source) if isinstance(source, bytes) else source, dtype="float32")
+        with soundfile.SoundFile(io.BytesIO(source) if isinstance(source, bytes) else source) as audio:
+            rate = check_sampling_rate(audio.samplerate, name)
+            resampler = BlockResampler(rate, target_rate or rate, num_input=audio.frames if audio.seekable() else None)
+            for block in audio.blocks(blocksize=BLOCK_FRAMES, dtype="float32", always_2d=True):
+                resampler.push(block.mean(axis=1, dtype=np.float32))
+    except ValueError as error:
+        if "sampling_rate" in str(error):
+            raise
+        raise ValueError(f"{name} could not be decoded ({error}); pass WAV, FLAC or OGG audio") from error
     except Exception as error:
         raise ValueError(f"{name} could not be decoded ({error}); pass WAV, FLAC or OGG audio") from error
-    return (samples.mean(axis=1) if samples.ndim == 2 else samples), rate
+    return resampler.finish(), target_rate or rate
 
 
 def window_bounds(num_samples: int, max_samples: int | None) -> list[tuple[int, int]]:
@@ -145,6 +198,18 @@ class CrabEmotionPipeline(Pipeline):
             raise TypeError(f"unexpected arguments {sorted(kwargs)} for the speech-emotion-recognition pipeline")
         if precision not in (None, "fp32", "bf16"):
             raise ValueError(f"precision={precision!r}; use 'fp32' or 'bf16'")
+        _check_whole_number("top_k", top_k, "how many labels to return; None returns all")
+        if chunk_length_s is not None and (
+            isinstance(chunk_length_s, bool)
+            or not isinstance(chunk_length_s, (int, float))
+            or not (math.isfinite(chunk_length_s) and chunk_length_s >= 0)
+        ):
+            raise ValueError(
+                f"chunk_length_s={chunk_length_s!r}; pass a window length in seconds, 0 for one pass over the whole "
+                "recording, or None for the training crop"
+            )
+        if return_windows is not None and not isinstance(return_windows, bool):
+            raise TypeError(f"return_windows={return_windows!r}; pass True or False")
         preprocess = {"sampling_rate": sampling_rate, "chunk_length_s": chunk_length_s, "asr_model": asr_model}
         forward = {"precision": precision}
         postprocess = {"top_k": top_k, "return_windows": return_windows}
@@ -159,7 +224,9 @@ class CrabEmotionPipeline(Pipeline):
 
         Safe to call from several threads at once: a call keeps its state in local variables.
         """
-        batch_size = kwargs.pop("batch_size", None) or self._batch_size or 1
+        batch_size = kwargs.pop("batch_size", None)
+        _check_whole_number("batch_size", batch_size, "windows per forward pass")
+        batch_size = batch_size or self._batch_size or 1
         if not getattr(self.model.config, "mask_padding", True):
             batch_size = 1  # an unmasked head computes another function on padded audio: one window at a time
         kwargs.pop("num_workers", None)
@@ -168,9 +235,13 @@ class CrabEmotionPipeline(Pipeline):
         forward = {**self._forward_params, **forward}
         postprocess = {**self._postprocess_params, **postprocess}
 
-        # a list of numbers is one waveform; any other list is a batch
-        single = not isinstance(inputs, (list, tuple)) or (len(inputs) > 0 and isinstance(inputs[0], (int, float)))
-        items = [inputs] if single else list(inputs)
+        # a list of numbers is one waveform; any other list is a batch; a bare 2-D array or tensor is a batch (B, N),
+        # as in the processor (`as_waveform_list`)
+        batch_array = isinstance(inputs, (np.ndarray, torch.Tensor)) and inputs.ndim == 2
+        single = not batch_array and (
+            not isinstance(inputs, (list, tuple)) or (len(inputs) > 0 and isinstance(inputs[0], (int, float)))
+        )
+        items = as_waveform_list(inputs) if batch_array else [inputs] if single else list(inputs)
         if not items:
             return []
         texts = self._pair_transcripts(items, text, single)
@@ -185,7 +256,10 @@ class CrabEmotionPipeline(Pipeline):
         windows = [w for p in prepared for w in zip(p["waveforms"], p["window_texts"], p["window_names"])]
         order = sorted(range(len(windows)), key=lambda i: -len(windows[i][0]))
         probabilities = []
-        for start in range(0, len(windows), batch_size):
+        starts = range(0, len(windows), batch_size)
+        if len(starts) > 1:  # long audio, or many files: progress on a terminal (transformers' tqdm), quiet elsewhere
+            starts = hf_logging.tqdm(starts, desc="classifying windows", unit="batch", disable=None)
+        for start in starts:
             chunk = [windows[i] for i in order[start : start + batch_size]]
             model_inputs = self.processor(
                 audio=[w for w, _, _ in chunk],
@@ -195,7 +269,14 @@ class CrabEmotionPipeline(Pipeline):
                 return_tensors="pt",
                 names=[n for _, _, n in chunk],
             )
-            probabilities.append(self.forward(dict(model_inputs), **forward)["probabilities"])
+            chunk_probabilities = self.forward(dict(model_inputs), **forward)["probabilities"]
+            if not torch.isfinite(chunk_probabilities).all():  # a last guard: never a NaN score
+                bad = [n for (_, _, n), p in zip(chunk, chunk_probabilities) if not torch.isfinite(p).all()]
+                raise ValueError(
+                    f"{', '.join(bad)} gave non-finite scores (the model overflowed on this audio); check that it is "
+                    "speech at a normal level (float audio lies in [-1, 1])"
+                )
+            probabilities.append(chunk_probabilities)
         probabilities = torch.cat(probabilities).numpy()[np.argsort(order)]
 
         outputs, offset = [], 0
@@ -304,14 +385,21 @@ class CrabEmotionPipeline(Pipeline):
         return [item.get("text", text) if isinstance(item, dict) else text for item in items]
 
     def _load_audio(self, inputs, sampling_rate, name: str) -> tuple[np.ndarray, int]:
+        target = self.processor.sampling_rate
         if isinstance(inputs, (str, os.PathLike, bytes)):
-            return read_audio(inputs, name if isinstance(inputs, (str, os.PathLike)) else None)
-        if isinstance(inputs, dict):
+            return read_audio(inputs, name if isinstance(inputs, (str, os.PathLike)) else None, target)
+        if isinstance(inputs, dict):  # {'raw'|'array', 'sampling_rate'}, or a datasets Audio value
             array = inputs.get("raw", inputs.get("array"))
+            if array is None and (inputs.get("bytes") or inputs.get("path")):  # datasets Audio(decode=False)
+                data, path = inputs.get("bytes"), inputs.get("path")
+                if data:
+                    return read_audio(bytes(data), f"{name} (bytes of '{path}')", target)
+                return read_audio(path, name, target)
             rate = inputs.get("sampling_rate")
             if array is None or rate is None:
                 raise ValueError(
-                    f"{name} is a dict with keys {sorted(inputs)}; pass {{'raw': array, 'sampling_rate': sr}}"
+                    f"{name} is a dict with keys {sorted(inputs)}; pass {{'raw': array, 'sampling_rate': sr}} or a "
+                    "datasets audio value ({'array', 'sampling_rate'} or {'path', 'bytes'})"
                 )
             inputs, sampling_rate = array, rate
         if isinstance(inputs, torch.Tensor):

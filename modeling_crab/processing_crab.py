@@ -32,6 +32,12 @@ MAX_TEXT_TOKENS = 128
 LOWPASS_FILTER_WIDTH = 6
 # A recording whose peak-to-peak amplitude is below one 16-bit step carries no signal: it gets a warning.
 SILENCE_PEAK_TO_PEAK = 2.0**-15
+# Sampling rates audio can have; outside them a rate is a mistake (kHz given for Hz, a broken header).
+MIN_SAMPLING_RATE = 1_000
+MAX_SAMPLING_RATE = 1_000_000
+# Largest |sample| accepted: past integer PCM's scale (2**31) by a margin; the encoders' statistics of larger values
+# overflow float32 into NaN.
+MAX_ABS_SAMPLE = 2.0**32
 # Rate pairs with a large reduced ratio (44101 -> 16000 Hz) would need a polyphase table of gigabytes; above this many
 # entries `resample` evaluates the same windowed sinc at each output sample instead.
 _MAX_POLYPHASE_TABLE = 1 << 20
@@ -47,8 +53,23 @@ def resample(
         return waveform
     g = math.gcd(int(orig_sr), int(target_sr))
     orig, new = int(orig_sr) // g, int(target_sr) // g
-    if new * (2 * math.ceil(lowpass_filter_width * orig / (min(orig, new) * 0.99)) + orig) > _MAX_POLYPHASE_TABLE:
+    if _polyphase_too_large(orig, new, lowpass_filter_width):
         return _resample_direct(waveform, orig, new, lowpass_filter_width)
+    kernels, width = _polyphase_kernels(orig, new, lowpass_filter_width)
+
+    x = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
+    x = F.pad(x[None, None], (width, width + orig))  # (1, 1, N + K - 1 + ...)
+    y = F.conv1d(x, kernels[:, None, :], stride=orig)  # (1, new, frames)
+    y = y.transpose(1, 2).reshape(-1)
+    return y[: math.ceil(new * len(waveform) / orig)].numpy()
+
+
+def _polyphase_too_large(orig: int, new: int, lowpass_filter_width: int) -> bool:
+    return new * (2 * math.ceil(lowpass_filter_width * orig / (min(orig, new) * 0.99)) + orig) > _MAX_POLYPHASE_TABLE
+
+
+def _polyphase_kernels(orig: int, new: int, lowpass_filter_width: int) -> tuple[torch.Tensor, int]:
+    """(new, K) float32 kernels, one per output phase, and the filter's half-width in input samples."""
     cutoff = min(orig, new) * 0.99  # just below the lower Nyquist rate
     width = math.ceil(lowpass_filter_width * orig / cutoff)
     taps = torch.arange(-width, width + orig, dtype=torch.float64) / orig  # (K,)
@@ -57,13 +78,85 @@ def resample(
     window = torch.cos(t * math.pi / lowpass_filter_width / 2) ** 2
     t = t * math.pi
     sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / torch.where(t == 0, torch.ones_like(t), t))
-    kernels = (sinc * window * cutoff / orig).float()  # (new, K)
+    return (sinc * window * cutoff / orig).float(), width
 
-    x = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
-    x = F.pad(x[None, None], (width, width + orig))  # (1, 1, N + K - 1 + ...)
-    y = F.conv1d(x, kernels[:, None, :], stride=orig)  # (1, new, frames)
-    y = y.transpose(1, 2).reshape(-1)
-    return y[: math.ceil(new * len(waveform) / orig)].numpy()
+
+class BlockResampler:
+    """`resample` fed one block of a long recording at a time: the same filter and (up to float rounding) the same
+    output, holding only the output, one block and the filter's reach of input; never the whole input.
+
+        resampler = BlockResampler(48_000, 16_000)
+        for block in blocks:            # mono float32 blocks, in order
+            resampler.push(block)
+        waveform = resampler.finish()   # == resample(np.concatenate(blocks), 48_000, 16_000)
+    """
+
+    def __init__(
+        self,
+        orig_sr: int,
+        target_sr: int,
+        lowpass_filter_width: int = LOWPASS_FILTER_WIDTH,
+        num_input: int | None = None,
+    ):
+        self.orig_sr, self.target_sr, self.lowpass_filter_width = int(orig_sr), int(target_sr), lowpass_filter_width
+        g = math.gcd(self.orig_sr, self.target_sr)
+        self.orig, self.new = self.orig_sr // g, self.target_sr // g
+        self.identity = self.orig_sr == self.target_sr
+        # a rate pair whose table would be huge (rare rates): the blocks are kept and resampled at the end
+        self.direct = not self.identity and _polyphase_too_large(self.orig, self.new, lowpass_filter_width)
+        self.kernels, self.width = (None, 0)
+        if not (self.identity or self.direct):
+            self.kernels, self.width = _polyphase_kernels(self.orig, self.new, lowpass_filter_width)
+        self.pending = np.zeros(self.width, dtype=np.float32)  # the left zero padding of `resample`
+        self.num_input = 0
+        # the output, allocated once when the input length is known (a file's header), else gathered in pieces
+        expected = None if num_input is None or self.direct else math.ceil(self.new * num_input / self.orig) + self.new
+        self.output = np.empty(expected, np.float32) if expected else None
+        self.filled = 0
+        self.pieces: list[np.ndarray] = []
+
+    def push(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype=np.float32)
+        self.num_input += len(block)
+        if self.identity or self.direct:
+            self._emit(block)
+            return
+        self.pending = np.concatenate([self.pending, block])
+        self._convolve()
+
+    def _emit(self, samples: np.ndarray) -> None:
+        if self.output is not None and self.filled + len(samples) <= len(self.output):
+            self.output[self.filled : self.filled + len(samples)] = samples
+        else:
+            if self.output is not None:  # more input than announced: gather in pieces from here on
+                self.pieces.append(self.output[: self.filled])
+                self.output = None
+            self.pieces.append(samples.copy())
+        self.filled += len(samples)
+
+    def _convolve(self) -> None:
+        size = 2 * self.width + self.orig  # K: the input one output frame (of `new` samples) reads
+        if len(self.pending) < size:
+            return
+        frames = (len(self.pending) - size) // self.orig + 1
+        x = torch.from_numpy(self.pending[: (frames - 1) * self.orig + size])
+        y = F.conv1d(x[None, None], self.kernels[:, None, :], stride=self.orig)  # (1, new, frames)
+        self._emit(y.transpose(1, 2).reshape(-1).numpy())
+        self.pending = self.pending[frames * self.orig :].copy()
+
+    def _joined(self) -> np.ndarray:
+        if self.output is not None:
+            return self.output[: self.filled]
+        return np.concatenate(self.pieces) if self.pieces else np.zeros(0, np.float32)
+
+    def finish(self) -> np.ndarray:
+        if self.identity:
+            return self._joined()
+        if self.direct:
+            return resample(self._joined(), self.orig_sr, self.target_sr, self.lowpass_filter_width)
+        self.pending = np.concatenate([self.pending, np.zeros(self.width + self.orig, np.float32)])
+        self._convolve()
+        return self._joined()[: math.ceil(self.new * self.num_input / self.orig)]
 
 
 def _resample_direct(waveform: np.ndarray, orig: int, new: int, lowpass_filter_width: int) -> np.ndarray:
@@ -92,14 +185,82 @@ def resample_input_length(num_output: int, orig_sr: int, target_sr: int) -> int:
 
 
 def check_sampling_rate(sampling_rate, name: str = "audio") -> int:
-    """A positive whole number of Hz, as an int; anything else is an error that names the input."""
+    """A whole number of Hz that audio can have (`MIN_SAMPLING_RATE` to `MAX_SAMPLING_RATE`), as an int; anything
+    else (0, negative, fractional, a rate in kHz, a header claiming 1 Hz) is an error that names the input. Every
+    rate, given or read from a file's header, goes through here."""
     try:
         rate = float(sampling_rate)
     except (TypeError, ValueError):
         rate = float("nan")
     if not (math.isfinite(rate) and rate > 0 and rate.is_integer()):
         raise ValueError(f"{name} has sampling_rate={sampling_rate!r}; pass the audio's rate in Hz (e.g. 16000)")
+    if not MIN_SAMPLING_RATE <= rate <= MAX_SAMPLING_RATE:
+        hint = f" (in Hz: {int(rate * 1000)}, not {int(rate)})" if 8 <= rate <= 384 else ""  # given in kHz
+        raise ValueError(
+            f"{name} has sampling_rate={sampling_rate!r}, which no audio has ({MIN_SAMPLING_RATE} Hz to "
+            f"{MAX_SAMPLING_RATE // 1000} kHz); pass the audio's rate in Hz{hint}, or fix the file's header"
+        )
     return int(rate)
+
+
+def check_amplitude(waveform: np.ndarray, name: str = "audio") -> None:
+    """Finite samples within any audio scale: float audio lies in [-1, 1] and integer PCM, once converted, too; a
+    waveform beyond `MAX_ABS_SAMPLE` (values that were never audio, or far out of scale) would overflow the
+    encoders into NaN scores."""
+    if not np.isfinite(waveform).all():
+        raise ValueError(f"{name} contains NaN or infinite samples; clean or drop this audio")
+    peak = float(np.abs(waveform).max()) if waveform.size else 0.0
+    if peak > MAX_ABS_SAMPLE:
+        raise ValueError(
+            f"{name} has samples up to {peak:.3g}, beyond any audio scale (float audio lies in [-1, 1]); rescale it "
+            "(e.g. audio / abs(audio).max())"
+        )
+
+
+def as_waveform_list(audio: np.ndarray | torch.Tensor) -> list:
+    """A bare 2-D array or tensor is a batch (B, N) of B waveforms, in the processor and the pipeline alike (one
+    multichannel recording goes in a list: `[audio]`). A shape that cannot be a batch, (16000, 2), is an error."""
+    if 1 < audio.shape[1] <= 8 < audio.shape[0]:
+        raise ValueError(
+            f"audio has shape {tuple(audio.shape)}: a 2-D array is read as {audio.shape[0]} waveforms of "
+            f"{audio.shape[1]} samples; for one (samples, channels) recording pass [audio]"
+        )
+    return list(audio)
+
+
+def check_processor_settings(
+    normalization: str | None = None,
+    max_duration_s: float | None = ...,
+    max_text_length: int | None = None,
+    text_padding: str | None = None,
+) -> None:
+    """The processor's options, checked where they are set or used (attributes can be assigned directly)."""
+    if normalization is not None and normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization={normalization!r}; use one of {', '.join(NORMALIZATIONS)}")
+    if text_padding is not None and text_padding not in TEXT_PADDINGS:
+        raise ValueError(f"text_padding={text_padding!r}; use one of {TEXT_PADDINGS}")
+    if max_duration_s is not ... and max_duration_s is not None:
+        if isinstance(max_duration_s, bool) or not isinstance(max_duration_s, (int, float)):
+            raise TypeError(f"max_duration_s={max_duration_s!r}; pass seconds (a positive number) or None")
+        if not (math.isfinite(max_duration_s) and max_duration_s > 0):
+            raise ValueError(f"max_duration_s={max_duration_s!r}; pass a positive number of seconds, or None")
+    if max_text_length is not None and (
+        isinstance(max_text_length, bool) or not isinstance(max_text_length, int) or max_text_length < 2
+    ):
+        raise ValueError(f"max_text_length={max_text_length!r}; pass a whole number of tokens >= 2 (<s> and </s>)")
+
+
+def transcript_problem(text: str) -> str | None:
+    """What makes a transcript string untokenizable (lone surrogates, which UTF-8 cannot encode), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return (
+            f"contains a lone surrogate ({text[error.start]!r} at character {error.start}), which is not text: it "
+            "comes from bytes decoded with errors='surrogateescape'; decode the original bytes with their real "
+            "encoding, or replace it: text.encode('utf-8', 'replace').decode('utf-8')"
+        )
+    return None
 
 
 def pcm_to_float32(samples: np.ndarray) -> np.ndarray:
@@ -149,12 +310,9 @@ class CrabProcessor(ProcessorMixin):
         waveform_std: float = 1.0,
         **kwargs,
     ):
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization='{normalization}'; use one of {NORMALIZATIONS}")
+        check_processor_settings(normalization, max_duration_s, max_text_length, text_padding)
         if not waveform_std > 0:
             raise ValueError(f"waveform_std must be positive, got {waveform_std}")
-        if text_padding not in TEXT_PADDINGS:
-            raise ValueError(f"text_padding='{text_padding}'; use one of {TEXT_PADDINGS}")
         self.text_padding = text_padding
         self.max_duration_s = max_duration_s
         self.max_text_length = max_text_length
@@ -220,8 +378,7 @@ class CrabProcessor(ProcessorMixin):
         waveform = pcm_to_float32(waveform)
         if channel_axis is not None:
             waveform = waveform.mean(axis=channel_axis, dtype=np.float32)
-        if not np.isfinite(waveform).all():
-            raise ValueError(f"{name} contains NaN or infinite samples; clean or drop this audio")
+        check_amplitude(waveform, name)
         if rate != self.sampling_rate:
             waveform = resample(waveform, rate, self.sampling_rate)
         if max_duration_s is not None:
@@ -234,8 +391,10 @@ class CrabProcessor(ProcessorMixin):
             )
         if self.normalization == "global":
             waveform = (waveform - self.waveform_mean) / self.waveform_std
-        elif self.normalization == "utterance":
-            waveform = (waveform - waveform.mean()) / np.sqrt(waveform.var() + 1e-7)
+        elif self.normalization == "utterance":  # statistics in float64: large samples must not overflow
+            waveform = (waveform - waveform.mean(dtype=np.float64)) / np.sqrt(waveform.var(dtype=np.float64) + 1e-7)
+        elif self.normalization != "none":
+            check_processor_settings(normalization=self.normalization)
         return waveform.astype(np.float32, copy=False)
 
     def _pad_audio(self, waveforms: list[np.ndarray], pad_to_multiple_of: int | None) -> dict[str, np.ndarray]:
@@ -262,6 +421,9 @@ class CrabProcessor(ProcessorMixin):
                 )
             if not isinstance(text, str):
                 raise TypeError(f"{name} is {type(text).__name__}, not a string; pass the utterance's text")
+            problem = transcript_problem(text)
+            if problem:
+                raise ValueError(f"{name} {problem}")
         texts = [text.strip() for text in texts]  # as in training; whitespace only becomes the empty transcript
         with _TOKENIZER_LOCK:
             encoded = self.tokenizer(
@@ -300,20 +462,17 @@ class CrabProcessor(ProcessorMixin):
         """
         if audio is None and text is None:
             raise ValueError("CrabProcessor needs `audio`, `text`, or both")
+        check_processor_settings(self.normalization, self.max_duration_s, self.max_text_length, self.text_padding)
+        check_processor_settings(None, max_duration_s, max_text_length)
         data: dict[str, np.ndarray] = {}
         batch_array = isinstance(audio, (np.ndarray, torch.Tensor)) and np.ndim(audio) == 2
         if audio is not None:
             single = isinstance(audio, (str, os.PathLike, bytes)) or (
                 isinstance(audio, (np.ndarray, torch.Tensor)) and np.ndim(audio) == 1
             )
-            waveforms = [audio] if single else list(audio)
+            waveforms = [audio] if single else as_waveform_list(audio) if batch_array else list(audio)
             if not waveforms:
                 raise ValueError("audio is an empty list; pass at least one waveform")
-            if batch_array and 1 < audio.shape[1] <= 8 < audio.shape[0]:
-                raise ValueError(
-                    f"audio has shape {tuple(audio.shape)}: a 2-D array is read as {audio.shape[0]} waveforms of "
-                    f"{audio.shape[1]} samples; for one (samples, channels) recording pass [audio]"
-                )
             if names is not None and len(names) != len(waveforms):
                 raise ValueError(f"got {len(waveforms)} waveforms but {len(names)} names")
             if sampling_rate is None:
@@ -359,5 +518,10 @@ __all__ = [
     "resample",
     "resample_input_length",
     "check_sampling_rate",
+    "BlockResampler",
+    "check_amplitude",
+    "as_waveform_list",
+    "check_processor_settings",
+    "transcript_problem",
     "pcm_to_float32",
 ]

@@ -8,7 +8,9 @@ marker must go.
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import time
 import tracemalloc
 import warnings
@@ -183,6 +185,23 @@ def test_processor_crops_20_minutes_without_copying_them(tiny_processor, rate, c
     np.testing.assert_allclose(batch["input_values"], head["input_values"], atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "setting, value, named",
+    [
+        ("normalization", "globl", "normalization='globl'; use one of global, utterance, none"),
+        ("max_duration_s", 0, "max_duration_s=0; pass a positive number of seconds"),
+        ("max_text_length", 1, "max_text_length=1; pass a whole number of tokens >= 2"),
+    ],
+)
+def test_processor_settings_are_checked_when_used(tiny_processor, setting, value, named):
+    """Settings assigned after construction (as train.py does) are checked at the next call, not ignored."""
+    setattr(tiny_processor, setting, value)
+    with pytest.raises(ValueError, match=re.escape(named)):
+        tiny_processor(audio=[noise(0.5)], text=["hi"], sampling_rate=SR)
+    with pytest.raises(ValueError, match=re.escape(named)):
+        type(tiny_processor)(tiny_processor.feature_extractor, tiny_processor.tokenizer, **{setting: value})
+
+
 @pytest.mark.parametrize("transcript", ["", "   ", "\n\t "])
 def test_processor_empty_or_whitespace_transcript_is_audio_only(tiny_processor, transcript):
     batch = tiny_processor(text=[transcript])
@@ -337,6 +356,24 @@ def test_pipeline_rejects_bytes_transcripts(crab, transcript):
         crab[2](noise(1), text=transcript)
 
 
+@pytest.mark.parametrize(
+    "option, value, named",
+    [
+        ("top_k", 0, "top_k=0; pass a whole number >= 1"),
+        ("top_k", -1, "top_k=-1; pass a whole number >= 1"),
+        ("top_k", 1.5, "top_k=1.5; pass a whole number >= 1"),
+        ("top_k", True, "top_k=True; pass a whole number >= 1"),
+        ("batch_size", 0, "batch_size=0; pass a whole number >= 1"),
+        ("chunk_length_s", -2.0, "chunk_length_s=-2.0; pass a window length in seconds"),
+        ("chunk_length_s", float("nan"), "chunk_length_s=nan; pass a window length in seconds"),
+    ],
+)
+def test_pipeline_options_are_checked(crab, option, value, named):
+    _, _, pipe, _ = crab
+    with pytest.raises(ValueError, match=re.escape(named)):
+        pipe(noise(0.5), text="hi", **{option: value})
+
+
 def test_pipeline_empty_batch_gives_no_results(crab):
     assert crab[2]([], text=[]) == []
 
@@ -419,6 +456,65 @@ def test_cli_whitespace_text_is_audio_only(crab, tmp_path, capsys):
     with pytest.warns(UserWarning, match="audio-only prediction"):
         assert main(predict(crab, path, "--text", "   ")) == 0
     assert json.loads(capsys.readouterr().out)[0]["text"] == ""
+
+
+@pytest.mark.parametrize(
+    "flag, value, named",
+    [
+        ("--top-k", "0", "argument --top-k: '0': pass a whole number >= 1"),
+        ("--top-k", "1.5", "argument --top-k: '1.5' is not a whole number"),
+        ("--batch-size", "-2", "argument --batch-size: '-2': pass a whole number >= 1"),
+        ("--chunk-length-s", "-1", "argument --chunk-length-s: '-1': pass seconds >= 0"),
+        ("--device", "cuda:99", "--device 'cuda:99': this machine has"),
+        ("--device", "gpu0", "--device 'gpu0' is not a device; pass cpu, cuda"),
+    ],
+)
+def test_cli_options_are_checked(crab, tmp_path, capsys, flag, value, named):
+    audio = write(tmp_path / "a.wav", noise(0.5))
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", audio, "--text", "hi", "--model", str(crab[3]), flag, value])
+    assert stop.value.code == 2 and named in capsys.readouterr().err
+
+
+def test_cli_models_that_cannot_load(crab, tmp_path, capsys):
+    """Each failure is one line naming --model and the fix; a path that does not exist is not sent to the Hub."""
+    import shutil
+
+    _, _, _, checkpoint = crab
+    audio = write(tmp_path / "a.wav", noise(0.5))
+    truncated = Path(shutil.copytree(checkpoint, tmp_path / "truncated"))
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    pickled = Path(shutil.copytree(checkpoint, tmp_path / "pickled"))
+    (pickled / "model.safetensors").unlink()
+    torch.save({"weights": Path("not a tensor")}, pickled / "pytorch_model.bin")  # a pickle weights_only refuses
+    (tmp_path / "not_an_export").mkdir()
+    cases = [
+        (truncated, 2, "--model '{}': model.safetensors is truncated (", "copy or export the model again"),
+        (tmp_path / "gone" / "inference", 2, "--model '{}' is not a folder here", "pass the export folder"),
+        (tmp_path / "not_an_export", 2, "--model '{}' has no config.json", "<output_dir>/inference"),
+        (pickled, 1, "crab: error: cannot load --model '{}' (", "export it again"),
+    ]
+    for model, code, problem, fix in cases:
+        argv = ["predict", audio, "--text", "hi", "--model", str(model)]
+        if code == 2:
+            with pytest.raises(SystemExit) as stop:
+                main(argv)
+            assert stop.value.code == 2
+        else:
+            assert main(argv) == code
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert problem.format(model) in err and fix in err, err
+        assert "Traceback" not in err
+
+
+def test_cli_names_its_flags_not_python_keywords(crab, tmp_path, capsys):
+    audio = write(tmp_path / "a.wav", noise(0.5))
+    assert main(predict(crab, audio, "--asr-model", str(tmp_path / "no_such_recognizer"))) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("crab: error:")]
+    assert len(errors) == 1 and "pass --text, or --asr-model" in errors[0] and "Traceback" not in err
+    assert "text=" not in err and "asr_model=" not in err
 
 
 # ================================================================================================================
@@ -586,6 +682,76 @@ def test_manifest_row_with_an_unquoted_comma(tmp_path):
         scan_manifest(load_manifest(path), ["sad"], num_workers=1)
 
 
+def test_manifest_quote_that_swallows_the_rows_after_it(tmp_path):
+    """An unclosed quote merges the following rows into one field: that row is reported with the lines it
+    swallowed, and the rows after a (legitimately) multi-line transcript keep their own line numbers."""
+    write(tmp_path / "a.wav", noise(0.5))
+    rows = ['a,a.wav,"two lines,\nof transcript",sad,train', "b,gone.wav,hi,sad,train"]
+    rows += ['c,a.wav,"i said no,sad,train', "d,a.wav,hi,sad,train", "e,a.wav,yo,happy,train"]
+    message = scan_problems(manifest(tmp_path, rows))
+    assert "line 4 (id 'b', split 'train'): audio file" in message  # after the two-line row
+    assert "line 5 (id 'c'): a quoted field opened on line 5 runs on to line 7" in message
+    assert "2 row(s) after it were read as part of this one; close the quote" in message
+    assert "line 2" not in message
+
+
+def test_manifest_row_with_too_few_fields(tmp_path):
+    write(tmp_path / "a.wav", noise(0.5))
+    message = scan_problems(manifest(tmp_path, ["a,a.wav,hi,sad,train", "b,a.wav,hi"]))
+    assert "line 3 (id 'b'): 3 fields but the header has 5 columns; give every column a value" in message
+
+
+@pytest.mark.parametrize(
+    "split, hint",
+    [
+        ("Train", "split 'Train' looks like 'train' but is not it, so these rows would be left out; rename it"),
+        ("validation", "split 'validation' is not 'dev', which has no rows; rename it to 'dev' or pass --eval_split"),
+        ("", "empty split; give every row one of"),
+    ],
+)
+def test_manifest_split_names_are_checked(tmp_path, split, hint):
+    from modeling_crab.training import select_splits
+
+    rows = ["a,a.wav,hi,sad,train", f"b,a.wav,hi,sad,{split}", "c,a.wav,hi,sad,test2", "d,a.wav,hi,sad,test"]
+    rows += ["e,a.wav,hi,sad,dev"] if split != "validation" else []
+    utterances = load_manifest(manifest(tmp_path, rows))
+    flags = {"train": "--train_split", "eval": "--eval_split", "test": "--test_split"}
+    with pytest.raises(ManifestError) as error:
+        select_splits(utterances, {"train": "train", "eval": "dev", "test": "test"}, flags)
+    assert f"1 row(s) (line 3): {hint}" in str(error.value)
+
+    # another split (test2 next to test) is left out with a warning that names its rows
+    utterances = [u for u in utterances if u.id not in ("b", "e")]
+    utterances += load_manifest(manifest(tmp_path, ["e,a.wav,hi,sad,dev"]))
+    with pytest.warns(
+        UserWarning, match=r"belong to splits this run does not use.*\n  1 row\(s\) \(line 4\): split 'test2'"
+    ):
+        rows = select_splits(utterances, {"train": "train", "eval": "dev", "test": "test"}, flags)
+    assert {role: [u.id for u in part] for role, part in rows.items()} == {
+        "train": ["a"],
+        "eval": ["e"],
+        "test": ["d"],
+    }
+
+
+def test_manifest_one_unlabelled_test_row_is_reported(tmp_path):
+    """A test split with some labels is evaluated: an unlabelled row among them is a bad row, not a reason to turn
+    the whole split into a predictions file."""
+    from training_helpers import load_train_script, write_corpus
+
+    path = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1, "test": 1})
+    lines = path.read_text().splitlines()
+    row = next(i for i, line in enumerate(lines) if line.startswith("test_sad_0,"))
+    lines[row] = lines[row].replace(",sad,test", ",,test")
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    with pytest.raises(
+        ManifestError, match=rf"line {row + 1} \(id 'test_sad_0', split 'test'\): empty label in split"
+    ):
+        load_train_script().main(["--manifest", str(path), "--tiny", "--output_dir", str(out), "--max_steps", "1"])
+    assert not list(out.glob("predictions_*.csv")) and not list(out.glob("checkpoint-*"))
+
+
 @pytest.mark.parametrize("content", ['["a.wav", "hi", "sad"]\n', '[{"audio": "a.wav", "text": "hi", "label": "sad"}]'])
 def test_manifest_jsonl_line_that_is_not_an_object(tmp_path, content):
     path = tmp_path / "manifest.json"
@@ -674,6 +840,445 @@ class _Counting(list):
     def __getitem__(self, i):
         self.reads.append(i)
         return super().__getitem__(i)
+
+
+# ================================================================================================================
+# Implausible audio, datasets audio and labels, odd paths and text
+# ================================================================================================================
+def wav_with_rate(path: Path, rate: int, seconds: float = 0.5) -> str:
+    """A 16 kHz WAV whose header claims `rate` (patched in place: soundfile refuses to write rate 0)."""
+    write(path, noise(seconds))
+    data = bytearray(path.read_bytes())
+    data[24:28] = rate.to_bytes(4, "little")  # fmt chunk: sample rate
+    data[28:32] = (rate * 2).to_bytes(4, "little")  # byte rate (mono int16)
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
+@pytest.mark.parametrize("rate, hint", [(16, "in Hz: 16000, not 16"), (1, "fix the file's header"), (0, "")])
+def test_implausible_sampling_rates_are_refused(crab, tmp_path, capsys, rate, hint):
+    _, processor, pipe, _ = crab
+    with pytest.raises(ValueError, match=rf"audio 0 has sampling_rate={rate}.*rate in Hz"):
+        processor(audio=[noise(0.5)], text=["hi"], sampling_rate=rate)
+    path = wav_with_rate(tmp_path / f"rate{rate}.wav", rate)
+    with pytest.raises(ValueError, match=rf"audio file '.*rate{rate}.wav' has sampling_rate={rate}") as error:
+        pipe(path, text="hi")
+    assert hint in str(error.value)
+    assert main(predict(crab, path, "--text", "hi")) == 1
+    assert f"rate{rate}.wav' has sampling_rate={rate}" in capsys.readouterr().err
+    message = scan_problems(manifest(tmp_path, [f"a,rate{rate}.wav,hi,sad,train"]))
+    assert f"rate{rate}.wav' has sampling_rate={rate}" in message or "unreadable" in message
+
+
+@pytest.mark.parametrize("layout", ["numpy", "torch"])
+def test_a_2d_array_is_a_batch_everywhere(crab, layout):
+    """(B, N) is B recordings for the processor and the pipeline alike; (N, channels) bare is refused by both."""
+    model, processor, pipe, _ = crab
+    batch = np.stack([noise(0.5, seed=1), noise(0.5, seed=2)])
+    audio = torch.from_numpy(batch) if layout == "torch" else batch
+    results = pipe(audio, text=["i miss her", "what a great day"])
+    assert len(results) == 2
+    for row, text, result in zip(batch, ["i miss her", "what a great day"], results):
+        np.testing.assert_allclose(scores(result), direct(crab, row, text, SR), atol=1e-5)
+    stereo = noise(1.0, channels=2)
+    for call in (lambda: processor(audio=stereo, sampling_rate=SR), lambda: pipe(stereo, text=["hi"] * 16000)):
+        with pytest.raises(
+            ValueError, match=r"shape \(16000, 2\).*for one \(samples, channels\) recording pass \[audio\]"
+        ):
+            call()
+
+
+@pytest.mark.parametrize("amplitude", [1e12, 1e20, 1e30])
+def test_enormous_amplitudes_never_give_nan_scores(crab, amplitude):
+    _, processor, pipe, _ = crab
+    audio = noise(0.5) * np.float32(amplitude)
+    with pytest.raises(ValueError, match=r"audio 0 has samples up to .*beyond any audio scale.*rescale it"):
+        processor(audio=[audio], text=["hi"], sampling_rate=SR)
+    with pytest.raises(ValueError, match=r"audio 0 has samples up to"):
+        pipe(audio, text="hi")
+    loud = noise(0.5) * np.float32(30000.0)  # int16-scaled floats: unusual, but finite scores
+    assert np.isfinite(scores(pipe(loud, text="hi"))).all()
+
+
+def test_datasets_class_label_names_and_order(tmp_path):
+    import datasets
+
+    from modeling_crab.training import label_names_from
+
+    names = [f"class{i}" for i in (10, 2, 0, 1, 3, 4, 5, 6, 7, 8, 9)]  # eleven classes, not in sorted order
+    path = write(tmp_path / "a.wav", noise(0.5))
+    rows = {"audio": [path] * 12, "text": ["hi"] * 12, "label": [*range(11), -1]}
+    features = datasets.Features(
+        {
+            "audio": datasets.Value("string"),
+            "text": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=names),
+        }
+    )
+    train = datasets.Dataset.from_dict(rows, features=features)
+    corpus = datasets.DatasetDict({"train": train.select(range(11)), "test": train.select([11])})
+    utterances = load_manifest(corpus)
+    assert [u.label for u in utterances] == [*names, ""]  # names, not '0', '1', ...; -1 is unlabelled
+    assert label_names_from(utterances, "train", corpus) == names  # the feature's order
+    corpus.save_to_disk(str(tmp_path / "saved"))
+    assert label_names_from(load_manifest(tmp_path / "saved"), "train", tmp_path / "saved") == names
+
+
+def test_datasets_audio_column(crab, tmp_path):
+    """`{path, bytes}` and decoded `{array, sampling_rate}` audio are read, in manifests and the pipeline; a bare
+    array is reported by its size, never printed."""
+    import datasets
+
+    _, _, pipe, _ = crab
+    audio = noise(0.5, rate=8000)
+    wav = Path(write(tmp_path / "clip.wav", audio, rate=8000)).read_bytes()
+    struct = datasets.Features({"path": datasets.Value("string"), "bytes": datasets.Value("binary")})
+    embedded = datasets.Dataset.from_dict(
+        {"audio": [{"path": "gone/clip.wav", "bytes": wav}], "text": ["hi"], "label": ["sad"], "split": ["train"]},
+        features=datasets.Features(
+            {
+                "audio": struct,
+                "text": datasets.Value("string"),
+                "label": datasets.Value("string"),
+                "split": datasets.Value("string"),
+            }
+        ),
+    ).cast_column("audio", datasets.Audio())
+    decoded = datasets.Dataset.from_list(
+        [{"audio": {"array": audio, "sampling_rate": 8000}, "text": "hi", "label": "sad", "split": "train", "id": "d"}]
+    )
+    for dataset in (embedded, decoded):
+        utterances = load_manifest(dataset)
+        scan = scan_manifest(utterances, ["sad"], num_workers=1)
+        assert list(scan.num_samples.values()) == [8000]
+        np.testing.assert_allclose(load_audio(utterances[0].audio), load_audio(tmp_path / "clip.wav"), atol=1e-4)
+    expected = scores(pipe(str(tmp_path / "clip.wav"), text="hi"))
+    np.testing.assert_allclose(scores(pipe({"path": "gone/clip.wav", "bytes": wav}, text="hi")), expected, atol=1e-6)
+    np.testing.assert_allclose(scores(pipe({"array": audio, "sampling_rate": 8000}, text="hi")), expected, atol=1e-4)
+
+    bare = datasets.Dataset.from_list([{"audio": noise(1).tolist(), "text": "hi", "label": "sad", "split": "train"}])
+    message = scan_problems(bare, labels=["sad"])
+    assert "'audio' is a list of 16000 values, not a path" in message and len(message) < 1000
+
+
+def test_transcript_with_a_lone_surrogate(crab, tmp_path):
+    _, processor, pipe, _ = crab
+    text = b"caf\xe9".decode("utf-8", errors="surrogateescape")
+    with pytest.raises(ValueError, match=r"transcript 0 contains a lone surrogate \('\\udce9' at character 3\)"):
+        processor(audio=[noise(0.5)], text=[text], sampling_rate=SR)
+    with pytest.raises(ValueError, match=r"the transcript of audio 0 contains a lone surrogate"):
+        pipe(noise(0.5), text=text)
+    write(tmp_path / "a.wav", noise(0.5))
+    path = tmp_path / "manifest.jsonl"
+    path.write_text('{"audio": "a.wav", "text": "caf\\udce9", "label": "sad", "split": "train"}\n')
+    assert "line 1 (split 'train'): the transcript contains a lone surrogate" in scan_problems(path)
+
+
+def test_folders_unreadable_files_and_paths_relative_to_the_wrong_folder(crab, tmp_path, capsys, monkeypatch):
+    import os
+
+    _, _, pipe, _ = crab
+    (tmp_path / "x.wav").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"x.wav' is a folder, not an audio file"):
+        pipe(str(tmp_path / "x.wav"), text="hi")
+    with pytest.raises(SystemExit) as stop:
+        main(predict(crab, str(tmp_path / "x.wav"), "--text", "hi"))
+    assert stop.value.code == 2 and "x.wav' is a folder, not an audio file" in capsys.readouterr().err
+
+    data = tmp_path / "data"
+    (data / "wavs").mkdir(parents=True)
+    write(data / "wavs" / "a.wav", noise(0.5))
+    (data / "meta").mkdir()
+    rows = ["a,wavs/a.wav,hi,sad,train", "b,../../x.wav,hi,sad,train"]
+    message = scan_problems(manifest(data / "meta", rows))  # paths written relative to data/, not data/meta/
+    assert (
+        f"wavs/a.wav' not found; fix the path (relative paths start at the manifest's folder, or at --audio_root; '{data / 'wavs' / 'a.wav'}' exists: pass --audio_root {data})"
+        in message
+    )
+    assert "x.wav' is a folder, not an audio file" in message
+
+    readable = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: "a.wav" not in str(path) and readable(path, mode))
+    with pytest.raises(PermissionError, match=r"a.wav' cannot be read \(permission denied\)"):
+        pipe(str(data / "wavs" / "a.wav"), text="hi")
+    message = scan_problems(manifest(data, ["a,wavs/a.wav,hi,sad,train"]))
+    assert "a.wav' cannot be read (permission denied); make it readable" in message
+
+
+# ================================================================================================================
+# Long work: memory and progress
+# ================================================================================================================
+def test_long_files_are_decoded_downmixed_and_resampled_in_blocks(tmp_path):
+    """A 3-minute 48 kHz stereo file: peak allocations stay near the 16 kHz mono result's (whole-file decoding
+    held the file's bytes, its float32 samples and the mono copy: over 9 times the result), with the same values as
+    resampling the whole downmixed waveform."""
+    from modeling_crab.processing_crab import resample
+
+    rate, seconds = 48_000, 180
+    stereo = (np.random.default_rng(0).standard_normal((rate * seconds, 2)) * 3000).astype(np.int16)
+    for suffix, subtype in ((".wav", "PCM_16"), (".flac", "PCM_16")):
+        path = write(tmp_path / f"long{suffix}", stereo, rate, subtype=subtype)
+        tracemalloc.start()
+        waveform, got_rate = read_audio(path, target_rate=SR)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        result_bytes = SR * seconds * 4
+        assert got_rate == SR and waveform.shape == (SR * seconds,)
+        assert peak < 1.3 * result_bytes + 8e6, f"{peak / 1e6:.0f} MB for a {result_bytes / 1e6:.0f} MB result"
+    expected = resample((stereo.astype(np.float32) / 32768).mean(axis=1), rate, SR)
+    np.testing.assert_allclose(waveform, expected, atol=1e-5)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_long_work_shows_progress_on_a_terminal_only(crab, tmp_path, monkeypatch):
+    """The manifest scan and long-audio inference show tqdm bars on a terminal, and nothing in logs or pipes."""
+    import sys
+
+    _, _, pipe, _ = crab
+    write(tmp_path / "a.wav", noise(0.5))
+    path = manifest(tmp_path, ["a,a.wav,hi,sad,train", "b,a.wav,hi,sad,train"])
+    long_audio = noise(30.0)  # 15 windows of 2 s: 4 forward batches of 4
+    for stream, shown in ((io.StringIO(), False), (_Terminal(), True)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        scan_manifest(load_manifest(path), ["sad"], num_workers=1)
+        pipe(long_audio, text="hi", batch_size=4)
+        monkeypatch.undo()
+        output = stream.getvalue()
+        assert ("checking the manifest" in output and "classifying windows" in output) == shown, output
+        assert shown or output == ""
+
+
+# ================================================================================================================
+# Checkpoints that keep working
+# ================================================================================================================
+RESAVE_AND_PUSH = """
+import shutil, sys
+import numpy as np
+import transformers.utils.hub as hub
+from transformers import AutoModelForAudioClassification, AutoProcessor, pipeline
+
+source, resaved, pushed = sys.argv[1:4]
+model = AutoModelForAudioClassification.from_pretrained(source, trust_remote_code=True)
+processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
+model.save_pretrained(resaved)
+processor.save_pretrained(resaved)
+
+
+class Repo:  # push_to_hub, offline: the folder it would upload is copied to `pushed`
+    repo_id = "user/crab"
+
+
+hub.hf_api = lambda: type("Api", (), {"create_repo": lambda self, *a, **k: Repo()})()
+hub.create_and_tag_model_card = lambda *a, **k: type("Card", (), {"save": lambda self, path: None})()
+hub.PushToHubMixin._upload_modified_files = lambda self, folder, *a, **k: shutil.copytree(
+    folder, pushed, dirs_exist_ok=True
+)
+model.push_to_hub("user/crab")
+processor.push_to_hub("user/crab")
+
+audio = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+scores = {}
+for name, folder in (("source", source), ("resaved", resaved), ("pushed", pushed)):
+    pipe = pipeline("speech-emotion-recognition", model=folder, trust_remote_code=True, device="cpu")
+    scores[name] = {s["label"]: s["score"] for s in pipe(audio, text="i miss her")}
+try:
+    pipeline("audio-classification", model=source, trust_remote_code=True, device="cpu")(audio)
+    generic = "worked"
+except ValueError as error:
+    generic = str(error)
+import json
+json.dump({"scores": scores, "generic": generic}, open(OUT, "w"))
+"""
+
+
+def test_checkpoint_saved_again_or_pushed_keeps_working(crab, tmp_path):
+    """Loaded with trust_remote_code where the package is not installed, then saved again and pushed: both keep
+    the pipeline code, and classify like the original; the generic audio-classification pipeline names the task
+    and text=."""
+    from hub_user import run_as_hub_user
+
+    _, _, _, checkpoint = crab
+    resaved, pushed = tmp_path / "resaved", tmp_path / "pushed"
+    result = run_as_hub_user(RESAVE_AND_PUSH, tmp_path, checkpoint, resaved, pushed)
+    for folder in (resaved, pushed):
+        assert (folder / "pipeline_crab.py").is_file() and (folder / "processing_crab.py").is_file()
+        config = json.loads((folder / "config.json").read_text())
+        assert "speech-emotion-recognition" in config["custom_pipelines"]
+    for name in ("resaved", "pushed"):
+        assert result["scores"][name] == pytest.approx(result["scores"]["source"], abs=1e-6)
+    assert "pipeline('speech-emotion-recognition'" in result["generic"] and "text=" in result["generic"]
+
+
+def test_model_called_without_a_transcript(crab):
+    model, processor, _, _ = crab
+    batch = processor(audio=[noise(0.5)], sampling_rate=SR)
+    with pytest.raises(
+        ValueError, match=r"exactly one of input_ids.*neither was given.*speech-emotion-recognition.*text="
+    ):
+        model(input_values=batch["input_values"], attention_mask=batch["attention_mask"])
+
+
+def test_train_output_folder_loads_with_the_pipeline_and_the_cli(resumable_run, tmp_path, capsys):
+    """train.py's top-level output folder (what --push_to_hub uploads) is a whole checkpoint too."""
+    _, run = resumable_run
+    pipe = pipeline("speech-emotion-recognition", model=str(run), trust_remote_code=True, device="cpu")
+    assert len(pipe(noise(0.5), text="i miss her")) == 4
+    audio = write(tmp_path / "a.wav", noise(0.5))
+    assert main(["predict", audio, "--text", "i miss her", "--model", str(run), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)[0]["scores"]) == 4
+
+
+# ================================================================================================================
+# train.py arguments
+# ================================================================================================================
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["--normalization", "globl"], "--normalization 'globl' is not one of global, utterance, none"),
+        (["--unimodal_tap", "post"], "--unimodal_tap 'post' is not one of pre_gru, post_gru"),
+        (["--mlcs_taps", "fusion", "fuson"], "--mlcs_taps ['fusion', 'fuson']: pass one or more of"),
+        (["--max_duration_s", "0"], "--max_duration_s 0.0: pass a positive number of seconds"),
+        (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size 0: pass a whole number >= 1"),
+        (["--mlcs_temperature", "-1"], "--mlcs_temperature -1.0: pass a positive number"),
+        ({"normalization": "Global"}, "--normalization 'Global' is not one of"),  # from a config file
+    ],
+)
+def test_train_arguments_are_checked_where_parsed(tmp_path, capsys, argv, named):
+    from training_helpers import load_train_script
+
+    if isinstance(argv, dict):
+        config = tmp_path / "run.json"
+        config.write_text(json.dumps({"manifest": "m.csv", **argv}))
+        argv = [str(config)]
+    else:
+        argv = ["--manifest", "m.csv", *argv]
+    with pytest.raises(SystemExit) as stop:
+        load_train_script().parse_arguments(argv)
+    assert stop.value.code == 2 and named in capsys.readouterr().err
+
+
+# ================================================================================================================
+# Training runs (train.py): resuming and interrupted saves
+# ================================================================================================================
+def _run_argv(manifest, out, *extra) -> list[str]:
+    argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(out), "--max_steps", "4"]
+    argv += ["--save_strategy", "steps", "--save_steps", "1", "--eval_strategy", "no"]
+    argv += ["--load_best_model_at_end", "False", "--max_duration_s", "0.5", "--disable_tqdm", "True"]
+    argv += ["--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1", "--save_total_limit", "5"]
+    return argv + list(extra)
+
+
+@pytest.fixture(scope="module")
+def resumable_run(tmp_path_factory):
+    """A manifest and a finished 4-step run that saved a checkpoint at every step."""
+    from training_helpers import load_train_script, write_corpus
+
+    root = tmp_path_factory.mktemp("resumable")
+    manifest = write_corpus(root / "corpus", {"train": 1, "dev": 1})
+    load_train_script().main(_run_argv(manifest, root / "run"))
+    return manifest, root / "run"
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (
+            ["--labels", "sad,neutral,happy,angry"],
+            r"labels .*\['angry', 'happy', 'neutral', 'sad'\].*\['sad', 'neutral'",
+        ),
+        (["--labels", "angry,happy,neutral,sad,calm"], r"labels .*'sad'\], this run has \[.*'calm'\]"),
+        (["--mlcs_weight", "0"], r"CSL legs .*checkpoint has True, this run has False"),
+        (["--mask_padding", "false"], r"--mask_padding: the checkpoint has True, this run has False"),
+        (["--mlcs_taps", "fusion"], r"--mlcs_taps: the checkpoint has \[.*\], this run has \['fusion'\]"),
+        (["--freeze_feature_encoder", "false"], r"trainable parameters .*encoders: \d+.*this run has .*encoders: \d+"),
+        (["--normalization", "utterance"], r"--normalization: the checkpoint has 'global', this run has 'utterance'"),
+    ],
+)
+def test_resume_of_a_run_that_means_something_else(resumable_run, tmp_path, change, named):
+    from training_helpers import load_train_script
+
+    from modeling_crab.training.checkpoints import CheckpointError
+
+    manifest, run = resumable_run
+    checkpoint = run / "checkpoint-2"
+    out = tmp_path / "resumed"
+    with pytest.raises(CheckpointError, match=named) as error:
+        load_train_script().main(_run_argv(manifest, out, "--resume_from_checkpoint", str(checkpoint), *change))
+    assert f"--resume_from_checkpoint '{checkpoint}' was trained for something else" in str(error.value)
+    assert not out.exists() or not list(out.glob("checkpoint-*"))  # refused before the first step
+
+
+def test_resume_after_an_interrupted_save(resumable_run, tmp_path, monkeypatch, caplog):
+    """A run killed while writing checkpoint-3 leaves no checkpoint-3; a broken checkpoint-3 as older versions left
+    it (weights cut short) is skipped with a warning; `--resume_from_checkpoint last` resumes from checkpoint-2 and
+    ends with the uninterrupted run's weights."""
+    import shutil
+
+    from safetensors.torch import load_file
+    from training_helpers import load_train_script
+
+    from modeling_crab.training import CrabTrainer
+
+    manifest, uninterrupted = resumable_run
+    out = tmp_path / "run"
+    save_rng_state = CrabTrainer._save_rng_state
+
+    def killed_at_step_3(self, output_dir):
+        if self.state.global_step == 3:
+            raise KeyboardInterrupt  # the kill, halfway through writing checkpoint-3
+        save_rng_state(self, output_dir)
+
+    monkeypatch.setattr(CrabTrainer, "_save_rng_state", killed_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        load_train_script().main(_run_argv(manifest, out))
+    monkeypatch.undo()
+    assert sorted(path.name for path in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+
+    shutil.copytree(out / "checkpoint-2", out / "checkpoint-3")  # what a kill left before checkpoints were staged
+    weights = out / "checkpoint-3" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with caplog.at_level("WARNING"):
+        load_train_script().main(_run_argv(manifest, out, "--resume_from_checkpoint", "last"))
+    assert "skipping the incomplete checkpoint" in caplog.text and "model.safetensors is truncated" in caplog.text
+    expected, resumed = load_file(uninterrupted / "model.safetensors"), load_file(out / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        torch.testing.assert_close(resumed[name], expected[name], rtol=0, atol=0)
+
+
+def test_best_checkpoint_and_its_metrics_survive_rotation_and_kills(tmp_path, monkeypatch):
+    """With save_total_limit=1 the best checkpoint stays next to the newest, its trainer_state.json holding its
+    metrics; a kill during a later save touches neither."""
+    from training_helpers import load_train_script, write_corpus
+
+    from modeling_crab.training import CrabTrainer
+    from modeling_crab.training.checkpoints import checkpoint_problem
+
+    manifest = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1})
+    out = tmp_path / "run"
+    argv = _run_argv(manifest, out, "--save_total_limit", "1", "--eval_strategy", "steps", "--eval_steps", "1")
+    argv += ["--metric_for_best_model", "loss", "--greater_is_better", "False"]
+    save_rng_state = CrabTrainer._save_rng_state
+
+    def killed_at_step_4(self, output_dir):
+        if self.state.global_step == 4:
+            raise KeyboardInterrupt
+        save_rng_state(self, output_dir)
+
+    monkeypatch.setattr(CrabTrainer, "_save_rng_state", killed_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        load_train_script().main(argv)
+    kept = sorted(out.glob("checkpoint-*"))
+    assert 1 <= len(kept) <= 2 and all(checkpoint_problem(path) is None for path in kept)
+    state = json.loads((kept[-1] / "trainer_state.json").read_text())
+    best = Path(state["best_model_checkpoint"])
+    assert best.parent == out and best.is_dir() and checkpoint_problem(best) is None
+    best_state = json.loads((best / "trainer_state.json").read_text())
+    assert any("eval_loss" in entry for entry in best_state["log_history"])
 
 
 def test_every_row_of_the_table_is_a_test_here():

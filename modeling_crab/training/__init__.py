@@ -14,6 +14,7 @@ from .data import (
     load_manifest,
     scan_manifest,
     select_split,
+    select_splits,
 )
 from .metrics import build_compute_metrics, classification_metrics, confusion
 from .predict import classify_file
@@ -35,6 +36,7 @@ __all__ = [
     "load_manifest",
     "scan_manifest",
     "select_split",
+    "select_splits",
     "build_compute_metrics",
     "classification_metrics",
     "confusion",

@@ -26,6 +26,8 @@ import io
 import json
 import math
 import os
+import re
+import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -36,8 +38,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from ..processing_crab import SILENCE_PEAK_TO_PEAK, TRAINING_CROP_S
+from ..processing_crab import (
+    SILENCE_PEAK_TO_PEAK,
+    TRAINING_CROP_S,
+    check_amplitude,
+    check_sampling_rate,
+    transcript_problem,
+)
 
 SAMPLING_RATE = 16_000
 
@@ -105,10 +114,10 @@ def _read_rows(manifest: Any) -> tuple[list[dict[str, Any]], Path, str, str]:
         datasets = None
 
     if datasets is not None and isinstance(manifest, datasets.DatasetDict):
-        rows = [{**row, "split": split} for split, part in manifest.items() for row in part.to_list()]
+        rows = [{**row, "split": split} for split, part in manifest.items() for row in _dataset_rows(part)]
         return rows, Path.cwd(), "the DatasetDict", "row"
     if datasets is not None and isinstance(manifest, datasets.Dataset):
-        return manifest.to_list(), Path.cwd(), "the Dataset", "row"
+        return _dataset_rows(manifest), Path.cwd(), "the Dataset", "row"
 
     path = Path(manifest)
     if path.is_dir() and datasets is not None:
@@ -120,11 +129,18 @@ def _read_rows(manifest: Any) -> tuple[list[dict[str, Any]], Path, str, str]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
-        rows = []
+        rows, last_line = [], 1
         for row in reader:
+            first_line, last_line = last_line + 1, reader.line_num
             extra = row.pop(None, None)  # fields beyond the header: an unquoted comma shifted the row
             if extra is not None:
                 row[_EXTRA_FIELDS] = len(reader.fieldnames) + len(extra)
+            elif any(value is None for value in row.values()):  # fewer fields than the header
+                row[_EXTRA_FIELDS] = sum(value is not None for value in row.values())
+            merged = _merged_lines(row)
+            if merged:
+                row[_MERGED_LINES] = (first_line, last_line, merged)
+            row[_LINE] = first_line
             rows.append(row)
         return rows, path.parent.resolve(), f"'{path}'", "line"
     if suffix in (".jsonl", ".json"):
@@ -141,13 +157,59 @@ def _read_rows(manifest: Any) -> tuple[list[dict[str, Any]], Path, str, str]:
                     f"manifest '{path}' line {number} is a JSON {type(record).__name__}, not an object; write one "
                     'object per line (JSON Lines), e.g. {"audio": "a.wav", "text": "...", "label": "sad"}'
                 )
-            rows.append(record)
-        return rows, path.parent.resolve(), f"'{path}'", "jsonl"
+            rows.append({**record, _LINE: number})
+        return rows, path.parent.resolve(), f"'{path}'", "line"
     raise ManifestError(f"manifest '{path}' has suffix '{suffix}'; use .csv, .jsonl or a saved datasets folder")
 
 
-# Key under which a CSV row records how many fields it had when that is more than the header's.
+def _dataset_rows(dataset) -> list[dict[str, Any]]:
+    """A `datasets.Dataset`'s rows: `Audio` columns undecoded (`{path, bytes}`: decoding needs torchcodec, and the
+    scan reads the audio itself), `ClassLabel` columns as their names (an unlabelled -1 as "")."""
+    import datasets
+
+    for name, feature in dataset.features.items():
+        if isinstance(feature, datasets.Audio) and feature.decode:
+            dataset = dataset.cast_column(name, datasets.Audio(decode=False))
+    rows = dataset.to_list()
+    for name, feature in dataset.features.items():
+        if isinstance(feature, datasets.ClassLabel):
+            for row in rows:
+                value = row[name]
+                row[name] = "" if value is None or value < 0 else feature.int2str(int(value))
+    return rows
+
+
+def class_label_names(manifest: Any) -> list[str] | None:
+    """The class names, in class-id order, of a `datasets` manifest whose `label` column is a `ClassLabel`; None
+    for any other manifest."""
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover
+        return None
+    if isinstance(manifest, (str, os.PathLike)) and Path(manifest).is_dir():
+        manifest = datasets.load_from_disk(str(manifest))
+    if isinstance(manifest, datasets.DatasetDict):
+        manifest = next(iter(manifest.values()), None)
+    if not isinstance(manifest, datasets.Dataset):
+        return None
+    feature = manifest.features.get("label")
+    return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+
+
+# Keys under which a row records its line in the file, how many fields it had when not the header's number, and
+# the lines a quoted field swallowed (an unclosed quote merges the rows that follow into one field).
+_LINE = "\0line"
 _EXTRA_FIELDS = "\0extra_fields"
+_MERGED_LINES = "\0merged_lines"
+_PRIVATE_KEYS = (_LINE, _EXTRA_FIELDS, _MERGED_LINES)
+
+
+def _merged_lines(row: dict[str, Any]) -> int:
+    """How many lines that look like rows of their own (they hold a comma) a quoted field of `row` swallowed."""
+    return max(
+        (sum("," in line for line in value.splitlines()[1:]) for value in row.values() if isinstance(value, str)),
+        default=0,
+    )
 
 
 def _read_text(path: Path) -> str:
@@ -166,7 +228,7 @@ def _read_text(path: Path) -> str:
 def _check_columns(rows: list[dict[str, Any]], name: str) -> None:
     if not rows:
         raise ManifestError(f"manifest {name} has no rows; point --manifest at a manifest with utterances")
-    columns = set().union(*(row.keys() for row in rows)) - {_EXTRA_FIELDS}
+    columns = set().union(*(row.keys() for row in rows)) - set(_PRIVATE_KEYS)
     problems = []
     for required in REQUIRED_COLUMNS:
         if required in columns:
@@ -226,12 +288,21 @@ def load_manifest(manifest: Any, audio_root: str | os.PathLike | None = None) ->
     utterances = []
     for index, row in enumerate(rows):
         where, problems = _where(index, numbering, row), []
-        if _EXTRA_FIELDS in row:
+        if _MERGED_LINES in row:
+            first, last, merged = row[_MERGED_LINES]
             problems.append(
-                f"{row[_EXTRA_FIELDS]} fields but the header has {len(row) - 1} columns; quote fields that contain "
-                'commas ("well, I never")'
+                f"a quoted field opened on line {first} runs on to line {last}, so {merged} row(s) after it were read "
+                'as part of this one; close the quote, or double quotes inside a quoted field ("say ""hi""")'
             )
-        audio = _as_text(row.get("audio"))
+        elif _EXTRA_FIELDS in row:
+            columns = len(row) - sum(key in row for key in _PRIVATE_KEYS)
+            fix = (
+                'quote fields that contain commas ("well, I never")'
+                if row[_EXTRA_FIELDS] > columns
+                else "give every column a value (an empty one between two commas is fine)"
+            )
+            problems.append(f"{row[_EXTRA_FIELDS]} fields but the header has {columns} columns; {fix}")
+        audio = _audio_source(row.get("audio"), problems)
         start = _as_seconds(row.get("start"), "start", problems)
         end = _as_seconds(row.get("end"), "end", problems)
         if start is not None and end is not None and end <= start:
@@ -254,8 +325,60 @@ def load_manifest(manifest: Any, audio_root: str | os.PathLike | None = None) ->
     return utterances
 
 
+EMBEDDED_AUDIO_FOLDER = Path(tempfile.gettempdir()) / "crab-embedded-audio"
+
+
+def _audio_source(value: Any, problems: list[str]) -> str:
+    """A row's `audio` as a path. `datasets` audio is accepted: `{path, bytes}` (the path when it exists, else the
+    bytes written to a file named after their hash) and decoded `{array, sampling_rate}` (written as a WAV file).
+    A value is never printed whole: it may hold millions of samples."""
+    if value is None or isinstance(value, (str, os.PathLike)):
+        return _as_text(value)
+    if isinstance(value, dict):
+        path, data, array = value.get("path"), value.get("bytes"), value.get("array")
+        if data:
+            if path and Path(path).is_file():
+                return str(path)
+            suffix = Path(path).suffix if path else ".audio"
+            return str(_embedded_file(bytes(data), suffix))
+        if array is not None:
+            try:
+                rate = check_sampling_rate(value.get("sampling_rate"), "its decoded audio")
+            except ValueError as error:
+                problems.append(f"{error} (a {{'array', 'sampling_rate'}} dict needs both)")
+                return ""
+            buffer = io.BytesIO()
+            sf, _ = _audio_io()
+            sf.write(buffer, np.asarray(array, dtype=np.float32), rate, format="WAV", subtype="FLOAT")
+            return str(_embedded_file(buffer.getvalue(), ".wav"))
+        if path:
+            return _as_text(path)
+        problems.append(
+            f"'audio' is a dict with keys {sorted(value)}; give a path, {{'path', 'bytes'}} or {{'array', "
+            "'sampling_rate'}"
+        )
+        return ""
+    size = f" of {len(value)} values" if hasattr(value, "__len__") else ""
+    problems.append(
+        f"'audio' is a {type(value).__name__}{size}, not a path; give the audio file's path, or a datasets "
+        "{'array', 'sampling_rate'} dict"
+    )
+    return ""
+
+
+def _embedded_file(data: bytes, suffix: str) -> Path:
+    """`data` in a file named after its hash (the same audio gives the same path, so scans are cached alike)."""
+    path = EMBEDDED_AUDIO_FOLDER / f"{hashlib.sha1(data).hexdigest()}{suffix}"
+    if not path.is_file():
+        EMBEDDED_AUDIO_FOLDER.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    return path
+
+
 def _where(index: int, numbering: str, row: dict[str, Any]) -> str:
-    position = {"line": f"line {index + 2}", "jsonl": f"record {index + 1}", "row": f"row {index}"}[numbering]
+    position = f"line {row[_LINE]}" if numbering == "line" else f"row {index}"
     uid, split = _as_text(row.get("id")), _as_text(row.get("split"))
     details = ", ".join(part for part in (f"id '{uid}'" if uid else "", f"split '{split}'" if split else "") if part)
     return f"{position} ({details})" if details else position
@@ -279,6 +402,89 @@ def select_split(utterances: Sequence[Utterance], split: str) -> list[Utterance]
     return [u for u in utterances if u.split == split]
 
 
+# what people call the usual splits: a near-miss of a split the run uses gets a hint instead of being left out
+_SPLIT_SYNONYMS = {
+    "train": ("train", "training", "trn"),
+    "dev": ("dev", "devel", "development", "validation", "valid", "val", "eval"),
+    "test": ("test", "testing", "tst", "eval_test"),
+}
+
+
+def select_splits(
+    utterances: Sequence[Utterance], splits: dict[str, str | None], flags: dict[str, str] | None = None
+) -> dict[str, list[Utterance]]:
+    """`{role: split name}` -> `{role: its utterances}`, accounting for every row.
+
+    A split name that nearly matches one the run uses (another case, a synonym such as `validation` for `dev`, a
+    typo) is a `ManifestError` naming its lines and the fix; rows of any other split are left out with a warning
+    naming their lines. `flags` names the option that sets each role's split (for the hint), e.g.
+    `{"eval": "--eval_split"}`. Roles whose name is None, or whose split has no rows, get no entry except "train".
+    """
+    flags = flags or {}
+    wanted = {role: name for role, name in splits.items() if name}
+    selected = {role: select_split(utterances, name) for role, name in wanted.items()}
+    others: dict[str, list[Utterance]] = {}
+    for u in utterances:
+        if u.split not in wanted.values():
+            others.setdefault(u.split, []).append(u)
+    problems, unused = [], []
+    for split, rows in others.items():
+        lines = _lines(rows)
+        role = _near_miss(split, wanted)
+        if split == "":
+            problems.append(f"{lines}: empty split; give every row one of {_names(wanted)}")
+        elif role is not None and not selected.get(role):
+            flag = flags.get(role, f"the {role} split")
+            problems.append(
+                f"{lines}: split '{split}' is not '{wanted[role]}', which has no rows; rename it to "
+                f"'{wanted[role]}' or pass {flag} {split}"
+            )
+        elif role is not None:
+            problems.append(
+                f"{lines}: split '{split}' looks like '{wanted[role]}' but is not it, so these rows would be left "
+                f"out; rename it to '{wanted[role]}' or drop the rows"
+            )
+        else:
+            unused.append(f"{lines}: split '{split}'")
+    if problems:
+        raise ManifestError(
+            f"the manifest's splits are {_names(set(u.split for u in utterances))}; this run uses "
+            f"{_names(wanted)}:\n  " + "\n  ".join(problems)
+        )
+    if unused:
+        warnings.warn(
+            f"{sum(len(others[s]) for s in others)} row(s) belong to splits this run does not use ({_names(wanted)}) "
+            "and are left out:\n  " + "\n  ".join(unused),
+            UserWarning,
+            stacklevel=2,
+        )
+    return {role: rows for role, rows in selected.items() if rows or role == "train"}
+
+
+def _near_miss(split: str, wanted: dict[str, str]) -> str | None:
+    """The role whose split `split` was probably meant to be: the same name in another case, a synonym, or a typo;
+    numbered variants (`test2` next to `test1` or `test`) are other splits, not near misses."""
+    folded = split.strip().lower()
+    for role, name in wanted.items():
+        if folded == name.lower() or folded in _SPLIT_SYNONYMS.get(name.lower(), ()):
+            return role
+    for role, name in wanted.items():
+        numbered = re.sub(r"\d+$", "", folded) == re.sub(r"\d+$", "", name.lower())
+        if not numbered and difflib.SequenceMatcher(None, folded, name.lower()).ratio() >= 0.75:
+            return role
+    return None
+
+
+def _names(names) -> str:
+    return ", ".join(f"'{name}'" for name in sorted(set(names.values() if isinstance(names, dict) else names)))
+
+
+def _lines(rows: Sequence[Utterance], shown: int = 5) -> str:
+    places = [u.where.split(" (")[0] for u in rows[:shown]]
+    more = f" and {len(rows) - shown} more" if len(rows) > shown else ""
+    return f"{len(rows)} row(s) ({', '.join(places)}{more})"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Audio
 # ---------------------------------------------------------------------------------------------------------------
@@ -295,6 +501,7 @@ def load_audio(
     `max_duration_s` seconds. Reads only the frames it needs."""
     sf, soxr = _audio_io()
     info = sf.info(str(path))
+    check_sampling_rate(info.samplerate, f"audio file '{path}'")
     first_frame = round((start or 0.0) * info.samplerate)
     last_frame = info.frames if end is None else min(info.frames, round(end * info.samplerate))
     if max_duration_s is not None:
@@ -349,12 +556,29 @@ def _check_audio(utterance: Utterance, max_duration_s: float | None) -> _AudioCh
     """Read one row's audio as training will, and say what is wrong with it."""
     if not utterance.audio:
         return _AudioCheck(problem="empty 'audio'; give the audio file's path")
+    if os.path.isdir(utterance.audio):
+        return _AudioCheck(problem=f"audio '{utterance.audio}' is a folder, not an audio file; fix the path")
     if not os.path.isfile(utterance.audio):
-        where = "relative paths start at the manifest's folder"
+        where = "relative paths start at the manifest's folder, or at --audio_root"
+        found = _found_elsewhere(Path(utterance.audio))
+        if found is not None:
+            where += f"; '{found[0]}' exists: pass --audio_root {found[1]}"
         return _AudioCheck(problem=f"audio file '{utterance.audio}' not found; fix the path ({where})")
+    if not os.access(utterance.audio, os.R_OK):
+        return _AudioCheck(
+            problem=f"audio file '{utterance.audio}' cannot be read (permission denied); make it readable "
+            "(chmod a+r) or run as a user who can read it"
+        )
     sf, _ = _audio_io()
     try:
         info = sf.info(utterance.audio)
+    except Exception as error:  # soundfile raises several types for corrupt or unsupported files
+        return _AudioCheck(problem=f"audio file '{utterance.audio}' is unreadable ({error}); convert it to WAV/FLAC")
+    try:
+        check_sampling_rate(info.samplerate, f"audio file '{utterance.audio}'")
+    except ValueError as error:
+        return _AudioCheck(problem=str(error))
+    try:
         waveform = load_audio(utterance.audio, utterance.start, utterance.end, max_duration_s)
     except Exception as error:  # soundfile raises several types for corrupt or unsupported files
         return _AudioCheck(problem=f"audio file '{utterance.audio}' is unreadable ({error}); convert it to WAV/FLAC")
@@ -366,7 +590,25 @@ def _check_audio(utterance: Utterance, max_duration_s: float | None) -> _AudioCh
         return _AudioCheck(problem=f"audio '{utterance.audio}' is empty; remove the row or fix the file")
     if not np.isfinite(waveform).all():
         return _AudioCheck(problem=f"audio '{utterance.audio}' contains NaN or infinite samples; re-export the file")
+    try:
+        check_amplitude(waveform, f"audio '{utterance.audio}'")
+    except ValueError as error:
+        return _AudioCheck(problem=str(error))
     return _AudioCheck(_RunningMoments.of(waveform), silent=bool(np.ptp(waveform) < SILENCE_PEAK_TO_PEAK))
+
+
+def _found_elsewhere(missing: Path, depth: int = 4) -> tuple[Path, Path] | None:
+    """A file with the missing path's last parts under one of its ancestor folders or the working folder, and the
+    folder that relative paths should have started from (`--audio_root`), for paths relative to the wrong folder.
+    Longer tails are tried first: they are the more specific match."""
+    parts = missing.parts
+    for keep in range(min(depth, len(parts) - 1), 0, -1):
+        tail = Path(*parts[-keep:])
+        stripped = missing.parents[keep - 1]  # the folder the tail was joined to
+        for root in [*list(stripped.parents)[:depth], Path.cwd()]:
+            if (root / tail).is_file():
+                return root / tail, root
+    return None
 
 
 def _cache_key(utterances: Sequence[Utterance], label_names: Sequence[str], max_duration_s, train_split) -> str:
@@ -415,8 +657,11 @@ def scan_manifest(
             found.append(f"id '{u.id}' is used by {id_counts[u.id]} rows; make ids unique")
         if not u.text:
             found.append("empty transcript; write the transcript (ASR output is fine) or drop the row")
+        elif transcript_problem(u.text):
+            found.append(f"the transcript {transcript_problem(u.text)}")
         if u.split in needs_label and not u.label:
-            found.append(f"empty label in split '{u.split}'; label the row or drop it")
+            hint = "" if u.split == train_split else " (a split with no labels at all gets a predictions file)"
+            found.append(f"empty label in split '{u.split}'; label the row or drop it{hint}")
         elif u.label and u.label not in known_labels:
             found.append(
                 f"unknown label '{u.label}' (label set: {', '.join(label_names)}); fix the spelling, "
@@ -431,7 +676,8 @@ def scan_manifest(
     silent: list[str] = []
     with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
         results = pool.map(lambda u: _check_audio(u, max_duration_s), utterances)
-        for i, (utterance, check) in enumerate(zip(utterances, results)):
+        progress = tqdm(results, total=len(utterances), desc="checking the manifest", unit="row", disable=None)
+        for i, (utterance, check) in enumerate(zip(utterances, progress)):
             if utterance.problems:
                 continue
             if check.problem is not None:
@@ -508,8 +754,12 @@ class CrabAudioTextDataset(torch.utils.data.Dataset):
         return [self.label2id[u.label] for u in self.utterances if u.label]
 
 
-def label_names_from(utterances: Sequence[Utterance], train_split: str = "train") -> list[str]:
-    """The label set: the sorted class names of the training split."""
+def label_names_from(utterances: Sequence[Utterance], train_split: str = "train", manifest: Any = None) -> list[str]:
+    """The label set: a `datasets` manifest's `ClassLabel` names, in their order (`class_label_names`); otherwise
+    the sorted class names of the training split."""
+    names = class_label_names(manifest) if manifest is not None else None
+    if names:
+        return names
     names = sorted({u.label for u in utterances if u.split == train_split and u.label})
     if not names:
         raise ManifestError(
@@ -525,8 +775,10 @@ __all__ = [
     "ManifestScan",
     "load_manifest",
     "select_split",
+    "select_splits",
     "load_audio",
     "scan_manifest",
     "CrabAudioTextDataset",
     "label_names_from",
+    "class_label_names",
 ]

@@ -31,6 +31,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.nn.utils.rnn import pad_sequence
+from tqdm.auto import tqdm
 
 from ..modeling_crab import CrabForEmotionClassification, CrabModel
 
@@ -136,7 +137,9 @@ def _write_cache(crab: CrabModel, batches, out_dir: Path, dtype, shard_bytes: in
         _write_json(partial, index)  # only whole shards are ever listed
         shard, pending, shard_size, shard_number = {}, {}, 0, shard_number + 1
 
-    for batch in batches:
+    total = len(batches) if hasattr(batches, "__len__") else None
+    # tqdm's disable=None: a bar on a terminal, nothing in logs and pipes
+    for batch in tqdm(batches, total=total, desc=f"encoding into '{out_dir}'", unit="batch", disable=None):
         ids = [str(utt_id) for utt_id in batch["ids"]]
         tensors = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
         speech, frame_mask, text, token_mask = crab.encode(

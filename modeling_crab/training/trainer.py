@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,9 +24,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer
-from transformers.trainer_utils import PredictionOutput
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, PredictionOutput
 
 from ..losses import mlcs_loss
+from .checkpoints import STAGING_FOLDER, publish_checkpoint, rotate_checkpoints
 from .collator import EpochSeededLengthGroupedSampler
 
 logger = logging.getLogger(__name__)
@@ -292,6 +296,40 @@ class CrabTrainer(Trainer):
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
         self._created_lr_scheduler = True
         return self.lr_scheduler
+
+    # ---- checkpoints -------------------------------------------------------------------------------------------
+
+    def _save_checkpoint(self, model: nn.Module, trial) -> None:
+        """`Trainer`'s checkpoint, written in `output_dir/.saving/` and renamed into place when whole: a kill while
+        saving leaves no `checkpoint-N` at all (the previous ones, and the best, are untouched). Rotation renames a
+        checkpoint aside before deleting it (`checkpoints.rotate_checkpoints`)."""
+        run_dir = Path(self._get_output_dir(trial=trial))
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging = run_dir / STAGING_FOLDER
+        if self.args.should_save:
+            shutil.rmtree(staging / name, ignore_errors=True)  # what a killed save left
+        save_total_limit, push_to_hub = self.args.save_total_limit, self.args.push_to_hub
+        self._get_output_dir = lambda trial=None: str(staging)  # Trainer writes staging/checkpoint-N
+        # rotation and the Hub upload happen here, once the checkpoint is in place (an upload runs in the background)
+        self.args.save_total_limit, self.args.push_to_hub = None, False
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            del self._get_output_dir
+            self.args.save_total_limit, self.args.push_to_hub = save_total_limit, push_to_hub
+        best = self.state.best_model_checkpoint
+        if best is not None and Path(best).parent == staging:
+            self.state.best_model_checkpoint = str(run_dir / Path(best).name)
+        if self.args.should_save:
+            if best != self.state.best_model_checkpoint:  # the staged trainer_state.json names the staging folder
+                self.state.save_to_json(os.path.join(staging / name, "trainer_state.json"))
+            publish_checkpoint(staging / name, run_dir / name)
+            if not any(staging.iterdir()):
+                staging.rmdir()
+            rotate_checkpoints(run_dir, save_total_limit, self.state.best_model_checkpoint)
+        self.accelerator.wait_for_everyone()
+        if push_to_hub:
+            self._push_from_checkpoint(str(run_dir / name))
 
     # ---- batching ----------------------------------------------------------------------------------------------
 
