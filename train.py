@@ -274,8 +274,9 @@ def gpu_defaults() -> dict:
     """On CUDA machines: DataLoader workers (up to 4 per GPU, kept across epochs), so that reading and resampling
     audio overlaps the GPU step (one core turns 16 kHz WAV into batches at about 5000 audio-s/s, 44.1 kHz FLAC at
     about 1200: bench/bench_data.py); on Ampere or newer, bf16 autocast (the speech CNN, the GRUs and the losses stay
-    in fp32; logits within 1e-2 of fp32 at base size, 1.5e-2 at large) and TF32 matmuls (`--bf16 false --tf32 false` trains in fp32). Fused AdamW
-    is TrainingArguments' default optimizer everywhere. Nothing changes on a machine without a GPU."""
+    in fp32; logits within 1e-2 of fp32 at base size, 1.5e-2 at large) and TF32 matmuls (`--bf16 false --tf32 false`
+    trains in fp32). Fused AdamW is TrainingArguments' default optimizer everywhere. Nothing changes on a machine
+    without a GPU."""
     if not torch.cuda.is_available():
         return {}
     cores_per_gpu = (os.cpu_count() or 1) // max(1, torch.cuda.device_count())
