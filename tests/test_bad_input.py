@@ -1196,7 +1196,7 @@ def resumable_run(tmp_path_factory):
         (["--mlcs_weight", "0"], r"CSL legs .*checkpoint has True, this run has False"),
         (["--mask_padding", "false"], r"--mask_padding: the checkpoint has True, this run has False"),
         (["--mlcs_taps", "fusion"], r"--mlcs_taps: the checkpoint has \[.*\], this run has \['fusion'\]"),
-        (["--freeze_feature_encoder", "false"], r"trainable parameters .*encoders: \d+.*this run has .*encoders: \d+"),
+        (["--freeze_feature_encoder", "true"], r"trainable parameters .*encoders: \d+.*this run has .*encoders: \d+"),
         (["--normalization", "utterance"], r"--normalization: the checkpoint has 'global', this run has 'utterance'"),
     ],
 )
