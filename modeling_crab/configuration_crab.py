@@ -7,6 +7,12 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 FP32_UNDER_AUTOCAST = ("feature_encoder", "gru")
 MLCS_TAPS = ("audio_unimodal", "text_unimodal", "audio_pooled", "text_pooled", "fusion")
+# The processor's input settings of the paper's recipe (SPEC §3): the training crop and the transcript length, and the
+# two ways of padding transcripts. Defined here, not in processing_crab, so that `train.py --help` shows them without
+# importing the processor (which loads transformers' model code: seconds).
+TRAINING_CROP_S = 12.0
+MAX_TEXT_TOKENS = 128
+TEXT_PADDINGS = ("longest", "max_length")
 
 # Sub-config defaults shaped like the paper's encoders; `from_pretrained_encoders` replaces them with the real ones.
 WAVLM_LARGE = {
