@@ -10,6 +10,7 @@ import torch
 from training_helpers import LABELS, WORDS, load_train_script, write_corpus
 
 from modeling_crab.training import ManifestError, classify_file
+from modeling_crab.training.predict import classify_split, format_split
 
 train_script = load_train_script()
 
@@ -181,6 +182,15 @@ def test_a_tiny_run_writes_results_figures_and_an_inference_model(tmp_path):
     ranked = classify_file(out / "inference", next((tmp_path / "corpus" / "wavs").glob("*.wav")), "i hate this")
     assert sorted(row["label"] for row in ranked) == sorted(LABELS)
     assert sum(row["score"] for row in ranked) == pytest.approx(1.0)
+
+    # what the demo ends with: the first clip(s) of each class of a split, beside their labels
+    rows = classify_split(out / "inference", manifest, "test", per_class=1)
+    assert [row["id"] for row in rows] == [f"test_{label}_0" for label in sorted(LABELS)]
+    assert all(row["prediction"] in LABELS and 0.0 < row["score"] <= 1.0 for row in rows)
+    right = sum(row["prediction"] == row["label"] for row in rows)
+    assert format_split(rows).splitlines()[-1] == f"{right} of 4 right (x: wrong)"
+    with pytest.raises(FileNotFoundError, match="does not exist"):  # a local path, never tried as a Hub repo
+        classify_file(out / "no-such-folder", next((tmp_path / "corpus" / "wavs").glob("*.wav")), "i hate this")
 
 
 def test_pretrained_encoders_load_from_local_folders(tmp_path, tiny_tokenizer):
