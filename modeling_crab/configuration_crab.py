@@ -83,7 +83,8 @@ class CrabConfig(PreTrainedConfig):
             `"feature_encoder"` (the speech encoder's CNN: in bf16 it alone moves base-size logits by more than
             1e-2) and `"gru"` (the unimodal GRUs: a recurrence over hundreds of frames compounds rounding). No
             effect without autocast.
-        audio_encoder_name / text_encoder_name: where `from_pretrained_encoders` loads encoder weights from.
+        audio_encoder_name / text_encoder_name: where `from_pretrained_encoders` loads encoder weights from; `None`
+            for randomly initialised encoders (the tiny demo model), so that no card names a checkpoint it never saw.
     """
 
     model_type = "crab"
@@ -106,8 +107,8 @@ class CrabConfig(PreTrainedConfig):
     pass_audio_attention_mask: bool | None = None
     audio_attention: str = "sdpa"
     fp32_under_autocast: list[str] | None = None
-    audio_encoder_name: str = "microsoft/wavlm-large"
-    text_encoder_name: str = "roberta-large"
+    audio_encoder_name: str | None = "microsoft/wavlm-large"
+    text_encoder_name: str | None = "roberta-large"
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
