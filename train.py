@@ -469,6 +469,14 @@ def write_predictions(trainer: CrabTrainer, logits, dataset, label_names: list[s
                 writer.writerow([utterance_id, label_names[max(range(len(row)), key=row.__getitem__)], *row])
 
 
+def best_step(state) -> int | None:
+    """The step of the checkpoint `load_best_model_at_end` kept, or None without model selection."""
+    if getattr(state, "best_global_step", None):
+        return state.best_global_step
+    checkpoint = state.best_model_checkpoint
+    return int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else None
+
+
 def collapsed_class(predicted, label_names: list[str]) -> str | None:
     """The one class a split's predictions all fall in (a model that learned only the prior), else None."""
     classes = set(predicted.tolist())
@@ -668,7 +676,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     if trainer.is_world_process_zero():
         (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
-        plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
+        plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png", best_step(trainer.state))
         export_for_inference(trainer.model, processor, output_dir / "inference")
         summary = summary_table(per_split, label_names)
         print(f"\nCrab results ({output_dir}, recipe '{model_args.recipe}'):\n" + "\n".join([summary, *notes]))
