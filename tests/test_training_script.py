@@ -20,7 +20,7 @@ def test_without_a_manifest_the_demo_defaults_apply():
     assert data_args.manifest is None and model_args.tiny
     assert training_args.learning_rate == train_script.SMALL_MODEL["learning_rate"]
     assert loss_args.encoder_learning_rate == train_script.SMALL_MODEL["encoder_learning_rate"]
-    assert training_args.output_dir == "crab_demo"
+    assert training_args.output_dir == "outputs/demo"  # as scripts/demo.sh and the docs
 
 
 @pytest.mark.parametrize("recipe", ["crab", "release"])
