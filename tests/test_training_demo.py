@@ -7,7 +7,7 @@ import json
 import pytest
 from training_helpers import load_train_script
 
-from modeling_crab.training import classify_file
+from modeling_crab.training.predict import classify_file
 
 
 @pytest.mark.slow
