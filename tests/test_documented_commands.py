@@ -163,6 +163,12 @@ def _kind(command: str) -> str:
     return "unknown"
 
 
+def _is_slow(command: str) -> bool:
+    """Training commands (10-60 s each on 2 cores: corpus, tiny model, a step, export) and the LOSO driver run in the
+    full suite (`bash scripts/test.sh`); `--help` and the other modules in the fast one."""
+    return (_kind(command) == "train" and "--help" not in command) or "iemocap_loso" in command
+
+
 def test_every_command_is_run():
     assert COMMANDS, "no fenced bash blocks found"
     assert [command for _, command in COMMANDS if _kind(command) == "unknown"] == []
@@ -171,7 +177,7 @@ def test_every_command_is_run():
 @pytest.mark.parametrize(
     "doc, command",
     [
-        pytest.param(doc, command, marks=[pytest.mark.slow] if "iemocap_loso" in command else [])
+        pytest.param(doc, command, marks=[pytest.mark.slow] if _is_slow(command) else [])
         for doc, command in COMMANDS
         if _kind(command) != "not run here"
     ],
