@@ -4,6 +4,7 @@ Endpoints handler, and optionally a Gradio demo Space.
     python push_to_hub.py outputs/iemocap --repo-id you/crab-iemocap --dataset iemocap
     python push_to_hub.py outputs/iemocap --repo-id you/crab-iemocap --dataset iemocap --space you/crab-demo
     python push_to_hub.py outputs/iemocap --repo-id you/crab-iemocap --dry-run preview/   # writes, uploads nothing
+    python push_to_hub.py outputs/demo --repo-id you/crab-demo --dataset demo   # the demo's tiny model
 
 OUTPUT_DIR is train.py's --output_dir (holding inference/ and eval_results.json). Log in first (`hf auth login`) or
 set HF_TOKEN. The upload is staged in OUTPUT_DIR/hub_upload/{model,space}, which stays there if the upload fails.
@@ -23,8 +24,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output_dir", type=Path, help="train.py's --output_dir")
     parser.add_argument("--repo-id", required=True, help="model repository, e.g. you/crab-iemocap")
-    parser.add_argument("--dataset", choices=sorted(DATASETS), default="generic", help="card template to use")
-    parser.add_argument("--license", default="mit", help="licence of the weights (mind the dataset's licence)")
+    parser.add_argument(
+        "--dataset", choices=sorted(DATASETS), default="generic", help="card template: the training corpus"
+    )
+    parser.add_argument(
+        "--license",
+        help="licence of the weights (default: the training data's: 'other' for the corpora, with their terms named "
+        "in the card; 'mit' for the synthetic demo)",
+    )
     parser.add_argument("--space", metavar="SPACE_ID", help="also push a Gradio demo Space, e.g. you/crab-demo")
     parser.add_argument("--private", action="store_true", help="create private repositories")
     parser.add_argument("--token", help="Hub token (default: the logged-in one, or HF_TOKEN)")

@@ -22,54 +22,21 @@ import math
 import os
 import sys
 import warnings
+from argparse import SUPPRESS, ArgumentDefaultsHelpFormatter, RawDescriptionHelpFormatter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import transformers
-from transformers import (
-    HfArgumentParser,
-    RobertaTokenizerFast,
-    TrainingArguments,
-    Wav2Vec2FeatureExtractor,
-    set_seed,
-)
+from transformers import HfArgumentParser, TrainingArguments
 
-from modeling_crab import MLCS_TAPS, CrabConfig, CrabForEmotionClassification, CrabProcessor, export_for_inference
-from modeling_crab.processing_crab import MAX_TEXT_TOKENS, NORMALIZATIONS, TEXT_PADDINGS, TRAINING_CROP_S
-from modeling_crab.training import (
-    CrabAudioTextDataset,
-    CrabDataCollator,
-    CrabTrainer,
-    ManifestError,
-    build_compute_metrics,
-    build_tiny_tokenizer,
-    classification_metrics,
-    compute_class_weights,
-    confusion,
-    label_names_from,
-    load_manifest,
-    scan_manifest,
-    select_splits,
-    tiny_crab_config,
+from modeling_crab.configuration_crab import (
+    MAX_TEXT_TOKENS,
+    MLCS_TAPS,
+    NORMALIZATIONS,
+    TEXT_PADDINGS,
+    TRAINING_CROP_S,
+    CrabConfig,
 )
-from modeling_crab.training.checkpoints import (
-    CheckpointError,
-    check_resume_config,
-    check_resume_weights_and_optimizer,
-    resolve_resume_checkpoint,
-)
-from modeling_crab.training.feature_cache import (
-    CachedFeatures,
-    FeatureCacheError,
-    cache_key,
-    collate_cached,
-    encode_dataset,
-    encoder_fingerprint,
-    freeze_encoders,
-)
-from modeling_crab.training.metrics import summary_table
-from modeling_crab.training.plots import plot_confusion_matrix, plot_training_curves
 
 logger = logging.getLogger("crab.train")
 
@@ -79,6 +46,8 @@ RECIPES = ("crab", "release")
 
 @dataclass
 class ModelArguments:
+    _argument_group_name = "ModelArguments (the recipe, encoders and head)"
+
     recipe: str = field(
         default="crab",
         metadata={
@@ -106,10 +75,13 @@ class ModelArguments:
     freeze_feature_encoder: bool = field(default=True, metadata={"help": "freeze the speech encoder's CNN"})
     classifier_dropout: float | None = field(
         default=None,
-        metadata={"help": f"head dropout (none: {CrabConfig.classifier_dropout}, or a fine-tuned checkpoint's own)"},
+        metadata={"help": f"head dropout; none: {CrabConfig.classifier_dropout}, or a fine-tuned checkpoint's own"},
     )
     cross_attention_dropout: float | None = field(
-        default=None, metadata={"help": f"none: {CrabConfig.cross_attention_dropout}, or a checkpoint's own"}
+        default=None,
+        metadata={
+            "help": f"cross-modal attention dropout; none: {CrabConfig.cross_attention_dropout} or a checkpoint's"
+        },
     )
     modality_dropout: float = field(
         default=CrabConfig.modality_dropout,
@@ -149,14 +121,20 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
+    _argument_group_name = "DataArguments (manifest, splits, audio and text preprocessing)"
+
     manifest: str | None = field(
         default=None, metadata={"help": "CSV/JSONL manifest or saved datasets folder; none: the built-in demo"}
     )
     audio_root: str | None = field(default=None, metadata={"help": "folder relative audio paths start from"})
-    train_split: str = "train"
-    eval_split: str = "dev"
+    train_split: str = field(default="train", metadata={"help": "the manifest's split to train on"})
+    eval_split: str = field(
+        default="dev", metadata={"help": "the split evaluated every epoch; the best checkpoint is chosen on it"}
+    )
     test_split: str | None = field(default="test", metadata={"help": "evaluated at the end if the manifest has it"})
-    labels: str | None = field(default=None, metadata={"help": "comma-separated label set (default: train labels)"})
+    labels: str | None = field(
+        default=None, metadata={"help": "comma-separated classes, in logit order; none: the train split's, sorted"}
+    )
     max_duration_s: float = field(
         default=TRAINING_CROP_S, metadata={"help": "audio is cropped to its first N seconds"}
     )
@@ -186,6 +164,8 @@ class DataArguments:
 
 @dataclass
 class CrabLossArguments:
+    _argument_group_name = "CrabLossArguments (the objective and the release's optimiser switches)"
+
     mlcs_weight: float = field(default=CrabConfig.mlcs_weight, metadata={"help": "alpha; 0 trains with CE alone"})
     mlcs_temperature: float = field(default=CrabConfig.mlcs_temperature, metadata={"help": "tau of MPCL/SupCon"})
     mlcs_loss: str = field(
@@ -197,7 +177,7 @@ class CrabLossArguments:
     encoder_learning_rate: float = field(default=1e-6, metadata={"help": "lr of both encoders (head: learning_rate)"})
     decay_every_parameter: bool = field(
         default=False,
-        metadata={"help": "weight decay on biases and LayerNorm weights too (torch AdamW's default, the release)"},
+        metadata={"help": "weight decay on biases and LayerNorm weights too, as torch AdamW and the release do"},
     )
     epoch_cosine: bool = field(
         default=False,
@@ -303,12 +283,56 @@ SMALL_MODEL = {
     "logging_steps": 5,
 }
 # No --manifest: the built-in demo corpus, with a tiny model.
-DEMO = {"tiny": True, "output_dir": "crab_demo"}
+DEMO = {"tiny": True, "output_dir": "outputs/demo"}
+
+
+HELP_DESCRIPTION = """\
+Train Crab on a manifest, or without --manifest on the built-in demo corpus (tiny model, CPU).
+
+  CONFIG   optional first argument: a JSON or YAML file of flag values (configs/meld.json); flags after it
+           override it. The defaults printed below are the values this run would use: the recipe, --tiny or
+           the demo, CONFIG and the flags given already applied."""
+
+
+class _HelpFormatter(RawDescriptionHelpFormatter, ArgumentDefaultsHelpFormatter):
+    """The description as written, each flag's default after its help."""
+
+
+def build_parser() -> HfArgumentParser:
+    """Four groups, as the dataclasses: Crab's model, data and loss arguments, then transformers'
+    `TrainingArguments` with the first sentence of their help only (`--help` otherwise runs to 700 lines)."""
+    parser = HfArgumentParser(
+        (ModelArguments, DataArguments, CrabLossArguments, TrainingArguments),
+        prog="train.py",
+        usage="python train.py [CONFIG] [--flag VALUE ...]    (accelerate launch train.py ... on several GPUs)",
+        description=HELP_DESCRIPTION,
+        epilog="docs/training.md: the recipes, the outputs, the data format, speed and multi-GPU training.",
+        formatter_class=_HelpFormatter,
+    )
+    training = parser._optionals  # TrainingArguments have no group of their own: the parser's, shown last
+    training.title = "TrainingArguments (transformers: optimizer, schedule, precision, saving, logging)"
+    parser._action_groups.remove(training)
+    parser._action_groups.append(training)
+    for action in parser._actions:
+        action.option_strings = [option for option in action.option_strings if "-" not in option[2:]]  # no aliases
+        if action.dest == "help" or not action.help:
+            continue
+        if any(option.startswith("--no_") for option in action.option_strings):
+            action.help = SUPPRESS  # `--no_X` works, and so does `--X false`, the one shown
+        elif action in training._group_actions:
+            action.help = _first_sentence(action.help)
+    return parser
+
+
+def _first_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]
 
 
 def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, CrabLossArguments, TrainingArguments]:
     """Arguments with the layered defaults above; `--help` shows the values this run would use."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, CrabLossArguments, TrainingArguments))
+    parser = build_parser()
     known = {action.dest for action in parser._actions}
     file_values: dict = {}
     if argv and argv[0].endswith((".json", ".yaml", ".yml")):
@@ -390,6 +414,49 @@ def _read_config_file(path: str) -> dict:
     return yaml.safe_load(text) or {}
 
 
+# ---- `--help` stops here: the training stack below takes seconds more to import --------------------------------------
+if __name__ == "__main__" and {"-h", "--help"} & set(sys.argv[1:]):
+    parse_arguments(sys.argv[1:])
+
+import transformers  # noqa: E402
+from transformers import RobertaTokenizerFast, Wav2Vec2FeatureExtractor, set_seed  # noqa: E402
+
+from modeling_crab import CrabForEmotionClassification, CrabProcessor, export_for_inference  # noqa: E402
+from modeling_crab.training import (  # noqa: E402
+    CrabAudioTextDataset,
+    CrabDataCollator,
+    CrabTrainer,
+    ManifestError,
+    build_compute_metrics,
+    build_tiny_tokenizer,
+    classification_metrics,
+    compute_class_weights,
+    confusion,
+    label_names_from,
+    load_manifest,
+    scan_manifest,
+    select_splits,
+    tiny_crab_config,
+)
+from modeling_crab.training.checkpoints import (  # noqa: E402
+    CheckpointError,
+    check_resume_config,
+    check_resume_weights_and_optimizer,
+    resolve_resume_checkpoint,
+)
+from modeling_crab.training.feature_cache import (  # noqa: E402
+    CachedFeatures,
+    FeatureCacheError,
+    cache_key,
+    collate_cached,
+    encode_dataset,
+    encoder_fingerprint,
+    freeze_encoders,
+)
+from modeling_crab.training.metrics import summary_table  # noqa: E402
+from modeling_crab.training.plots import plot_confusion_matrix, plot_training_curves  # noqa: E402
+
+
 def build_processor(model_args, data_args, train_texts: list[str], checkpoint: str | None) -> CrabProcessor:
     """The saved processor when resuming or fine-tuning; else a tokenizer + feature extractor for the encoders."""
     source = checkpoint or model_args.model_name_or_path
@@ -463,6 +530,14 @@ def write_predictions(trainer: CrabTrainer, logits, dataset, label_names: list[s
             writer.writerow(["id", "prediction", *label_names])
             for utterance_id, row in zip(ids, scores.tolist()):
                 writer.writerow([utterance_id, label_names[max(range(len(row)), key=row.__getitem__)], *row])
+
+
+def best_step(state) -> int | None:
+    """The step of the checkpoint `load_best_model_at_end` kept, or None without model selection."""
+    if getattr(state, "best_global_step", None):
+        return state.best_global_step
+    checkpoint = state.best_model_checkpoint
+    return int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else None
 
 
 def collapsed_class(predicted, label_names: list[str]) -> str | None:
@@ -666,7 +741,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     if trainer.is_world_process_zero():
         (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
-        plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
+        plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png", best_step(trainer.state))
         export_for_inference(trainer.model, processor, output_dir / "inference")
         summary = summary_table(per_split, label_names)
         print(f"\nCrab results ({output_dir}, recipe '{model_args.recipe}'):\n" + "\n".join([summary, *notes]))

@@ -1,11 +1,13 @@
 """`crab predict`: emotion scores for audio files, from a Hub repo or a local export.
 
-    crab predict a.wav b.wav --text "first transcript" --text "second one" --model user/crab-iemocap
+    crab predict a.wav --text "first transcript" b.wav --text "second one" --model user/crab-iemocap
     crab predict --transcripts clips.tsv --model outputs/iemocap/inference --json
     crab predict call.wav --model user/crab-iemocap            # no transcript: Whisper transcribes it
 
 `--transcripts` is a tab-separated file of `path<TAB>transcript` lines (an optional `path	text` header; relative
-paths are relative to the file). Without FILE arguments every file it lists is classified.
+paths are relative to the file). Without FILE arguments every file it lists is classified. Files and `--text` may
+alternate or come in two lists (`a.wav b.wav --text ... --text ...`): the n-th `--text` is the n-th file's.
+Without `--model`, the model is the CRAB_MODEL environment variable's.
 """
 
 from __future__ import annotations
@@ -48,9 +50,19 @@ def _seconds(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crab", description="Crab speech emotion recognition.")
     commands = parser.add_subparsers(dest="command", required=True)
-    predict = commands.add_parser("predict", help="classify audio files", description=__doc__.split("\n\n")[0])
+    predict = commands.add_parser(
+        "predict",
+        help="classify audio files",
+        description=__doc__.split("\n\n")[0],
+        epilog="The n-th --text is the n-th FILE's; files and --text may alternate. CRAB_MODEL sets the default "
+        "--model.",
+    )
     predict.add_argument("files", nargs="*", metavar="FILE", help="audio files (WAV; FLAC/OGG with soundfile)")
-    predict.add_argument("--model", default=os.environ.get("CRAB_MODEL"), help="Hub repo id or local export dir")
+    predict.add_argument(
+        "--model",
+        default=os.environ.get("CRAB_MODEL"),
+        help="Hub repo id or local export dir (default: the CRAB_MODEL environment variable)",
+    )
     predict.add_argument("--revision", help="Hub revision (a commit hash pins the code you run)")
     predict.add_argument("--text", action="append", help="the transcript; once per FILE, in order")
     predict.add_argument("--transcripts", type=Path, help="TSV of path<TAB>transcript")
@@ -68,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Like `parse_args`, but a command's FILEs and options may be interleaved (`a.wav --text x b.wav --text y`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = parser._subparsers._group_actions[0].choices
+    if argv and argv[0] in commands:
+        args = commands[argv[0]].parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+        return args
+    return parser.parse_args(argv)
 
 
 def read_transcripts(path: Path) -> dict[str, str]:
@@ -275,7 +298,7 @@ def quiet_known_warnings() -> None:
 def main(argv: list[str] | None = None) -> int:
     quiet_known_warnings()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     try:
         return predict(args, parser)
     except KeyboardInterrupt:

@@ -7,6 +7,13 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 FP32_UNDER_AUTOCAST = ("feature_encoder", "gru")
 MLCS_TAPS = ("audio_unimodal", "text_unimodal", "audio_pooled", "text_pooled", "fusion")
+# The processor's input settings of the paper's recipe (SPEC §3): the training crop and the transcript length, and the
+# two ways of padding transcripts. Defined here, not in processing_crab, so that `train.py --help` shows them without
+# importing the processor (which loads transformers' model code: seconds).
+TRAINING_CROP_S = 12.0
+MAX_TEXT_TOKENS = 128
+TEXT_PADDINGS = ("longest", "max_length")
+NORMALIZATIONS = ("global", "utterance", "none")
 
 # Sub-config defaults shaped like the paper's encoders; `from_pretrained_encoders` replaces them with the real ones.
 WAVLM_LARGE = {
@@ -77,7 +84,8 @@ class CrabConfig(PreTrainedConfig):
             `"feature_encoder"` (the speech encoder's CNN: in bf16 it alone moves base-size logits by more than
             1e-2) and `"gru"` (the unimodal GRUs: a recurrence over hundreds of frames compounds rounding). No
             effect without autocast.
-        audio_encoder_name / text_encoder_name: where `from_pretrained_encoders` loads encoder weights from.
+        audio_encoder_name / text_encoder_name: where `from_pretrained_encoders` loads encoder weights from; `None`
+            for randomly initialised encoders (the tiny demo model), so that no card names a checkpoint it never saw.
     """
 
     model_type = "crab"
@@ -100,8 +108,8 @@ class CrabConfig(PreTrainedConfig):
     pass_audio_attention_mask: bool | None = None
     audio_attention: str = "sdpa"
     fp32_under_autocast: list[str] | None = None
-    audio_encoder_name: str = "microsoft/wavlm-large"
-    text_encoder_name: str = "roberta-large"
+    audio_encoder_name: str | None = "microsoft/wavlm-large"
+    text_encoder_name: str | None = "roberta-large"
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):

@@ -311,6 +311,9 @@ class CrabPreTrainedModel(PreTrainedModel):
 class CrabModel(CrabPreTrainedModel):
     """Encoders + unimodal, cross-modal and pooling blocks: the pooled bimodal embedding, without a classifier."""
 
+    # `AutoModel` on a classification checkpoint: its classifier is left out on purpose, not reported as unexpected
+    _keys_to_ignore_on_load_unexpected = [r"^classifier\."]
+
     def __init__(self, config: CrabConfig):
         super().__init__(config)
         h = config.fusion_hidden_size

@@ -24,11 +24,13 @@ import torch.nn.functional as F
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
-NORMALIZATIONS = ("global", "utterance", "none")
-TEXT_PADDINGS = ("longest", "max_length")
-# The training crop and the transcript length of the paper's recipe (SPEC §3); `train.py` reads its defaults here.
-TRAINING_CROP_S = 12.0
-MAX_TEXT_TOKENS = 128
+from .configuration_crab import (  # noqa: F401 (re-exported)
+    MAX_TEXT_TOKENS,
+    NORMALIZATIONS,
+    TEXT_PADDINGS,
+    TRAINING_CROP_S,
+)
+
 LOWPASS_FILTER_WIDTH = 6
 # A recording whose peak-to-peak amplitude is below one 16-bit step carries no signal: it gets a warning.
 SILENCE_PEAK_TO_PEAK = 2.0**-15

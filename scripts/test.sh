@@ -12,10 +12,6 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       || echo "could not install ${missing[*]}; the tests that need them will be skipped"
   fi
 fi
-python3 -m venv .venv
-. .venv/bin/activate
-python -m pip install --quiet --upgrade pip
-python -m pip install --quiet "torch==2.13.0"   # a CPU build here; GPU users install their own torch first
-python -m pip install --quiet -e ".[dev,space]"
+. scripts/venv.sh "dev,space"
 ruff check .
 python -m pytest -q "$@"

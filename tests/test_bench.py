@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# each run starts the benchmark scripts in subprocesses (1-2 minutes on 2 cores): `bash scripts/test.sh` runs them
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -48,6 +48,22 @@ def test_predict_prints_json_per_file(checkpoint, tmp_path, capsys):
         assert result["scores"][0]["score"] >= result["scores"][1]["score"]
 
 
+def test_files_and_their_texts_may_alternate(checkpoint, tmp_path, capsys, monkeypatch):
+    """`a.wav --text x b.wav --text y` pairs like `a.wav b.wav --text x --text y`; CRAB_MODEL is the default model."""
+    a, b = speech(tmp_path / "a.wav"), speech(tmp_path / "b.wav", 0.7, seed=1)
+    texts = ["that is wonderful news", "i miss her"]
+    assert main(["predict", a, b, "--text", texts[0], "--text", texts[1], "--model", str(checkpoint), "--json"]) == 0
+    grouped = json.loads(capsys.readouterr().out)
+    monkeypatch.setenv("CRAB_MODEL", str(checkpoint))
+    from modeling_crab.cli import build_parser
+
+    assert "CRAB_MODEL" in build_parser()._subparsers._group_actions[0].choices["predict"].format_help()
+    assert main(["predict", a, "--text", texts[0], b, "--json", "--text", texts[1]]) == 0
+    alternating = json.loads(capsys.readouterr().out)
+    assert [(r["file"], r["text"]) for r in alternating] == [(a, texts[0]), (b, texts[1])]
+    assert alternating == grouped
+
+
 def test_predict_bf16_scores_stay_within_1e_2(checkpoint, tmp_path, capsys):
     args = ["predict", speech(tmp_path / "a.wav"), "--text", "that is wonderful news", "--model", str(checkpoint)]
     scores = []

@@ -117,11 +117,26 @@ def run_module(command: str, workdir: Path) -> None:
         argv += ["--", *FAST]
     if module == "modeling_crab.training.predict":
         _tiny_export(workdir / argv[0])
-        write_tone(workdir / argv[1], 200.0, 1.0)
+        if "--manifest" in argv:
+            write_corpus(workdir / Path(argv[argv.index("--manifest") + 1]).parent, {"dev": 3, "test": 2})
+        else:
+            write_tone(workdir / argv[1], 200.0, 1.0)
     import importlib
 
     code = importlib.import_module(module).main(argv)
     assert code in (0, None), command
+
+
+def run_crab(command: str, workdir: Path) -> None:
+    """`crab predict FILE --text ... --model DIR`: tiny export at DIR, tones at the FILEs."""
+    from modeling_crab.cli import main
+
+    argv = _argv(command, "crab")
+    _tiny_export(workdir / argv[argv.index("--model") + 1])
+    for arg in argv:
+        if arg.endswith(".wav"):
+            write_tone(workdir / arg, 200.0, 1.0)
+    assert main([*argv, "--device", "cpu"]) == 0, command
 
 
 def _tiny_export(folder: Path) -> None:
@@ -143,7 +158,15 @@ def _kind(command: str) -> str:
         return "train"
     if command.startswith("python -m modeling_crab."):
         return "module"
+    if command.startswith("crab predict "):
+        return "crab"
     return "unknown"
+
+
+def _is_slow(command: str) -> bool:
+    """Training commands (10-60 s each on 2 cores: corpus, tiny model, a step, export) and the LOSO driver run in the
+    full suite (`bash scripts/test.sh`); `--help` and the other modules in the fast one."""
+    return (_kind(command) == "train" and "--help" not in command) or "iemocap_loso" in command
 
 
 def test_every_command_is_run():
@@ -154,7 +177,7 @@ def test_every_command_is_run():
 @pytest.mark.parametrize(
     "doc, command",
     [
-        pytest.param(doc, command, marks=[pytest.mark.slow] if "iemocap_loso" in command else [])
+        pytest.param(doc, command, marks=[pytest.mark.slow] if _is_slow(command) else [])
         for doc, command in COMMANDS
         if _kind(command) != "not run here"
     ],
@@ -164,5 +187,41 @@ def test_documented_command_runs(doc, command, workdir):
     if _kind(command) == "module":
         run_module(command, workdir)
         return
+    if _kind(command) == "crab":
+        run_crab(command, workdir)
+        return
     prefix = "accelerate launch train.py" if command.startswith("accelerate") else "python train.py"
     run_train(_argv(command, prefix), workdir)
+
+
+def test_commands_after_the_demo_use_its_output_folder():
+    """One demo folder: scripts/demo.sh's default, a bare `python train.py`'s (and so `--help`'s), and every path
+    the docs give into a trained demo (its inference export, its corpus)."""
+    demo_dir = load_train_script().DEMO["output_dir"]
+    assert f"out=${{1:-{demo_dir}}}" in (ROOT / "scripts" / "demo.sh").read_text()
+    paths = [
+        arg for _, command in COMMANDS for arg in shlex.split(command) if "/inference" in arg or "demo_corpus" in arg
+    ]
+    assert paths and all(path.startswith(f"{demo_dir}/") for path in paths), paths
+
+
+def test_the_readme_checkpoint_snippet_runs_quietly(tmp_path):
+    """README "Using a Crab checkpoint" runs as written on an export, with what it says it needs, and prints only its
+    result: no warning (gradients outside no_grad), no LOAD REPORT (nor from `AutoModel`, the embedder it names)."""
+    import os
+    import subprocess
+    import sys
+
+    readme = (ROOT / "README.md").read_text()
+    snippet = re.search(r"## Using a Crab checkpoint.*?```python\n(.*?)```", readme, flags=re.S).group(1)
+    checkpoint, wav = tmp_path / "export", tmp_path / "utterance.wav"
+    _tiny_export(checkpoint)
+    write_tone(wav, 200.0, 1.0)
+    code = f"CHECKPOINT = {str(checkpoint)!r}\n" + snippet.replace('"utterance.wav"', repr(str(wav)))
+    code += "from transformers import AutoModel\nAutoModel.from_pretrained(CHECKPOINT, trust_remote_code=True)\n"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "warning"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    noise = [line for line in done.stderr.splitlines() if "Loading weights" not in line and line.strip()]
+    assert noise == [], noise
+    assert done.stdout.startswith("{'") and done.stdout.count("\n") == 1

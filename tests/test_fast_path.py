@@ -168,6 +168,7 @@ def test_head_on_cached_encoder_outputs_equals_the_full_model(tiny_config, tiny_
     torch.testing.assert_close(reordered["labels"], tiny_batch["labels"][order])
 
 
+@pytest.mark.slow  # a minute of torch.compile on 2 cores
 def test_compile_regions_computes_the_same_function_and_keeps_the_state_dict(tiny_config, tiny_batch):
     """Regional compilation (aot_eager here: dynamo + AOTAutograd without code generation, fast on CPU): same
     logits and gradients as eager, the same state-dict keys, and other lengths run without error (dynamic)."""

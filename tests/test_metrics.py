@@ -44,3 +44,32 @@ def test_confusion_matrix_keeps_absent_classes():
 def test_summary_table_lists_every_metric_for_every_split():
     table = summary_table({"dev": classification_metrics(TRUE, PRED, LABELS)}, LABELS)
     assert "UAR" in table and "recall sad" in table and "0.5417" in table
+
+
+def test_training_curves_keep_coinciding_metrics_apart_and_mark_the_best_checkpoint():
+    """On balanced data WAR = UAR: the two curves differ in marker and line style; the kept checkpoint is marked on
+    both panels; a log without curves draws no legend (no matplotlib warning)."""
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    from modeling_crab.training.plots import training_curves_figure
+
+    log = [{"step": 10, "loss": 1.3}, {"step": 20, "loss": 1.1}]
+    log += [{"step": s, "eval_war": w, "eval_uar": w, "eval_macro_f1": w - 0.1} for s, w in ((10, 0.5), (20, 0.7))]
+    fig = training_curves_figure(log, best_step=20)
+    loss_ax, metric_ax = fig.axes
+    lines = {line.get_label(): line for line in metric_ax.get_lines()}
+    war, uar = lines["war"], lines["uar"]
+    assert list(war.get_ydata()) == list(uar.get_ydata())
+    assert war.get_marker() != uar.get_marker() and war.get_linestyle() != uar.get_linestyle()
+    for ax in (loss_ax, metric_ax):
+        marks = [line for line in ax.get_lines() if line.get_label() == "best checkpoint (step 20)"]
+        assert len(marks) == 1 and list(marks[0].get_xdata()) == [20, 20]
+        assert ax.get_legend() is not None
+    plt.close(fig)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        empty = training_curves_figure([])
+    assert all(ax.get_legend() is None for ax in empty.axes)
+    plt.close(empty)

@@ -87,8 +87,12 @@ def test_card_metadata_matches_eval_results(staged):
     card = ModelCard.load(staged / "model" / "README.md")
     config = json.loads((staged / "model" / "config.json").read_text())
     assert card.data.library_name == "transformers" and card.data.pipeline_tag == "audio-classification"
-    assert card.data.base_model == [config["audio_encoder_name"], config["text_encoder_name"]]
-    assert card.data.license == "mit"
+    assert config["audio_encoder_name"] is None and card.data.base_model is None  # random encoders: nothing to name
+    assert "a randomly initialised wavlm-architecture speech encoder (2 layers, 64 wide)" in card.text
+    assert card.data.license == "other"  # the weights follow the training data's licence, not the code's MIT
+    assert "The weights follow IEMOCAP's licence agreement with USC (research use)." in card.text
+    types = {r.metric_name: r.metric_type for r in card.data.eval_results}
+    assert types["Macro F1"] != types["Weighted F1"]  # a leaderboard must not take one F1 for the other
     reported = {(r.dataset_split, r.metric_name): r.metric_value for r in card.data.eval_results}
     assert {r.dataset_type for r in card.data.eval_results} == {"iemocap"}
     assert {r.task_type for r in card.data.eval_results} == {"audio-classification"}
@@ -113,6 +117,27 @@ def test_every_dataset_template_renders(dataset, tiny_config):
     reloaded = ModelCard(card.content)
     assert reloaded.data.license == "other" and len(reloaded.data.eval_results) == 6
     assert {r.dataset_split for r in reloaded.data.eval_results} == set(DATASETS[dataset].splits.values())
+
+
+def test_the_card_names_pretrained_encoders_as_base_models_and_the_demo_as_synthetic_mit(tiny_config):
+    pretrained = {**tiny_config.to_dict(), "audio_encoder_name": "microsoft/wavlm-large"}
+    pretrained["text_encoder_name"] = "roberta-large"
+    card = render_model_card(pretrained, EVAL_RESULTS, "me/crab", dataset="meld")
+    assert card.data.base_model == ["microsoft/wavlm-large", "roberta-large"]
+    assert "[microsoft/wavlm-large](https://huggingface.co/microsoft/wavlm-large) speech encoder" in card.text
+    assert "Contrastive Representation" not in card.text  # Crab is a name, not an acronym the paper spells out
+    demo = render_model_card(tiny_config.to_dict(), EVAL_RESULTS, "me/crab-demo", dataset="demo")
+    assert demo.data.license == "mit" and demo.data.base_model is None
+    assert "Nothing here is human speech" in demo.text
+    assert render_model_card(pretrained, EVAL_RESULTS, "me/crab", "iemocap", license="cc-by-4.0").data.license == (
+        "cc-by-4.0"
+    )
+
+
+def test_the_demo_output_publishes_with_dataset_demo(training_output, tmp_path):
+    argv = [str(training_output), "--repo-id", "me/crab-demo", "--dataset", "demo", "--dry-run", str(tmp_path / "p")]
+    assert push_to_hub_main(argv) == 0
+    assert ModelCard.load(tmp_path / "p" / "model" / "README.md").data.license == "mit"
 
 
 def test_the_card_says_which_recipe_and_padding_the_model_was_trained_with(tiny_config):

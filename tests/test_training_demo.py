@@ -7,7 +7,7 @@ import json
 import pytest
 from training_helpers import load_train_script
 
-from modeling_crab.training import classify_file
+from modeling_crab.training.predict import classify_file
 
 
 @pytest.mark.slow
@@ -19,3 +19,32 @@ def test_the_demo_learns_the_synthetic_corpus(tmp_path):
     wav = sorted((out / "demo_corpus" / "wavs").glob("*.wav"))[0]
     ranked = classify_file(out / "inference", wav, "I am so happy for you!")
     assert len(ranked) == 4 and ranked[0]["score"] >= ranked[-1]["score"]
+
+
+@pytest.mark.slow
+def test_the_documented_demo_clips_exist_with_their_transcripts(tmp_path):
+    """The clips the docs name after the demo (crab predict, predict) are in the demo corpus, with the transcripts the
+    docs pass for them."""
+    import csv
+    import re
+    import shlex
+    from pathlib import Path
+
+    from modeling_crab.training.demo_corpus import generate_demo_corpus
+
+    demo_dir = load_train_script().DEMO["output_dir"]
+    manifest = generate_demo_corpus(tmp_path / "demo_corpus")
+    texts = {row["audio"]: row["text"] for row in csv.DictReader(manifest.open(newline=""))}
+    root = Path(__file__).resolve().parents[1]
+    documented = {}
+    for doc in ("README.md", "docs/training.md"):
+        for block in re.findall(r"```bash\n(.*?)```", (root / doc).read_text(), flags=re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                words = shlex.split(line, comments=True)
+                for i, word in enumerate(words):
+                    if word.startswith(f"{demo_dir}/demo_corpus/wavs/"):
+                        following = words[i + 1 : i + 3]
+                        text = following[1] if following[:1] == ["--text"] else following[0]
+                        documented[word.removeprefix(f"{demo_dir}/demo_corpus/")] = text
+    assert documented
+    assert {audio: texts.get(audio) for audio in documented} == documented

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from training_helpers import LABELS, WORDS, load_train_script, write_corpus
 
-from modeling_crab.training import ManifestError, classify_file
+from modeling_crab.training import ManifestError
+from modeling_crab.training.predict import classify_file, classify_split, format_split
 
 train_script = load_train_script()
 
@@ -18,7 +20,7 @@ def test_without_a_manifest_the_demo_defaults_apply():
     assert data_args.manifest is None and model_args.tiny
     assert training_args.learning_rate == train_script.SMALL_MODEL["learning_rate"]
     assert loss_args.encoder_learning_rate == train_script.SMALL_MODEL["encoder_learning_rate"]
-    assert training_args.output_dir == "crab_demo"
+    assert training_args.output_dir == "outputs/demo"  # as scripts/demo.sh and the docs
 
 
 @pytest.mark.parametrize("recipe", ["crab", "release"])
@@ -55,6 +57,44 @@ def test_help_shows_the_values_the_run_uses(tmp_path, capsys):
     ]:
         section = text[text.index(f" {flag} ") :]
         assert f"(default: {value})" in section[: section.index("(default:") + len(value) + 12], flag
+
+
+def test_help_is_grouped_short_and_says_what_every_flag_does(capsys):
+    """Four groups as docs/training.md promises, the CONFIG positional in the usage, one help line per flag with its
+    default once, transformers' own flags cut to their first sentence."""
+    with pytest.raises(SystemExit):
+        train_script.parse_arguments(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python train.py [CONFIG]")
+    groups = ["ModelArguments (", "DataArguments (", "CrabLossArguments (", "TrainingArguments ("]
+    positions = [out.index(f"\n{group}") for group in groups]
+    assert positions == sorted(positions)
+    assert "--output-dir" not in out and "--no_mask_padding" not in out  # aliases parse, but are not listed twice
+    assert len(out.splitlines()) < 550
+    parser = train_script.build_parser()
+    for dataclass_type in (train_script.ModelArguments, train_script.DataArguments, train_script.CrabLossArguments):
+        for name in dataclass_type.__dataclass_fields__:
+            action = next(a for a in parser._actions if a.dest == name and not a.option_strings[0].startswith("--no_"))
+            assert action.help and "default" not in action.help.lower(), name  # the formatter adds the default once
+    assert train_script.parse_arguments(["--output-dir", "x", "--no_mask_padding"])[3].output_dir == "x"
+
+
+def test_help_prints_before_the_training_stack_is_imported():
+    """`python train.py --help` stops before the model, trainer and metrics modules load (seconds instead of ten)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import runpy, sys; sys.argv = ['train.py', '--help']\n"
+        "try:\n    runpy.run_path('train.py', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('modeling_crab.training', 'modeling_crab.modeling_crab',"
+        " 'sklearn', 'matplotlib'))))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_with_a_manifest_the_paper_recipe_applies():
@@ -142,6 +182,15 @@ def test_a_tiny_run_writes_results_figures_and_an_inference_model(tmp_path):
     ranked = classify_file(out / "inference", next((tmp_path / "corpus" / "wavs").glob("*.wav")), "i hate this")
     assert sorted(row["label"] for row in ranked) == sorted(LABELS)
     assert sum(row["score"] for row in ranked) == pytest.approx(1.0)
+
+    # what the demo ends with: the first clip(s) of each class of a split, beside their labels
+    rows = classify_split(out / "inference", manifest, "test", per_class=1)
+    assert [row["id"] for row in rows] == [f"test_{label}_0" for label in sorted(LABELS)]
+    assert all(row["prediction"] in LABELS and 0.0 < row["score"] <= 1.0 for row in rows)
+    right = sum(row["prediction"] == row["label"] for row in rows)
+    assert format_split(rows).splitlines()[-1] == f"{right} of 4 right (x: wrong)"
+    with pytest.raises(FileNotFoundError, match="does not exist"):  # a local path, never tried as a Hub repo
+        classify_file(out / "no-such-folder", next((tmp_path / "corpus" / "wavs").glob("*.wav")), "i hate this")
 
 
 def test_pretrained_encoders_load_from_local_folders(tmp_path, tiny_tokenizer):

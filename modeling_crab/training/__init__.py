@@ -1,6 +1,7 @@
 """Training: the Crab Trainer, manifests and audio loading, batching, metrics, plots and the built-in demo.
 
-Nothing in here travels with a checkpoint; the checkpoint files never import from `training/`.
+Nothing in here travels with a checkpoint; the checkpoint files never import from `training/`. `predict` (classify
+with a trained model) is imported from its module, so that `python -m modeling_crab.training.predict` runs cleanly.
 """
 
 from .collator import CrabDataCollator, EpochSeededLengthGroupedSampler
@@ -17,7 +18,6 @@ from .data import (
     select_splits,
 )
 from .metrics import build_compute_metrics, classification_metrics, confusion
-from .predict import classify_file
 from .tiny import build_tiny_tokenizer, tiny_crab_config
 from .trainer import CrabTrainer, compute_class_weights, gather_csl_embeddings
 
@@ -40,7 +40,6 @@ __all__ = [
     "build_compute_metrics",
     "classification_metrics",
     "confusion",
-    "classify_file",
     "build_tiny_tokenizer",
     "tiny_crab_config",
 ]

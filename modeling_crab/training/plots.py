@@ -37,8 +37,25 @@ def plot_confusion_matrix(
     plt.close(fig)
 
 
-def plot_training_curves(log_history: list[dict], path: str | os.PathLike) -> None:
-    """Left: training `loss`, `ce_loss`, `mlcs_loss` and `eval_loss` by step. Right: dev WAR/UAR/macro-F1."""
+# dev metrics: distinct markers and line styles, hollow large markers under small filled ones, so that curves that
+# coincide (WAR = UAR on balanced data) stay visible
+METRIC_STYLES = {
+    "eval_war": {"marker": "o", "linestyle": "-", "markersize": 9, "markerfacecolor": "none"},
+    "eval_uar": {"marker": "s", "linestyle": "--", "markersize": 5},
+    "eval_macro_f1": {"marker": "^", "linestyle": ":", "markersize": 5},
+}
+
+
+def plot_training_curves(log_history: list[dict], path: str | os.PathLike, best_step: int | None = None) -> None:
+    """`training_curves_figure`, saved to `path`."""
+    fig = training_curves_figure(log_history, best_step)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def training_curves_figure(log_history: list[dict], best_step: int | None = None):
+    """Left: training `loss`, `ce_loss`, `mlcs_loss` and `eval_loss` by step. Right: dev WAR/UAR/macro-F1. A
+    vertical line marks `best_step`, the checkpoint kept at the end (`trainer.state.best_global_step`)."""
     fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for key, style in (("loss", "-"), ("ce_loss", "--"), ("mlcs_loss", ":"), ("eval_loss", "o-")):
         points = [(entry["step"], entry[key]) for entry in log_history if key in entry and "step" in entry]
@@ -48,19 +65,24 @@ def plot_training_curves(log_history: list[dict], path: str | os.PathLike) -> No
     loss_ax.set_xlabel("step")
     loss_ax.set_ylabel("loss")
     loss_ax.set_title("training")
-    loss_ax.legend()
-    for key in ("eval_war", "eval_uar", "eval_macro_f1"):
+    for key, style in METRIC_STYLES.items():
         points = [(entry["step"], entry[key]) for entry in log_history if key in entry]
         if points:
             steps, values = zip(*points)
-            metric_ax.plot(steps, values, "o-", label=key.removeprefix("eval_"))
+            metric_ax.plot(steps, values, label=key.removeprefix("eval_").replace("_", "-"), **style)
     metric_ax.set_xlabel("step")
     metric_ax.set_ylim(0.0, 1.0)
     metric_ax.set_title("dev")
-    metric_ax.legend()
+    if best_step is not None:
+        for ax in (loss_ax, metric_ax):
+            ax.axvline(
+                best_step, color="grey", linewidth=1, linestyle="-.", label=f"best checkpoint (step {best_step})"
+            )
+    for ax in (loss_ax, metric_ax):
+        if ax.get_legend_handles_labels()[0]:  # an empty log draws no curve: no legend, no matplotlib warning
+            ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
-__all__ = ["plot_confusion_matrix", "plot_training_curves"]
+__all__ = ["plot_confusion_matrix", "plot_training_curves", "training_curves_figure"]

@@ -91,5 +91,5 @@ def tiny_crab_config(
         contrastive_dim=32,
         id2label=id2label,
         label2id={label: i for i, label in id2label.items()},
-        **config_kwargs,
+        **{"audio_encoder_name": None, "text_encoder_name": None, **config_kwargs},  # random, not pretrained
     )
