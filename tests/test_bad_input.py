@@ -1139,7 +1139,7 @@ def test_train_output_folder_loads_with_the_pipeline_and_the_cli(resumable_run, 
     "argv, named",
     [
         (["--normalization", "globl"], "--normalization 'globl' is not one of global, utterance, none"),
-        (["--unimodal_tap", "post"], "--unimodal_tap/--unimodal-tap: invalid choice: 'post'"),  # argparse's choices
+        (["--unimodal_tap", "post"], "--unimodal_tap: invalid choice: 'post'"),  # argparse's choices
         ({"unimodal_tap": "post"}, "--unimodal_tap 'post' is not one of pre_gru, post_gru"),  # a file meets no choices
         ({"text_padding": "max"}, "--text_padding 'max' is not one of longest, max_length"),
         (["--mlcs_taps", "fusion", "fuson"], "--mlcs_taps ['fusion', 'fuson']: pass one or more of"),
