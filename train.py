@@ -23,7 +23,7 @@ import os
 import sys
 import warnings
 from argparse import SUPPRESS, ArgumentDefaultsHelpFormatter, RawDescriptionHelpFormatter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -364,13 +364,16 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, Cra
 
 
 # Enumerated options: a value from a config file never meets argparse's `choices`, so every one is checked here.
+# The fields' own `choices` (argparse's, for the command line) plus --normalization, which argparse leaves to this
+# check so that its message lists the choices the same way for the command line and a file.
 CHOICES = {
+    **{
+        option.name: tuple(option.metadata["choices"])
+        for arguments in (ModelArguments, DataArguments, CrabLossArguments)
+        for option in fields(arguments)
+        if "choices" in option.metadata
+    },
     "normalization": NORMALIZATIONS,
-    "unimodal_tap": ("pre_gru", "post_gru"),
-    "mlcs_loss": ("mpcl", "supcon"),
-    "audio_attention": ("sdpa", "eager"),
-    "recipe": tuple(RECIPES),
-    "text_padding": TEXT_PADDINGS,
 }
 # Bounded options: (test, what the value must be).
 BOUNDS = {
