@@ -253,3 +253,38 @@ def test_endpoint_handler_contract(staged, tmp_path):
     assert "parameters.sampling_rate" in out["no_rate"]["error"]
     assert "not base64 audio" in out["not_base64"]["error"]
     assert "unknown parameters ['temperature']" in out["unknown_parameter"]["error"]
+
+
+@pytest.mark.slow
+def test_the_installed_package_carries_every_publishing_template(tmp_path):
+    """publish.py reads its templates from the package, so a wheel (an installed copy, not a clone) must hold all of
+    them: the card, every dataset section, the handler and the Space."""
+    import zipfile
+
+    from modeling_crab.publish import MODEL_CARDS
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("*.whl")
+    packaged = {name for name in zipfile.ZipFile(wheel).namelist() if "/model_cards/" in name}
+    templates = {
+        "modeling_crab/" + path.relative_to(MODEL_CARDS.parent).as_posix()
+        for path in MODEL_CARDS.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert {f"modeling_crab/model_cards/{name}.md" for name in DATASETS} <= templates
+    assert templates <= packaged
