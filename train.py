@@ -491,6 +491,7 @@ def build_model(model_args, loss_args, label_names: list[str], vocab_size: int, 
         "mlcs_weight": loss_args.mlcs_weight,
         "mlcs_temperature": loss_args.mlcs_temperature,
         "mlcs_loss": loss_args.mlcs_loss,
+        "mlcs_gather": loss_args.mlcs_gather,
         "use_csl_legs": loss_args.mlcs_weight > 0,
         "modality_dropout": model_args.modality_dropout,
         "pass_audio_attention_mask": model_args.pass_audio_attention_mask,
@@ -683,7 +684,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         datasets = build_encoder_cache(model, processor, datasets, splits, model_args.encoder_cache, training_args)
         collator = collate_cached
 
-    class_weights = compute_class_weights(datasets["train"].label_ids, len(label_names))
+    if loss_args.class_weighted:  # saved in config.json: the model's loss is the objective trained with
+        model.config.class_weights = compute_class_weights(datasets["train"].label_ids, len(label_names)).tolist()
+    else:
+        model.config.class_weights = None
     trainer = CrabTrainer(
         model=model,
         args=training_args,
@@ -692,9 +696,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         data_collator=collator,
         processing_class=processor,
         compute_metrics=build_compute_metrics(label_names),
-        class_weights=class_weights if loss_args.class_weighted else None,
         encoder_learning_rate=loss_args.encoder_learning_rate,
-        mlcs_gather=loss_args.mlcs_gather,
         freeze_feature_encoder=model_args.freeze_feature_encoder,
         decay_every_parameter=loss_args.decay_every_parameter,
         epoch_cosine_floors=(

@@ -206,8 +206,7 @@ def test_compile_regions_computes_the_same_function_and_keeps_the_state_dict(tin
     losses = []
     for model in (eager, compiled):
         torch.manual_seed(0)  # the same dropout masks
-        out = model(**inputs, output_csl_embeddings=True)
-        loss = model.mlcs_objective(out.logits, out.csl_embeddings, tiny_batch["labels"])["loss"]
+        loss = model(**inputs, labels=tiny_batch["labels"], output_csl_embeddings=True).loss
         loss.backward()
         losses.append(loss)
     torch.testing.assert_close(losses[1], losses[0], atol=1e-5, rtol=1e-5)
@@ -235,8 +234,8 @@ def test_bf16_autocast_stays_within_1e_2_of_fp32(tiny_config, tiny_batch, device
     results = []
     for low_precision in (False, True):
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=low_precision):
-            out = model(**inputs, output_csl_embeddings=True)
-            loss = model.mlcs_objective(out.logits, out.csl_embeddings, labels)["loss"]
+            out = model(**inputs, labels=labels, output_csl_embeddings=True)
+            loss = out.loss
         results.append((out.logits.float(), loss.float()))
     (logits, loss), (logits_bf16, loss_bf16) = results
     assert ((logits_bf16 - logits).abs().max() / logits.abs().max()).item() < 1e-2
