@@ -561,7 +561,7 @@ class CrabForEmotionClassification(CrabPreTrainedModel):
             text = F.pad(text, (0, 0) * (text.dim() - 2) + (0, 2 - length), value=pad_value)
             text_mask = F.pad(text_mask, (0, 2 - length))
         dropped = torch.rand(batch_size, device=text.device) < self.config.modality_dropout  # (B,)
-        if not dropped.any():
+        if not is_ids and not dropped.any():  # spares the text encoder's run (token ids: no host sync)
             return text, text_mask
         ids_dtype = text.dtype if is_ids else torch.long
         empty = torch.full((1, text.shape[1]), text_config.pad_token_id, dtype=ids_dtype, device=text.device)

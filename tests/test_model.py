@@ -408,3 +408,25 @@ def test_unimodal_recurrence_equals_packed_sequences(tiny_config):
         torch.autograd.grad(split.square().sum(), weights), torch.autograd.grad(reference.square().sum(), weights)
     ):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_class_weights_live_in_the_config_and_weight_the_loss(tiny_config, tiny_batch, tmp_path):
+    """`config.class_weights` (None in configs saved before it existed: plain CE) weights the CE term of the loss the
+    model returns, and travels in config.json."""
+    model = _model(tiny_config)
+    with torch.no_grad():
+        plain = model(**_inputs(tiny_batch), labels=tiny_batch["labels"])
+        model.config.class_weights = [0.5, 2.0, 1.0, 3.0]
+        weighted = model(**_inputs(tiny_batch), labels=tiny_batch["labels"])
+    weights = torch.tensor([0.5, 2.0, 1.0, 3.0])
+    torch.testing.assert_close(plain.loss, F.cross_entropy(plain.logits, tiny_batch["labels"]), atol=0, rtol=0)
+    expected = F.cross_entropy(weighted.logits, tiny_batch["labels"], weight=weights)
+    torch.testing.assert_close(weighted.loss, expected, atol=0, rtol=0)
+    assert weighted.mlcs_loss is None and weighted.csl_embeddings is None  # eval mode: no MLCS term
+    model.config.save_pretrained(tmp_path)
+    assert CrabConfig.from_pretrained(tmp_path).class_weights == [0.5, 2.0, 1.0, 3.0]
+    saved = CrabConfig.from_pretrained(tmp_path).to_dict()
+    old = CrabConfig.from_dict({k: v for k, v in saved.items() if k not in ("class_weights", "mlcs_gather")})
+    assert old.class_weights is None and old.mlcs_gather is False
+    with pytest.raises(ValueError, match="class_weights has 2 entries for 4 labels"):
+        CrabConfig(id2label=tiny_config.id2label, class_weights=[1.0, 2.0])
