@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import sys
-import warnings
 from argparse import SUPPRESS, ArgumentDefaultsHelpFormatter, RawDescriptionHelpFormatter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -469,6 +468,7 @@ from modeling_crab.training.feature_cache import (  # noqa: E402
 )
 from modeling_crab.training.metrics import summary_table  # noqa: E402
 from modeling_crab.training.plots import plot_confusion_matrix, plot_training_curves  # noqa: E402
+from modeling_crab.wavlm_attention import quiet_eager_mask_warning  # noqa: E402
 
 
 def build_processor(model_args, data_args, train_texts: list[str], checkpoint: str | None) -> CrabProcessor:
@@ -621,14 +621,8 @@ def skip_bad_rows(rows: dict, scanned: list, skipped: dict[int, list[str]], repo
     return kept
 
 
-def quiet_known_warnings() -> None:
-    """transformers' WavLM attention mixes a float position bias with a boolean padding mask, which torch warns
-    about on every forward; the numbers are right."""
-    warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask", category=UserWarning)
-
-
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    quiet_known_warnings()
+    quiet_eager_mask_warning()
     model_args, data_args, loss_args, optimizer_args, training_args = parse_arguments(
         sys.argv[1:] if argv is None else argv
     )

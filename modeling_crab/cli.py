@@ -19,7 +19,6 @@ import json
 import os
 import re
 import sys
-import warnings
 from pathlib import Path
 
 
@@ -170,6 +169,9 @@ def predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from transformers import pipeline
 
     from .export import PIPELINE_TASK, register_pipeline
+    from .wavlm_attention import quiet_eager_mask_warning
+
+    quiet_eager_mask_warning()
 
     register_pipeline()  # exports that predate `custom_pipelines` in config.json fall back to this package's pipeline
     options = {"asr_model": args.asr_model} if args.asr_model else {}
@@ -289,14 +291,7 @@ def _first_line(error: BaseException) -> str:
     return (lines[0] if lines else type(error).__name__)[:300]
 
 
-def quiet_known_warnings() -> None:
-    """transformers' WavLM attention mixes a float position bias with a boolean padding mask, which torch warns
-    about on every forward; the numbers are right."""
-    warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask", category=UserWarning)
-
-
 def main(argv: list[str] | None = None) -> int:
-    quiet_known_warnings()
     parser = build_parser()
     args = parse_args(parser, argv)
     try:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -161,6 +162,13 @@ def wavlm_attention_implementation(model: nn.Module) -> str | None:
     return None if not kinds else kinds.pop() if len(kinds) == 1 else "mixed"
 
 
+def quiet_eager_mask_warning() -> None:
+    """Eager WavLM attention passes a float position bias with a boolean padding mask to
+    `F.multi_head_attention_forward`, which torch warns about on every forward; the numbers are right. For entry
+    points (`train.py`, `crab`): a process-wide warnings filter."""
+    warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask", category=UserWarning)
+
+
 __all__ = [
     "CHECKED_TRANSFORMERS",
     "sdpa_is_checked",
@@ -169,4 +177,5 @@ __all__ = [
     "enable_sdpa_wavlm",
     "disable_sdpa_wavlm",
     "wavlm_attention_implementation",
+    "quiet_eager_mask_warning",
 ]
