@@ -435,20 +435,18 @@ import transformers  # noqa: E402
 from transformers import RobertaTokenizerFast, Wav2Vec2FeatureExtractor, set_seed  # noqa: E402
 
 from modeling_crab import CrabForEmotionClassification, CrabProcessor, export_for_inference  # noqa: E402
+from modeling_crab.manifest import ManifestError, load_manifest, select_splits  # noqa: E402
 from modeling_crab.training import (  # noqa: E402
     CrabAudioTextDataset,
     CrabDataCollator,
     CrabTrainer,
-    ManifestError,
     build_compute_metrics,
     build_tiny_tokenizer,
     classification_metrics,
     compute_class_weights,
     confusion,
     label_names_from,
-    load_manifest,
     scan_manifest,
-    select_splits,
     tiny_crab_config,
 )
 from modeling_crab.training.checkpoints import (  # noqa: E402
@@ -634,7 +632,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # ---- data: manifest -> validated splits -> datasets ------------------------------------------------------------
     manifest = data_args.manifest
     if manifest is None:
-        from modeling_crab.training.demo_corpus import generate_demo_corpus
+        from modeling_crab.recipes.demo import generate_demo_corpus
 
         with training_args.main_process_first(desc="generating the demo corpus"):
             manifest = generate_demo_corpus(output_dir / "demo_corpus")

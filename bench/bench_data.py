@@ -25,7 +25,8 @@ from common import format_table, record
 from transformers import Wav2Vec2FeatureExtractor
 
 from modeling_crab import CrabProcessor
-from modeling_crab.training import CrabAudioTextDataset, CrabDataCollator, Utterance
+from modeling_crab.manifest import Utterance
+from modeling_crab.training import CrabAudioTextDataset, CrabDataCollator
 from modeling_crab.training.tiny import build_tiny_tokenizer
 
 FORMATS = {"wav16k": ("WAV", "PCM_16", 16000), "flac44k": ("FLAC", "PCM_16", 44100)}

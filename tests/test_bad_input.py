@@ -25,8 +25,9 @@ from transformers import pipeline
 
 from modeling_crab import CrabForEmotionClassification
 from modeling_crab.cli import main
+from modeling_crab.manifest import ManifestError, load_manifest
 from modeling_crab.pipeline_crab import read_audio
-from modeling_crab.training.data import ManifestError, load_audio, load_manifest, scan_manifest
+from modeling_crab.training.data import load_audio, scan_manifest
 
 SR = 16000
 
@@ -710,7 +711,7 @@ def test_manifest_row_with_too_few_fields(tmp_path):
     ],
 )
 def test_manifest_split_names_are_checked(tmp_path, split, hint):
-    from modeling_crab.training import select_splits
+    from modeling_crab.manifest import select_splits
 
     rows = ["a,a.wav,hi,sad,train", f"b,a.wav,hi,sad,{split}", "c,a.wav,hi,sad,test2", "d,a.wav,hi,sad,test"]
     rows += ["e,a.wav,hi,sad,dev"] if split != "validation" else []

@@ -12,16 +12,14 @@ import soundfile as sf
 import torch
 from training_helpers import LABELS, write_corpus, write_tone
 
+from modeling_crab.manifest import ManifestError, load_manifest, select_split
 from modeling_crab.training import (
     CrabAudioTextDataset,
     CrabDataCollator,
     EpochSeededLengthGroupedSampler,
-    ManifestError,
     label_names_from,
     load_audio,
-    load_manifest,
     scan_manifest,
-    select_split,
 )
 
 

@@ -1,4 +1,4 @@
-"""Tests for the built-in synthetic bimodal emotion corpus (modeling_crab.training.demo_corpus)."""
+"""Tests for the built-in synthetic bimodal emotion corpus (modeling_crab.recipes.demo)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,15 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from modeling_crab.training.demo_corpus import DEMO_LABELS, generate_demo_corpus, main
+from modeling_crab.manifest import MANIFEST_COLUMNS
+from modeling_crab.recipes.demo import DEMO_LABELS, generate_demo_corpus, main
 
-COLUMNS = ["id", "audio", "text", "label", "split", "speaker"]
+COLUMNS = list(MANIFEST_COLUMNS)  # the one manifest format, as every recipe writes it
 LEARN_N_PER_CLASS = 100  # dev = 15 per class: large enough for stable accuracies, small enough to stay fast
 LEARN_SEED = 42
 
 
-def read_manifest(path: pathlib.Path) -> tuple[list[str], list[dict]]:
+def header_and_rows(path: pathlib.Path) -> tuple[list[str], list[dict]]:
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         return list(reader.fieldnames or []), list(reader)
@@ -41,7 +42,7 @@ def corpus(tmp_path_factory) -> pathlib.Path:
 
 def test_manifest_format(corpus):
     assert corpus.name == "manifest.csv"
-    columns, rows = read_manifest(corpus)
+    columns, rows = header_and_rows(corpus)
     assert columns == COLUMNS
     assert len(rows) == LEARN_N_PER_CLASS * len(DEMO_LABELS)
     assert len({r["id"] for r in rows}) == len(rows)
@@ -73,7 +74,7 @@ def test_manifest_format(corpus):
 
 
 def test_audio_files(corpus):
-    _, rows = read_manifest(corpus)
+    _, rows = header_and_rows(corpus)
     durations = collections.defaultdict(list)
     for r in rows:
         path = corpus.parent / r["audio"]
@@ -100,8 +101,8 @@ def test_deterministic(tmp_path):
     b = generate_demo_corpus(tmp_path / "b", n_per_class=4, seed=7)
     c = generate_demo_corpus(tmp_path / "c", n_per_class=4, seed=8)
     assert a.read_bytes() == b.read_bytes()
-    _, rows_a = read_manifest(a)
-    _, rows_c = read_manifest(c)
+    _, rows_a = header_and_rows(a)
+    _, rows_c = header_and_rows(c)
     for r in rows_a:
         assert filecmp.cmp(a.parent / r["audio"], b.parent / r["audio"], shallow=False)
     audio_a = [sf.read(str(a.parent / r["audio"]))[0] for r in rows_a]
@@ -122,7 +123,7 @@ def test_idempotent(tmp_path):
     # other parameters -> regenerated, no stale files left behind
     before = manifest.read_bytes()
     generate_demo_corpus(tmp_path, n_per_class=4, seed=2)
-    _, rows = read_manifest(manifest)
+    _, rows = header_and_rows(manifest)
     assert manifest.read_bytes() != before
     assert len(rows) == 4 * len(DEMO_LABELS)
     assert sorted(p.name for p in (tmp_path / "wavs").iterdir()) == sorted(pathlib.Path(r["audio"]).name for r in rows)
@@ -194,7 +195,7 @@ def prosodic_features(y: np.ndarray, sr: int) -> np.ndarray:
 
 
 def unimodal_and_fused_accuracies(manifest: pathlib.Path) -> tuple[float, float, float]:
-    _, rows = read_manifest(manifest)
+    _, rows = header_and_rows(manifest)
     audio = np.stack([prosodic_features(*sf.read(str(manifest.parent / r["audio"]))) for r in rows])
     texts = [r["text"] for r in rows]
     labels = np.array([r["label"] for r in rows])

@@ -17,14 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from modeling_crab.manifest import MANIFEST_COLUMNS, read_manifest, resolve_audio_path, write_manifest  # noqa: E402
 from modeling_crab.recipes import iemocap, iemocap_loso, meld, msp_podcast  # noqa: E402
-from modeling_crab.recipes.common import (  # noqa: E402
-    MANIFEST_COLUMNS,
-    RecipeError,
-    read_manifest,
-    resolve_audio_path,
-    write_manifest,
-)
+from modeling_crab.recipes.common import RecipeError  # noqa: E402
 
 HAS_FFMPEG = shutil.which("ffmpeg") is not None
 needs_ffmpeg = pytest.mark.skipif(not HAS_FFMPEG, reason="ffmpeg not installed")

@@ -30,7 +30,7 @@ def test_the_documented_demo_clips_exist_with_their_transcripts(tmp_path):
     import shlex
     from pathlib import Path
 
-    from modeling_crab.training.demo_corpus import generate_demo_corpus
+    from modeling_crab.recipes.demo import generate_demo_corpus
 
     demo_dir = load_train_script().DEMO["output_dir"]
     manifest = generate_demo_corpus(tmp_path / "demo_corpus")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from training_helpers import LABELS, WORDS, load_train_script, write_corpus
 
-from modeling_crab.training import ManifestError
+from modeling_crab.manifest import ManifestError
 from modeling_crab.training.predict import classify_file, classify_split, format_split
 
 train_script = load_train_script()

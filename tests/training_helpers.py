@@ -60,7 +60,8 @@ def load_train_script():
 
 def tiny_datasets(manifest: Path, max_duration_s: float = 12.0):
     """(train, dev) `CrabAudioTextDataset`s of a `write_corpus` manifest, with lengths, and the scan."""
-    from modeling_crab.training import CrabAudioTextDataset, load_manifest, scan_manifest, select_split
+    from modeling_crab.manifest import load_manifest, select_split
+    from modeling_crab.training import CrabAudioTextDataset, scan_manifest
 
     utterances = load_manifest(manifest)
     scan = scan_manifest(utterances, list(LABELS), labelled_splits=["dev"])

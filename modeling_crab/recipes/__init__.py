@@ -6,7 +6,9 @@ Each converter is a command (``python -m modeling_crab.recipes.<name> --root DIR
 - :mod:`modeling_crab.recipes.iemocap_loso` -- 5-fold leave-one-session-out driver for IEMOCAP
 - :mod:`modeling_crab.recipes.meld` -- MELD (7 classes, audio extracted from the MP4 clips)
 - :mod:`modeling_crab.recipes.msp_podcast` -- MSP-Podcast 2.0 (8 classes) and the Test3 submission writer
+- :mod:`modeling_crab.recipes.demo` -- the built-in synthetic corpus (``python -m modeling_crab.recipes.demo OUT_DIR``)
 
-The manifest format and shared helpers live in :mod:`modeling_crab.recipes.common`. The reproduction
+All write the one manifest format of :mod:`modeling_crab.manifest`; the problems report, summary and command
+wrapper they share live in :mod:`modeling_crab.recipes.common`. The reproduction
 configs and the paper's numbers are documented in ``configs/README.md``.
 """

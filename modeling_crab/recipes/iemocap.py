@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..manifest import relative_audio_path
 from .common import (
     Problem,
     RecipeError,
@@ -49,7 +50,6 @@ from .common import (
     label_counts,
     normalize_gender,
     print_problems,
-    relative_audio_path,
     run_cli,
     write_outputs,
 )

@@ -36,15 +36,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .common import (
-    RecipeError,
-    read_manifest,
-    relative_audio_path,
-    resolve_audio_path,
-    run_cli,
-    write_json,
-    write_manifest,
-)
+from ..manifest import read_manifest, relative_audio_path, resolve_audio_path, write_manifest
+from .common import RecipeError, run_cli, write_json
 
 _SPEAKER_RE = re.compile(r"^Ses(?P<session>\d{2})(?P<gender>[FM])$")
 _UTTERANCE_RE = re.compile(r"^Ses(?P<session>\d{2})[FM]_.+_(?P<gender>[FM])[0-9A-Za-z]+$")

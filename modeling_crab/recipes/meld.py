@@ -54,15 +54,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .common import (
-    Problem,
-    RecipeError,
-    format_counts,
-    label_counts,
-    relative_audio_path,
-    run_cli,
-    write_outputs,
-)
+from ..manifest import relative_audio_path
+from .common import Problem, RecipeError, format_counts, label_counts, run_cli, write_outputs
 
 CLASSES: tuple[str, ...] = ("neutral", "surprise", "fear", "sadness", "joy", "anger", "disgust")
 SPLITS: dict[str, tuple[str, str]] = {

@@ -48,6 +48,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..manifest import read_manifest, relative_audio_path
 from .common import (
     Problem,
     RecipeError,
@@ -55,8 +56,6 @@ from .common import (
     label_counts,
     normalize_gender,
     print_problems,
-    read_manifest,
-    relative_audio_path,
     run_cli,
     write_outputs,
 )

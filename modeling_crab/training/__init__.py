@@ -1,4 +1,4 @@
-"""Training: the Crab Trainer, manifests and audio loading, batching, metrics, plots and the built-in demo.
+"""Training: the Crab Trainer, audio loading and the scan of a manifest (`modeling_crab.manifest`), batching, metrics, plots and the built-in demo.
 
 Nothing in here travels with a checkpoint; the checkpoint files never import from `training/`. `predict` (classify
 with a trained model) is imported from its module, so that `python -m modeling_crab.training.predict` runs cleanly.
@@ -7,15 +7,10 @@ with a trained model) is imported from its module, so that `python -m modeling_c
 from .collator import CrabDataCollator, EpochSeededLengthGroupedSampler
 from .data import (
     CrabAudioTextDataset,
-    ManifestError,
     ManifestScan,
-    Utterance,
     label_names_from,
     load_audio,
-    load_manifest,
     scan_manifest,
-    select_split,
-    select_splits,
 )
 from .metrics import build_compute_metrics, classification_metrics, confusion
 from .tiny import build_tiny_tokenizer, tiny_crab_config
@@ -27,15 +22,10 @@ __all__ = [
     "CrabDataCollator",
     "EpochSeededLengthGroupedSampler",
     "CrabAudioTextDataset",
-    "ManifestError",
     "ManifestScan",
-    "Utterance",
     "label_names_from",
     "load_audio",
-    "load_manifest",
     "scan_manifest",
-    "select_split",
-    "select_splits",
     "build_compute_metrics",
     "classification_metrics",
     "confusion",

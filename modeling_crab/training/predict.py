@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
+from ..manifest import load_manifest, select_split
 from ..modeling_crab import CrabForEmotionClassification
 from ..processing_crab import CrabProcessor
-from .data import SAMPLING_RATE, load_audio, load_manifest, select_split
+from .data import SAMPLING_RATE, load_audio
 
 
 def load_model(model_dir: str | os.PathLike) -> tuple[CrabForEmotionClassification, CrabProcessor]:

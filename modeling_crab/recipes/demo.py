@@ -1,4 +1,5 @@
-"""Built-in synthetic emotional-speech corpus for demos, smoke tests and CI.
+"""The built-in corpus recipe: a synthetic emotional-speech corpus for demos, smoke tests and CI, written as a
+manifest like every other recipe's (`modeling_crab.manifest`).
 
 The corpus is generated in pure Python + numpy (no TTS, no downloads). Each utterance is a formant-synthesised
 "speech-like" signal (band-limited glottal pulse train with a time-varying F0 contour, per-syllable vowel formants,
@@ -15,16 +16,15 @@ The emotion label is carried by *both* modalities, on purpose only partially by 
 
 Usage::
 
-    from modeling_crab.training.demo_corpus import generate_demo_corpus
+    from modeling_crab.recipes.demo import generate_demo_corpus
     manifest = generate_demo_corpus("data/demo")   # -> data/demo/manifest.csv
 
-or ``python -m modeling_crab.training.demo_corpus OUT_DIR [--n-per-class N] [--seed S]``.
+or ``python -m modeling_crab.recipes.demo OUT_DIR [--n-per-class N] [--seed S]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import pathlib
@@ -34,10 +34,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["DEMO_LABELS", "MANIFEST_COLUMNS", "generate_demo_corpus", "main"]
+from ..manifest import read_manifest, write_manifest
+
+__all__ = ["DEMO_LABELS", "generate_demo_corpus", "main"]
 
 DEMO_LABELS = ("angry", "happy", "neutral", "sad")
-MANIFEST_COLUMNS = ("id", "audio", "text", "label", "split", "speaker")
 SPLIT_NAMES = ("train", "dev", "test")
 
 _FORMAT_VERSION = 1
@@ -603,8 +604,7 @@ def _is_complete(out_dir: pathlib.Path, manifest: pathlib.Path, meta: pathlib.Pa
     try:
         if json.loads(meta.read_text()) != params:
             return False
-        with open(manifest, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
+        rows = read_manifest(manifest)
     except (OSError, ValueError):
         return False
     return len(rows) == params["n_per_class"] * len(DEMO_LABELS) and all(
@@ -623,7 +623,7 @@ def generate_demo_corpus(
     """Generate the synthetic bimodal emotion corpus and return the path of its manifest.
 
     Writes ``n_per_class`` utterances for each label in :data:`DEMO_LABELS` as 16-bit PCM mono WAV files under
-    ``out_dir/wavs/`` and a manifest ``out_dir/manifest.csv`` with columns ``id,audio,text,label,split,speaker``
+    ``out_dir/wavs/`` and a manifest ``out_dir/manifest.csv`` (`write_manifest`: ``id,audio,text,label,split,speaker``)
     (``audio`` is relative to the manifest's folder; ``split`` is stratified by label). Everything is deterministic
     given ``seed``. Idempotent: when ``out_dir`` already holds a complete corpus generated with the same parameters
     (recorded in ``out_dir/demo_corpus.json``) nothing is rewritten.
@@ -672,13 +672,7 @@ def generate_demo_corpus(
         )
 
     meta.write_text(json.dumps(params, indent=2) + "\n")
-    tmp = manifest.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, manifest)
-    return manifest
+    return write_manifest(rows, manifest)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

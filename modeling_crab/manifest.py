@@ -1,0 +1,575 @@
+"""The manifest: one utterance per row, the format every corpus recipe (`recipes/`, the demo corpus included) writes
+and training reads. The one place that defines, reads, writes and checks it; no torch here, so recipes start fast.
+
+A manifest is a CSV or JSON Lines file, a folder written by `datasets.Dataset.save_to_disk`, or an in-memory
+`datasets.Dataset` / `DatasetDict` (its keys are the splits). Columns, in the order `write_manifest` writes them:
+
+    id       unique utterance id                                                     (written by every recipe)
+    audio    the audio file, relative to the manifest's folder or absolute           (required)
+    text     transcript                                                              (required)
+    label    class name; empty where the corpus hides it (MSP-Podcast Test3)         (required)
+    split    train, dev, test or a corpus's own (test1, test2, ...)                  (written by every recipe)
+    speaker, session, gender                                                         (optional)
+    start, end   seconds of a segment to cut from the file; empty: the whole file    (optional)
+
+Recipes may add columns after these (MELD's `dialogue_id`); readers ignore what they do not know. Training needs
+only `audio`, `text` and `label`: a manifest a user writes by hand may leave out the rest (misnamed columns get a
+hint, `COLUMN_ALIASES`). `load_manifest` reads any of the forms into `Utterance`s, keeping each row's problems for
+one report; `select_splits` takes the run's splits and accounts for every other row.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "id",
+    "audio",
+    "text",
+    "label",
+    "split",
+    "speaker",
+    "session",
+    "gender",
+    "start",
+    "end",
+)
+WRITTEN_COLUMNS: tuple[str, ...] = ("id", "audio", "split")  # what a recipe must fill in every row
+
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("audio", "text", "label")  # what training needs
+COLUMN_ALIASES = {
+    "audio": ("path", "file", "filename", "wav", "wav_path", "audio_path", "audio_file", "filepath"),
+    "text": ("transcript", "transcription", "sentence", "utterance", "asr", "caption"),
+    "label": ("emotion", "labels", "class", "category", "emotion_label", "target"),
+}
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be trained on; the message lists every problem and how to fix it."""
+
+
+@dataclass
+class Utterance:
+    """One manifest row, with `audio` resolved to an absolute path and `where` naming the row for error messages."""
+
+    id: str
+    audio: str
+    text: str
+    label: str
+    split: str = ""
+    speaker: str = ""
+    session: str = ""
+    start: float | None = None
+    end: float | None = None
+    where: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+def format_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(round(value, 6))
+    return str(value)
+
+
+def manifest_columns(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The fixed manifest columns followed by any extra keys, in first-seen order."""
+    columns = list(MANIFEST_COLUMNS)
+    seen = set(columns)
+    for row in rows:
+        for key in row:
+            if key not in seen:
+                seen.add(key)
+                columns.append(key)
+    return columns
+
+
+def _check_rows(rows: Sequence[Mapping[str, Any]]) -> None:
+    seen: set[str] = set()
+    for index, row in enumerate(rows):
+        for key in WRITTEN_COLUMNS:
+            if format_value(row.get(key)) == "":
+                raise ValueError(f"manifest row {index} has an empty {key!r}: {dict(row)!r}")
+        uid = format_value(row["id"])
+        if uid in seen:
+            raise ValueError(f"duplicate manifest id {uid!r}")
+        seen.add(uid)
+
+
+def write_atomically(path: Path, write: Callable[[Any], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            write(handle)
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+
+
+def write_manifest(rows: list[dict], path: str | os.PathLike) -> Path:
+    """Write ``rows`` as a manifest: CSV for ``.csv``, JSON Lines for ``.jsonl``/``.json``.
+
+    Columns come in the fixed order of :data:`MANIFEST_COLUMNS`, then any extra keys. Missing values
+    and ``None`` are written as empty strings. Raises ``ValueError`` on duplicate ids or rows without
+    ``id``/``audio``/``split``.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".jsonl", ".json"):
+        raise ValueError(f"manifest path {str(path)!r} must end in .csv or .jsonl")
+    _check_rows(rows)
+    columns = manifest_columns(rows)
+
+    if suffix == ".csv":
+
+        def write(handle: Any) -> None:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(columns)
+            for row in rows:
+                writer.writerow([format_value(row.get(column)) for column in columns])
+
+    else:
+
+        def write(handle: Any) -> None:
+            for row in rows:
+                record = {}
+                for column in columns:
+                    value = row.get(column)
+                    record[column] = "" if value is None else value
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    write_atomically(path, write)
+    return path
+
+
+def resolve_audio_path(audio: str, manifest_dir: str | os.PathLike) -> Path:
+    """Absolute path of a manifest ``audio`` entry (relative entries are relative to the manifest's folder)."""
+    candidate = Path(audio)
+    if candidate.is_absolute():
+        return candidate
+    return (Path(manifest_dir) / candidate).resolve()
+
+
+def relative_audio_path(audio: str | os.PathLike, manifest_dir: str | os.PathLike) -> str:
+    """``audio`` relative to ``manifest_dir`` when it lies below it, else absolute; always with ``/``."""
+    audio = Path(audio).resolve()
+    try:
+        return audio.relative_to(Path(manifest_dir).resolve()).as_posix()
+    except ValueError:
+        return audio.as_posix()
+
+
+def _read_rows(manifest: Any) -> tuple[list[dict[str, Any]], Path, str, str]:
+    """(rows, folder that relative audio paths start from, name for messages, how rows are numbered)."""
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is a dependency, but CSV/JSONL work without it
+        datasets = None
+
+    if datasets is not None and isinstance(manifest, datasets.DatasetDict):
+        rows = [{**row, "split": split} for split, part in manifest.items() for row in _dataset_rows(part)]
+        return rows, Path.cwd(), "the DatasetDict", "row"
+    if datasets is not None and isinstance(manifest, datasets.Dataset):
+        return _dataset_rows(manifest), Path.cwd(), "the Dataset", "row"
+
+    path = Path(manifest)
+    if path.is_dir() and datasets is not None:
+        loaded = datasets.load_from_disk(str(path))
+        rows, _, _, numbering = _read_rows(loaded)
+        return rows, path.resolve(), f"'{path}'", numbering
+    if not path.is_file():
+        raise ManifestError(f"manifest '{path}' does not exist; pass --manifest with a CSV, JSONL or saved dataset")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+        rows, last_line = [], 1
+        for row in reader:
+            first_line, last_line = last_line + 1, reader.line_num
+            extra = row.pop(None, None)  # fields beyond the header: an unquoted comma shifted the row
+            if extra is not None:
+                row[_EXTRA_FIELDS] = len(reader.fieldnames) + len(extra)
+            elif any(value is None for value in row.values()):  # fewer fields than the header
+                row[_EXTRA_FIELDS] = sum(value is not None for value in row.values())
+            merged = _merged_lines(row)
+            if merged:
+                row[_MERGED_LINES] = (first_line, last_line, merged)
+            row[_LINE] = first_line
+            rows.append(row)
+        return rows, path.parent.resolve(), f"'{path}'", "line"
+    if suffix in (".jsonl", ".json"):
+        rows = []
+        for number, line in enumerate(_read_text(path).splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ManifestError(f"manifest '{path}' line {number} is not JSON ({error}); fix the line") from error
+            if not isinstance(record, dict):
+                raise ManifestError(
+                    f"manifest '{path}' line {number} is a JSON {type(record).__name__}, not an object; write one "
+                    'object per line (JSON Lines), e.g. {"audio": "a.wav", "text": "...", "label": "sad"}'
+                )
+            rows.append({**record, _LINE: number})
+        return rows, path.parent.resolve(), f"'{path}'", "line"
+    raise ManifestError(f"manifest '{path}' has suffix '{suffix}'; use .csv, .jsonl or a saved datasets folder")
+
+
+def _dataset_rows(dataset) -> list[dict[str, Any]]:
+    """A `datasets.Dataset`'s rows: `Audio` columns undecoded (`{path, bytes}`: decoding needs torchcodec, and the
+    scan reads the audio itself), `ClassLabel` columns as their names (an unlabelled -1 as "")."""
+    import datasets
+
+    for name, feature in dataset.features.items():
+        if isinstance(feature, datasets.Audio) and feature.decode:
+            dataset = dataset.cast_column(name, datasets.Audio(decode=False))
+    rows = dataset.to_list()
+    for name, feature in dataset.features.items():
+        if isinstance(feature, datasets.ClassLabel):
+            for row in rows:
+                value = row[name]
+                row[name] = "" if value is None or value < 0 else feature.int2str(int(value))
+    return rows
+
+
+def class_label_names(manifest: Any) -> list[str] | None:
+    """The class names, in class-id order, of a `datasets` manifest whose `label` column is a `ClassLabel`; None
+    for any other manifest."""
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover
+        return None
+    if isinstance(manifest, (str, os.PathLike)) and Path(manifest).is_dir():
+        manifest = datasets.load_from_disk(str(manifest))
+    if isinstance(manifest, datasets.DatasetDict):
+        manifest = next(iter(manifest.values()), None)
+    if not isinstance(manifest, datasets.Dataset):
+        return None
+    feature = manifest.features.get("label")
+    return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+
+
+# Keys under which a row records its line in the file, how many fields it had when not the header's number, and
+# the lines a quoted field swallowed (an unclosed quote merges the rows that follow into one field).
+_LINE = "\0line"
+_EXTRA_FIELDS = "\0extra_fields"
+_MERGED_LINES = "\0merged_lines"
+_PRIVATE_KEYS = (_LINE, _EXTRA_FIELDS, _MERGED_LINES)
+
+
+def _merged_lines(row: dict[str, Any]) -> int:
+    """How many lines that look like rows of their own (they hold a comma) a quoted field of `row` swallowed."""
+    return max(
+        (sum("," in line for line in value.splitlines()[1:]) for value in row.values() if isinstance(value, str)),
+        default=0,
+    )
+
+
+def _read_text(path: Path) -> str:
+    """The file as text: UTF-8, with or without the byte-order mark that Excel writes."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ManifestError(
+            f"manifest '{path}' line {line} is not valid UTF-8 (byte {data[error.start]:#04x}); re-save the file "
+            "as UTF-8"
+        ) from error
+
+
+def _check_columns(rows: list[dict[str, Any]], name: str) -> None:
+    if not rows:
+        raise ManifestError(f"manifest {name} has no rows; point --manifest at a manifest with utterances")
+    columns = set().union(*(row.keys() for row in rows)) - set(_PRIVATE_KEYS)
+    problems = []
+    for required in REQUIRED_COLUMNS:
+        if required in columns:
+            continue
+        aliases = [column for column in columns if column.lower() in COLUMN_ALIASES[required]]
+        close = difflib.get_close_matches(required, list(columns), n=1, cutoff=0.6)
+        hint = aliases or close
+        if hint:
+            problems.append(f"no '{required}' column; rename column '{hint[0]}' to '{required}'")
+        else:
+            problems.append(f"no '{required}' column; add it ({_describe(required)})")
+    if problems:
+        found = ", ".join(sorted(columns))
+        raise ManifestError(f"manifest {name} (columns: {found}):\n  " + "\n  ".join(problems))
+
+
+def _describe(column: str) -> str:
+    return {
+        "audio": "the audio file's path, relative to the manifest's folder or absolute",
+        "text": "the transcript",
+        "label": "the emotion class name",
+    }[column]
+
+
+def _as_text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value).strip()
+
+
+def _as_seconds(value: Any, column: str, problems: list[str]) -> float | None:
+    text = _as_text(value)
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        problems.append(f"{column}='{text}' is not a number of seconds; write seconds or leave it empty")
+        return None
+    if not math.isfinite(seconds) or seconds < 0:
+        problems.append(f"{column}={text} is not a non-negative number of seconds; fix it or leave it empty")
+        return None
+    return seconds
+
+
+def load_manifest(manifest: Any, audio_root: str | os.PathLike | None = None) -> list[Utterance]:
+    """Read a manifest into `Utterance`s. Missing or misnamed columns raise a `ManifestError` at once; problems of
+    single rows (bad start/end, duplicate ids) are kept on the rows and reported by `scan_manifest` together with
+    every other bad row.
+
+    Relative audio paths start from `audio_root`, else the manifest's folder (the working directory for an
+    in-memory dataset). Files are not opened here: `scan_manifest` does that.
+    """
+    rows, base_dir, name, numbering = _read_rows(manifest)
+    _check_columns(rows, name)
+    base_dir = Path(audio_root).resolve() if audio_root is not None else base_dir
+    utterances = []
+    for index, row in enumerate(rows):
+        where, problems = _where(index, numbering, row), []
+        if _MERGED_LINES in row:
+            first, last, merged = row[_MERGED_LINES]
+            problems.append(
+                f"a quoted field opened on line {first} runs on to line {last}, so {merged} row(s) after it were read "
+                'as part of this one; close the quote, or double quotes inside a quoted field ("say ""hi""")'
+            )
+        elif _EXTRA_FIELDS in row:
+            columns = len(row) - sum(key in row for key in _PRIVATE_KEYS)
+            fix = (
+                'quote fields that contain commas ("well, I never")'
+                if row[_EXTRA_FIELDS] > columns
+                else "give every column a value (an empty one between two commas is fine)"
+            )
+            problems.append(f"{row[_EXTRA_FIELDS]} fields but the header has {columns} columns; {fix}")
+        audio = _audio_source(row.get("audio"), problems)
+        start = _as_seconds(row.get("start"), "start", problems)
+        end = _as_seconds(row.get("end"), "end", problems)
+        if start is not None and end is not None and end <= start:
+            problems.append(f"end={end} is not after start={start}; fix the segment times")
+        utterances.append(
+            Utterance(
+                id=_as_text(row.get("id")) or f"row{index}",
+                audio=str(Path(audio) if Path(audio).is_absolute() else (base_dir / audio)) if audio else "",
+                text=_as_text(row.get("text")),
+                label=_as_text(row.get("label")),
+                split=_as_text(row.get("split")),
+                speaker=_as_text(row.get("speaker")),
+                session=_as_text(row.get("session")),
+                start=start,
+                end=end,
+                where=where,
+                problems=problems,
+            )
+        )
+    return utterances
+
+
+EMBEDDED_AUDIO_FOLDER = Path(tempfile.gettempdir()) / "crab-embedded-audio"
+
+
+def _audio_source(value: Any, problems: list[str]) -> str:
+    """A row's `audio` as a path. `datasets` audio is accepted: `{path, bytes}` (the path when it exists, else the
+    bytes written to a file named after their hash) and decoded `{array, sampling_rate}` (written as a WAV file).
+    A value is never printed whole: it may hold millions of samples."""
+    if value is None or isinstance(value, (str, os.PathLike)):
+        return _as_text(value)
+    if isinstance(value, dict):
+        path, data, array = value.get("path"), value.get("bytes"), value.get("array")
+        if data:
+            if path and Path(path).is_file():
+                return str(path)
+            suffix = Path(path).suffix if path else ".audio"
+            return str(_embedded_file(bytes(data), suffix))
+        if array is not None:
+            import soundfile as sf
+
+            from .processing_crab import check_sampling_rate  # here: the processor needs torch, a manifest does not
+
+            try:
+                rate = check_sampling_rate(value.get("sampling_rate"), "its decoded audio")
+            except ValueError as error:
+                problems.append(f"{error} (a {{'array', 'sampling_rate'}} dict needs both)")
+                return ""
+            buffer = io.BytesIO()
+            sf.write(buffer, np.asarray(array, dtype=np.float32), rate, format="WAV", subtype="FLOAT")
+            return str(_embedded_file(buffer.getvalue(), ".wav"))
+        if path:
+            return _as_text(path)
+        problems.append(
+            f"'audio' is a dict with keys {sorted(value)}; give a path, {{'path', 'bytes'}} or {{'array', "
+            "'sampling_rate'}"
+        )
+        return ""
+    size = f" of {len(value)} values" if hasattr(value, "__len__") else ""
+    problems.append(
+        f"'audio' is a {type(value).__name__}{size}, not a path; give the audio file's path, or a datasets "
+        "{'array', 'sampling_rate'} dict"
+    )
+    return ""
+
+
+def _embedded_file(data: bytes, suffix: str) -> Path:
+    """`data` in a file named after its hash (the same audio gives the same path, so scans are cached alike)."""
+    path = EMBEDDED_AUDIO_FOLDER / f"{hashlib.sha1(data).hexdigest()}{suffix}"
+    if not path.is_file():
+        EMBEDDED_AUDIO_FOLDER.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    return path
+
+
+def _where(index: int, numbering: str, row: dict[str, Any]) -> str:
+    position = f"line {row[_LINE]}" if numbering == "line" else f"row {index}"
+    uid, split = _as_text(row.get("id")), _as_text(row.get("split"))
+    details = ", ".join(part for part in (f"id '{uid}'" if uid else "", f"split '{split}'" if split else "") if part)
+    return f"{position} ({details})" if details else position
+
+
+def report_problems(name: str, problems: list[str]) -> str:
+    subject = f"manifest {name}" if name else "the manifest"
+    return (
+        f"{subject} has {len(problems)} problem(s); nothing was trained. Fix or remove these rows:\n  "
+        + "\n  ".join(problems)
+    )
+
+
+def select_split(utterances: Sequence[Utterance], split: str) -> list[Utterance]:
+    """The utterances of one split; a manifest without a `split` column can only be used whole."""
+    if not any(u.split for u in utterances):
+        raise ManifestError(
+            f"the manifest has no 'split' column, so split '{split}' cannot be selected; add a 'split' column "
+            "(train/dev/test) or pass a DatasetDict"
+        )
+    return [u for u in utterances if u.split == split]
+
+
+# what people call the usual splits: a near-miss of a split the run uses gets a hint instead of being left out
+_SPLIT_SYNONYMS = {
+    "train": ("train", "training", "trn"),
+    "dev": ("dev", "devel", "development", "validation", "valid", "val", "eval"),
+    "test": ("test", "testing", "tst", "eval_test"),
+}
+
+
+def select_splits(
+    utterances: Sequence[Utterance], splits: dict[str, str | None], flags: dict[str, str] | None = None
+) -> dict[str, list[Utterance]]:
+    """`{role: split name}` -> `{role: its utterances}`, accounting for every row.
+
+    A split name that nearly matches one the run uses (another case, a synonym such as `validation` for `dev`, a
+    typo) is a `ManifestError` naming its lines and the fix; rows of any other split are left out with a warning
+    naming their lines. `flags` names the option that sets each role's split (for the hint), e.g.
+    `{"eval": "--eval_split"}`. Roles whose name is None, or whose split has no rows, get no entry except "train".
+    """
+    flags = flags or {}
+    wanted = {role: name for role, name in splits.items() if name}
+    selected = {role: select_split(utterances, name) for role, name in wanted.items()}
+    others: dict[str, list[Utterance]] = {}
+    for u in utterances:
+        if u.split not in wanted.values():
+            others.setdefault(u.split, []).append(u)
+    problems, unused = [], []
+    for split, rows in others.items():
+        lines = _lines(rows)
+        role = _near_miss(split, wanted)
+        if split == "":
+            problems.append(f"{lines}: empty split; give every row one of {_names(wanted)}")
+        elif role is not None and not selected.get(role):
+            flag = flags.get(role, f"the {role} split")
+            problems.append(
+                f"{lines}: split '{split}' is not '{wanted[role]}', which has no rows; rename it to "
+                f"'{wanted[role]}' or pass {flag} {split}"
+            )
+        elif role is not None:
+            problems.append(
+                f"{lines}: split '{split}' looks like '{wanted[role]}' but is not it, so these rows would be left "
+                f"out; rename it to '{wanted[role]}' or drop the rows"
+            )
+        else:
+            unused.append(f"{lines}: split '{split}'")
+    if problems:
+        raise ManifestError(
+            f"the manifest's splits are {_names(set(u.split for u in utterances))}; this run uses "
+            f"{_names(wanted)}:\n  " + "\n  ".join(problems)
+        )
+    if unused:
+        warnings.warn(
+            f"{sum(len(others[s]) for s in others)} row(s) belong to splits this run does not use ({_names(wanted)}) "
+            "and are left out:\n  " + "\n  ".join(unused),
+            UserWarning,
+            stacklevel=2,
+        )
+    return {role: rows for role, rows in selected.items() if rows or role == "train"}
+
+
+def _near_miss(split: str, wanted: dict[str, str]) -> str | None:
+    """The role whose split `split` was probably meant to be: the same name in another case, a synonym, or a typo;
+    numbered variants (`test2` next to `test1` or `test`) are other splits, not near misses."""
+    folded = split.strip().lower()
+    for role, name in wanted.items():
+        if folded == name.lower() or folded in _SPLIT_SYNONYMS.get(name.lower(), ()):
+            return role
+    for role, name in wanted.items():
+        numbered = re.sub(r"\d+$", "", folded) == re.sub(r"\d+$", "", name.lower())
+        if not numbered and difflib.SequenceMatcher(None, folded, name.lower()).ratio() >= 0.75:
+            return role
+    return None
+
+
+def _names(names) -> str:
+    return ", ".join(f"'{name}'" for name in sorted(set(names.values() if isinstance(names, dict) else names)))
+
+
+def _lines(rows: Sequence[Utterance], shown: int = 5) -> str:
+    places = [u.where.split(" (")[0] for u in rows[:shown]]
+    more = f" and {len(rows) - shown} more" if len(rows) > shown else ""
+    return f"{len(rows)} row(s) ({', '.join(places)}{more})"
+
+
+def read_manifest(path: str | os.PathLike) -> list[dict[str, str]]:
+    """A manifest file's rows as dicts of strings, as a recipe wrote them (no training checks). Raises
+    `ManifestError` on a missing file or a missing column of `MANIFEST_COLUMNS[:5]`."""
+    rows, _, name, _ = _read_rows(path)
+    records = [{key: format_value(value) for key, value in row.items() if key not in _PRIVATE_KEYS} for row in rows]
+    for index, record in enumerate(records):
+        missing = [column for column in MANIFEST_COLUMNS[:5] if column not in record]
+        if missing:
+            raise ManifestError(f"manifest {name} row {index} lacks the column(s) {', '.join(missing)}")
+    return records
