@@ -369,7 +369,8 @@ class CrabModel(CrabPreTrainedModel):
         if input_ids is not None and text_features is not None:
             raise ValueError("pass exactly one of input_ids (token ids) and text_features (text encoder output)")
         if audio_features is None:
-            if self.audio_encoder._get_feat_extract_output_lengths(input_values.shape[-1]) < 1:
+            too_short = self.audio_encoder._get_feat_extract_output_lengths(input_values.shape[-1]) < 1
+            if not torch.compiler.is_exporting() and too_short:  # an exported graph states its minimum instead
                 raise ValueError(
                     f"input_values hold {input_values.shape[-1]} samples, fewer than the speech encoder's CNN needs "
                     "for one frame; pad or drop clips this short"

@@ -1,0 +1,253 @@
+"""ONNX export of the inference model and onnxruntime inference (the `onnx` extra: `pip install "crab-ser[onnx]"`).
+
+The graph is the inference model (no CSL legs) from the processor's four tensors to the logits, with dynamic batch,
+audio length and token length; padding masks are inputs, so a padded batch scores as one-by-one calls do. The
+processor stays in Python and is shared with the PyTorch path.
+
+Exporter: torch's `torch.export`-based ONNX exporter (opset 18). Its generic GRU decomposition fails on the head's
+recurrences, and packed sequences are data-dependent; so for export each unimodal block's GRU becomes one marker op,
+`crab::masked_bigru`, translated to ONNX's own bidirectional `GRU` with `sequence_lens`, which reads each utterance
+to its own length in both directions: the function the head computes in PyTorch.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+OPSET = 18
+ONNX_FOLDER = "onnx"  # beside the safetensors in an export or a Hub repo, as repos that serve several runtimes do
+MODEL_FILE = "model.onnx"
+QUANTIZED_FILE = "model_quantized.onnx"
+INPUT_NAMES = ("input_values", "attention_mask", "input_ids", "text_attention_mask")
+
+
+@torch.library.custom_op("crab::masked_bigru", mutates_args=())
+def masked_bigru(
+    x: torch.Tensor, lengths: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: torch.Tensor, hidden_size: int
+) -> torch.Tensor:
+    """(B, T, H), lengths (B,) -> (B, T, 2h): a 1-layer bidirectional GRU reading each row to its length (zeros
+    after it), with ONNX `GRU`'s weights `w` (2, 3h, H), `r` (2, 3h, h), `b` (2, 6h). A marker for export only: in
+    PyTorch the model computes this with `CrabUnimodalBlock.recurrence`."""
+    raise RuntimeError("crab::masked_bigru is an export marker; run the model itself in PyTorch")
+
+
+@masked_bigru.register_fake
+def _(x, lengths, w, r, b, hidden_size):
+    return x.new_empty(x.shape[0], x.shape[1], 2 * hidden_size)
+
+
+def _onnx_masked_bigru(x, lengths, w, r, b, hidden_size: int):
+    """`crab::masked_bigru` as ONNX `GRU` (`linear_before_reset=1` is PyTorch's formula for the new gate)."""
+    from onnxscript import opset18 as op
+
+    y, _ = op.GRU(
+        op.Transpose(x, perm=[1, 0, 2]),  # (T, B, H)
+        w,
+        r,
+        b,
+        op.Cast(lengths, to=6),  # int32
+        direction="bidirectional",
+        hidden_size=hidden_size,
+        linear_before_reset=1,
+    )  # (T, 2, B, h); zeros past each row's length
+    y = op.Transpose(y, perm=[2, 0, 1, 3])  # (B, T, 2, h)
+    return op.Reshape(y, op.Concat(op.Shape(y, start=0, end=2), op.Constant(value_ints=[-1]), axis=0))
+
+
+def _onnx_gru_weights(gru: nn.GRU) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """nn.GRU's parameters as ONNX `GRU` inputs W (2, 3h, H), R (2, 3h, h), B (2, 6h): directions stacked
+    (forward, reverse) and gates reordered from PyTorch's (r, z, n) to ONNX's (z, r, h). Computed on the
+    parameters, so the exported graph holds them as constants."""
+    h = gru.hidden_size
+
+    def zrh(tensor: torch.Tensor) -> torch.Tensor:
+        return torch.cat([tensor[h : 2 * h], tensor[:h], tensor[2 * h :]])
+
+    def stacked(name: str) -> torch.Tensor:
+        return torch.stack([zrh(getattr(gru, f"{name}_l0")), zrh(getattr(gru, f"{name}_l0_reverse"))])
+
+    bias = torch.cat([stacked("bias_ih"), stacked("bias_hh")], dim=1)
+    return stacked("weight_ih"), stacked("weight_hh"), bias
+
+
+def _marker_recurrence(block: nn.Module):
+    """A `recurrence(x, mask)` for `block` that calls the export marker (every row full length without a mask)."""
+    gru = block.gru
+
+    def recurrence(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if mask is None:
+            lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.int32, device=x.device)
+        else:
+            lengths = mask.sum(dim=1).to(torch.int32)
+        return torch.ops.crab.masked_bigru(x, lengths, *_onnx_gru_weights(gru), gru.hidden_size)
+
+    return recurrence
+
+
+@contextmanager
+def _exportable(model: nn.Module) -> Iterator[None]:
+    """Within: the model's GRUs call the export marker. Restored after, whatever happens."""
+    from .modeling_crab import CrabUnimodalBlock
+
+    blocks = [module for module in model.modules() if isinstance(module, CrabUnimodalBlock)]
+    for block in blocks:
+        block.recurrence = _marker_recurrence(block)
+    try:
+        yield
+    finally:
+        for block in blocks:
+            del block.recurrence
+
+
+class _LogitsOnly(nn.Module):
+    """The four processor tensors -> logits (B, C): the graph's one output."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_values, attention_mask, input_ids, text_attention_mask):
+        return self.model(
+            input_values=input_values,
+            attention_mask=attention_mask,
+            input_ids=input_ids,
+            text_attention_mask=text_attention_mask,
+            output_csl_embeddings=False,
+        ).logits
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = OPSET) -> Path:
+    """Write `model` (a `CrabForEmotionClassification`; its CSL legs are not used) as ONNX to `path`: inputs
+    `INPUT_NAMES` with dynamic batch, samples and tokens, output `logits` (B, C). Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = getattr(model, "module", model).eval()
+    batch, samples = torch.export.Dim("batch"), torch.export.Dim("samples", min=min_audio_samples(model))
+    tokens = torch.export.Dim("tokens", min=2)
+    example = _example_inputs(model)
+    dynamic_shapes = {
+        "input_values": {0: batch, 1: samples},
+        "attention_mask": {0: batch, 1: samples},
+        "input_ids": {0: batch, 1: tokens},
+        "text_attention_mask": {0: batch, 1: tokens},
+    }
+    with torch.no_grad(), _exportable(model), warnings.catch_warnings():
+        # the exporter names each dynamic axis once and warns about the inputs that share it (attention masks)
+        warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)
+        program = torch.onnx.export(
+            _LogitsOnly(model),
+            tuple(example[name] for name in INPUT_NAMES),
+            input_names=list(INPUT_NAMES),
+            output_names=["logits"],
+            dynamic_shapes=dynamic_shapes,
+            opset_version=opset,
+            dynamo=True,
+            custom_translation_table={torch.ops.crab.masked_bigru.default: _onnx_masked_bigru},
+            optimize=True,
+            verbose=False,
+        )
+    program.save(str(path))
+    return path
+
+
+def min_audio_samples(model: nn.Module) -> int:
+    """The fewest samples that give the speech encoder's CNN one frame (400 for WavLM): the graph's minimum."""
+    samples = 1
+    for kernel, stride in reversed(
+        list(zip(model.config.audio_config.conv_kernel, model.config.audio_config.conv_stride))
+    ):
+        samples = (samples - 1) * stride + kernel
+    return samples
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, quantize: bool = True, opset: int = OPSET) -> list[Path]:
+    """Export a saved Crab model folder (an inference export, or a training output with `inference/`) to
+    `<folder>/onnx/model.onnx` and, with `quantize`, `<folder>/onnx/model_quantized.onnx` (int8). Returns the files.
+    The folder's processor and config stay where they are: the ONNX path reads them as the PyTorch path does."""
+    from .modeling_crab import CrabForEmotionClassification
+
+    folder = Path(checkpoint)
+    if (folder / "inference" / "config.json").is_file():
+        folder = folder / "inference"
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"'{checkpoint}' has no config.json; pass an export folder or train.py's --output_dir")
+    model = CrabForEmotionClassification.from_pretrained(folder).eval()
+    written = [export_onnx(model, folder / ONNX_FOLDER / MODEL_FILE, opset)]
+    if quantize:
+        written.append(quantize_onnx(written[0], folder / ONNX_FOLDER / QUANTIZED_FILE))
+    return written
+
+
+def _example_inputs(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A padded batch of two, for tracing: rows of different lengths so no size is specialised to a constant."""
+    config = model.config.text_config
+    generator = torch.Generator().manual_seed(0)
+    samples = 8 * min_audio_samples(model)
+    input_values = torch.randn(2, samples, generator=generator) * 0.1
+    attention_mask = torch.ones(2, samples, dtype=torch.long)
+    attention_mask[1, samples * 2 // 3 :] = 0
+    input_ids = torch.randint(3, config.vocab_size, (2, 7), generator=generator)
+    input_ids[:, 0], input_ids[0, -1], input_ids[1, 4] = config.bos_token_id, config.eos_token_id, config.eos_token_id
+    input_ids[1, 5:] = config.pad_token_id
+    text_attention_mask = (input_ids != config.pad_token_id).long()
+    return {
+        "input_values": input_values,
+        "attention_mask": attention_mask,
+        "input_ids": input_ids,
+        "text_attention_mask": text_attention_mask,
+    }
+
+
+def quantize_onnx(path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+    """int8 dynamic quantization of the linear layers (MatMul/Gemm weights; activations quantized per call):
+    onnxruntime's quantizer. The convolutions (the speech CNN) and the GRUs stay fp32."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out_path = Path(out_path)
+    quantize_dynamic(Path(path), out_path, op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
+    return out_path
+
+
+class OnnxCrabSession:
+    """An onnxruntime session over an exported graph, called like the model on the processor's output:
+    `session(**processor(...)) -> logits (B, C)` as a float32 numpy array."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.path = Path(path)
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, **inputs) -> np.ndarray:
+        feed = {}
+        for name in INPUT_NAMES:
+            if name not in inputs or inputs[name] is None:
+                raise ValueError(f"the ONNX graph needs '{name}' from the processor (audio= and text=)")
+            value = inputs[name]
+            value = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+            feed[name] = value.astype(np.float32 if name == "input_values" else np.int64, copy=False)
+        return self.session.run(["logits"], feed)[0]
+
+
+__all__ = [
+    "OPSET",
+    "ONNX_FOLDER",
+    "MODEL_FILE",
+    "QUANTIZED_FILE",
+    "export_checkpoint",
+    "export_onnx",
+    "min_audio_samples",
+    "quantize_onnx",
+    "OnnxCrabSession",
+]

@@ -1,0 +1,112 @@
+"""ONNX export and onnxruntime inference: the same scores as PyTorch, batched or one by one, and the int8 graph's
+cost measured against fp32."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import SENTENCES
+
+pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
+pytest.importorskip("onnxscript", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
+
+from modeling_crab import CrabForEmotionClassification  # noqa: E402
+from modeling_crab.onnx_export import (  # noqa: E402
+    MODEL_FILE,
+    ONNX_FOLDER,
+    QUANTIZED_FILE,
+    OnnxCrabSession,
+    export_checkpoint,
+    min_audio_samples,
+)
+
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_export):
+    """(model, processor, fp32 session, int8 session, files) for the tiny export, exported once per module."""
+    model, processor, checkpoint = tiny_export
+    files = export_checkpoint(checkpoint)
+    return model, processor, OnnxCrabSession(files[0]), OnnxCrabSession(files[1]), files
+
+
+def varied_inputs(model, seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
+    """Clips from the CNN's one-frame minimum to 3 s, one silent-ish, transcripts short, long and empty."""
+    rng = np.random.default_rng(seed)
+    shortest = min_audio_samples(model)
+    lengths = [shortest, shortest + 1, 7_919, 16_000, 48_000]
+    waveforms = [
+        rng.standard_normal(n).astype(np.float32) * scale for n, scale in zip(lengths, (0.3, 0.1, 1e-3, 0.1, 0.5))
+    ]
+    texts = ["", SENTENCES[0], SENTENCES[2] * 3, SENTENCES[3], SENTENCES[1]]
+    return waveforms, texts
+
+
+def torch_logits(model, batch) -> np.ndarray:
+    with torch.no_grad():
+        return model(**batch).logits.numpy()
+
+
+def test_onnx_scores_equal_pytorch_batched_and_one_by_one(exported):
+    model, processor, session, _, _ = exported
+    waveforms, texts = varied_inputs(model)
+    batch = processor(audio=waveforms, text=texts, sampling_rate=16000, max_duration_s=None, return_tensors="pt")
+    np.testing.assert_allclose(session(**batch), torch_logits(model, batch), atol=1e-4, rtol=0)
+    for waveform, text in zip(waveforms, texts):
+        one = processor(audio=[waveform], text=[text], sampling_rate=16000, max_duration_s=None, return_tensors="pt")
+        np.testing.assert_allclose(session(**one), torch_logits(model, one), atol=1e-4, rtol=0)
+
+
+def test_a_padded_batch_scores_as_its_rows_alone(exported):
+    model, processor, session, _, _ = exported
+    waveforms, texts = varied_inputs(model, seed=1)
+    batch = processor(audio=waveforms, text=texts, sampling_rate=16000, max_duration_s=None, return_tensors="np")
+    alone = [
+        session(**processor(audio=[w], text=[t], sampling_rate=16000, max_duration_s=None, return_tensors="np"))[0]
+        for w, t in zip(waveforms, texts)
+    ]
+    np.testing.assert_allclose(session(**batch), np.stack(alone), atol=1e-5, rtol=0)
+
+
+def test_int8_stores_the_linear_weights_in_int8_and_stays_close_to_fp32(exported):
+    import onnx
+
+    model, processor, session, quantized, files = exported
+    encoder_linears = [
+        module for module in model.crab.modules() if isinstance(module, torch.nn.Linear) and module.weight.shape[0] > 1
+    ]
+    int8 = [i for i in onnx.load(str(files[1])).graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert len(int8) >= len(encoder_linears) - 4  # all but the cross-attention projections (MHA splits them)
+    waveforms, texts = varied_inputs(model, seed=2)
+    batch = processor(audio=waveforms, text=texts, sampling_rate=16000, max_duration_s=None, return_tensors="np")
+    fp32_scores = torch.from_numpy(session(**batch)).softmax(-1)
+    int8_scores = torch.from_numpy(quantized(**batch)).softmax(-1)
+    assert (fp32_scores - int8_scores).abs().max() < 2e-2
+
+
+def test_export_leaves_the_pytorch_model_unchanged(exported, tiny_batch):
+    model = exported[0]
+    inputs = {k: v for k, v in tiny_batch.items() if k != "labels"}
+    reloaded = CrabForEmotionClassification.from_pretrained(exported[4][0].parent.parent).eval()
+    np.testing.assert_allclose(torch_logits(model, inputs), torch_logits(reloaded, inputs), atol=1e-6, rtol=0)
+    assert all("recurrence" not in vars(block) for block in model.modules())
+
+
+def test_files_land_in_the_onnx_folder_of_a_training_output(exported, tmp_path):
+    files = exported[4]
+    assert [f.relative_to(f.parent.parent).as_posix() for f in files] == [
+        f"{ONNX_FOLDER}/{MODEL_FILE}",
+        f"{ONNX_FOLDER}/{QUANTIZED_FILE}",
+    ]
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        export_checkpoint(tmp_path)
+
+
+def test_the_session_names_a_missing_input(exported):
+    _, processor, session, _, _ = exported
+    audio_only = processor(audio=[np.zeros(8000, np.float32) + 0.1], sampling_rate=16000, return_tensors="np")
+    audio_only.pop("input_ids", None)
+    with pytest.raises(ValueError, match="needs 'input_ids'"):
+        session(**audio_only)
