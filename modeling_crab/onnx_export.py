@@ -168,21 +168,39 @@ def min_audio_samples(model: nn.Module) -> int:
     return samples
 
 
-def export_checkpoint(checkpoint: str | os.PathLike, quantize: bool = True, opset: int = OPSET) -> list[Path]:
-    """Export a saved Crab model folder (an inference export, or a training output with `inference/`) to
-    `<folder>/onnx/model.onnx` and, with `quantize`, `<folder>/onnx/model_quantized.onnx` (int8). Returns the files.
-    The folder's processor and config stay where they are: the ONNX path reads them as the PyTorch path does."""
+def export_checkpoint(
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    quantize: bool = True,
+    revision: str | None = None,
+    opset: int = OPSET,
+) -> list[Path]:
+    """Export a Crab model (an export folder, train.py's `--output_dir`, or a Hub repo id) to `onnx/model.onnx` and,
+    with `quantize`, `onnx/model_quantized.onnx` (int8), in `out_dir` (default: the checkpoint's own folder).
+    A new `out_dir` also gets the inference export (safetensors, config, processor), so it serves both runtimes, as
+    a Hub repo does. Returns the ONNX files."""
+    from .export import export_for_inference
     from .modeling_crab import CrabForEmotionClassification
+    from .processing_crab import CrabProcessor
 
-    folder = Path(checkpoint)
-    if (folder / "inference" / "config.json").is_file():
-        folder = folder / "inference"
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"'{checkpoint}' has no config.json; pass an export folder or train.py's --output_dir")
-    model = CrabForEmotionClassification.from_pretrained(folder).eval()
-    written = [export_onnx(model, folder / ONNX_FOLDER / MODEL_FILE, opset)]
+    source = Path(checkpoint)
+    if (source / "inference" / "config.json").is_file():
+        source = source / "inference"
+    local = source.is_dir()
+    if local and not (source / "config.json").is_file():
+        raise FileNotFoundError(
+            f"'{checkpoint}' has no config.json; pass an export folder, train.py's --output_dir or a Hub repo id"
+        )
+    if out_dir is None and not local:
+        raise ValueError(f"'{checkpoint}' is not a local folder; pass an output folder to export the Hub model into")
+    out = source if out_dir is None else Path(out_dir)
+    model = CrabForEmotionClassification.from_pretrained(str(source), revision=revision).eval()
+    if out.resolve() != source.resolve():
+        processor = CrabProcessor.from_pretrained(str(source), revision=revision)
+        export_for_inference(model, processor, out)
+    written = [export_onnx(model, out / ONNX_FOLDER / MODEL_FILE, opset)]
     if quantize:
-        written.append(quantize_onnx(written[0], folder / ONNX_FOLDER / QUANTIZED_FILE))
+        written.append(quantize_onnx(written[0], out / ONNX_FOLDER / QUANTIZED_FILE))
     return written
 
 

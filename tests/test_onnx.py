@@ -11,7 +11,8 @@ from conftest import SENTENCES
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
 pytest.importorskip("onnxscript", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
 
-from modeling_crab import CrabForEmotionClassification  # noqa: E402
+from modeling_crab import CrabForEmotionClassification, CrabProcessor  # noqa: E402
+from modeling_crab.cli import main  # noqa: E402
 from modeling_crab.onnx_export import (  # noqa: E402
     MODEL_FILE,
     ONNX_FOLDER,
@@ -25,10 +26,13 @@ pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_export):
-    """(model, processor, fp32 session, int8 session, files) for the tiny export, exported once per module."""
+def exported(tiny_export, tmp_path_factory):
+    """(model, processor, fp32 session, int8 session, files): the tiny export through `crab export-onnx` into a new
+    folder, once per module."""
     model, processor, checkpoint = tiny_export
-    files = export_checkpoint(checkpoint)
+    out = tmp_path_factory.mktemp("onnx-export") / "served"
+    assert main(["export-onnx", str(checkpoint.parent), str(out)]) == 0  # train.py's --output_dir holds inference/
+    files = [out / ONNX_FOLDER / MODEL_FILE, out / ONNX_FOLDER / QUANTIZED_FILE]
     return model, processor, OnnxCrabSession(files[0]), OnnxCrabSession(files[1]), files
 
 
@@ -94,14 +98,17 @@ def test_export_leaves_the_pytorch_model_unchanged(exported, tiny_batch):
     assert all("recurrence" not in vars(block) for block in model.modules())
 
 
-def test_files_land_in_the_onnx_folder_of_a_training_output(exported, tmp_path):
-    files = exported[4]
-    assert [f.relative_to(f.parent.parent).as_posix() for f in files] == [
-        f"{ONNX_FOLDER}/{MODEL_FILE}",
-        f"{ONNX_FOLDER}/{QUANTIZED_FILE}",
-    ]
+def test_a_new_folder_serves_both_runtimes(exported, tmp_path, capsys):
+    model, processor, _, _, files = exported
+    folder = files[0].parent.parent
+    assert {f.name for f in files} == {MODEL_FILE, QUANTIZED_FILE} and files[0].parent.name == ONNX_FOLDER
+    assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    assert CrabProcessor.from_pretrained(folder).max_duration_s == processor.max_duration_s
     with pytest.raises(FileNotFoundError, match="has no config.json"):
         export_checkpoint(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["export-onnx", str(tmp_path / "missing")])
+    assert "CHECKPOINT" in capsys.readouterr().err
 
 
 def test_the_session_names_a_missing_input(exported):
