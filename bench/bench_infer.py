@@ -82,7 +82,8 @@ def prepare(args, setup: Setup, device: torch.device, utts: Utterances, warm_utt
     warm = [make_batch(warm_utts, idx, setup, device, vocab_size, seed=i) for i, idx in enumerate(warm_idx)]
     size_bytes = model_bytes(model)
     if setup.levers & BACKENDS:
-        run, size_bytes = cpu_backend(model, setup, Path(tempfile.mkdtemp(prefix="crab-bench-")))
+        with tempfile.TemporaryDirectory(prefix="crab-bench-") as work_dir:  # sessions keep the graph in memory
+            run, size_bytes = cpu_backend(model, setup, Path(work_dir))
     else:
 
         def run(inputs: dict) -> torch.Tensor:
