@@ -108,15 +108,6 @@ class ModelArguments:
             "compiles the whole model as one region"
         },
     )
-    encoder_cache: str | None = field(
-        default=None,
-        metadata={
-            "help": "frozen-encoder mode: cache both encoders' outputs for every split in this folder (reused while "
-            "encoders, processor and data are unchanged; an interrupted encoding resumes) and train only the head "
-            "and CSL legs from it, in minutes. Not the paper's recipe: no encoder fine-tuning; needs the masked "
-            "head (--recipe crab) (docs/training.md)"
-        },
-    )
 
 
 @dataclass
@@ -160,11 +151,20 @@ class DataArguments:
         default=False,
         metadata={"help": "leave bad rows out (listed in output_dir/skipped_rows.csv) instead of stopping"},
     )
+    encoder_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "frozen-encoder mode: cache both encoders' outputs for every split in this folder (reused while "
+            "encoders, processor and data are unchanged; an interrupted encoding resumes) and train only the head "
+            "and CSL legs from it, in minutes. Not the paper's recipe: no encoder fine-tuning; needs the masked "
+            "head (--recipe crab) (docs/training.md)"
+        },
+    )
 
 
 @dataclass
 class CrabLossArguments:
-    _argument_group_name = "CrabLossArguments (the objective and the release's optimiser switches)"
+    _argument_group_name = "CrabLossArguments (the objective, saved in the model's config)"
 
     mlcs_weight: float = field(default=CrabConfig.mlcs_weight, metadata={"help": "alpha; 0 trains with CE alone"})
     mlcs_temperature: float = field(default=CrabConfig.mlcs_temperature, metadata={"help": "tau of MPCL/SupCon"})
@@ -174,6 +174,12 @@ class CrabLossArguments:
     mlcs_taps: list[str] = field(default_factory=lambda: list(MLCS_TAPS), metadata={"help": "active CSL taps"})
     mlcs_gather: bool = field(default=False, metadata={"help": "contrast over the global batch of all DDP ranks"})
     class_weighted: bool = field(default=True, metadata={"help": "w_j = N / (C N_j) in the CE term"})
+
+
+@dataclass
+class OptimizerArguments:
+    _argument_group_name = "OptimizerArguments (hierarchical learning rates and the release's optimiser switches)"
+
     encoder_learning_rate: float = field(default=1e-6, metadata={"help": "lr of both encoders (head: learning_rate)"})
     decay_every_parameter: bool = field(
         default=False,
@@ -298,11 +304,14 @@ class _HelpFormatter(RawDescriptionHelpFormatter, ArgumentDefaultsHelpFormatter)
     """The description as written, each flag's default after its help."""
 
 
+ARGUMENT_GROUPS = (ModelArguments, DataArguments, CrabLossArguments, OptimizerArguments)
+
+
 def build_parser() -> HfArgumentParser:
-    """Four groups, as the dataclasses: Crab's model, data and loss arguments, then transformers'
+    """Five groups, as the dataclasses: Crab's model, data, loss and optimizer arguments, then transformers'
     `TrainingArguments` with the first sentence of their help only (`--help` otherwise runs to 700 lines)."""
     parser = HfArgumentParser(
-        (ModelArguments, DataArguments, CrabLossArguments, TrainingArguments),
+        (*ARGUMENT_GROUPS, TrainingArguments),
         prog="train.py",
         usage="python train.py [CONFIG] [--flag VALUE ...]    (accelerate launch train.py ... on several GPUs)",
         description=HELP_DESCRIPTION,
@@ -330,7 +339,9 @@ def _first_sentence(text: str) -> str:
     return text if end < 0 else text[: end + 1]
 
 
-def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, CrabLossArguments, TrainingArguments]:
+def parse_arguments(
+    argv: list[str],
+) -> tuple[ModelArguments, DataArguments, CrabLossArguments, OptimizerArguments, TrainingArguments]:
     """Arguments with the layered defaults above; `--help` shows the values this run would use."""
     parser = build_parser()
     known = {action.dest for action in parser._actions}
@@ -369,7 +380,7 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, Cra
 CHOICES = {
     **{
         option.name: tuple(option.metadata["choices"])
-        for arguments in (ModelArguments, DataArguments, CrabLossArguments)
+        for arguments in ARGUMENT_GROUPS
         for option in fields(arguments)
         if "choices" in option.metadata
     },
@@ -393,7 +404,7 @@ BOUNDS = {
 
 
 def check_arguments(*arguments) -> list[str]:
-    """Every enumerated or bounded option of the four argument dataclasses, each problem naming its flag."""
+    """Every enumerated or bounded option of the five argument dataclasses, each problem naming its flag."""
     values = {name: value for group in arguments for name, value in vars(group).items()}
     problems = []
     for name, allowed in CHOICES.items():
@@ -491,6 +502,7 @@ def build_model(model_args, loss_args, label_names: list[str], vocab_size: int, 
         "mlcs_weight": loss_args.mlcs_weight,
         "mlcs_temperature": loss_args.mlcs_temperature,
         "mlcs_loss": loss_args.mlcs_loss,
+        "mlcs_gather": loss_args.mlcs_gather,
         "use_csl_legs": loss_args.mlcs_weight > 0,
         "modality_dropout": model_args.modality_dropout,
         "pass_audio_attention_mask": model_args.pass_audio_attention_mask,
@@ -617,7 +629,9 @@ def quiet_known_warnings() -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     quiet_known_warnings()
-    model_args, data_args, loss_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    model_args, data_args, loss_args, optimizer_args, training_args = parse_arguments(
+        sys.argv[1:] if argv is None else argv
+    )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     set_seed(training_args.seed)
@@ -679,11 +693,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if model_args.compile_regions:
         model.compile_regions(backend=model_args.compile_regions)
     collator = CrabDataCollator(processor)
-    if model_args.encoder_cache:
-        datasets = build_encoder_cache(model, processor, datasets, splits, model_args.encoder_cache, training_args)
+    if data_args.encoder_cache:
+        datasets = build_encoder_cache(model, processor, datasets, splits, data_args.encoder_cache, training_args)
         collator = collate_cached
 
-    class_weights = compute_class_weights(datasets["train"].label_ids, len(label_names))
+    if loss_args.class_weighted:  # saved in config.json: the model's loss is the objective trained with
+        model.config.class_weights = compute_class_weights(datasets["train"].label_ids, len(label_names)).tolist()
+    else:
+        model.config.class_weights = None
     trainer = CrabTrainer(
         model=model,
         args=training_args,
@@ -692,15 +709,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         data_collator=collator,
         processing_class=processor,
         compute_metrics=build_compute_metrics(label_names),
-        class_weights=class_weights if loss_args.class_weighted else None,
-        encoder_learning_rate=loss_args.encoder_learning_rate,
-        mlcs_gather=loss_args.mlcs_gather,
+        encoder_learning_rate=optimizer_args.encoder_learning_rate,
         freeze_feature_encoder=model_args.freeze_feature_encoder,
-        decay_every_parameter=loss_args.decay_every_parameter,
+        decay_every_parameter=optimizer_args.decay_every_parameter,
         epoch_cosine_floors=(
-            (loss_args.learning_rate_floor, loss_args.encoder_learning_rate_floor) if loss_args.epoch_cosine else None
+            (optimizer_args.learning_rate_floor, optimizer_args.encoder_learning_rate_floor)
+            if optimizer_args.epoch_cosine
+            else None
         ),
-        full_accumulation_divisor=loss_args.full_accumulation_divisor,
+        full_accumulation_divisor=optimizer_args.full_accumulation_divisor,
     )
 
     # ---- train, evaluate, export ----------------------------------------------------------------------------------

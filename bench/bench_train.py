@@ -56,7 +56,7 @@ def prepare(args, setup: Setup, device: torch.device, utts: Utterances, warm_utt
     model = build_model(args.size, setup, device)
     vocab_size = model.config.text_config.vocab_size
     optimizer = make_optimizer(model, setup)
-    class_weights = torch.ones(NUM_LABELS, device=device)
+    model.config.class_weights = [1.0] * NUM_LABELS  # the weighted CE path, as train.py's
     grouped, batch_size = "grouped" in setup, setup.batch_size
     timed_idx = batch_indices(utts, batch_size, grouped, seed=0)
     warm_idx = batch_indices(warm_utts, batch_size, grouped, seed=0)[: args.warmup]
@@ -68,9 +68,8 @@ def prepare(args, setup: Setup, device: torch.device, utts: Utterances, warm_utt
 
     def forward_backward(batch: dict) -> None:
         with set_precision(setup, device):  # per call: the TF32 switch is global and setups interleave
-            out = model(**{k: v for k, v in batch.items() if k != "labels"}, output_csl_embeddings=True)
-        losses = model.mlcs_objective(out.logits, out.csl_embeddings, batch["labels"], class_weights)
-        (losses["loss"] / args.accum).backward()
+            loss = model(**batch, output_csl_embeddings=True).loss  # weighted CE + MLCS, in fp32
+        (loss / args.accum).backward()
 
     def step(batch: dict, i: int) -> None:
         forward_backward(batch)

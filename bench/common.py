@@ -143,20 +143,20 @@ def build_model(
 
 
 def cached_batch(model: CrabForEmotionClassification, batch: dict) -> dict:
-    """What the frozen-encoder mode feeds the model: both encoders' outputs (eval mode) in place of audio and ids."""
+    """What the frozen-encoder mode feeds the model: both encoders' outputs (eval mode) in place of audio and ids,
+    with 0/1 masks, as `training.feature_cache.collate_cached` gives them."""
     with torch.no_grad():
         model.crab.audio_encoder.eval(), model.crab.text_encoder.eval()
-        speech, frame_mask, text, _ = model.crab.encode(
+        encoded = model.crab.encode(
             batch["input_values"], batch["input_ids"], batch["attention_mask"], batch["text_attention_mask"]
         )
         model.crab.audio_encoder.train(model.training), model.crab.text_encoder.train(model.training)
-    return {
-        "audio_features": speech,
-        "audio_features_mask": frame_mask.long(),
-        "text_features": text,
-        "text_attention_mask": batch["text_attention_mask"],
-        "labels": batch["labels"],
+    encoder_outputs = {
+        **encoded,
+        "frame_mask": encoded["frame_mask"].long(),
+        "token_mask": batch["text_attention_mask"],
     }
+    return {"encoder_outputs": encoder_outputs, "labels": batch["labels"]}
 
 
 def compile_regions(model: CrabForEmotionClassification, static: bool = False, graphs: bool = False) -> None:
@@ -481,8 +481,8 @@ def check_same_function(size: str, setup: Setup, device: torch.device, utts: Utt
         if "cached" in candidate:
             model_inputs = {k: v for k, v in cached_batch(model, batch).items() if k != "labels"}
         with torch.no_grad(), set_precision(candidate, device):
-            out = model(**model_inputs, output_csl_embeddings=True)
-            loss = model.mlcs_objective(out.logits, out.csl_embeddings, batch["labels"])["loss"]
+            out = model(**model_inputs, labels=batch["labels"], output_csl_embeddings=True)
+            loss = out.loss
         results.append((out.logits.float(), loss.float()))
         del model
     (ref_logits, ref_loss), (logits, loss) = results

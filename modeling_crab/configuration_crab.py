@@ -70,6 +70,10 @@ class CrabConfig(PreTrainedConfig):
         mlcs_taps: the CSLs that contribute to the MLCS term (any subset of `MLCS_TAPS`).
         mlcs_temperature / mlcs_weight: tau and alpha of the MLCS term (0.1 and 2.0 in the paper).
         mlcs_loss: `"mpcl"` (the paper's multi-positive contrastive loss) or `"supcon"` (SupCon L_out).
+        mlcs_gather: in training under data parallelism, all-gather the CSL embeddings of every rank so that MLCS
+            contrasts the global micro-batch (exact: the same loss and gradients as one process on the whole batch).
+        class_weights: the weight of each class in the cross-entropy term, `w_j = N / (C N_j)` from the training
+            labels (`training.compute_class_weights`; `train.py` sets them); `None` for plain cross-entropy.
         use_csl_legs: build the training-only CSL legs; the inference export sets this to `False`.
         modality_dropout: in training, the probability that an utterance's transcript is replaced by the empty one
             (`<s></s>`), so that the model also works on audio alone (the pipeline's audio-only mode). Not in the
@@ -103,6 +107,8 @@ class CrabConfig(PreTrainedConfig):
     mlcs_temperature: float = 0.1
     mlcs_weight: float = 2.0
     mlcs_loss: str = "mpcl"
+    mlcs_gather: bool = False
+    class_weights: list[float] | None = None
     use_csl_legs: bool = True
     modality_dropout: float = 0.0
     pass_audio_attention_mask: bool | None = None
@@ -140,6 +146,12 @@ class CrabConfig(PreTrainedConfig):
                 f"fusion_hidden_size must be even (the unimodal legs use h/2), got {self.fusion_hidden_size}"
             )
         super().__post_init__(**kwargs)
+        if self.class_weights is not None:
+            self.class_weights = [float(w) for w in self.class_weights]
+            if len(self.class_weights) != self.num_labels:
+                raise ValueError(
+                    f"class_weights has {len(self.class_weights)} entries for {self.num_labels} labels; give one per class"
+                )
 
     @property
     def audio_feeds_attention_mask(self) -> bool:

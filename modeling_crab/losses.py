@@ -1,4 +1,9 @@
-"""Multi Layer Contrastive Supervision (MLCS): a multi-positive contrastive loss (MPCL) at every active CSL tap.
+"""The Crab training objective, computed by the model itself: `CrabForEmotionClassification.forward(labels=...)` calls
+`crab_objective`, so the trainer, the benchmarks and the tests share one loss (this file travels with checkpoints).
+
+Objective (SPEC §2): L = WCE(logits, y) + alpha * MLCS, class weights `config.class_weights`, alpha
+`config.mlcs_weight`. Multi Layer Contrastive Supervision (MLCS): a multi-positive contrastive loss (MPCL) at every
+active CSL tap.
 
 MPCL (SPEC §2), per CSL output e (B, d) with labels y (B,):
     z_i = e_i / |e_i|,  s_ij = z_i . z_j / tau,  self-similarity excluded,
@@ -12,6 +17,7 @@ the mean and the loss is scaled by tau / base_tau.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 # Stands in for -inf on the excluded self-similarity; finite so a batch of one gives a zero loss, not NaN.
@@ -69,4 +75,88 @@ def mlcs_loss(
     return torch.stack([loss_fn(csl_embeddings[name], labels, temperature) for name in names]).mean()
 
 
-__all__ = ["multi_positive_contrastive_loss", "supcon_loss", "mlcs_loss"]
+class _AllGatherWithGrad(torch.autograd.Function):
+    """(b_r, ...) on each rank -> (sum_r b_r, ...) on every rank, in rank order; the backward sums the gradients of
+    all ranks and returns this rank's slice. Ranks may hold different batch sizes."""
+
+    @staticmethod
+    def forward(ctx, local: torch.Tensor) -> torch.Tensor:
+        sizes = _gather_sizes(local)
+        ctx.rank, ctx.sizes = dist.get_rank(), sizes
+        return _all_gather_padded(local, sizes)
+
+    @staticmethod
+    def backward(ctx, grad_gathered: torch.Tensor) -> torch.Tensor:
+        grad_gathered = grad_gathered.contiguous().clone()
+        dist.all_reduce(grad_gathered, op=dist.ReduceOp.SUM)
+        start = sum(ctx.sizes[: ctx.rank])
+        return grad_gathered[start : start + ctx.sizes[ctx.rank]]
+
+
+def _gather_sizes(local: torch.Tensor) -> list[int]:
+    size = torch.tensor([local.shape[0]], device=local.device)
+    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, size)
+    return [int(s.item()) for s in sizes]
+
+
+def _all_gather_padded(local: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    padded = local.new_zeros((max(sizes), *local.shape[1:]))
+    padded[: local.shape[0]] = local
+    chunks = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(chunks, padded.contiguous())
+    return torch.cat([chunk[:n] for chunk, n in zip(chunks, sizes)])
+
+
+def gather_csl_embeddings(
+    csl_embeddings: dict[str, torch.Tensor], labels: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """All-gather the CSL embeddings (with gradients) and labels over the data-parallel ranks; a no-op without
+    `torch.distributed`. Taps are stacked into one (b, taps, d) tensor so there is one collective per step.
+
+    Every rank then computes the same MLCS value, the single-process loss on the concatenated batch. The backward
+    sums the W ranks' (identical) gradients into each rank's own slice, i.e. W times the single-process gradient;
+    DDP/FSDP then average over the W ranks, which gives exactly the single-process gradient: no rescaling."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return csl_embeddings, labels
+    taps = list(csl_embeddings)
+    stacked = torch.stack([csl_embeddings[tap] for tap in taps], dim=1)  # (b, taps, d)
+    gathered = _AllGatherWithGrad.apply(stacked)  # (B_global, taps, d)
+    gathered_labels = _all_gather_padded(labels, _gather_sizes(labels))  # (B_global,)
+    return {tap: gathered[:, i] for i, tap in enumerate(taps)}, gathered_labels
+
+
+def crab_objective(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    csl_embeddings: dict[str, torch.Tensor] | None,
+    config,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """`(loss, ce_loss, mlcs_loss)`: class-weighted CE (`config.class_weights`, None for plain CE) on the (B, C)
+    logits, plus `config.mlcs_weight` times the MLCS term (`config.mlcs_loss`, tau `config.mlcs_temperature`) when
+    there are CSL embeddings and the weight is positive; their embeddings and labels are first all-gathered across
+    data-parallel ranks when `config.mlcs_gather` (see `gather_csl_embeddings`). Without an MLCS term `mlcs_loss` is
+    None and `loss` is the CE. Computed in fp32, also when the model runs under bf16/fp16 autocast."""
+    with torch.autocast(logits.device.type, enabled=False):
+        weights = (
+            None if config.class_weights is None else logits.new_tensor(config.class_weights, dtype=torch.float32)
+        )
+        ce = F.cross_entropy(logits.float(), labels, weight=weights)
+        if not csl_embeddings or config.mlcs_weight <= 0:
+            return ce, ce, None
+        contrast_labels = labels
+        if config.mlcs_gather:
+            csl_embeddings, contrast_labels = gather_csl_embeddings(csl_embeddings, labels)
+        contrastive = mlcs_loss(
+            csl_embeddings, contrast_labels, temperature=config.mlcs_temperature, loss_type=config.mlcs_loss
+        )
+        return ce + config.mlcs_weight * contrastive, ce, contrastive
+
+
+__all__ = [
+    "multi_positive_contrastive_loss",
+    "supcon_loss",
+    "mlcs_loss",
+    "gather_csl_embeddings",
+    "crab_objective",
+]

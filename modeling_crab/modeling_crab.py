@@ -24,7 +24,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_crab import CrabConfig
-from .losses import mlcs_loss
+from .losses import crab_objective
 from .wavlm_attention import set_wavlm_attention
 
 
@@ -52,14 +52,18 @@ class CrabModelOutput(ModelOutput):
 @dataclass
 class CrabClassifierOutput(ModelOutput):
     """
-    loss: plain cross-entropy when `labels` are given (the MLCS objective lives in `CrabTrainer` / `losses.py`).
+    loss: the Crab objective when `labels` are given (`losses.crab_objective`): class-weighted CE + alpha * MLCS over
+        the CSL embeddings when there are any (training), else the class-weighted CE alone.
     logits: (B, C).
     csl_embeddings: tap name -> (B, contrastive_dim), present in training or when asked for.
+    ce_loss / mlcs_loss: the objective's two terms (`mlcs_loss` None without CSL embeddings).
     """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     csl_embeddings: dict[str, torch.FloatTensor] | None = None
+    ce_loss: torch.FloatTensor | None = None
+    mlcs_loss: torch.FloatTensor | None = None
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -70,71 +74,88 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
-def _fp32_forward(self: nn.Module, inputs: torch.Tensor, *args, **kwargs):
-    """`forward` of a module that `run_in_fp32_under_autocast` marked: under autocast, autocast is switched off and
-    the input upcast, so the module computes in its fp32 weights' precision."""
-    device_type = inputs.device.type
-    if torch.is_autocast_enabled(device_type):
-        with torch.autocast(device_type, enabled=False):
-            return type(self).forward(self, inputs.float(), *args, **kwargs)
-    return type(self).forward(self, inputs, *args, **kwargs)
+def _in_fp32_under_autocast(method: str):
+    """The method `run_in_fp32_under_autocast` binds: under autocast, autocast is switched off and the first input
+    upcast, so the class's `method` computes in its fp32 weights' precision."""
+
+    def call(self: nn.Module, inputs: torch.Tensor, *args, **kwargs):
+        device_type = inputs.device.type
+        if torch.is_autocast_enabled(device_type):
+            with torch.autocast(device_type, enabled=False):
+                return getattr(type(self), method)(self, inputs.float(), *args, **kwargs)
+        return getattr(type(self), method)(self, inputs, *args, **kwargs)
+
+    return call
 
 
-def run_in_fp32_under_autocast(module: nn.Module) -> nn.Module:
-    """Make `module` compute in fp32 even when called under bf16/fp16 autocast. The override is a method bound to
-    this instance: state dicts, `deepcopy` and hooks are unaffected."""
-    module.forward = types.MethodType(_fp32_forward, module)
+def run_in_fp32_under_autocast(module: nn.Module, method: str = "forward") -> nn.Module:
+    """Make `module.<method>` (its `forward` by default) compute in fp32 even when called under bf16/fp16 autocast:
+    the one mechanism behind `config.fp32_under_autocast`. The override is a method bound to this instance: state
+    dicts, `deepcopy` and hooks are unaffected."""
+    setattr(module, method, types.MethodType(_in_fp32_under_autocast(method), module))
     return module
 
 
 GRU_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # nn.GRU's per-direction parameters, in its order
 
 
+def gru_over_padding(gru: nn.GRU, x: torch.Tensor, mask: None) -> torch.Tensor:
+    """No mask: the GRU runs over padding (the released numerics)."""
+    return gru(x)[0]
+
+
+def gru_packed(gru: nn.GRU, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Packed sequences: packing skips the padding (cuDNN on CUDA; the fastest way without gradients)."""
+    lengths = mask.sum(dim=1).clamp(min=1).cpu()
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    recurrent, _ = pad_packed_sequence(gru(packed)[0], batch_first=True, total_length=x.shape[1])
+    return recurrent
+
+
+def gru_by_direction(gru: nn.GRU, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each direction as a one-direction GRU over the padded batch, the backward one on each utterance reversed
+    within its length; outputs on padding are 0. In CPU training 2x faster than packing in a forward + backward
+    (bench/RESULTS.md, `bench_levers.py gru`), with the same outputs and gradients."""
+    lengths = mask.sum(dim=1)
+    positions = torch.arange(x.shape[1], device=x.device).expand_as(mask)
+    reverse = torch.where(mask, lengths[:, None] - 1 - positions, positions)  # (B, T); its own inverse
+    reverse = reverse.unsqueeze(-1).expand_as(x)
+    h0 = x.new_zeros(1, x.shape[0], gru.hidden_size)
+    forward_weights = [getattr(gru, f"{name}_l0") for name in GRU_WEIGHTS]
+    backward_weights = [getattr(gru, f"{name}_l0_reverse") for name in GRU_WEIGHTS]
+    # torch.gru(input, h0, weights, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+    forward, _ = torch.gru(x, h0, forward_weights, True, 1, 0.0, gru.training, False, True)
+    backward, _ = torch.gru(x.gather(1, reverse), h0, backward_weights, True, 1, 0.0, gru.training, False, True)
+    return torch.cat([forward, backward.gather(1, reverse)], dim=-1) * mask.unsqueeze(-1).to(x.dtype)
+
+
+def gru_path(x: torch.Tensor, mask: torch.Tensor | None):
+    """The one place a GRU path is chosen, each the same function of the real frames: over padding without a mask;
+    with one, packed on CUDA and without gradients, direction by direction in CPU training."""
+    if mask is None:
+        return gru_over_padding
+    return gru_packed if x.is_cuda or not torch.is_grad_enabled() else gru_by_direction
+
+
 class CrabUnimodalBlock(nn.Module):
     """Linear(D -> h) -> LayerNorm(h) -> 1-layer bidirectional GRU(h -> h): (B, T, D) -> (B, T, h), (B, T, 2h).
 
     With a mask each direction reads only its utterance's own frames (outputs on padding are 0), so batching
-    changes nothing. `fp32_gru`: the GRU runs in fp32 under autocast (`config.fp32_under_autocast`)."""
+    changes nothing. `config.fp32_under_autocast` ("gru") makes `recurrence` run in fp32 under autocast."""
 
-    def __init__(self, input_size: int, hidden_size: int, fp32_gru: bool = True):
+    def __init__(self, input_size: int, hidden_size: int):
         super().__init__()
         self.projection = nn.Linear(input_size, hidden_size)
         self.layer_norm = nn.LayerNorm(hidden_size)
         self.gru = nn.GRU(hidden_size, hidden_size, num_layers=1, batch_first=True, bidirectional=True)
-        self.fp32_gru = fp32_gru
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         projected = self.layer_norm(self.projection(features))  # (B, T, h)
-        device_type = projected.device.type
-        if self.fp32_gru and torch.is_autocast_enabled(device_type):
-            with torch.autocast(device_type, enabled=False):
-                return projected, self.recurrence(projected.float(), mask)
         return projected, self.recurrence(projected, mask)  # (B, T, h), (B, T, 2h)
 
     def recurrence(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """The bidirectional GRU over (B, T, h) -> (B, T, 2h). Without a mask it runs over padding (the released
-        numerics). With one, the same function two ways: packed sequences on CUDA (cuDNN) and without gradients
-        (packing skips the padding); for CPU training each direction runs as a one-direction GRU over the padded
-        batch, the backward one on each utterance reversed within its length (2x faster than packing there in a
-        forward + backward: bench/RESULTS.md, `bench_levers.py gru`)."""
-        if mask is None:
-            return self.gru(x)[0]
-        lengths = mask.sum(dim=1)
-        if x.is_cuda or not torch.is_grad_enabled():
-            packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-            recurrent, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=x.shape[1])
-            return recurrent
-        positions = torch.arange(x.shape[1], device=x.device).expand_as(mask)
-        reverse = torch.where(mask, lengths[:, None] - 1 - positions, positions)  # (B, T); its own inverse
-        reverse = reverse.unsqueeze(-1).expand_as(x)
-        gru = self.gru
-        h0 = x.new_zeros(1, x.shape[0], gru.hidden_size)
-        forward_weights = [getattr(gru, f"{name}_l0") for name in GRU_WEIGHTS]
-        backward_weights = [getattr(gru, f"{name}_l0_reverse") for name in GRU_WEIGHTS]
-        # torch.gru(input, h0, weights, has_biases, num_layers, dropout, train, bidirectional, batch_first)
-        forward, _ = torch.gru(x, h0, forward_weights, True, 1, 0.0, self.training, False, True)
-        backward, _ = torch.gru(x.gather(1, reverse), h0, backward_weights, True, 1, 0.0, self.training, False, True)
-        return torch.cat([forward, backward.gather(1, reverse)], dim=-1) * mask.unsqueeze(-1).to(x.dtype)
+        """The bidirectional GRU over (B, T, h) -> (B, T, 2h), by the path `gru_path` chooses."""
+        return gru_path(x, mask)(self.gru, x, mask)
 
 
 class CrabCrossModalBlock(nn.Module):
@@ -320,9 +341,11 @@ class CrabModel(CrabPreTrainedModel):
         self.audio_encoder = AutoModel.from_config(config.audio_config)
         self.configure_audio_encoder()
         self.text_encoder = _build_text_encoder(config.text_config)
-        fp32_gru = "gru" in config.fp32_under_autocast
-        self.audio_unimodal = CrabUnimodalBlock(config.audio_config.hidden_size, h, fp32_gru)
-        self.text_unimodal = CrabUnimodalBlock(config.text_config.hidden_size, h, fp32_gru)
+        self.audio_unimodal = CrabUnimodalBlock(config.audio_config.hidden_size, h)
+        self.text_unimodal = CrabUnimodalBlock(config.text_config.hidden_size, h)
+        if "gru" in config.fp32_under_autocast:
+            run_in_fp32_under_autocast(self.audio_unimodal, "recurrence")
+            run_in_fp32_under_autocast(self.text_unimodal, "recurrence")
         self.audio_cross = CrabCrossModalBlock(2 * h, config.cross_attention_dropout)
         self.text_cross = CrabCrossModalBlock(2 * h, config.cross_attention_dropout)
         self.audio_pooling = CrabAttentionPooling(2 * h)
@@ -345,45 +368,41 @@ class CrabModel(CrabPreTrainedModel):
 
     def encode(
         self,
-        input_values: torch.Tensor | None = None,
-        input_ids: torch.Tensor | None = None,
+        input_values: torch.Tensor,
+        input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         text_attention_mask: torch.Tensor | None = None,
-        audio_features: torch.Tensor | None = None,
-        audio_features_mask: torch.Tensor | None = None,
-        text_features: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
-        """Both encoders: `(speech_frames (B, T, Da), frame_mask (B, T) bool | None, text_tokens (B, L, Dt),
-        token_mask (B, L) bool | None)`. Precomputed encoder outputs (`audio_features` with `audio_features_mask`,
-        `text_features` with `text_attention_mask`, e.g. from `training.feature_cache`) replace an encoder's run."""
-        if (input_values is None) == (audio_features is None):
-            raise ValueError("pass exactly one of input_values (waveforms) and audio_features (speech encoder output)")
-        if input_ids is None and text_features is None:
+    ) -> dict[str, torch.Tensor | None]:
+        """Both encoders: waveforms (B, N) and token ids (B, L), with their padding masks, as the processor returns
+        them -> the encoder outputs `forward_head` takes: `{"speech_frames": (B, T, Da), "frame_mask": (B, T) bool,
+        "text_tokens": (B, L, Dt), "token_mask": (B, L) bool}` (a mask is None when its input had none)."""
+        if input_values is None:
             raise ValueError(
-                "pass exactly one of input_ids (token ids) and text_features; neither was given, and Crab classifies "
-                "speech with its transcript. Use "
+                "no input_values (waveforms) were given; pass the processor's audio= output (precomputed encoder "
+                "outputs go in as encoder_outputs=)"
+            )
+        if input_ids is None:
+            raise ValueError(
+                "no input_ids (token ids) were given, and Crab classifies speech with its transcript. Use "
                 "pipeline('speech-emotion-recognition', model=..., trust_remote_code=True) and pass text= the "
                 "transcript (text='' for audio only, text=None to transcribe), or pass input_ids from the processor's "
                 "text= (the generic 'audio-classification' pipeline passes audio alone)"
             )
-        if input_ids is not None and text_features is not None:
-            raise ValueError("pass exactly one of input_ids (token ids) and text_features (text encoder output)")
-        if audio_features is None:
-            too_short = self.audio_encoder._get_feat_extract_output_lengths(input_values.shape[-1]) < 1
-            if not torch.compiler.is_exporting() and too_short:  # an exported graph states its minimum instead
-                raise ValueError(
-                    f"input_values hold {input_values.shape[-1]} samples, fewer than the speech encoder's CNN needs "
-                    "for one frame; pad or drop clips this short"
-                )
-            audio_kwargs = {"attention_mask": attention_mask} if self.config.audio_feeds_attention_mask else {}
-            audio_features = self.audio_encoder(input_values, **audio_kwargs).last_hidden_state  # (B, T, Da)
-            frame_mask = self.audio_frame_mask(attention_mask, audio_features.shape[1])
-        else:
-            frame_mask = None if audio_features_mask is None else audio_features_mask.bool()
-        if text_features is None:
-            text_features = self.text_encoder(input_ids, attention_mask=text_attention_mask).last_hidden_state
-        token_mask = None if text_attention_mask is None else text_attention_mask.bool()
-        return audio_features, frame_mask, text_features, token_mask
+        too_short = self.audio_encoder._get_feat_extract_output_lengths(input_values.shape[-1]) < 1
+        if not torch.compiler.is_exporting() and too_short:  # an exported graph states its minimum instead
+            raise ValueError(
+                f"input_values hold {input_values.shape[-1]} samples, fewer than the speech encoder's CNN needs "
+                "for one frame; pad or drop clips this short"
+            )
+        audio_kwargs = {"attention_mask": attention_mask} if self.config.audio_feeds_attention_mask else {}
+        speech_frames = self.audio_encoder(input_values, **audio_kwargs).last_hidden_state  # (B, T, Da)
+        text_tokens = self.text_encoder(input_ids, attention_mask=text_attention_mask).last_hidden_state  # (B, L, Dt)
+        return {
+            "speech_frames": speech_frames,
+            "frame_mask": self.audio_frame_mask(attention_mask, speech_frames.shape[1]),
+            "text_tokens": text_tokens,
+            "token_mask": None if text_attention_mask is None else text_attention_mask.bool(),
+        }
 
     def forward(
         self,
@@ -391,22 +410,28 @@ class CrabModel(CrabPreTrainedModel):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         text_attention_mask: torch.Tensor | None = None,
-        audio_features: torch.Tensor | None = None,
-        audio_features_mask: torch.Tensor | None = None,
-        text_features: torch.Tensor | None = None,
+        encoder_outputs: dict[str, torch.Tensor | None] | None = None,
         **kwargs,
     ) -> CrabModelOutput:
-        """Waveforms (`input_values`, `attention_mask`) and token ids (`input_ids`, `text_attention_mask`), or either
-        encoder's precomputed output in their place (see `encode`)."""
-        speech_frames, frame_mask, text_tokens, token_mask = self.encode(
-            input_values,
-            input_ids,
-            attention_mask,
-            text_attention_mask,
-            audio_features,
-            audio_features_mask,
-            text_features,
-        )
+        """Waveforms (`input_values`, `attention_mask`) and token ids (`input_ids`, `text_attention_mask`), as the
+        processor returns them: `encode`, then `forward_head`. `encoder_outputs` (precomputed, e.g. the frozen-encoder
+        mode's cache) replaces `encode` and the processor's inputs, as in transformers' encoder-decoder models."""
+        if encoder_outputs is None:
+            encoder_outputs = self.encode(input_values, input_ids, attention_mask, text_attention_mask)
+        return self.forward_head(**encoder_outputs)
+
+    def forward_head(
+        self,
+        speech_frames: torch.Tensor,
+        frame_mask: torch.Tensor | None = None,
+        text_tokens: torch.Tensor | None = None,
+        token_mask: torch.Tensor | None = None,
+    ) -> CrabModelOutput:
+        """The Crab head on both encoders' outputs (`encode`'s, or precomputed: `training.feature_cache`): speech
+        frames (B, T, Da) and text tokens (B, L, Dt), their masks True or 1 on real frames and tokens (None: no
+        padding). The one way precomputed encoder outputs enter the model."""
+        frame_mask = None if frame_mask is None else frame_mask.bool()
+        token_mask = None if token_mask is None else token_mask.bool()
         if not self.config.mask_padding:  # the released head masks nothing
             head_frame_mask = head_token_mask = None
         else:
@@ -475,31 +500,28 @@ class CrabForEmotionClassification(CrabPreTrainedModel):
         text_attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         output_csl_embeddings: bool | None = None,
-        audio_features: torch.Tensor | None = None,
-        audio_features_mask: torch.Tensor | None = None,
-        text_features: torch.Tensor | None = None,
+        encoder_outputs: dict[str, torch.Tensor | None] | None = None,
         **kwargs,
     ) -> CrabClassifierOutput:
-        """Logits (and CSL embeddings in training). Inputs as `CrabModel.forward`: waveforms and token ids, or an
-        encoder's precomputed output (`audio_features` + `audio_features_mask`, `text_features`) in their place."""
-        if self.training and self.config.modality_dropout > 0:
-            if text_features is None:
+        """Logits from waveforms and token ids, as the processor returns them (or from `encoder_outputs`, see
+        `CrabModel.forward`); CSL embeddings in training (`output_csl_embeddings` None: in training when the model
+        has CSL legs and `config.mlcs_weight > 0`); with `labels`, the Crab objective as `loss` and its two terms
+        (`losses.crab_objective`)."""
+        dropping = self.training and self.config.modality_dropout > 0
+        if encoder_outputs is None:
+            if dropping:
                 input_ids, text_attention_mask = self.drop_transcripts(input_ids, text_attention_mask)
-            else:
-                text_features, text_attention_mask = self.drop_transcript_features(text_features, text_attention_mask)
-        features = self.crab(
-            input_values,
-            input_ids,
-            attention_mask,
-            text_attention_mask,
-            audio_features=audio_features,
-            audio_features_mask=audio_features_mask,
-            text_features=text_features,
-        )
+            encoder_outputs = self.crab.encode(input_values, input_ids, attention_mask, text_attention_mask)
+        elif dropping:
+            text_tokens, token_mask = self.drop_transcripts(
+                encoder_outputs["text_tokens"], encoder_outputs.get("token_mask")
+            )
+            encoder_outputs = {**encoder_outputs, "text_tokens": text_tokens, "token_mask": token_mask}
+        features = self.crab.forward_head(**encoder_outputs)
         logits, fusion = self.classifier(features.pooled_output)  # (B, C), (B, h)
 
         if output_csl_embeddings is None:
-            output_csl_embeddings = self.training and self.csl_legs is not None
+            output_csl_embeddings = self.training and self.csl_legs is not None and self.config.mlcs_weight > 0
         csl_embeddings = None
         if output_csl_embeddings:
             if self.csl_legs is None:
@@ -516,65 +538,48 @@ class CrabForEmotionClassification(CrabPreTrainedModel):
             }
             csl_embeddings = {tap: leg(taps[tap]) for tap, leg in self.csl_legs.items()}  # (B, contrastive_dim)
 
-        loss = None
+        loss = ce_loss = mlcs_loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.float(), labels)
-        return CrabClassifierOutput(loss=loss, logits=logits, csl_embeddings=csl_embeddings)
+            loss, ce_loss, mlcs_loss = crab_objective(logits, labels, csl_embeddings, self.config)
+        return CrabClassifierOutput(
+            loss=loss, logits=logits, csl_embeddings=csl_embeddings, ce_loss=ce_loss, mlcs_loss=mlcs_loss
+        )
 
     def drop_transcripts(
-        self, input_ids: torch.Tensor, text_attention_mask: torch.Tensor | None
+        self, text: torch.Tensor, text_mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Modality dropout: each transcript is replaced by the empty one (`<s></s>`, what the tokenizer gives for
-        "") with probability `config.modality_dropout`."""
+        "") with probability `config.modality_dropout`. `text` is token ids (B, L) or, in the frozen-encoder mode,
+        the text encoder's outputs (B, L, Dt): then the empty transcript is the encoder's output for `<s></s>` (eval
+        mode, no gradients: as the cached features were computed)."""
+        batch_size, length = text.shape[:2]
+        if text_mask is None:
+            text_mask = torch.ones((batch_size, length), dtype=torch.long, device=text.device)
+        is_ids = text.dim() == 2
         text_config = self.config.text_config
-        if text_attention_mask is None:
-            text_attention_mask = torch.ones_like(input_ids)
-        dropped = torch.rand(input_ids.shape[0], device=input_ids.device) < self.config.modality_dropout  # (B,)
-        empty_ids = torch.full_like(input_ids, text_config.pad_token_id)
-        empty_ids[:, 0], empty_ids[:, 1] = text_config.bos_token_id, text_config.eos_token_id
-        empty_mask = torch.zeros_like(text_attention_mask)
-        empty_mask[:, :2] = 1
-        keep = ~dropped[:, None]
-        return torch.where(keep, input_ids, empty_ids), torch.where(keep, text_attention_mask, empty_mask)
-
-    def drop_transcript_features(
-        self, text_features: torch.Tensor, text_attention_mask: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Modality dropout on precomputed text-encoder outputs (frozen text encoder): a dropped row becomes the
-        encoder's output for the empty transcript `<s></s>`, as `drop_transcripts` gives on token ids."""
-        batch_size, length, _ = text_features.shape
-        if text_attention_mask is None:
-            text_attention_mask = text_features.new_ones((batch_size, length), dtype=torch.long)
         if length < 2:  # room for <s></s>
-            text_features = F.pad(text_features, (0, 0, 0, 2 - length))
-            text_attention_mask = F.pad(text_attention_mask, (0, 2 - length))
-            length = 2
-        dropped = torch.rand(batch_size, device=text_features.device) < self.config.modality_dropout  # (B,)
-        if not dropped.any():
-            return text_features, text_attention_mask
-        text_encoder, text_config = self.crab.text_encoder, self.config.text_config
-        empty_ids = torch.tensor([[text_config.bos_token_id, text_config.eos_token_id]], device=text_features.device)
-        was_training = text_encoder.training
-        with torch.no_grad():  # as the cached features were computed: frozen encoder, eval mode
-            text_encoder.eval()
-            empty = text_encoder(empty_ids).last_hidden_state  # (1, 2, Dt)
-            text_encoder.train(was_training)
-        empty_features = F.pad(empty.to(text_features.dtype), (0, 0, 0, length - 2)).expand_as(text_features)
-        empty_mask = torch.zeros_like(text_attention_mask)
+            pad_value = text_config.pad_token_id if is_ids else 0.0
+            text = F.pad(text, (0, 0) * (text.dim() - 2) + (0, 2 - length), value=pad_value)
+            text_mask = F.pad(text_mask, (0, 2 - length))
+        dropped = torch.rand(batch_size, device=text.device) < self.config.modality_dropout  # (B,)
+        if not is_ids and not dropped.any():  # spares the text encoder's run (token ids: no host sync)
+            return text, text_mask
+        ids_dtype = text.dtype if is_ids else torch.long
+        empty = torch.full((1, text.shape[1]), text_config.pad_token_id, dtype=ids_dtype, device=text.device)
+        empty[:, 0], empty[:, 1] = text_config.bos_token_id, text_config.eos_token_id
+        if not is_ids:
+            text_encoder = self.crab.text_encoder
+            was_training = text_encoder.training
+            with torch.no_grad():
+                text_encoder.eval()
+                empty = text_encoder(empty[:, :2]).last_hidden_state  # (1, 2, Dt)
+                text_encoder.train(was_training)
+            empty = F.pad(empty.to(text.dtype), (0, 0, 0, text.shape[1] - 2))  # (1, L, Dt)
+        empty_mask = torch.zeros_like(text_mask)
         empty_mask[:, :2] = 1
         keep = ~dropped[:, None]
-        return (
-            torch.where(keep[..., None], text_features, empty_features),
-            torch.where(keep, text_attention_mask, empty_mask),
-        )
-
-    def mlcs_objective(self, logits, csl_embeddings, labels, class_weights=None) -> dict[str, torch.Tensor]:
-        """The paper's training loss: weighted CE + alpha * mean MPCL over the active taps, by component."""
-        ce = F.cross_entropy(logits.float(), labels, weight=class_weights)
-        contrastive = mlcs_loss(
-            csl_embeddings, labels, temperature=self.config.mlcs_temperature, loss_type=self.config.mlcs_loss
-        )
-        return {"loss": ce + self.config.mlcs_weight * contrastive, "ce_loss": ce, "mlcs_loss": contrastive}
+        keep_text = keep if is_ids else keep[..., None]
+        return torch.where(keep_text, text, empty), torch.where(keep, text_mask, empty_mask)
 
 
 __all__ = [

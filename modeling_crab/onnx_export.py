@@ -94,17 +94,22 @@ def _marker_recurrence(block: nn.Module):
 
 @contextmanager
 def _exportable(model: nn.Module) -> Iterator[None]:
-    """Within: the model's GRUs call the export marker. Restored after, whatever happens."""
+    """Within: each unimodal block's `recurrence` calls the export marker. Restored after, whatever happens
+    (including an instance override such as `run_in_fp32_under_autocast`'s)."""
     from .modeling_crab import CrabUnimodalBlock
 
     blocks = [module for module in model.modules() if isinstance(module, CrabUnimodalBlock)]
+    saved = [vars(block).get("recurrence") for block in blocks]
     for block in blocks:
         block.recurrence = _marker_recurrence(block)
     try:
         yield
     finally:
-        for block in blocks:
-            del block.recurrence
+        for block, recurrence in zip(blocks, saved):
+            if recurrence is None:
+                del block.recurrence
+            else:
+                block.recurrence = recurrence
 
 
 class _LogitsOnly(nn.Module):

@@ -1,8 +1,9 @@
 """Publishing to the Hub: stage an inference export with its model card and Endpoints handler (and a demo Space),
 then upload. Used by `push_to_hub.py`; nothing here travels with a checkpoint.
 
-The templates live in the repository's `model_cards/`: `card.md` (shared), one training-data section per dataset
-(`iemocap.md`, `meld.md`, `msp_podcast.md`, `generic.md`), `handler.py`, `requirements.txt` and `space/`.
+The templates ship with the package, in `modeling_crab/model_cards/` (so an installed copy publishes as a clone does):
+`card.md` (shared), one training-data section per dataset (`iemocap.md`, `meld.md`, `msp_podcast.md`,
+`generic.md`), `handler.py`, `requirements.txt` and `space/`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
 from .processing_crab import TRAINING_CROP_S
 
-MODEL_CARDS = Path(__file__).resolve().parent.parent / "model_cards"
+MODEL_CARDS = Path(__file__).resolve().parent / "model_cards"
 METRICS = {  # eval_results.json suffix -> (model-index metric type, display name)
     "war": ("accuracy", "WAR (accuracy)"),
     "uar": ("recall", "UAR (unweighted average recall)"),
@@ -192,7 +193,7 @@ def render_model_card(
 def _template(name: str) -> str:
     path = MODEL_CARDS / name
     if not path.is_file():
-        raise FileNotFoundError(f"template '{path}' is missing; run push_to_hub.py from a clone of the repository")
+        raise FileNotFoundError(f"template '{path}' is missing from the installed package; reinstall crab-ser")
     return path.read_text(encoding="utf-8")
 
 

@@ -16,15 +16,50 @@ never stored for backward. Same function: fp32 outputs and gradients match eager
     disable_sdpa_wavlm(model)         # back to eager (needed for `output_attentions`)
 
 The swap changes the class of each `WavLMAttention` module to `WavLMSdpaAttention` (a subclass with the same
-parameters), so state dicts, checkpoints and `isinstance` checks are unaffected.
+parameters), so state dicts, checkpoints and `isinstance` checks are unaffected. It relies on transformers' private
+`WavLMAttention` (its `forward` signature and outputs, `compute_bias`, `gru_rel_pos_*`), so it is used only with the
+transformers versions it was checked against (`CHECKED_TRANSFORMERS`); with any other, a one-line warning names the
+version and WavLM keeps transformers' own (eager) attention, which computes the same function, more slowly.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import re
+
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import nn
 from transformers.models.wavlm.modeling_wavlm import WavLMAttention
+
+logger = logging.getLogger(__name__)
+
+# (major, minor) range of the transformers releases whose WavLMAttention this file was checked against (tests run
+# eager vs SDPA outputs and gradients): pyproject's lower bound through the newest tested. Widen it after running
+# tests/test_fast_path.py on a newer release.
+CHECKED_TRANSFORMERS = ((5, 17), (5, 24))
+
+
+def sdpa_is_checked(version: str | None = None) -> bool:
+    """Whether this transformers release (`transformers.__version__` unless given) is one the SDPA attention was
+    checked against."""
+    version = transformers.__version__ if version is None else version
+    match = re.match(r"(\d+)\.(\d+)", version)
+    if match is None:
+        return False
+    major_minor = (int(match.group(1)), int(match.group(2)))
+    return CHECKED_TRANSFORMERS[0] <= major_minor <= CHECKED_TRANSFORMERS[1]
+
+
+@functools.cache
+def _warn_unchecked(version: str) -> None:
+    low, high = (".".join(map(str, v)) for v in CHECKED_TRANSFORMERS)
+    logger.warning(
+        f"transformers {version} is outside {low}-{high}, the versions Crab's SDPA WavLM attention was checked "
+        "against: WavLM uses transformers' own (eager) attention"
+    )
 
 
 class WavLMSdpaAttention(WavLMAttention):
@@ -89,7 +124,8 @@ def _wavlm_attention_modules(model: nn.Module) -> list[WavLMAttention]:
 
 
 def set_wavlm_attention(model: nn.Module, implementation: str, strict: bool = True) -> nn.Module:
-    """Switch every WavLM self-attention inside `model` to `"sdpa"` or back to `"eager"`; returns `model`.
+    """Switch every WavLM self-attention inside `model` to `"sdpa"` or back to `"eager"`; returns `model`. On a
+    transformers release outside `CHECKED_TRANSFORMERS`, `"sdpa"` warns once and keeps (or restores) eager.
 
     Works on any module (a `WavLMModel`, a Crab model, a training wrapper) and needs no config. With `strict`, raises
     if `model` holds no WavLM attention, so a misdirected call on a wav2vec 2.0 / HuBERT encoder does not pass
@@ -100,6 +136,9 @@ def set_wavlm_attention(model: nn.Module, implementation: str, strict: bool = Tr
     modules = _wavlm_attention_modules(model)
     if not modules and strict:
         raise ValueError(f"{type(model).__name__} holds no WavLMAttention module; is the speech encoder WavLM?")
+    if implementation == "sdpa" and modules and not sdpa_is_checked():
+        _warn_unchecked(transformers.__version__)
+        implementation = "eager"
     target = WavLMSdpaAttention if implementation == "sdpa" else WavLMAttention
     for module in modules:
         module.__class__ = target
@@ -123,6 +162,8 @@ def wavlm_attention_implementation(model: nn.Module) -> str | None:
 
 
 __all__ = [
+    "CHECKED_TRANSFORMERS",
+    "sdpa_is_checked",
     "WavLMSdpaAttention",
     "set_wavlm_attention",
     "enable_sdpa_wavlm",

@@ -1,7 +1,7 @@
 """One rank of the two-process MLCS-gather check (tests/test_training_distributed.py runs it under torchrun).
 
 Each rank embeds its own, unevenly sized, slice of a fixed global batch with a DDP-wrapped model, all-gathers the
-CSL embeddings with `gather_csl_embeddings`, and backpropagates the MLCS loss. It writes its loss and its
+CSL embeddings with `losses.gather_csl_embeddings` (what `config.mlcs_gather` switches on), and backpropagates the MLCS loss. It writes its loss and its
 (DDP-averaged) gradients to OUT_DIR/rank<k>.json.
 """
 
@@ -16,8 +16,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from modeling_crab.losses import mlcs_loss
-from modeling_crab.training.trainer import gather_csl_embeddings
+from modeling_crab.losses import gather_csl_embeddings, mlcs_loss
 
 RANK_SIZES = (3, 5)  # uneven micro-batches, as on a last batch
 TAPS, DIM = 3, 4

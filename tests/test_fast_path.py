@@ -140,6 +140,30 @@ def test_enable_and_disable_swap_every_layer_and_keep_the_weights(tiny_config):
     set_wavlm_attention(model.crab.text_encoder, "sdpa", strict=False)  # a config switch on a non-WavLM encoder
 
 
+def test_an_unchecked_transformers_release_falls_back_to_eager_attention(tiny_config, monkeypatch, caplog):
+    """The SDPA attention replaces a private transformers class: on a release outside the checked range a model
+    asking for it warns once, naming the version, and keeps transformers' own attention (the same function)."""
+    import transformers
+
+    from modeling_crab import wavlm_attention
+
+    assert wavlm_attention.sdpa_is_checked()  # this environment's release
+    assert wavlm_attention.sdpa_is_checked("5.17.0") and wavlm_attention.sdpa_is_checked("5.24.1")
+    assert not any(map(wavlm_attention.sdpa_is_checked, ["5.16.2", "5.25.0.dev0", "6.0.0", "unknown"]))
+    torch.manual_seed(0)
+    sdpa = CrabForEmotionClassification(tiny_config)  # built while the release is a checked one
+    monkeypatch.setattr(transformers, "__version__", "5.99.0")
+    wavlm_attention._warn_unchecked.cache_clear()
+    with caplog.at_level("WARNING", logger=wavlm_attention.__name__):
+        model = CrabForEmotionClassification(tiny_config)  # audio_attention="sdpa", the default
+        enable_sdpa_wavlm(sdpa)  # an SDPA model asked again: back to eager
+    assert tiny_config.audio_attention == "sdpa"
+    assert wavlm_attention_implementation(model) == wavlm_attention_implementation(sdpa) == "eager"
+    messages = [record.getMessage() for record in caplog.records if record.name == wavlm_attention.__name__]
+    assert len(messages) == 1 and "transformers 5.99.0" in messages[0] and "eager" in messages[0]
+    wavlm_attention._warn_unchecked.cache_clear()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_head_on_cached_encoder_outputs_equals_the_full_model(tiny_config, tiny_batch, tmp_path, dtype):
     """Frozen-encoder mode: encode once, then the forward runs the head alone on the cached features."""
@@ -182,8 +206,7 @@ def test_compile_regions_computes_the_same_function_and_keeps_the_state_dict(tin
     losses = []
     for model in (eager, compiled):
         torch.manual_seed(0)  # the same dropout masks
-        out = model(**inputs, output_csl_embeddings=True)
-        loss = model.mlcs_objective(out.logits, out.csl_embeddings, tiny_batch["labels"])["loss"]
+        loss = model(**inputs, labels=tiny_batch["labels"], output_csl_embeddings=True).loss
         loss.backward()
         losses.append(loss)
     torch.testing.assert_close(losses[1], losses[0], atol=1e-5, rtol=1e-5)
@@ -211,8 +234,8 @@ def test_bf16_autocast_stays_within_1e_2_of_fp32(tiny_config, tiny_batch, device
     results = []
     for low_precision in (False, True):
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=low_precision):
-            out = model(**inputs, output_csl_embeddings=True)
-            loss = model.mlcs_objective(out.logits, out.csl_embeddings, labels)["loss"]
+            out = model(**inputs, labels=labels, output_csl_embeddings=True)
+            loss = out.loss
         results.append((out.logits.float(), loss.float()))
     (logits, loss), (logits_bf16, loss_bf16) = results
     assert ((logits_bf16 - logits).abs().max() / logits.abs().max()).item() < 1e-2

@@ -117,9 +117,9 @@ def test_cached_features_travel_to_dataloader_workers(model, tiny_processor, tmp
     torch.testing.assert_close(copy[0]["speech_frames"], dataset[0]["speech_frames"])
     index = json.loads((tmp_path / "index.json").read_text())
     assert dataset.lengths == [index["utterances"][i]["frames"] for i in dataset.ids]
-    batch = collate_cached([dataset[i] for i in range(3)])
-    assert batch["audio_features"].shape[:2] == batch["audio_features_mask"].shape
-    assert batch["audio_features_mask"].sum(1).tolist() == dataset.lengths[:3]
+    encoder_outputs = collate_cached([dataset[i] for i in range(3)])["encoder_outputs"]
+    assert encoder_outputs["speech_frames"].shape[:2] == encoder_outputs["frame_mask"].shape
+    assert encoder_outputs["frame_mask"].sum(1).tolist() == dataset.lengths[:3]
 
 
 def test_encoding_with_spawned_workers(model, tiny_processor, tmp_path, monkeypatch):

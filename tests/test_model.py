@@ -110,10 +110,10 @@ def test_every_parameter_gets_a_gradient_from_the_full_objective(tiny_config, ti
     model = _model(tiny_config)
     model.train()
     model.freeze_feature_encoder()
-    out = model(**_inputs(tiny_batch))
-    parts = model.mlcs_objective(out.logits, out.csl_embeddings, tiny_batch["labels"])
-    parts["loss"].backward()
-    assert torch.isfinite(parts["loss"])
+    out = model(**_inputs(tiny_batch), labels=tiny_batch["labels"])  # the full objective: CE + alpha * MLCS
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and out.mlcs_loss is not None
+    torch.testing.assert_close(out.loss, out.ce_loss + tiny_config.mlcs_weight * out.mlcs_loss, atol=0, rtol=0)
     frozen = {id(p) for p in model.crab.audio_encoder.feature_extractor.parameters()}
     assert all(not p.requires_grad for p in model.crab.audio_encoder.feature_extractor.parameters())
     # WavLM's masked_spec_embed is only used when time masking fires. The pooling scores' bias is added to every
@@ -292,7 +292,7 @@ def _dtype_seen_by(module: torch.nn.Module, seen: list) -> None:
 
 
 @pytest.mark.parametrize("fp32_parts", [["feature_encoder", "gru"], []])
-def test_fp32_under_autocast_keeps_the_cnn_and_grus_in_fp32(tiny_config, tiny_batch, fp32_parts):
+def test_fp32_under_autocast_keeps_the_cnn_and_grus_in_fp32(tiny_config, tiny_batch, fp32_parts, monkeypatch):
     """bf16 autocast (CPU here; the same switch on CUDA): the listed parts compute in fp32, the rest in bf16, and
     the logits stay within 1e-2 (relative) of fp32."""
     model = _model(tiny_config, fp32_under_autocast=fp32_parts)
@@ -304,9 +304,17 @@ def test_fp32_under_autocast_keeps_the_cnn_and_grus_in_fp32(tiny_config, tiny_ba
             low = model(**_inputs(tiny_batch)).logits
     expected = torch.float32 if fp32_parts else torch.bfloat16
     assert cnn_dtypes == [torch.float32, expected]
+    from modeling_crab.modeling_crab import CrabUnimodalBlock
+
     recurrence_dtypes = []  # what the GRUs compute in
-    block = model.crab.audio_unimodal
-    block.recurrence = lambda x, mask: recurrence_dtypes.append(x.dtype) or type(block).recurrence(block, x, mask)
+    block, recurrence = model.crab.audio_unimodal, CrabUnimodalBlock.recurrence
+
+    def recording(self, x, mask):
+        if self is block:
+            recurrence_dtypes.append(x.dtype)
+        return recurrence(self, x, mask)
+
+    monkeypatch.setattr(CrabUnimodalBlock, "recurrence", recording)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         model(**_inputs(tiny_batch))
     assert recurrence_dtypes == [torch.float32 if fp32_parts else torch.bfloat16]
@@ -321,22 +329,23 @@ def test_fp32_under_autocast_keeps_the_cnn_and_grus_in_fp32(tiny_config, tiny_ba
 
 
 def test_precomputed_encoder_outputs_replace_the_encoders(tiny_config, tiny_batch):
-    """`audio_features` / `text_features` (what the encoders output) give the same logits as waveforms and ids, one
-    modality at a time or both; passing both forms of a modality, or neither, is an error."""
+    """The encoders' outputs (`encode`, or the cache's 0/1 masks) through `encoder_outputs` or the head-level
+    `CrabModel.forward_head` give the same logits as waveforms and ids; missing either input is an error."""
     model = _model(tiny_config)
     inputs = _inputs(tiny_batch)
     with torch.no_grad():
-        reference = model(**inputs).logits
-        speech, frame_mask, text, _ = model.crab.encode(**inputs)
-        text_inputs = {k: inputs[k] for k in ("input_ids", "text_attention_mask")}
-        audio_inputs = {k: inputs[k] for k in ("input_values", "attention_mask")}
-        audio_only = model(**text_inputs, audio_features=speech, audio_features_mask=frame_mask).logits
-        text_only = model(**audio_inputs, text_features=text, text_attention_mask=inputs["text_attention_mask"]).logits
-    torch.testing.assert_close(audio_only, reference, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(text_only, reference, atol=1e-6, rtol=1e-5)
-    with pytest.raises(ValueError, match="exactly one of input_values"):
-        model(**inputs, audio_features=speech)
-    with pytest.raises(ValueError, match="exactly one of input_ids"):
+        reference = model(**inputs)
+        encoded = model.crab.encode(**inputs)
+        as_cached = {**encoded, "frame_mask": encoded["frame_mask"].long(), "token_mask": encoded["token_mask"].long()}
+        from_encoded = model(encoder_outputs=encoded).logits
+        from_cache = model(encoder_outputs=as_cached).logits
+        head = model.crab.forward_head(**as_cached)
+    for logits in (from_encoded, from_cache):
+        torch.testing.assert_close(logits, reference.logits, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(head.pooled_output, model.crab(**inputs).pooled_output, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="no input_values"):
+        model(input_ids=inputs["input_ids"], text_attention_mask=inputs["text_attention_mask"])
+    with pytest.raises(ValueError, match="no input_ids"):
         model(input_values=inputs["input_values"], attention_mask=inputs["attention_mask"])
 
 
@@ -346,19 +355,18 @@ def test_modality_dropout_on_text_features_uses_the_empty_transcript(tiny_config
     model = _model(tiny_config, modality_dropout=0.5, classifier_dropout=0.0, cross_attention_dropout=0.0)
     inputs = _inputs(tiny_batch)
     with torch.no_grad():
-        speech, frame_mask, text, _ = model.crab.encode(**inputs)
+        encoded = model.crab.encode(**inputs)
     model.train()
     model.crab.audio_encoder.eval()  # no SpecAugment / encoder dropout: compare the head only
     model.crab.text_encoder.eval()
-    features = {"audio_features": speech, "audio_features_mask": frame_mask}
     with torch.no_grad():
         torch.manual_seed(0)
-        from_ids = model(**features, input_ids=inputs["input_ids"], text_attention_mask=inputs["text_attention_mask"])
+        from_ids = model(**inputs)
         torch.manual_seed(0)
-        from_features = model(**features, text_features=text, text_attention_mask=inputs["text_attention_mask"])
+        from_features = model(encoder_outputs=encoded)
         torch.manual_seed(0)
-        dropped = torch.rand(len(speech)) < 0.5
-    assert 0 < dropped.sum() < len(speech)  # the seed drops some rows and keeps others
+        dropped = torch.rand(len(inputs["input_ids"])) < 0.5
+    assert 0 < dropped.sum() < len(inputs["input_ids"])  # the seed drops some rows and keeps others
     torch.testing.assert_close(from_features.logits, from_ids.logits, atol=1e-5, rtol=1e-4)
 
 
@@ -400,3 +408,25 @@ def test_unimodal_recurrence_equals_packed_sequences(tiny_config):
         torch.autograd.grad(split.square().sum(), weights), torch.autograd.grad(reference.square().sum(), weights)
     ):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_class_weights_live_in_the_config_and_weight_the_loss(tiny_config, tiny_batch, tmp_path):
+    """`config.class_weights` (None in configs saved before it existed: plain CE) weights the CE term of the loss the
+    model returns, and travels in config.json."""
+    model = _model(tiny_config)
+    with torch.no_grad():
+        plain = model(**_inputs(tiny_batch), labels=tiny_batch["labels"])
+        model.config.class_weights = [0.5, 2.0, 1.0, 3.0]
+        weighted = model(**_inputs(tiny_batch), labels=tiny_batch["labels"])
+    weights = torch.tensor([0.5, 2.0, 1.0, 3.0])
+    torch.testing.assert_close(plain.loss, F.cross_entropy(plain.logits, tiny_batch["labels"]), atol=0, rtol=0)
+    expected = F.cross_entropy(weighted.logits, tiny_batch["labels"], weight=weights)
+    torch.testing.assert_close(weighted.loss, expected, atol=0, rtol=0)
+    assert weighted.mlcs_loss is None and weighted.csl_embeddings is None  # eval mode: no MLCS term
+    model.config.save_pretrained(tmp_path)
+    assert CrabConfig.from_pretrained(tmp_path).class_weights == [0.5, 2.0, 1.0, 3.0]
+    saved = CrabConfig.from_pretrained(tmp_path).to_dict()
+    old = CrabConfig.from_dict({k: v for k, v in saved.items() if k not in ("class_weights", "mlcs_gather")})
+    assert old.class_weights is None and old.mlcs_gather is False
+    with pytest.raises(ValueError, match="class_weights has 2 entries for 4 labels"):
+        CrabConfig(id2label=tiny_config.id2label, class_weights=[1.0, 2.0])

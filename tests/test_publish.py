@@ -253,3 +253,30 @@ def test_endpoint_handler_contract(staged, tmp_path):
     assert "parameters.sampling_rate" in out["no_rate"]["error"]
     assert "not base64 audio" in out["not_base64"]["error"]
     assert "unknown parameters ['temperature']" in out["unknown_parameter"]["error"]
+
+
+@pytest.mark.slow
+def test_the_installed_package_carries_every_publishing_template(tmp_path):
+    """publish.py reads its templates from the package, so a wheel (an installed copy, not a clone) must hold all of
+    them: the card, every dataset section, the handler and the Space."""
+    import shutil
+    import zipfile
+
+    from modeling_crab.publish import MODEL_CARDS
+
+    source = tmp_path / "source"  # a clean copy: setuptools' build/ in a clone may hold files of older builds
+    shutil.copytree(ROOT / "modeling_crab", source / "modeling_crab", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copyfile(ROOT / name, source / name)
+    wheel_dir = tmp_path / "wheel"
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheel_dir), str(source)]
+    subprocess.run(pip_wheel, check=True, capture_output=True)
+    (wheel,) = wheel_dir.glob("*.whl")
+    packaged = {name for name in zipfile.ZipFile(wheel).namelist() if "/model_cards/" in name}
+    templates = {
+        "modeling_crab/" + path.relative_to(MODEL_CARDS.parent).as_posix()
+        for path in MODEL_CARDS.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert {f"modeling_crab/model_cards/{name}.md" for name in DATASETS} <= templates
+    assert templates <= packaged

@@ -617,13 +617,15 @@ def test_reproduction_configs(name, batch, test_split):
     path = ROOT / "configs" / f"{name}.json"
     written = json.loads(path.read_text())
     assert written["recipe"] == "release" and "mask_padding" not in written and "max_duration_s" not in written
-    model, data, loss, training = load_train_script().parse_arguments([str(path)])
+    model, data, loss, optimizer, training = load_train_script().parse_arguments([str(path)])
     assert training.per_device_train_batch_size == batch
     assert training.per_device_train_batch_size * training.gradient_accumulation_steps == 32
     assert training.per_device_eval_batch_size == 4 * batch  # the release evaluates dev at 4 micro-batches
     assert data.test_split == test_split and data.eval_split == "dev" and data.test_batch_size == 1
     assert model.audio_encoder == "microsoft/wavlm-large" and model.text_encoder == "roberta-large"
-    assert training.learning_rate == 1e-5 and loss.encoder_learning_rate == 1e-6 and training.num_train_epochs == 20
+    assert (
+        training.learning_rate == 1e-5 and optimizer.encoder_learning_rate == 1e-6 and training.num_train_epochs == 20
+    )
     assert model.mask_padding is False and data.text_padding == "max_length" and data.max_text_length == 128
     assert data.max_duration_s == 12.0 and training.metric_for_best_model == "macro_f1" and training.seed == 42
     assert (loss.mlcs_weight, loss.mlcs_temperature) == (2.0, 0.1)

@@ -195,5 +195,5 @@ def test_remote_code_only_defines_things_at_import(checkpoints, tmp_path):
 def test_docs_tell_hub_users_to_pin_a_revision():
     readme = (ROOT / "README.md").read_text()
     assert "trust_remote_code=True, revision=" in readme
-    card = (ROOT / "model_cards" / "card.md").read_text()
+    card = (ROOT / "modeling_crab" / "model_cards" / "card.md").read_text()
     assert card.count("revision=") >= 2 and "commit" in card

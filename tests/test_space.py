@@ -19,7 +19,7 @@ from hub_user import NO_CRAB_PACKAGE, hub_user_env
 
 from modeling_crab import CrabForEmotionClassification, export_for_inference
 
-APP = Path(__file__).resolve().parent.parent / "model_cards" / "space" / "app.py"
+APP = Path(__file__).resolve().parent.parent / "modeling_crab" / "model_cards" / "space" / "app.py"
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",

@@ -33,6 +33,7 @@ def _trainer(tmp_path, config, processor, train, dev=None, **overrides) -> CrabT
         train_sampling_strategy="group_by_length",
     )
     args.update(overrides)
+    config.class_weights = compute_class_weights(train.label_ids, len(LABELS)).tolist()  # as train.py
     return CrabTrainer(
         model=CrabForEmotionClassification(config),
         args=TrainingArguments(**args),
@@ -41,7 +42,6 @@ def _trainer(tmp_path, config, processor, train, dev=None, **overrides) -> CrabT
         data_collator=CrabDataCollator(processor),
         processing_class=processor,
         compute_metrics=build_compute_metrics(LABELS),
-        class_weights=compute_class_weights(train.label_ids, len(LABELS)),
         encoder_learning_rate=1e-4,
     )
 
@@ -88,7 +88,8 @@ def test_loss_is_weighted_ce_plus_alpha_times_mlcs(tmp_path, tiny_config, tiny_p
     trainer.model.train()
     loss, outputs = trainer.compute_loss(trainer.model, batch, return_outputs=True)
     labels = batch["labels"]
-    expected = F.cross_entropy(outputs.logits, labels, weight=trainer.class_weights) + 2.0 * mlcs_loss(
+    weights = compute_class_weights(corpus[0].label_ids, len(LABELS))
+    expected = F.cross_entropy(outputs.logits, labels, weight=weights) + 2.0 * mlcs_loss(
         outputs.csl_embeddings, labels, temperature=0.1
     )
     assert set(outputs.csl_embeddings) == set(tiny_config.mlcs_taps)

@@ -42,13 +42,13 @@ def _trainer(output_dir, config, processor, train, callbacks=()) -> CrabTrainer:
         dataloader_pin_memory=False,
         train_sampling_strategy="group_by_length",
     )
+    config.class_weights = compute_class_weights(train.label_ids, len(LABELS)).tolist()  # as train.py
     return CrabTrainer(
         model=CrabForEmotionClassification(config),
         args=args,
         train_dataset=train,
         data_collator=CrabDataCollator(processor),
         processing_class=processor,
-        class_weights=compute_class_weights(train.label_ids, len(LABELS)),
         encoder_learning_rate=5e-4,
         callbacks=list(callbacks),
     )

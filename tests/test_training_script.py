@@ -16,10 +16,10 @@ train_script = load_train_script()
 
 
 def test_without_a_manifest_the_demo_defaults_apply():
-    model_args, data_args, loss_args, training_args = train_script.parse_arguments([])
+    model_args, data_args, _, optimizer_args, training_args = train_script.parse_arguments([])
     assert data_args.manifest is None and model_args.tiny
     assert training_args.learning_rate == train_script.SMALL_MODEL["learning_rate"]
-    assert loss_args.encoder_learning_rate == train_script.SMALL_MODEL["encoder_learning_rate"]
+    assert optimizer_args.encoder_learning_rate == train_script.SMALL_MODEL["encoder_learning_rate"]
     assert training_args.output_dir == "outputs/demo"  # as scripts/demo.sh and the docs
 
 
@@ -27,14 +27,14 @@ def test_without_a_manifest_the_demo_defaults_apply():
 def test_tiny_on_a_manifest_gets_small_model_settings(recipe):
     """A tiny random model trained at the paper's 1e-5/1e-6 predicts one class for every clip: --tiny on a user's
     manifest gets the demo's small-model settings under either recipe (flags still override them)."""
-    model_args, _, loss_args, training_args = train_script.parse_arguments(
+    model_args, _, loss_args, optimizer_args, training_args = train_script.parse_arguments(
         ["--manifest", "m.csv", "--tiny", "--recipe", recipe]
     )
     assert training_args.output_dir == "outputs/crab"  # a manifest: not the demo's folder
     for name, value in train_script.SMALL_MODEL.items():
-        args = next(a for a in (model_args, loss_args, training_args) if hasattr(a, name))
+        args = next(a for a in (model_args, loss_args, optimizer_args, training_args) if hasattr(a, name))
         assert getattr(args, name) == value, name
-    _, _, _, overridden = train_script.parse_arguments(["--manifest", "m.csv", "--tiny", "--learning_rate", "1e-4"])
+    *_, overridden = train_script.parse_arguments(["--manifest", "m.csv", "--tiny", "--learning_rate", "1e-4"])
     assert overridden.learning_rate == 1e-4
 
 
@@ -60,23 +60,29 @@ def test_help_shows_the_values_the_run_uses(tmp_path, capsys):
 
 
 def test_help_is_grouped_short_and_says_what_every_flag_does(capsys):
-    """Four groups as docs/training.md promises, the CONFIG positional in the usage, one help line per flag with its
+    """Five groups as docs/training.md promises, the CONFIG positional in the usage, one help line per flag with its
     default once, transformers' own flags cut to their first sentence."""
     with pytest.raises(SystemExit):
         train_script.parse_arguments(["--help"])
     out = capsys.readouterr().out
     assert out.startswith("usage: python train.py [CONFIG]")
-    groups = ["ModelArguments (", "DataArguments (", "CrabLossArguments (", "TrainingArguments ("]
+    groups = [
+        "ModelArguments (",
+        "DataArguments (",
+        "CrabLossArguments (",
+        "OptimizerArguments (",
+        "TrainingArguments (",
+    ]
     positions = [out.index(f"\n{group}") for group in groups]
     assert positions == sorted(positions)
     assert "--output-dir" not in out and "--no_mask_padding" not in out  # aliases parse, but are not listed twice
     assert len(out.splitlines()) < 550
     parser = train_script.build_parser()
-    for dataclass_type in (train_script.ModelArguments, train_script.DataArguments, train_script.CrabLossArguments):
+    for dataclass_type in train_script.ARGUMENT_GROUPS:
         for name in dataclass_type.__dataclass_fields__:
             action = next(a for a in parser._actions if a.dest == name and not a.option_strings[0].startswith("--no_"))
             assert action.help and "default" not in action.help.lower(), name  # the formatter adds the default once
-    assert train_script.parse_arguments(["--output-dir", "x", "--no_mask_padding"])[3].output_dir == "x"
+    assert train_script.parse_arguments(["--output-dir", "x", "--no_mask_padding"])[-1].output_dir == "x"
 
 
 def test_help_prints_before_the_training_stack_is_imported():
@@ -98,9 +104,11 @@ def test_help_prints_before_the_training_stack_is_imported():
 
 
 def test_with_a_manifest_the_paper_recipe_applies():
-    model_args, data_args, loss_args, training_args = train_script.parse_arguments(["--manifest", "m.csv"])
+    model_args, data_args, loss_args, optimizer_args, training_args = train_script.parse_arguments(
+        ["--manifest", "m.csv"]
+    )
     assert not model_args.tiny and model_args.audio_encoder == "microsoft/wavlm-large"
-    assert (training_args.learning_rate, loss_args.encoder_learning_rate) == (1e-5, 1e-6)
+    assert (training_args.learning_rate, optimizer_args.encoder_learning_rate) == (1e-5, 1e-6)
     assert training_args.weight_decay == 0.01 and training_args.lr_scheduler_type == "cosine"
     assert training_args.seed == 42 and training_args.metric_for_best_model == "macro_f1"
     assert training_args.remove_unused_columns is False and training_args.load_best_model_at_end
@@ -113,7 +121,7 @@ def test_a_config_file_then_cli_overrides(tmp_path, suffix):
     values = {"manifest": "data/meld.csv", "num_train_epochs": 3, "mlcs_weight": 1.0, "mlcs_taps": ["fusion"]}
     path = tmp_path / f"meld{suffix}"
     path.write_text(json.dumps(values))  # JSON is valid YAML
-    _, data_args, loss_args, training_args = train_script.parse_arguments([str(path), "--num_train_epochs", "1"])
+    _, data_args, loss_args, _, training_args = train_script.parse_arguments([str(path), "--num_train_epochs", "1"])
     assert data_args.manifest == "data/meld.csv" and training_args.num_train_epochs == 1
     assert loss_args.mlcs_weight == 1.0 and loss_args.mlcs_taps == ["fusion"]
     assert training_args.learning_rate == 1e-5  # a manifest in the file: the paper's defaults, not the demo's

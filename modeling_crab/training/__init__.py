@@ -19,12 +19,11 @@ from .data import (
 )
 from .metrics import build_compute_metrics, classification_metrics, confusion
 from .tiny import build_tiny_tokenizer, tiny_crab_config
-from .trainer import CrabTrainer, compute_class_weights, gather_csl_embeddings
+from .trainer import CrabTrainer, compute_class_weights
 
 __all__ = [
     "CrabTrainer",
     "compute_class_weights",
-    "gather_csl_embeddings",
     "CrabDataCollator",
     "EpochSeededLengthGroupedSampler",
     "CrabAudioTextDataset",

@@ -8,8 +8,8 @@ it end to end; the pieces:
     key = cache_key(encoder_fingerprint(model), settings)    # anything that changes the features
     dataset = encode_dataset(model, audio_text_dataset, collator, "cache/train", key)  # CachedFeatures
     loader = DataLoader(dataset, batch_size=32, collate_fn=collate_cached)
-    for batch in loader:                       # audio_features, audio_features_mask, text_features, ... labels
-        out = model(**batch_without_labels, output_csl_embeddings=True)   # the encoders do not run
+    for batch in loader:                       # {"encoder_outputs": {speech_frames, frame_mask, ...}, "labels"}
+        out = model(**batch)                   # the head alone: the encoders do not run
 
 The model keeps its encoders (frozen), so checkpoints and the inference export are complete models that take audio
 and text. Cached features are unpadded, so the head must mask padding (`mask_padding=True`).
@@ -142,12 +142,14 @@ def _write_cache(crab: CrabModel, batches, out_dir: Path, dtype, shard_bytes: in
     for batch in tqdm(batches, total=total, desc=f"encoding into '{out_dir}'", unit="batch", disable=None):
         ids = [str(utt_id) for utt_id in batch["ids"]]
         tensors = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-        speech, frame_mask, text, token_mask = crab.encode(
+        encoded = crab.encode(
             tensors["input_values"],
             tensors["input_ids"],
             attention_mask=tensors.get("attention_mask"),
             text_attention_mask=tensors.get("text_attention_mask"),
         )
+        speech, frame_mask = encoded["speech_frames"], encoded["frame_mask"]
+        text, token_mask = encoded["text_tokens"], encoded["token_mask"]
         num_frames = frame_mask.sum(1).tolist() if frame_mask is not None else [speech.shape[1]] * len(ids)
         num_tokens = token_mask.sum(1).tolist() if token_mask is not None else [text.shape[1]] * len(ids)
         labels = tensors["labels"].tolist() if "labels" in tensors else [None] * len(ids)
@@ -290,18 +292,19 @@ class CachedFeatures(torch.utils.data.Dataset):
         return {**self.__dict__, "_shards": {}}
 
 
-def collate_cached(items: Sequence[dict], dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """Pad cached features into the inputs `CrabForEmotionClassification.forward` takes in place of audio and token
-    ids: `audio_features` (B, T, Da), `audio_features_mask` (B, T), `text_features` (B, L, Dt),
-    `text_attention_mask` (B, L), and `labels` when every item has one."""
+def collate_cached(items: Sequence[dict], dtype: torch.dtype = torch.float32) -> dict:
+    """Pad cached features into the model's head-level input: `encoder_outputs` (what `CrabModel.encode` returns, unpadded per utterance:
+    `speech_frames` (B, T, Da), `frame_mask` (B, T), `text_tokens` (B, L, Dt), `token_mask` (B, L)), and `labels`
+    when every item has one. `model(**batch)` then runs the head alone (`CrabModel.forward_head`)."""
     frames = [item["speech_frames"].to(dtype) for item in items]
     tokens = [item["text_tokens"].to(dtype) for item in items]
-    batch = {
-        "audio_features": pad_sequence(frames, batch_first=True),
-        "audio_features_mask": _length_mask([len(f) for f in frames]),
-        "text_features": pad_sequence(tokens, batch_first=True),
-        "text_attention_mask": _length_mask([len(t) for t in tokens]),
+    encoder_outputs = {  # a plain dict: Trainer, accelerate and DDP move it to the device as it is
+        "speech_frames": pad_sequence(frames, batch_first=True),
+        "frame_mask": _length_mask([len(f) for f in frames]),
+        "text_tokens": pad_sequence(tokens, batch_first=True),
+        "token_mask": _length_mask([len(t) for t in tokens]),
     }
+    batch = {"encoder_outputs": encoder_outputs}
     if all(item["label"] is not None for item in items):
         batch["labels"] = torch.tensor([item["label"] for item in items])
     return batch

@@ -1,13 +1,10 @@
-"""`CrabTrainer`: the paper's objective (class-weighted CE + alpha * MLCS) and hierarchical learning rates on `Trainer`.
+"""`CrabTrainer`: `Trainer` with hierarchical learning rates, the released schedule and loss scaling, and the logged
+terms of the Crab objective.
 
-Loss (SPEC §2): L = WCE(logits, y) + `config.mlcs_weight` * mean over the active CSL taps of MPCL (or SupCon), with
-tau = `config.mlcs_temperature`. `ce_loss` and `mlcs_loss` are logged next to `loss`, averaged over the same window.
-
-Cross-device MLCS (`mlcs_gather=True`): the CSL embeddings and labels of every data-parallel rank are all-gathered
-WITH gradients, so the contrastive batch is the global micro-batch. Every rank then computes the same MLCS value, the
-single-process loss on the concatenated batch. The all-gather's backward sums the W ranks' (identical) gradients
-into each rank's own slice, i.e. W times the single-process gradient; DDP/FSDP then average over the W ranks, which
-gives exactly the single-process gradient. The scale factor on the per-rank loss is therefore 1.
+The objective is the model's own: `CrabForEmotionClassification.forward(labels=...)` returns class-weighted CE +
+alpha * MLCS (`losses.crab_objective`; class weights, alpha, tau, the loss type and the cross-rank gather of the CSL
+embeddings are read from `model.config`). `ce_loss` and `mlcs_loss` are logged next to `loss`, averaged over the
+same window.
 """
 
 from __future__ import annotations
@@ -20,19 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, PredictionOutput
 
-from ..losses import mlcs_loss
 from .checkpoints import STAGING_FOLDER, publish_checkpoint, rotate_checkpoints
 from .collator import EpochSeededLengthGroupedSampler
 
 logger = logging.getLogger(__name__)
-
-LOSS_COMPONENTS = ("ce_loss", "mlcs_loss")
 
 
 def compute_class_weights(label_ids: list[int], num_labels: int) -> torch.Tensor:
@@ -49,53 +41,6 @@ def compute_class_weights(label_ids: list[int], num_labels: int) -> torch.Tensor
     if absent:
         logger.warning(f"classes {absent} have no training examples: class weight 0, they count as 0 in UAR")
     return weights.float()
-
-
-class _AllGatherWithGrad(torch.autograd.Function):
-    """(b_r, ...) on each rank -> (sum_r b_r, ...) on every rank, in rank order; the backward sums the gradients of
-    all ranks and returns this rank's slice. Ranks may hold different batch sizes."""
-
-    @staticmethod
-    def forward(ctx, local: torch.Tensor) -> torch.Tensor:
-        sizes = _gather_sizes(local)
-        ctx.rank, ctx.sizes = dist.get_rank(), sizes
-        return _all_gather_padded(local, sizes)
-
-    @staticmethod
-    def backward(ctx, grad_gathered: torch.Tensor) -> torch.Tensor:
-        grad_gathered = grad_gathered.contiguous().clone()
-        dist.all_reduce(grad_gathered, op=dist.ReduceOp.SUM)
-        start = sum(ctx.sizes[: ctx.rank])
-        return grad_gathered[start : start + ctx.sizes[ctx.rank]]
-
-
-def _gather_sizes(local: torch.Tensor) -> list[int]:
-    size = torch.tensor([local.shape[0]], device=local.device)
-    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, size)
-    return [int(s.item()) for s in sizes]
-
-
-def _all_gather_padded(local: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-    padded = local.new_zeros((max(sizes), *local.shape[1:]))
-    padded[: local.shape[0]] = local
-    chunks = [torch.empty_like(padded) for _ in sizes]
-    dist.all_gather(chunks, padded.contiguous())
-    return torch.cat([chunk[:n] for chunk, n in zip(chunks, sizes)])
-
-
-def gather_csl_embeddings(
-    csl_embeddings: dict[str, torch.Tensor], labels: torch.Tensor
-) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """All-gather the CSL embeddings (with gradients) and labels over the data-parallel ranks; a no-op without
-    `torch.distributed`. Taps are stacked into one (b, taps, d) tensor so there is one collective per step."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return csl_embeddings, labels
-    taps = list(csl_embeddings)
-    stacked = torch.stack([csl_embeddings[tap] for tap in taps], dim=1)  # (b, taps, d)
-    gathered = _AllGatherWithGrad.apply(stacked)  # (B_global, taps, d)
-    gathered_labels = _all_gather_padded(labels, _gather_sizes(labels))  # (B_global,)
-    return {tap: gathered[:, i] for i, tap in enumerate(taps)}, gathered_labels
 
 
 class EpochCosine:
@@ -117,9 +62,8 @@ class CrabTrainer(Trainer):
     """`Trainer` with the Crab objective.
 
     Args (besides `Trainer`'s):
-        class_weights: (C,) weights of the CE term (`compute_class_weights`); None for plain CE.
-        encoder_learning_rate: learning rate of both encoders; the head (and CSL legs) use `args.learning_rate`.
-        mlcs_gather: all-gather CSL embeddings across data-parallel ranks (see the module docstring).
+        encoder_learning_rate: learning rate of both encoders; None: `args.learning_rate`, as the head (and CSL
+            legs). `train.py` holds the recipes' values.
         freeze_feature_encoder: freeze the speech encoder's CNN (the paper's recipe; the demo's random tiny CNN
             has to learn, so it passes False).
         decay_every_parameter: weight decay on every tensor, biases and LayerNorm weights included (torch AdamW's
@@ -131,8 +75,8 @@ class CrabTrainer(Trainer):
             epoch's last, shorter accumulation (the released code); False divides by the micro-batches that step
             has (Trainer's default).
 
-    The MLCS weight, temperature and loss type are read from `model.config`. Evaluation returns logits only (no CSL
-    embeddings) and the class-weighted CE as `eval_loss`.
+    The loss is the model's (`model(**inputs)` with `labels`). Evaluation returns logits only (no CSL embeddings)
+    and the class-weighted CE as `eval_loss`.
     """
 
     accepts_loss_kwargs = False  # the loss is a per-micro-batch mean; Trainer divides it by the accumulation steps
@@ -141,9 +85,7 @@ class CrabTrainer(Trainer):
     def __init__(
         self,
         *args,
-        class_weights: torch.Tensor | None = None,
-        encoder_learning_rate: float = 1e-6,
-        mlcs_gather: bool = False,
+        encoder_learning_rate: float | None = None,
         freeze_feature_encoder: bool = True,
         decay_every_parameter: bool = False,
         epoch_cosine_floors: tuple[float, float] | None = None,
@@ -156,14 +98,9 @@ class CrabTrainer(Trainer):
         self.full_accumulation_divisor = full_accumulation_divisor
         self._update_steps_per_epoch: int | None = None
         self.model_accepts_loss_kwargs = False  # Crab's forward takes **kwargs, which Trainer reads as "yes"
-        self.class_weights = class_weights
-        self.encoder_learning_rate = encoder_learning_rate
-        self.mlcs_gather = mlcs_gather
-        config = self.model.config
-        self.mlcs_weight = float(config.mlcs_weight)
-        self.mlcs_temperature = float(config.mlcs_temperature)
-        self.mlcs_loss_type = config.mlcs_loss
-        self.uses_mlcs = self.mlcs_weight > 0 and getattr(self.model, "csl_legs", None) is not None
+        self.encoder_learning_rate = (
+            self.args.learning_rate if encoder_learning_rate is None else encoder_learning_rate
+        )
         if freeze_feature_encoder:
             self.model.freeze_feature_encoder()
         self._component_sums: dict[str, torch.Tensor] = {}
@@ -171,36 +108,22 @@ class CrabTrainer(Trainer):
 
     # ---- loss --------------------------------------------------------------------------------------------------
 
-    def weighted_cross_entropy(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        weights = None if self.class_weights is None else self.class_weights.to(logits.device)
-        return F.cross_entropy(logits.float(), labels, weight=weights)
-
     def compute_loss(self, model: nn.Module, inputs: dict, return_outputs: bool = False, num_items_in_batch=None):
+        """The model's own objective (`model(**inputs)` with labels); its terms are kept for `log`."""
         if "labels" not in inputs:
             raise ValueError("CrabTrainer needs 'labels' in every training batch; check the manifest's label column")
-        labels = inputs["labels"]
-        model_inputs = {key: value for key, value in inputs.items() if key != "labels"}
-        with_mlcs = self.uses_mlcs and model.training
-        outputs = model(**model_inputs, output_csl_embeddings=with_mlcs)
-        ce_loss = self.weighted_cross_entropy(outputs.logits, labels)
-        loss = ce_loss
-        if with_mlcs:
-            csl_embeddings, contrast_labels = outputs.csl_embeddings, labels
-            if self.mlcs_gather:
-                csl_embeddings, contrast_labels = gather_csl_embeddings(csl_embeddings, labels)
-            contrastive = mlcs_loss(
-                csl_embeddings, contrast_labels, temperature=self.mlcs_temperature, loss_type=self.mlcs_loss_type
-            )
-            loss = ce_loss + self.mlcs_weight * contrastive
-            self._accumulate_components(ce_loss=ce_loss, mlcs_loss=contrastive)
-        elif model.training:
-            self._accumulate_components(ce_loss=ce_loss)
-        if model.training and self.full_accumulation_divisor:  # Trainer then divides by this step's micro-batches
-            loss = loss * (self.current_gradient_accumulation_steps / self.args.gradient_accumulation_steps)
+        outputs = model(**inputs)
+        loss = outputs.loss
+        if model.training:
+            self._accumulate_components(ce_loss=outputs.ce_loss, mlcs_loss=outputs.mlcs_loss)
+            if self.full_accumulation_divisor:  # Trainer then divides by this step's micro-batches
+                loss = loss * (self.current_gradient_accumulation_steps / self.args.gradient_accumulation_steps)
         return (loss, outputs) if return_outputs else loss
 
     def _accumulate_components(self, **components: torch.Tensor) -> None:
         for name, value in components.items():
+            if value is None:  # no MLCS term
+                continue
             value = value.detach().float()
             self._component_sums[name] = self._component_sums.get(name, torch.zeros_like(value)) + value
         self._component_steps += 1
@@ -221,14 +144,12 @@ class CrabTrainer(Trainer):
     def prediction_step(self, model: nn.Module, inputs: dict, prediction_loss_only: bool, ignore_keys=None):
         """(weighted-CE loss, logits (B, C), labels); CSL embeddings never reach the predictions."""
         inputs = self._prepare_inputs(inputs)
-        labels = inputs.get("labels")
-        model_inputs = {key: value for key, value in inputs.items() if key != "labels"}
         with torch.no_grad():
-            logits = model(**model_inputs, output_csl_embeddings=False).logits
-            loss = None if labels is None else self.weighted_cross_entropy(logits, labels).detach()
+            outputs = model(**inputs, output_csl_embeddings=False)  # with labels: loss = the weighted CE alone
+        loss = None if outputs.loss is None else outputs.loss.detach()
         if prediction_loss_only:
             return loss, None, None
-        return loss, logits.detach(), labels
+        return loss, outputs.logits.detach(), inputs.get("labels")
 
     # ---- optimisation ------------------------------------------------------------------------------------------
 
@@ -377,4 +298,4 @@ class CrabTrainer(Trainer):
         return PredictionOutput(output.predictions[restore], label_ids, output.metrics)
 
 
-__all__ = ["CrabTrainer", "EpochCosine", "compute_class_weights", "gather_csl_embeddings"]
+__all__ = ["CrabTrainer", "EpochCosine", "compute_class_weights"]
