@@ -90,12 +90,23 @@ def test_int8_stores_the_linear_weights_in_int8_and_stays_close_to_fp32(exported
     assert (fp32_scores - int8_scores).abs().max() < 2e-2
 
 
-def test_export_leaves_the_pytorch_model_unchanged(exported, tiny_batch):
-    model = exported[0]
+def test_export_leaves_the_pytorch_model_as_it_was(tiny_config, tiny_batch):
+    """During export each GRU calls the ONNX marker; afterwards every block computes as before, its own overrides
+    (the fp32-under-autocast one) included."""
+    from modeling_crab.modeling_crab import CrabUnimodalBlock
+    from modeling_crab.onnx_export import _exportable
+
+    tiny_config.fp32_under_autocast = ["gru"]
+    model = CrabForEmotionClassification(tiny_config).eval()
     inputs = {k: v for k, v in tiny_batch.items() if k != "labels"}
-    reloaded = CrabForEmotionClassification.from_pretrained(exported[4][0].parent.parent).eval()
-    np.testing.assert_allclose(torch_logits(model, inputs), torch_logits(reloaded, inputs), atol=1e-6, rtol=0)
-    assert all("recurrence" not in vars(block) for block in model.modules())
+    blocks = [m for m in model.modules() if isinstance(m, CrabUnimodalBlock)]
+    before = [vars(block).get("recurrence") for block in blocks]
+    expected = torch_logits(model, inputs)
+    with _exportable(model):
+        with pytest.raises(RuntimeError, match="export marker"):
+            torch_logits(model, inputs)
+    assert [vars(block).get("recurrence") for block in blocks] == before and before[0] is not None
+    np.testing.assert_array_equal(torch_logits(model, inputs), expected)
 
 
 def test_a_new_folder_serves_both_runtimes(exported, tmp_path, capsys):
