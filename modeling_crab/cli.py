@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--bf16", action="store_true", help="bf16 autocast: faster for batches on GPUs, scores within ~1.5e-2"
     )
+    predict.add_argument(
+        "--backend",
+        choices=["pytorch", "onnx", "onnx-int8"],
+        default="pytorch",
+        help="onnx / onnx-int8: onnxruntime on the graphs crab export-onnx wrote beside the model (CPU)",
+    )
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     export = commands.add_parser(
@@ -212,6 +218,7 @@ def predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return_windows=True,
         batch_size=args.batch_size,
         precision="bf16" if args.bf16 else "fp32",
+        backend=args.backend,
     )
     results = []
     for path, text, output in zip(files, texts, outputs):

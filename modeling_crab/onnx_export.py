@@ -18,14 +18,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
+from .configuration_crab import min_audio_samples
+from .pipeline_crab import BACKENDS, OnnxCrabSession
+
 OPSET = 18
-ONNX_FOLDER = "onnx"  # beside the safetensors in an export or a Hub repo, as repos that serve several runtimes do
-MODEL_FILE = "model.onnx"
-QUANTIZED_FILE = "model_quantized.onnx"
+# beside the safetensors in an export or a Hub repo, as repos that serve several runtimes do; the pipeline's
+# `backend=` names read them
+ONNX_FOLDER, MODEL_FILE = BACKENDS["onnx"].split("/")
+QUANTIZED_FILE = BACKENDS["onnx-int8"].split("/")[1]
 INPUT_NAMES = ("input_values", "attention_mask", "input_ids", "text_attention_mask")
 
 
@@ -135,7 +138,10 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = OPSET) -
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model).eval()
-    batch, samples = torch.export.Dim("batch"), torch.export.Dim("samples", min=min_audio_samples(model))
+    batch, samples = (
+        torch.export.Dim("batch"),
+        torch.export.Dim("samples", min=min_audio_samples(model.config.audio_config)),
+    )
     tokens = torch.export.Dim("tokens", min=2)
     example = _example_inputs(model)
     dynamic_shapes = {
@@ -161,16 +167,6 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = OPSET) -
         )
     program.save(str(path))
     return path
-
-
-def min_audio_samples(model: nn.Module) -> int:
-    """The fewest samples that give the speech encoder's CNN one frame (400 for WavLM): the graph's minimum."""
-    samples = 1
-    for kernel, stride in reversed(
-        list(zip(model.config.audio_config.conv_kernel, model.config.audio_config.conv_stride))
-    ):
-        samples = (samples - 1) * stride + kernel
-    return samples
 
 
 def export_checkpoint(
@@ -213,7 +209,7 @@ def _example_inputs(model: nn.Module) -> dict[str, torch.Tensor]:
     """A padded batch of two, for tracing: rows of different lengths so no size is specialised to a constant."""
     config = model.config.text_config
     generator = torch.Generator().manual_seed(0)
-    samples = 8 * min_audio_samples(model)
+    samples = 8 * min_audio_samples(model.config.audio_config)
     input_values = torch.randn(2, samples, generator=generator) * 0.1
     attention_mask = torch.ones(2, samples, dtype=torch.long)
     attention_mask[1, samples * 2 // 3 :] = 0
@@ -239,30 +235,6 @@ def quantize_onnx(path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
     return out_path
 
 
-class OnnxCrabSession:
-    """An onnxruntime session over an exported graph, called like the model on the processor's output:
-    `session(**processor(...)) -> logits (B, C)` as a float32 numpy array."""
-
-    def __init__(self, path: str | os.PathLike, threads: int | None = None):
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.path = Path(path)
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def __call__(self, **inputs) -> np.ndarray:
-        feed = {}
-        for name in INPUT_NAMES:
-            if name not in inputs or inputs[name] is None:
-                raise ValueError(f"the ONNX graph needs '{name}' from the processor (audio= and text=)")
-            value = inputs[name]
-            value = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-            feed[name] = value.astype(np.float32 if name == "input_values" else np.int64, copy=False)
-        return self.session.run(["logits"], feed)[0]
-
-
 __all__ = [
     "OPSET",
     "ONNX_FOLDER",
@@ -270,7 +242,6 @@ __all__ = [
     "QUANTIZED_FILE",
     "export_checkpoint",
     "export_onnx",
-    "min_audio_samples",
     "quantize_onnx",
     "OnnxCrabSession",
 ]

@@ -3,6 +3,8 @@ cost measured against fp32."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -13,13 +15,13 @@ pytest.importorskip("onnxscript", reason="the onnx extra is not installed: pip i
 
 from modeling_crab import CrabForEmotionClassification, CrabProcessor  # noqa: E402
 from modeling_crab.cli import main  # noqa: E402
+from modeling_crab.configuration_crab import min_audio_samples  # noqa: E402
 from modeling_crab.onnx_export import (  # noqa: E402
     MODEL_FILE,
     ONNX_FOLDER,
     QUANTIZED_FILE,
     OnnxCrabSession,
     export_checkpoint,
-    min_audio_samples,
 )
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
@@ -39,7 +41,7 @@ def exported(tiny_export, tmp_path_factory):
 def varied_inputs(model, seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
     """Clips from the CNN's one-frame minimum to 3 s, one silent-ish, transcripts short, long and empty."""
     rng = np.random.default_rng(seed)
-    shortest = min_audio_samples(model)
+    shortest = min_audio_samples(model.config.audio_config)
     lengths = [shortest, shortest + 1, 7_919, 16_000, 48_000]
     waveforms = [
         rng.standard_normal(n).astype(np.float32) * scale for n, scale in zip(lengths, (0.3, 0.1, 1e-3, 0.1, 0.5))
@@ -128,3 +130,49 @@ def test_the_session_names_a_missing_input(exported):
     audio_only.pop("input_ids", None)
     with pytest.raises(ValueError, match="needs 'input_ids'"):
         session(**audio_only)
+
+
+def test_the_pipeline_and_crab_predict_serve_the_onnx_graphs(exported, tmp_path, capsys):
+    """backend='onnx' gives the PyTorch answers (long audio in the same windows); onnx-int8 stays close."""
+    from transformers import pipeline
+
+    folder = exported[4][0].parent.parent
+    classify = pipeline("speech-emotion-recognition", model=str(folder), trust_remote_code=True, device="cpu")
+    rng = np.random.default_rng(3)
+    long_audio = rng.standard_normal(16000 * 5).astype(np.float32) * 0.1  # 5 s: three windows of the 2 s crop
+    inputs = [long_audio, {"raw": rng.standard_normal(12000).astype(np.float32) * 0.1, "sampling_rate": 16000}]
+    texts = [SENTENCES[0], ""]
+    reference = classify(inputs, text=texts, return_windows=True)
+    onnx = classify(inputs, text=texts, return_windows=True, backend="onnx")
+    int8 = classify(inputs, text=texts, backend="onnx-int8")
+    for ref, got, quantized in zip(reference, onnx, int8):
+        assert [w["start"] for w in got["windows"]] == [w["start"] for w in ref["windows"]]
+        ref_scores = {s["label"]: s["score"] for s in ref["aggregate"]}
+        assert max(abs(s["score"] - ref_scores[s["label"]]) for s in got["aggregate"]) < 1e-5
+        assert max(abs(s["score"] - ref_scores[s["label"]]) for s in quantized) < 2e-2
+    with pytest.raises(ValueError, match="runs fp32"):
+        classify(long_audio, text="x", backend="onnx", precision="bf16")
+    with pytest.raises(ValueError, match="backend='tensorrt'"):
+        classify(long_audio, text="x", backend="tensorrt")
+
+    wav = tmp_path / "clip.wav"
+    import soundfile as sf
+
+    sf.write(wav, long_audio, 16000)
+    assert (
+        main(["predict", str(wav), "--text", SENTENCES[0], "--model", str(folder), "--backend", "onnx", "--json"]) == 0
+    )
+    printed = json.loads(capsys.readouterr().out)[0]["scores"]
+    ref_scores = {s["label"]: s["score"] for s in reference[0]["aggregate"]}
+    assert max(abs(s["score"] - ref_scores[s["label"]]) for s in printed) < 1e-5
+
+
+def test_a_model_without_onnx_graphs_says_how_to_make_them(tiny_export):
+    from transformers import pipeline
+
+    _, _, checkpoint = tiny_export
+    if (checkpoint / ONNX_FOLDER).exists():
+        pytest.skip("this module's export already has graphs")
+    classify = pipeline("speech-emotion-recognition", model=str(checkpoint), trust_remote_code=True, device="cpu")
+    with pytest.raises(FileNotFoundError, match="crab export-onnx"):
+        classify(np.full(8000, 0.1, np.float32), text="x", backend="onnx")
