@@ -176,3 +176,22 @@ def test_a_model_without_onnx_graphs_says_how_to_make_them(tiny_export):
     classify = pipeline("speech-emotion-recognition", model=str(checkpoint), trust_remote_code=True, device="cpu")
     with pytest.raises(FileNotFoundError, match="crab export-onnx"):
         classify(np.full(8000, 0.1, np.float32), text="x", backend="onnx")
+
+
+@pytest.mark.slow
+def test_push_to_hub_publishes_the_onnx_graphs_with_the_card_saying_how_to_use_them(tiny_export, tmp_path):
+    from test_publish import push_to_hub_main
+
+    _, _, checkpoint = tiny_export
+    staged = tmp_path / "staged"
+    assert push_to_hub_main([str(checkpoint.parent), "--repo-id", "you/crab", "--onnx", "--dry-run", str(staged)]) == 0
+    model_repo = staged / "model"
+    assert (model_repo / ONNX_FOLDER / MODEL_FILE).is_file() and (model_repo / ONNX_FOLDER / QUANTIZED_FILE).is_file()
+    card = (model_repo / "README.md").read_text()
+    assert 'backend="onnx"' in card and "onnx/model_quantized.onnx" in card
+    without = tmp_path / "without"
+    assert push_to_hub_main([str(checkpoint.parent), "--repo-id", "you/crab", "--dry-run", str(without)]) == 0
+    assert (
+        not (without / "model" / ONNX_FOLDER).exists()
+        and "backend=" not in (without / "model" / "README.md").read_text()
+    )
