@@ -44,7 +44,7 @@ from common import (  # noqa: E402
 
 MODEL_INPUTS = ("input_values", "attention_mask", "input_ids", "text_attention_mask")
 COLUMNS = ["setup", "batch", "utt/s", "audio-s/s", "RTF", "step ms", "peak GiB", "padding", "GFLOP/audio-s"]
-COLUMNS += ["TFLOP/s", "MFU", "size MB", "agreement", "max |Δscore|", "vs first"]
+COLUMNS += ["TFLOP/s", "MFU", "size MB", "agreement", "max Δscore", "vs first"]
 BACKENDS = {"onnx", "int8"}
 
 
@@ -169,7 +169,7 @@ def main() -> None:
         row["RTF"] = f"{1 / row['audio_per_s']:.3f}"
         row["vs first"] = f"{row['audio_per_s'] / rows[0]['audio_per_s']:.2f}x"
         row["size MB"] = f"{prepared.size_bytes / 1e6:.0f}"
-        row["agreement"] = row["max |Δscore|"] = "-"
+        row["agreement"] = row["max Δscore"] = "-"
         if setup.levers & BACKENDS:
             row["GFLOP/audio-s"] = row["TFLOP/s"] = (
                 "-"  # onnxruntime runs outside torch's FLOP counter  # against the PyTorch fp32 setup of the same levers and batch
@@ -183,7 +183,7 @@ def main() -> None:
                 None,
             )
             if reference is not None:
-                row["agreement"], row["max |Δscore|"] = agreement(prepared, reference)
+                row["agreement"], row["max Δscore"] = agreement(prepared, reference)
     lengths = f"all {args.fixed_s} s" if args.fixed_s else f"uniform in {args.min_s}-{args.max_s} s"
     notes = [
         f"{args.size}; {args.utterances} utterances {lengths}, timed in {args.rounds} interleaved round(s) after "
