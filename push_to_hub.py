@@ -5,6 +5,7 @@ Endpoints handler, and optionally a Gradio demo Space.
     python push_to_hub.py outputs/iemocap --repo-id you/crab-iemocap --dataset iemocap --space you/crab-demo
     python push_to_hub.py outputs/iemocap --repo-id you/crab-iemocap --dry-run preview/   # writes, uploads nothing
     python push_to_hub.py outputs/demo --repo-id you/crab-demo --dataset demo   # the demo's tiny model
+    python push_to_hub.py outputs/iemocap --repo-id you/crab-iemocap --onnx     # also onnx/ (fp32, int8) for CPUs
 
 OUTPUT_DIR is train.py's --output_dir (holding inference/ and eval_results.json). Log in first (`hf auth login`) or
 set HF_TOKEN. The upload is staged in OUTPUT_DIR/hub_upload/{model,space}, which stays there if the upload fails.
@@ -33,6 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "in the card; 'mit' for the synthetic demo)",
     )
     parser.add_argument("--space", metavar="SPACE_ID", help="also push a Gradio demo Space, e.g. you/crab-demo")
+    parser.add_argument(
+        "--onnx", action="store_true", help="also export onnx/model.onnx and its int8 version (the onnx extra)"
+    )
     parser.add_argument("--private", action="store_true", help="create private repositories")
     parser.add_argument("--token", help="Hub token (default: the logged-in one, or HF_TOKEN)")
     parser.add_argument("--dry-run", type=Path, metavar="DIR", help="write DIR/model (and DIR/space); upload nothing")
@@ -47,10 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run and staging.exists():
         shutil.rmtree(staging)  # our own staging area from an earlier run
     try:
-        model_dir = stage_model_repo(args.output_dir, staging / "model", args.repo_id, args.dataset, args.license)
+        model_dir = stage_model_repo(
+            args.output_dir, staging / "model", args.repo_id, args.dataset, args.license, onnx=args.onnx
+        )
         space_dir = stage_space(staging / "space", args.repo_id) if args.space else None
     except (OSError, ValueError) as error:
         sys.exit(f"push_to_hub.py: {error}")
+    except ImportError as error:
+        sys.exit(f"push_to_hub.py: --onnx needs the onnx extra ({error}); pip install 'crab-ser[onnx]'")
     if args.dry_run:
         print(f"dry run: the model repo would receive {model_dir}" + (f", the Space {space_dir}" if space_dir else ""))
         return 0

@@ -76,6 +76,8 @@ LEVERS = {
     "graphs": "compile with CUDA graphs (mode='reduce-overhead', static shapes; implies compile and bucket)",
     "cached": "frozen-encoder mode: encoders frozen, steps run the head and CSL legs on precomputed encoder outputs",
     "ckpt": "activation checkpointing in both encoders (train.py --gradient_checkpointing): memory for compute",
+    "onnx": "inference through onnxruntime on the ONNX export (modeling_crab.onnx_export; CPU, fp32 unless int8)",
+    "int8": "int8 dynamic quantization of the linear layers: onnxruntime's quantizer with onnx, torch's without",
 }
 # What `fast` means per device and benchmark (measured; see RESULTS.md). On CPU, SDPA with a bias that needs a
 # gradient falls back to PyTorch's math kernel, no faster than eager WavLM, so CPU training leaves it out; bf16 pays
@@ -525,7 +527,8 @@ def report(
     ]
     if args.check:
         vocab_size = crab_config(args.size).text_config.vocab_size
-        notes += [check_same_function(args.size, s, device, utts, vocab_size) for s in setups if s.levers]
+        checked = [s for s in setups if s.levers and not s.levers & {"onnx", "int8"}]  # those: agreement columns
+        notes += [check_same_function(args.size, s, device, utts, vocab_size) for s in checked]
     if device.type == "cpu":  # process CPU time: the ratio least disturbed by other jobs on a shared machine
         columns = [*columns[:-1], "CPU-s/audio-s", columns[-1]]
     if not show_mfu:

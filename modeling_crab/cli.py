@@ -1,4 +1,5 @@
-"""`crab predict`: emotion scores for audio files, from a Hub repo or a local export.
+"""`crab predict`: emotion scores for audio files, from a Hub repo or a local export; `crab export-onnx`: the same
+model as ONNX (fp32 and int8) for onnxruntime.
 
     crab predict a.wav --text "first transcript" b.wav --text "second one" --model user/crab-iemocap
     crab predict --transcripts clips.tsv --model outputs/iemocap/inference --json
@@ -77,7 +78,26 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--bf16", action="store_true", help="bf16 autocast: faster for batches on GPUs, scores within ~1.5e-2"
     )
+    predict.add_argument(
+        "--backend",
+        choices=["pytorch", "onnx", "onnx-int8"],
+        default="pytorch",
+        help="onnx / onnx-int8: onnxruntime on the graphs crab export-onnx wrote beside the model (CPU)",
+    )
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    export = commands.add_parser(
+        "export-onnx",
+        help="export a model to ONNX (fp32 and int8) for onnxruntime",
+        description="Write CHECKPOINT's inference model as OUT_DIR/onnx/model.onnx and, unless --no-int8, the int8 "
+        "OUT_DIR/onnx/model_quantized.onnx (needs the onnx extra: pip install 'crab-ser[onnx]').",
+    )
+    export.add_argument("checkpoint", metavar="CHECKPOINT", help="export folder, train.py --output_dir or Hub repo id")
+    export.add_argument(
+        "out_dir", metavar="OUT_DIR", nargs="?", help="default: CHECKPOINT itself; another folder also gets the model"
+    )
+    export.add_argument("--revision", help="Hub revision")
+    export.add_argument("--no-int8", dest="int8", action="store_false", help="skip the int8 (quantized) graph")
     return parser
 
 
@@ -200,6 +220,7 @@ def predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return_windows=True,
         batch_size=args.batch_size,
         precision="bf16" if args.bf16 else "fp32",
+        backend=args.backend,
     )
     results = []
     for path, text, output in zip(files, texts, outputs):
@@ -208,6 +229,20 @@ def predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             result["windows"] = output["windows"]
         results.append(result)
     print(json.dumps(results, indent=2) if args.json else format_table(results, args.windows))
+    return 0
+
+
+def export_onnx(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    checkpoint = args.checkpoint
+    if (Path(checkpoint) / "inference" / "config.json").is_file():  # train.py's --output_dir
+        checkpoint = str(Path(checkpoint) / "inference")
+    check_model(checkpoint, parser, flag="CHECKPOINT")
+    try:
+        from .onnx_export import export_checkpoint
+    except ImportError as error:
+        raise CliError(f"the ONNX export needs the onnx extra ({error}); pip install 'crab-ser[onnx]'") from None
+    for path in export_checkpoint(checkpoint, args.out_dir, quantize=args.int8, revision=args.revision):
+        print(f"{path}  ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 
@@ -234,14 +269,14 @@ def check_device(device: str | None, parser: argparse.ArgumentParser) -> None:
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
-def check_model(model: str, parser: argparse.ArgumentParser) -> None:
-    """`--model`: an export folder that holds a whole model, or something that can only be a Hub repo id. A path
+def check_model(model: str, parser: argparse.ArgumentParser, flag: str = "--model") -> None:
+    """`--model` (or `flag`): an export folder that holds a whole model, or something that can only be a Hub repo id. A path
     that does not exist is reported here instead of being looked up on the Hub."""
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
             parser.error(
-                f"--model '{model}' has no config.json, so it is not a Crab export; pass the folder train.py writes "
+                f"{flag} '{model}' has no config.json, so it is not a Crab export; pass the folder train.py writes "
                 "as <output_dir>/inference (or a checkpoint-N folder)"
             )
         from .training.checkpoints import safetensors_problem
@@ -249,7 +284,7 @@ def check_model(model: str, parser: argparse.ArgumentParser) -> None:
         for weights in sorted(path.glob("*.safetensors")):
             problem = safetensors_problem(weights)
             if problem:
-                parser.error(f"--model '{model}': {problem}; copy or export the model again")
+                parser.error(f"{flag} '{model}': {problem}; copy or export the model again")
         return
     first = model.split("/")[0]
     looks_local = (
@@ -260,7 +295,7 @@ def check_model(model: str, parser: argparse.ArgumentParser) -> None:
     )
     if looks_local:
         parser.error(
-            f"--model '{model}' is not a folder here (nor a Hub repo id); pass the export folder (train.py writes "
+            f"{flag} '{model}' is not a folder here (nor a Hub repo id); pass the export folder (train.py writes "
             "<output_dir>/inference) or a Hub repo id such as user/crab-iemocap"
         )
 
@@ -295,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
     try:
-        return predict(args, parser)
+        return export_onnx(args, parser) if args.command == "export-onnx" else predict(args, parser)
     except KeyboardInterrupt:
         print("crab: interrupted", file=sys.stderr)
         return 130

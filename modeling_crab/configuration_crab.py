@@ -55,6 +55,15 @@ def _as_sub_config(value: dict | PreTrainedConfig | None, default: dict) -> PreT
     return CONFIG_MAPPING[model_type](**kwargs)
 
 
+def min_audio_samples(audio_config: PreTrainedConfig) -> int:
+    """The fewest samples that give a speech encoder's CNN (`conv_kernel`, `conv_stride`) one frame: 400 for WavLM."""
+    samples = 1
+    kernels, strides = getattr(audio_config, "conv_kernel", ()), getattr(audio_config, "conv_stride", ())
+    for kernel, stride in reversed(list(zip(kernels, strides))):
+        samples = (samples - 1) * stride + kernel
+    return samples
+
+
 class CrabConfig(PreTrainedConfig):
     r"""
     Configuration of a Crab model: `audio_config` (WavLM, or any `AutoModel` speech encoder with a CNN feature

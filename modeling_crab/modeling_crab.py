@@ -388,7 +388,8 @@ class CrabModel(CrabPreTrainedModel):
                 "transcript (text='' for audio only, text=None to transcribe), or pass input_ids from the processor's "
                 "text= (the generic 'audio-classification' pipeline passes audio alone)"
             )
-        if self.audio_encoder._get_feat_extract_output_lengths(input_values.shape[-1]) < 1:
+        too_short = self.audio_encoder._get_feat_extract_output_lengths(input_values.shape[-1]) < 1
+        if not torch.compiler.is_exporting() and too_short:  # an exported graph states its minimum instead
             raise ValueError(
                 f"input_values hold {input_values.shape[-1]} samples, fewer than the speech encoder's CNN needs "
                 "for one frame; pad or drop clips this short"

@@ -11,6 +11,7 @@ this works where the Crab package is not installed:
     pipe("long.wav", text="...", return_windows=True)  # {"aggregate": [...], "windows": [{start, end, scores}]}
     pipe(files, text=transcripts, batch_size=64, precision="bf16")  # GPU throughput: batched, bf16 autocast
     pipe(waveforms_b_by_n, text=transcripts)     # a 2-D array or tensor (B, N) is B recordings, as in the processor
+    pipe("speech.wav", text="...", backend="onnx")  # onnxruntime on the export's onnx/ graph ("onnx-int8": int8)
 
 Audio longer than the training crop (the processor's `max_duration_s`, 12 s) is cut into equal windows of at most
 that length rather than truncated; each window is classified and the aggregate is the mean of the window
@@ -35,6 +36,7 @@ import torch
 from transformers import Pipeline, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
+from .configuration_crab import min_audio_samples
 from .processing_crab import BlockResampler, as_waveform_list, check_sampling_rate, pcm_to_float32, resample
 
 PIPELINE_TASK = "speech-emotion-recognition"
@@ -49,6 +51,36 @@ CUSTOM_PIPELINES = {
 }
 DEFAULT_ASR_MODEL = "openai/whisper-large-v3-turbo"
 WHISPER_MAX_S = 30.0
+# backend -> the graph `crab export-onnx` writes beside the safetensors (None: the PyTorch model)
+BACKENDS = {"pytorch": None, "onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_quantized.onnx"}
+
+
+class OnnxCrabSession:
+    """An onnxruntime session over an exported Crab graph, called like the model on the processor's output:
+    `session(**processor(...)) -> logits (B, C)`, a float32 numpy array. Needs `onnxruntime` (the `onnx` extra)."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        try:
+            onnxruntime = importlib.import_module("onnxruntime")
+        except ImportError:
+            raise ImportError("the ONNX backend needs onnxruntime: pip install onnxruntime") from None
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.path = str(path)
+        self.session = onnxruntime.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
+        # a graph that ignores an input (an unmasked head ignores the padding masks) has dropped it
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, **inputs) -> np.ndarray:
+        feed = {}
+        for name in self.input_names:
+            if inputs.get(name) is None:
+                raise ValueError(f"the ONNX graph needs '{name}' from the processor (audio= and text=)")
+            value = inputs[name]
+            value = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+            feed[name] = value.astype(np.float32 if name == "input_values" else np.int64, copy=False)
+        return self.session.run(["logits"], feed)[0]
 
 
 def _check_whole_number(name: str, value, meaning: str) -> None:
@@ -167,6 +199,9 @@ class CrabEmotionPipeline(Pipeline):
         batch_size: windows per forward pass (windows are batched longest first; answers keep the input order).
             Models trained without padding masks (`config.mask_padding=False`, the release recipe) see one window
             per pass, as in the released test protocol: padding would change their scores.
+        backend: `"pytorch"` (default), `"onnx"` or `"onnx-int8"`: onnxruntime on the graph `crab export-onnx`
+            wrote beside the weights (`onnx/model.onnx`, `onnx/model_quantized.onnx`; from the Hub, downloaded at the
+            model's revision). Same processor, windows and answers; needs `onnxruntime`. CPU only, fp32 precision.
         precision: `"fp32"` (default) or `"bf16"`: bf16 autocast, with the speech CNN and the GRUs in fp32
             (`config.fp32_under_autocast`); probabilities within about 1.5e-2 of fp32; pays for batches on GPUs (at batch 1 its weight casts
             cost more than they save: bench/RESULTS.md).
@@ -183,6 +218,7 @@ class CrabEmotionPipeline(Pipeline):
             raise ValueError("the speech-emotion-recognition pipeline needs the Crab processor; pass processor=")
         self.model.eval()
         self._asr_cache: dict = {}
+        self._onnx_sessions: dict[str, OnnxCrabSession] = {}
 
     def _sanitize_parameters(
         self,
@@ -192,12 +228,15 @@ class CrabEmotionPipeline(Pipeline):
         return_windows=None,
         asr_model=None,
         precision=None,
+        backend=None,
         **kwargs,
     ):
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)} for the speech-emotion-recognition pipeline")
         if precision not in (None, "fp32", "bf16"):
             raise ValueError(f"precision={precision!r}; use 'fp32' or 'bf16'")
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r}; use one of {', '.join(map(repr, BACKENDS))}")
         _check_whole_number("top_k", top_k, "how many labels to return; None returns all")
         if chunk_length_s is not None and (
             isinstance(chunk_length_s, bool)
@@ -211,7 +250,7 @@ class CrabEmotionPipeline(Pipeline):
         if return_windows is not None and not isinstance(return_windows, bool):
             raise TypeError(f"return_windows={return_windows!r}; pass True or False")
         preprocess = {"sampling_rate": sampling_rate, "chunk_length_s": chunk_length_s, "asr_model": asr_model}
-        forward = {"precision": precision}
+        forward = {"precision": precision, "backend": backend}
         postprocess = {"top_k": top_k, "return_windows": return_windows}
         # only what was given, so that call arguments override those given when the pipeline was built
         preprocess = {key: value for key, value in preprocess.items() if value is not None}
@@ -332,7 +371,12 @@ class CrabEmotionPipeline(Pipeline):
             "text": text,
         }
 
-    def _forward(self, model_inputs, precision: str = "fp32"):
+    def _forward(self, model_inputs, precision: str = "fp32", backend: str = "pytorch"):
+        if BACKENDS[backend] is not None:
+            if precision != "fp32":
+                raise ValueError(f"precision={precision!r} is for the PyTorch backend; backend={backend!r} runs fp32")
+            logits = torch.from_numpy(self._onnx_session(backend)(**model_inputs))
+            return {"probabilities": logits.float().softmax(dim=-1)}
         dtype = next(self.model.parameters()).dtype
         model_inputs["input_values"] = model_inputs["input_values"].to(dtype)
         device_type = model_inputs["input_values"].device.type
@@ -356,14 +400,33 @@ class CrabEmotionPipeline(Pipeline):
         return {"aggregate": result, "windows": windows, "text": model_outputs["text"]}
 
     # -- helpers --------------------------------------------------------------------------------------------------
+    def _onnx_session(self, backend: str) -> OnnxCrabSession:
+        """The onnxruntime session of `backend`, opened on first use: the graph in the model's own folder, or
+        downloaded from its Hub repo at the revision the model was loaded from."""
+        if backend not in self._onnx_sessions:
+            source, filename = self.model.config._name_or_path, BACKENDS[backend]
+            if os.path.isdir(source):
+                path = os.path.join(source, filename)
+                if not os.path.isfile(path):
+                    raise FileNotFoundError(
+                        f"'{source}' has no {filename} for backend={backend!r}; run: crab export-onnx {source}"
+                    )
+            else:
+                from huggingface_hub import hf_hub_download
+
+                revision = getattr(self.model.config, "_commit_hash", None)
+                try:
+                    path = hf_hub_download(source, filename, revision=revision)
+                except Exception as error:
+                    raise FileNotFoundError(
+                        f"cannot get {filename} of '{source}' for backend={backend!r} ({error}); the repo needs the "
+                        "ONNX graphs (crab export-onnx, then push_to_hub.py --onnx)"
+                    ) from None
+            self._onnx_sessions.setdefault(backend, OnnxCrabSession(path))
+        return self._onnx_sessions[backend]
+
     def _min_samples(self) -> int:
-        """The shortest input that gives the speech encoder's CNN one frame (400 samples for WavLM)."""
-        audio_config = self.model.config.audio_config
-        samples = 1
-        kernels, strides = getattr(audio_config, "conv_kernel", ()), getattr(audio_config, "conv_stride", ())
-        for kernel, stride in reversed(list(zip(kernels, strides))):
-            samples = (samples - 1) * stride + kernel
-        return samples
+        return min_audio_samples(self.model.config.audio_config)
 
     def _ranked(self, probabilities: np.ndarray, top_k: int | None) -> list[dict]:
         order = np.argsort(-probabilities, kind="stable")[: top_k or None]

@@ -27,6 +27,13 @@ METRICS = {  # eval_results.json suffix -> (model-index metric type, display nam
 }
 METRIC_ARGS = {"macro_f1": {"average": "macro"}, "weighted_f1": {"average": "weighted"}}
 DEFAULT_GRADIO_VERSION = "6.31.0"
+ONNX_SECTION = """**On CPUs with ONNX.** `onnx/model.onnx` is the same model as an ONNX graph (fp32, dynamic batch, audio and
+transcript lengths; padded batches score as one-by-one calls) and `onnx/model_quantized.onnx` its int8 version (linear
+layers quantized dynamically; scores move by up to a few 1e-3). With `onnxruntime` installed, the pipeline runs them:
+`classifier("speech.wav", text="...", backend="onnx")` (or `"onnx-int8"`), with the same processor and windows;
+`crab predict ... --backend onnx` does the same from the shell.
+
+"""
 
 
 @dataclass(frozen=True)
@@ -150,6 +157,7 @@ def render_model_card(
     license: str | None = None,
     max_duration_s: float | None = TRAINING_CROP_S,
     text_padding: str | None = None,
+    onnx: bool = False,
 ) -> ModelCard:
     """The model card: metadata (the pretrained encoders as `base_model`, `model-index` results, the licence: by
     default the training data's) and the body from the templates. `config` is the checkpoint's `config.json`; `eval_results` the training's `eval_results.json`
@@ -184,6 +192,7 @@ def render_model_card(
         "training_summary": info.summary,
         "max_duration": f"{max_duration_s or 0:g}",
         "training_setup": training_setup(config, eval_results, text_padding),
+        "onnx_section": ONNX_SECTION if onnx else "",
     }
     values["dataset_section"] = Template(_template(f"{dataset}.md")).substitute(values).strip()
     body = Template(_template("card.md")).substitute(values)
@@ -213,10 +222,16 @@ def find_checkpoint(output_dir: Path) -> tuple[Path, dict[str, float]]:
 
 
 def stage_model_repo(
-    output_dir: Path, out_dir: Path, repo_id: str, dataset: str = "generic", license: str | None = None
+    output_dir: Path,
+    out_dir: Path,
+    repo_id: str,
+    dataset: str = "generic",
+    license: str | None = None,
+    onnx: bool = False,
 ):
     """Write to `out_dir` exactly what goes to the model repo: the inference export (no CSL legs), README.md,
-    handler.py, requirements.txt and eval_results.json."""
+    handler.py, requirements.txt and eval_results.json; with `onnx`, also `onnx/model.onnx` and
+    `onnx/model_quantized.onnx` (`crab export-onnx`; needs the onnx extra)."""
     from .export import export_for_inference
     from .modeling_crab import CrabForEmotionClassification
     from .processing_crab import CrabProcessor
@@ -230,9 +245,13 @@ def stage_model_repo(
             f"'{checkpoint}' has no saved CrabProcessor ({error}); save the processor there"
         ) from None
     export_for_inference(model, processor, out_dir)
+    if onnx:
+        from .onnx_export import export_checkpoint
+
+        export_checkpoint(out_dir)
     config = json.loads((out_dir / "config.json").read_text())
     card = render_model_card(
-        config, eval_results, repo_id, dataset, license, processor.max_duration_s, processor.text_padding
+        config, eval_results, repo_id, dataset, license, processor.max_duration_s, processor.text_padding, onnx
     )
     card.save(out_dir / "README.md")
     for name in ("handler.py", "requirements.txt"):

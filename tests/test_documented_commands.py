@@ -128,11 +128,19 @@ def run_module(command: str, workdir: Path) -> None:
 
 
 def run_crab(command: str, workdir: Path) -> None:
-    """`crab predict FILE --text ... --model DIR`: tiny export at DIR, tones at the FILEs."""
+    """`crab predict FILE --text ... --model DIR`: tiny export at DIR (with its ONNX graphs for `--backend onnx*`),
+    tones at the FILEs. `crab export-onnx DIR ...`: tiny export at DIR."""
     from modeling_crab.cli import main
 
     argv = _argv(command, "crab")
-    _tiny_export(workdir / argv[argv.index("--model") + 1])
+    if argv[0] == "export-onnx":
+        _tiny_export(workdir / argv[1])
+        assert main(argv) == 0, command
+        return
+    model_dir = workdir / argv[argv.index("--model") + 1]
+    _tiny_export(model_dir)
+    if "--backend" in argv and argv[argv.index("--backend") + 1].startswith("onnx"):
+        assert main(["export-onnx", str(model_dir)]) == 0
     for arg in argv:
         if arg.endswith(".wav"):
             write_tone(workdir / arg, 200.0, 1.0)
@@ -158,15 +166,16 @@ def _kind(command: str) -> str:
         return "train"
     if command.startswith("python -m modeling_crab."):
         return "module"
-    if command.startswith("crab predict "):
+    if command.startswith(("crab predict ", "crab export-onnx ")):
         return "crab"
     return "unknown"
 
 
 def _is_slow(command: str) -> bool:
-    """Training commands (10-60 s each on 2 cores: corpus, tiny model, a step, export) and the LOSO driver run in the
-    full suite (`bash scripts/test.sh`); `--help` and the other modules in the fast one."""
-    return (_kind(command) == "train" and "--help" not in command) or "iemocap_loso" in command
+    """Training commands (10-60 s each on 2 cores: corpus, tiny model, a step, export), ONNX exports (40 s) and the
+    LOSO driver run in the full suite (`bash scripts/test.sh`); `--help` and the other modules in the fast one."""
+    exports_onnx = _kind(command) == "crab" and ("export-onnx" in command or "--backend onnx" in command)
+    return (_kind(command) == "train" and "--help" not in command) or "iemocap_loso" in command or exports_onnx
 
 
 def test_every_command_is_run():

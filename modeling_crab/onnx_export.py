@@ -1,0 +1,247 @@
+"""ONNX export of the inference model and onnxruntime inference (the `onnx` extra: `pip install "crab-ser[onnx]"`).
+
+The graph is the inference model (no CSL legs) from the processor's four tensors to the logits, with dynamic batch,
+audio length and token length; padding masks are inputs, so a padded batch scores as one-by-one calls do. The
+processor stays in Python and is shared with the PyTorch path.
+
+Exporter: torch's `torch.export`-based ONNX exporter (opset 18). Its generic GRU decomposition fails on the head's
+recurrences, and packed sequences are data-dependent; so for export each unimodal block's GRU becomes one marker op,
+`crab::masked_bigru`, translated to ONNX's own bidirectional `GRU` with `sequence_lens`, which reads each utterance
+to its own length in both directions: the function the head computes in PyTorch.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .configuration_crab import min_audio_samples
+from .pipeline_crab import BACKENDS, OnnxCrabSession
+
+OPSET = 18
+# beside the safetensors in an export or a Hub repo, as repos that serve several runtimes do; the pipeline's
+# `backend=` names read them
+ONNX_FOLDER, MODEL_FILE = BACKENDS["onnx"].split("/")
+QUANTIZED_FILE = BACKENDS["onnx-int8"].split("/")[1]
+INPUT_NAMES = ("input_values", "attention_mask", "input_ids", "text_attention_mask")
+
+
+@torch.library.custom_op("crab::masked_bigru", mutates_args=())
+def masked_bigru(
+    x: torch.Tensor, lengths: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: torch.Tensor, hidden_size: int
+) -> torch.Tensor:
+    """(B, T, H), lengths (B,) -> (B, T, 2h): a 1-layer bidirectional GRU reading each row to its length (zeros
+    after it), with ONNX `GRU`'s weights `w` (2, 3h, H), `r` (2, 3h, h), `b` (2, 6h). A marker for export only: in
+    PyTorch the model computes this with `CrabUnimodalBlock.recurrence`."""
+    raise RuntimeError("crab::masked_bigru is an export marker; run the model itself in PyTorch")
+
+
+@masked_bigru.register_fake
+def _(x, lengths, w, r, b, hidden_size):
+    return x.new_empty(x.shape[0], x.shape[1], 2 * hidden_size)
+
+
+def _onnx_masked_bigru(x, lengths, w, r, b, hidden_size: int):
+    """`crab::masked_bigru` as ONNX `GRU` (`linear_before_reset=1` is PyTorch's formula for the new gate)."""
+    from onnxscript import opset18 as op
+
+    y, _ = op.GRU(
+        op.Transpose(x, perm=[1, 0, 2]),  # (T, B, H)
+        w,
+        r,
+        b,
+        op.Cast(lengths, to=6),  # int32
+        direction="bidirectional",
+        hidden_size=hidden_size,
+        linear_before_reset=1,
+    )  # (T, 2, B, h); zeros past each row's length
+    y = op.Transpose(y, perm=[2, 0, 1, 3])  # (B, T, 2, h)
+    return op.Reshape(y, op.Concat(op.Shape(y, start=0, end=2), op.Constant(value_ints=[-1]), axis=0))
+
+
+def _onnx_gru_weights(gru: nn.GRU) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """nn.GRU's parameters as ONNX `GRU` inputs W (2, 3h, H), R (2, 3h, h), B (2, 6h): directions stacked
+    (forward, reverse) and gates reordered from PyTorch's (r, z, n) to ONNX's (z, r, h). Computed on the
+    parameters, so the exported graph holds them as constants."""
+    h = gru.hidden_size
+
+    def zrh(tensor: torch.Tensor) -> torch.Tensor:
+        return torch.cat([tensor[h : 2 * h], tensor[:h], tensor[2 * h :]])
+
+    def stacked(name: str) -> torch.Tensor:
+        return torch.stack([zrh(getattr(gru, f"{name}_l0")), zrh(getattr(gru, f"{name}_l0_reverse"))])
+
+    bias = torch.cat([stacked("bias_ih"), stacked("bias_hh")], dim=1)
+    return stacked("weight_ih"), stacked("weight_hh"), bias
+
+
+def _marker_recurrence(block: nn.Module):
+    """A `recurrence(x, mask)` for `block` that calls the export marker (every row full length without a mask)."""
+    gru = block.gru
+
+    def recurrence(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if mask is None:
+            lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.int32, device=x.device)
+        else:
+            lengths = mask.sum(dim=1).to(torch.int32)
+        return torch.ops.crab.masked_bigru(x, lengths, *_onnx_gru_weights(gru), gru.hidden_size)
+
+    return recurrence
+
+
+@contextmanager
+def _exportable(model: nn.Module) -> Iterator[None]:
+    """Within: each unimodal block's `recurrence` calls the export marker. Restored after, whatever happens
+    (including an instance override such as `run_in_fp32_under_autocast`'s)."""
+    from .modeling_crab import CrabUnimodalBlock
+
+    blocks = [module for module in model.modules() if isinstance(module, CrabUnimodalBlock)]
+    saved = [vars(block).get("recurrence") for block in blocks]
+    for block in blocks:
+        block.recurrence = _marker_recurrence(block)
+    try:
+        yield
+    finally:
+        for block, recurrence in zip(blocks, saved):
+            if recurrence is None:
+                del block.recurrence
+            else:
+                block.recurrence = recurrence
+
+
+class _LogitsOnly(nn.Module):
+    """The four processor tensors -> logits (B, C): the graph's one output."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_values, attention_mask, input_ids, text_attention_mask):
+        return self.model(
+            input_values=input_values,
+            attention_mask=attention_mask,
+            input_ids=input_ids,
+            text_attention_mask=text_attention_mask,
+            output_csl_embeddings=False,
+        ).logits
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = OPSET) -> Path:
+    """Write `model` (a `CrabForEmotionClassification`; its CSL legs are not used) as ONNX to `path`: inputs
+    `INPUT_NAMES` with dynamic batch, samples and tokens, output `logits` (B, C). Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = getattr(model, "module", model).eval()
+    batch, samples = (
+        torch.export.Dim("batch"),
+        torch.export.Dim("samples", min=min_audio_samples(model.config.audio_config)),
+    )
+    tokens = torch.export.Dim("tokens", min=2)
+    example = _example_inputs(model)
+    dynamic_shapes = {
+        "input_values": {0: batch, 1: samples},
+        "attention_mask": {0: batch, 1: samples},
+        "input_ids": {0: batch, 1: tokens},
+        "text_attention_mask": {0: batch, 1: tokens},
+    }
+    with torch.no_grad(), _exportable(model), warnings.catch_warnings():
+        # the exporter names each dynamic axis once and warns about the inputs that share it (attention masks)
+        warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)
+        program = torch.onnx.export(
+            _LogitsOnly(model),
+            tuple(example[name] for name in INPUT_NAMES),
+            input_names=list(INPUT_NAMES),
+            output_names=["logits"],
+            dynamic_shapes=dynamic_shapes,
+            opset_version=opset,
+            dynamo=True,
+            custom_translation_table={torch.ops.crab.masked_bigru.default: _onnx_masked_bigru},
+            optimize=True,
+            verbose=False,
+        )
+    program.save(str(path))
+    return path
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    quantize: bool = True,
+    revision: str | None = None,
+    opset: int = OPSET,
+) -> list[Path]:
+    """Export a Crab model (an export folder, train.py's `--output_dir`, or a Hub repo id) to `onnx/model.onnx` and,
+    with `quantize`, `onnx/model_quantized.onnx` (int8), in `out_dir` (default: the checkpoint's own folder).
+    A new `out_dir` also gets the inference export (safetensors, config, processor), so it serves both runtimes, as
+    a Hub repo does. Returns the ONNX files."""
+    from .export import export_for_inference
+    from .modeling_crab import CrabForEmotionClassification
+    from .processing_crab import CrabProcessor
+
+    source = Path(checkpoint)
+    if (source / "inference" / "config.json").is_file():
+        source = source / "inference"
+    local = source.is_dir()
+    if local and not (source / "config.json").is_file():
+        raise FileNotFoundError(
+            f"'{checkpoint}' has no config.json; pass an export folder, train.py's --output_dir or a Hub repo id"
+        )
+    if out_dir is None and not local:
+        raise ValueError(f"'{checkpoint}' is not a local folder; pass an output folder to export the Hub model into")
+    out = source if out_dir is None else Path(out_dir)
+    model = CrabForEmotionClassification.from_pretrained(str(source), revision=revision).eval()
+    if out.resolve() != source.resolve():
+        processor = CrabProcessor.from_pretrained(str(source), revision=revision)
+        export_for_inference(model, processor, out)
+    written = [export_onnx(model, out / ONNX_FOLDER / MODEL_FILE, opset)]
+    if quantize:
+        written.append(quantize_onnx(written[0], out / ONNX_FOLDER / QUANTIZED_FILE))
+    return written
+
+
+def _example_inputs(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A padded batch of two, for tracing: rows of different lengths so no size is specialised to a constant."""
+    config = model.config.text_config
+    generator = torch.Generator().manual_seed(0)
+    samples = 8 * min_audio_samples(model.config.audio_config)
+    input_values = torch.randn(2, samples, generator=generator) * 0.1
+    attention_mask = torch.ones(2, samples, dtype=torch.long)
+    attention_mask[1, samples * 2 // 3 :] = 0
+    input_ids = torch.randint(3, config.vocab_size, (2, 7), generator=generator)
+    input_ids[:, 0], input_ids[0, -1], input_ids[1, 4] = config.bos_token_id, config.eos_token_id, config.eos_token_id
+    input_ids[1, 5:] = config.pad_token_id
+    text_attention_mask = (input_ids != config.pad_token_id).long()
+    return {
+        "input_values": input_values,
+        "attention_mask": attention_mask,
+        "input_ids": input_ids,
+        "text_attention_mask": text_attention_mask,
+    }
+
+
+def quantize_onnx(path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+    """int8 dynamic quantization of the linear layers (MatMul/Gemm weights; activations quantized per call):
+    onnxruntime's quantizer. The convolutions (the speech CNN) and the GRUs stay fp32."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out_path = Path(out_path)
+    quantize_dynamic(Path(path), out_path, op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
+    return out_path
+
+
+__all__ = [
+    "OPSET",
+    "ONNX_FOLDER",
+    "MODEL_FILE",
+    "QUANTIZED_FILE",
+    "export_checkpoint",
+    "export_onnx",
+    "quantize_onnx",
+    "OnnxCrabSession",
+]

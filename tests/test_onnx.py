@@ -1,0 +1,197 @@
+"""ONNX export and onnxruntime inference: the same scores as PyTorch, batched or one by one, and the int8 graph's
+cost measured against fp32."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import SENTENCES
+
+pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
+pytest.importorskip("onnxscript", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
+
+from modeling_crab import CrabForEmotionClassification, CrabProcessor  # noqa: E402
+from modeling_crab.cli import main  # noqa: E402
+from modeling_crab.configuration_crab import min_audio_samples  # noqa: E402
+from modeling_crab.onnx_export import (  # noqa: E402
+    MODEL_FILE,
+    ONNX_FOLDER,
+    QUANTIZED_FILE,
+    OnnxCrabSession,
+    export_checkpoint,
+)
+
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_export, tmp_path_factory):
+    """(model, processor, fp32 session, int8 session, files): the tiny export through `crab export-onnx` into a new
+    folder, once per module."""
+    model, processor, checkpoint = tiny_export
+    out = tmp_path_factory.mktemp("onnx-export") / "served"
+    assert main(["export-onnx", str(checkpoint.parent), str(out)]) == 0  # train.py's --output_dir holds inference/
+    files = [out / ONNX_FOLDER / MODEL_FILE, out / ONNX_FOLDER / QUANTIZED_FILE]
+    return model, processor, OnnxCrabSession(files[0]), OnnxCrabSession(files[1]), files
+
+
+def varied_inputs(model, seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
+    """Clips from the CNN's one-frame minimum to 3 s, one silent-ish, transcripts short, long and empty."""
+    rng = np.random.default_rng(seed)
+    shortest = min_audio_samples(model.config.audio_config)
+    lengths = [shortest, shortest + 1, 7_919, 16_000, 48_000]
+    waveforms = [
+        rng.standard_normal(n).astype(np.float32) * scale for n, scale in zip(lengths, (0.3, 0.1, 1e-3, 0.1, 0.5))
+    ]
+    texts = ["", SENTENCES[0], SENTENCES[2] * 3, SENTENCES[3], SENTENCES[1]]
+    return waveforms, texts
+
+
+def torch_logits(model, batch) -> np.ndarray:
+    with torch.no_grad():
+        return model(**batch).logits.numpy()
+
+
+def test_onnx_scores_equal_pytorch_batched_and_one_by_one(exported):
+    model, processor, session, _, _ = exported
+    waveforms, texts = varied_inputs(model)
+    batch = processor(audio=waveforms, text=texts, sampling_rate=16000, max_duration_s=None, return_tensors="pt")
+    np.testing.assert_allclose(session(**batch), torch_logits(model, batch), atol=1e-4, rtol=0)
+    for waveform, text in zip(waveforms, texts):
+        one = processor(audio=[waveform], text=[text], sampling_rate=16000, max_duration_s=None, return_tensors="pt")
+        np.testing.assert_allclose(session(**one), torch_logits(model, one), atol=1e-4, rtol=0)
+
+
+def test_a_padded_batch_scores_as_its_rows_alone(exported):
+    model, processor, session, _, _ = exported
+    waveforms, texts = varied_inputs(model, seed=1)
+    batch = processor(audio=waveforms, text=texts, sampling_rate=16000, max_duration_s=None, return_tensors="np")
+    alone = [
+        session(**processor(audio=[w], text=[t], sampling_rate=16000, max_duration_s=None, return_tensors="np"))[0]
+        for w, t in zip(waveforms, texts)
+    ]
+    np.testing.assert_allclose(session(**batch), np.stack(alone), atol=1e-5, rtol=0)
+
+
+def test_int8_stores_the_linear_weights_in_int8_and_stays_close_to_fp32(exported):
+    import onnx
+
+    model, processor, session, quantized, files = exported
+    encoder_linears = [
+        module for module in model.crab.modules() if isinstance(module, torch.nn.Linear) and module.weight.shape[0] > 1
+    ]
+    int8 = [i for i in onnx.load(str(files[1])).graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert len(int8) >= len(encoder_linears) - 4  # all but the cross-attention projections (MHA splits them)
+    waveforms, texts = varied_inputs(model, seed=2)
+    batch = processor(audio=waveforms, text=texts, sampling_rate=16000, max_duration_s=None, return_tensors="np")
+    fp32_scores = torch.from_numpy(session(**batch)).softmax(-1)
+    int8_scores = torch.from_numpy(quantized(**batch)).softmax(-1)
+    assert (fp32_scores - int8_scores).abs().max() < 2e-2
+
+
+def test_export_leaves_the_pytorch_model_as_it_was(tiny_config, tiny_batch):
+    """During export each GRU calls the ONNX marker; afterwards every block computes as before, its own overrides
+    (the fp32-under-autocast one) included."""
+    from modeling_crab.modeling_crab import CrabUnimodalBlock
+    from modeling_crab.onnx_export import _exportable
+
+    tiny_config.fp32_under_autocast = ["gru"]
+    model = CrabForEmotionClassification(tiny_config).eval()
+    inputs = {k: v for k, v in tiny_batch.items() if k != "labels"}
+    blocks = [m for m in model.modules() if isinstance(m, CrabUnimodalBlock)]
+    before = [vars(block).get("recurrence") for block in blocks]
+    expected = torch_logits(model, inputs)
+    with _exportable(model):
+        with pytest.raises(RuntimeError, match="export marker"):
+            torch_logits(model, inputs)
+    assert [vars(block).get("recurrence") for block in blocks] == before and before[0] is not None
+    np.testing.assert_array_equal(torch_logits(model, inputs), expected)
+
+
+def test_a_new_folder_serves_both_runtimes(exported, tmp_path, capsys):
+    model, processor, _, _, files = exported
+    folder = files[0].parent.parent
+    assert {f.name for f in files} == {MODEL_FILE, QUANTIZED_FILE} and files[0].parent.name == ONNX_FOLDER
+    assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    assert CrabProcessor.from_pretrained(folder).max_duration_s == processor.max_duration_s
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        export_checkpoint(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["export-onnx", str(tmp_path / "missing")])
+    assert "CHECKPOINT" in capsys.readouterr().err
+
+
+def test_the_session_names_a_missing_input(exported):
+    _, processor, session, _, _ = exported
+    audio_only = processor(audio=[np.zeros(8000, np.float32) + 0.1], sampling_rate=16000, return_tensors="np")
+    audio_only.pop("input_ids", None)
+    with pytest.raises(ValueError, match="needs 'input_ids'"):
+        session(**audio_only)
+
+
+def test_the_pipeline_and_crab_predict_serve_the_onnx_graphs(exported, tmp_path, capsys):
+    """backend='onnx' gives the PyTorch answers (long audio in the same windows); onnx-int8 stays close."""
+    from transformers import pipeline
+
+    folder = exported[4][0].parent.parent
+    classify = pipeline("speech-emotion-recognition", model=str(folder), trust_remote_code=True, device="cpu")
+    rng = np.random.default_rng(3)
+    long_audio = rng.standard_normal(16000 * 5).astype(np.float32) * 0.1  # 5 s: three windows of the 2 s crop
+    inputs = [long_audio, {"raw": rng.standard_normal(12000).astype(np.float32) * 0.1, "sampling_rate": 16000}]
+    texts = [SENTENCES[0], ""]
+    reference = classify(inputs, text=texts, return_windows=True)
+    onnx = classify(inputs, text=texts, return_windows=True, backend="onnx")
+    int8 = classify(inputs, text=texts, backend="onnx-int8")
+    for ref, got, quantized in zip(reference, onnx, int8):
+        assert [w["start"] for w in got["windows"]] == [w["start"] for w in ref["windows"]]
+        ref_scores = {s["label"]: s["score"] for s in ref["aggregate"]}
+        assert max(abs(s["score"] - ref_scores[s["label"]]) for s in got["aggregate"]) < 1e-5
+        assert max(abs(s["score"] - ref_scores[s["label"]]) for s in quantized) < 2e-2
+    with pytest.raises(ValueError, match="runs fp32"):
+        classify(long_audio, text="x", backend="onnx", precision="bf16")
+    with pytest.raises(ValueError, match="backend='tensorrt'"):
+        classify(long_audio, text="x", backend="tensorrt")
+
+    wav = tmp_path / "clip.wav"
+    import soundfile as sf
+
+    sf.write(wav, long_audio, 16000)
+    assert (
+        main(["predict", str(wav), "--text", SENTENCES[0], "--model", str(folder), "--backend", "onnx", "--json"]) == 0
+    )
+    printed = json.loads(capsys.readouterr().out)[0]["scores"]
+    ref_scores = {s["label"]: s["score"] for s in reference[0]["aggregate"]}
+    assert max(abs(s["score"] - ref_scores[s["label"]]) for s in printed) < 1e-5
+
+
+def test_a_model_without_onnx_graphs_says_how_to_make_them(tiny_export):
+    from transformers import pipeline
+
+    _, _, checkpoint = tiny_export
+    if (checkpoint / ONNX_FOLDER).exists():
+        pytest.skip("this module's export already has graphs")
+    classify = pipeline("speech-emotion-recognition", model=str(checkpoint), trust_remote_code=True, device="cpu")
+    with pytest.raises(FileNotFoundError, match="crab export-onnx"):
+        classify(np.full(8000, 0.1, np.float32), text="x", backend="onnx")
+
+
+@pytest.mark.slow
+def test_push_to_hub_publishes_the_onnx_graphs_with_the_card_saying_how_to_use_them(tiny_export, tmp_path):
+    from test_publish import push_to_hub_main
+
+    _, _, checkpoint = tiny_export
+    staged = tmp_path / "staged"
+    assert push_to_hub_main([str(checkpoint.parent), "--repo-id", "you/crab", "--onnx", "--dry-run", str(staged)]) == 0
+    model_repo = staged / "model"
+    assert (model_repo / ONNX_FOLDER / MODEL_FILE).is_file() and (model_repo / ONNX_FOLDER / QUANTIZED_FILE).is_file()
+    card = (model_repo / "README.md").read_text()
+    assert 'backend="onnx"' in card and "onnx/model_quantized.onnx" in card
+    without = tmp_path / "without"
+    assert push_to_hub_main([str(checkpoint.parent), "--repo-id", "you/crab", "--dry-run", str(without)]) == 0
+    assert (
+        not (without / "model" / ONNX_FOLDER).exists()
+        and "backend=" not in (without / "model" / "README.md").read_text()
+    )
