@@ -12,6 +12,6 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       || echo "could not install ${missing[*]}; the tests that need them will be skipped"
   fi
 fi
-. scripts/venv.sh "dev,space"
+. scripts/venv.sh "dev,space,onnx"
 ruff check .
 python -m pytest -q "$@"
