@@ -328,6 +328,12 @@ class CrabProcessor(ProcessorMixin):
         # the folder's config.json names the Crab model code in `auto_map`; the tokenizer and feature extractor
         # need none of it, so loading them should not ask whether to run it
         kwargs.setdefault("trust_remote_code", False)
+        # the tokenizer's loader reads config.json: known as a Crab config, it is not taken for an unknown model
+        from transformers import AutoConfig
+
+        from .configuration_crab import CrabConfig
+
+        AutoConfig.register(CrabConfig.model_type, CrabConfig, exist_ok=True)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @property

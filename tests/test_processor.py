@@ -138,3 +138,16 @@ def test_settings_and_statistics_survive_save_and_load(tiny_processor, tmp_path)
     for key in ("input_values", "attention_mask", "input_ids", "text_attention_mask"):
         torch.testing.assert_close(a[key], b[key])
     assert a["input_values"].shape[1] == 6 * 16000
+
+
+def test_loading_beside_a_crab_config_warns_of_no_unknown_model(tiny_processor, tiny_config, tmp_path):
+    """The tokenizer's loader reads the folder's config.json; a Crab config must not be reported as an unknown
+    model type."""
+    from transformers.configuration_utils import logger
+    from transformers.testing_utils import CaptureLogger
+
+    tiny_config.save_pretrained(tmp_path)
+    tiny_processor.save_pretrained(tmp_path)
+    with CaptureLogger(logger) as captured:
+        CrabProcessor.from_pretrained(tmp_path)
+    assert "instantiate a model of type" not in captured.out
