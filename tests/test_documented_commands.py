@@ -56,22 +56,24 @@ def workdir(tmp_path, monkeypatch):
 
 
 def _release_tree(kind: str, root: Path) -> Path:
-    import test_recipes
+    import fake_corpora
+
+    from modeling_crab.recipes import meld
 
     if kind == "iemocap":
-        tree = test_recipes.make_iemocap(root / "IEMOCAP_full_release")
+        tree = fake_corpora.make_iemocap(root / "IEMOCAP_full_release")
         for clip in tree.rglob("*.wav"):  # 1 s instead of 0.1 s: enough frames for WavLM's time masking in training
             write_tone(clip, 200.0, 1.0)
         return tree
     if kind == "msp":
-        return test_recipes.make_msp(root / "MSP-PODCAST")
-    if not test_recipes.HAS_FFMPEG:
+        return fake_corpora.make_msp(root / "MSP-PODCAST")
+    if not fake_corpora.HAS_FFMPEG:
         pytest.skip("the MELD converter needs ffmpeg")
-    meld_root = test_recipes.make_meld_csvs(root / "MELD.Raw")
+    meld_root = fake_corpora.make_meld_csvs(root / "MELD.Raw")
     clips = {"train": ["dia0_utt0", "dia0_utt1", "dia1_utt0"], "dev": ["dia0_utt0"], "test": ["dia0_utt0"]}
     for split, names in clips.items():
         for name in names:
-            test_recipes.make_clip(meld_root / test_recipes.meld.SPLITS[split][1] / f"{name}.mp4", 0.5)
+            fake_corpora.make_clip(meld_root / meld.SPLITS[split][1] / f"{name}.mp4", 0.5)
     return meld_root
 
 

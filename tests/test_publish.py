@@ -4,7 +4,6 @@ contract, and a clear failure offline that keeps the export."""
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hub_user import hub_user_env, run_as_hub_user
+from hub_user import hub_user_env, push_to_hub_main, run_as_hub_user
 from huggingface_hub import ModelCard
 from safetensors import safe_open
 
@@ -33,13 +32,6 @@ EVAL_RESULTS = {  # what train.py writes (values with 4 decimals, as the card ro
     "test_uar": 0.5702,
     "test_runtime": 3.2,
 }
-
-
-def push_to_hub_main(argv: list[str]) -> int:
-    spec = importlib.util.spec_from_file_location("push_to_hub", ROOT / "push_to_hub.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(argv)
 
 
 @pytest.fixture

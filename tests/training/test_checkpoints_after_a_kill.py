@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 from training_helpers import write_corpus
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STEPS, SAVE_EVERY = 24, 8  # 4 labels x 5 clips / batch 4 = 5 steps an epoch: checkpoint-8 is mid-epoch
 
 

@@ -3,6 +3,7 @@ checkpoint (or the Space app, or the Endpoints handler) must bring its own code.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -44,3 +45,13 @@ def run_as_hub_user(script: str, work_dir: Path, *args: str, timeout: int = 300,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(out.read_text())
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def push_to_hub_main(argv: list[str]) -> int:
+    spec = importlib.util.spec_from_file_location("push_to_hub", ROOT / "push_to_hub.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)

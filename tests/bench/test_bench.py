@@ -16,7 +16,7 @@ import torch
 # each run starts the benchmark scripts in subprocesses (1-2 minutes on 2 cores): `bash scripts/test.sh` runs them
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _bench_process(script: str, *args: str) -> subprocess.CompletedProcess:

@@ -15,8 +15,8 @@ from mlcs_gather_worker import embed, global_batch, make_model
 
 from modeling_crab.losses import mlcs_loss
 
-TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
+SUPPORT = Path(__file__).resolve().parents[1] / "support"
+ROOT = SUPPORT.parents[1]
 
 
 def _free_port() -> int:
@@ -26,7 +26,7 @@ def _free_port() -> int:
 
 
 def _environment() -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(SUPPORT), os.environ.get("PYTHONPATH", "")]))
     env.update(OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME=os.environ.get("GLOO_SOCKET_IFNAME", "lo"))
     return env
 
@@ -34,7 +34,7 @@ def _environment() -> dict[str, str]:
 def test_gathered_mlcs_loss_and_gradients_equal_one_process_on_the_concatenated_batch(tmp_path):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(_free_port()), str(TESTS / "mlcs_gather_worker.py"), str(tmp_path),
+        "--master_port", str(_free_port()), str(SUPPORT / "mlcs_gather_worker.py"), str(tmp_path),
     ]  # fmt: skip
     completed = subprocess.run(command, env=_environment(), capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]

@@ -180,7 +180,7 @@ def test_a_model_without_onnx_graphs_says_how_to_make_them(tiny_export):
 
 @pytest.mark.slow
 def test_push_to_hub_publishes_the_onnx_graphs_with_the_card_saying_how_to_use_them(tiny_export, tmp_path):
-    from test_publish import push_to_hub_main
+    from hub_user import push_to_hub_main
 
     _, _, checkpoint = tiny_export
     staged = tmp_path / "staged"

@@ -50,7 +50,7 @@ def load_train_script():
 
     if "crab_train_script" in sys.modules:
         return sys.modules["crab_train_script"]
-    path = Path(__file__).resolve().parents[1] / "train.py"
+    path = Path(__file__).resolve().parents[2] / "train.py"
     spec = importlib.util.spec_from_file_location("crab_train_script", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
