@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import Wav2Vec2FeatureExtractor
+from transformers import Wav2Vec2FeatureExtractor, pipeline
 
 from modeling_crab import CrabProcessor
 from modeling_crab.training.tiny import build_tiny_tokenizer, tiny_crab_config
@@ -92,3 +92,22 @@ def tiny_export(tiny_tokenizer, tmp_path_factory):
     processor.set_waveform_stats(0.0, 0.3)
     checkpoint = export_for_inference(model, processor, tmp_path_factory.mktemp("crab") / "inference")
     return model, processor, checkpoint
+
+
+@pytest.fixture(scope="module")
+def crab(tiny_export):
+    """For the bad-input tests (`*_bad_input.py`): A tiny random model, its processor (2 s crop, global statistics), a pipeline over them and their export."""
+    model, processor, checkpoint = tiny_export
+    pipe = pipeline("speech-emotion-recognition", model=model, processor=processor, device="cpu")
+    return model, processor, pipe, checkpoint
+
+
+@pytest.fixture(scope="module")
+def resumable_run(tmp_path_factory):
+    """A manifest and a finished 4-step run that saved a checkpoint at every step."""
+    from training_helpers import load_train_script, run_argv, write_corpus
+
+    root = tmp_path_factory.mktemp("resumable")
+    manifest = write_corpus(root / "corpus", {"train": 1, "dev": 1})
+    load_train_script().main(run_argv(manifest, root / "run"))
+    return manifest, root / "run"

@@ -236,3 +236,16 @@ def test_the_readme_checkpoint_snippet_runs_quietly(tmp_path):
     noise = [line for line in done.stderr.splitlines() if "Loading weights" not in line and line.strip()]
     assert noise == [], noise
     assert done.stdout.startswith("{'") and done.stdout.count("\n") == 1
+
+
+def test_every_row_of_the_bad_input_table_is_a_test():
+    """docs/bad_input.md names one test per row; the tests of bad input live beside each module's tests, in
+    `*_bad_input.py`, and each of them is a row of the table."""
+    table = (ROOT / "docs" / "bad_input.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| input")]
+    named = [re.findall(r"`(test_\w+)`", row) for row in rows]
+    assert all(len(names) == 1 for names in named), [row for row, names in zip(rows, named) if len(names) != 1]
+    documented = {names[0] for names in named}
+    files = sorted((ROOT / "tests").rglob("*_bad_input.py"))
+    defined = {name for path in files for name in re.findall(r"^def (test_\w+)", path.read_text(), re.M)}
+    assert len(files) >= 8 and documented == defined, (documented - defined, defined - documented)

@@ -70,3 +70,12 @@ def tiny_datasets(manifest: Path, max_duration_s: float = 12.0):
         CrabAudioTextDataset(select_split(utterances, split), label2id, max_duration_s, scan.num_samples)
         for split in ("train", "dev")
     ) + (scan,)
+
+
+def run_argv(manifest, out, *extra) -> list[str]:
+    """train.py arguments of a tiny 4-step run that saves a checkpoint at every step."""
+    argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(out), "--max_steps", "4"]
+    argv += ["--save_strategy", "steps", "--save_steps", "1", "--eval_strategy", "no"]
+    argv += ["--load_best_model_at_end", "False", "--max_duration_s", "0.5", "--disable_tqdm", "True"]
+    argv += ["--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1", "--save_total_limit", "5"]
+    return argv + list(extra)

@@ -1,0 +1,90 @@
+"""Bad input to checkpoints saved again or pushed: each case is handled as docs/bad_input.md says or stopped by an
+error that names the input and the fix. Every test here is a row of that table, under the same name."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from bad_input import SR, noise, write
+from transformers import pipeline
+
+from modeling_crab.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")  # many small forward passes (conftest)
+
+
+# ---- Checkpoints that keep working
+RESAVE_AND_PUSH = """
+import shutil, sys
+import numpy as np
+import transformers.utils.hub as hub
+from transformers import AutoModelForAudioClassification, AutoProcessor, pipeline
+
+source, resaved, pushed = sys.argv[1:4]
+model = AutoModelForAudioClassification.from_pretrained(source, trust_remote_code=True)
+processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
+model.save_pretrained(resaved)
+processor.save_pretrained(resaved)
+
+
+class Repo:  # push_to_hub, offline: the folder it would upload is copied to `pushed`
+    repo_id = "user/crab"
+
+
+hub.hf_api = lambda: type("Api", (), {"create_repo": lambda self, *a, **k: Repo()})()
+hub.create_and_tag_model_card = lambda *a, **k: type("Card", (), {"save": lambda self, path: None})()
+hub.PushToHubMixin._upload_modified_files = lambda self, folder, *a, **k: shutil.copytree(
+    folder, pushed, dirs_exist_ok=True
+)
+model.push_to_hub("user/crab")
+processor.push_to_hub("user/crab")
+
+audio = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+scores = {}
+for name, folder in (("source", source), ("resaved", resaved), ("pushed", pushed)):
+    pipe = pipeline("speech-emotion-recognition", model=folder, trust_remote_code=True, device="cpu")
+    scores[name] = {s["label"]: s["score"] for s in pipe(audio, text="i miss her")}
+try:
+    pipeline("audio-classification", model=source, trust_remote_code=True, device="cpu")(audio)
+    generic = "worked"
+except ValueError as error:
+    generic = str(error)
+import json
+json.dump({"scores": scores, "generic": generic}, open(OUT, "w"))
+"""
+
+
+def test_checkpoint_saved_again_or_pushed_keeps_working(crab, tmp_path):
+    """Loaded with trust_remote_code where the package is not installed, then saved again and pushed: both keep
+    the pipeline code, and classify like the original; the generic audio-classification pipeline names the task
+    and text=."""
+    from hub_user import run_as_hub_user
+
+    _, _, _, checkpoint = crab
+    resaved, pushed = tmp_path / "resaved", tmp_path / "pushed"
+    result = run_as_hub_user(RESAVE_AND_PUSH, tmp_path, checkpoint, resaved, pushed)
+    for folder in (resaved, pushed):
+        assert (folder / "pipeline_crab.py").is_file() and (folder / "processing_crab.py").is_file()
+        config = json.loads((folder / "config.json").read_text())
+        assert "speech-emotion-recognition" in config["custom_pipelines"]
+    for name in ("resaved", "pushed"):
+        assert result["scores"][name] == pytest.approx(result["scores"]["source"], abs=1e-6)
+    assert "pipeline('speech-emotion-recognition'" in result["generic"] and "text=" in result["generic"]
+
+
+def test_model_called_without_a_transcript(crab):
+    model, processor, _, _ = crab
+    batch = processor(audio=[noise(0.5)], sampling_rate=SR)
+    with pytest.raises(ValueError, match=r"no input_ids.*speech-emotion-recognition.*text="):
+        model(input_values=batch["input_values"], attention_mask=batch["attention_mask"])
+
+
+def test_train_output_folder_loads_with_the_pipeline_and_the_cli(resumable_run, tmp_path, capsys):
+    """train.py's top-level output folder (what --push_to_hub uploads) is a whole checkpoint too."""
+    _, run = resumable_run
+    pipe = pipeline("speech-emotion-recognition", model=str(run), trust_remote_code=True, device="cpu")
+    assert len(pipe(noise(0.5), text="i miss her")) == 4
+    audio = write(tmp_path / "a.wav", noise(0.5))
+    assert main(["predict", audio, "--text", "i miss her", "--model", str(run), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)[0]["scores"]) == 4

@@ -1,0 +1,245 @@
+"""Bad input to manifests and the scan before training: each case is handled as docs/bad_input.md says or stopped by an
+error that names the input and the fix. Every test here is a row of that table, under the same name."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bad_input import SR, manifest, noise, scan_problems, truncate, write
+
+from modeling_crab.manifest import ManifestError, load_manifest
+from modeling_crab.training.data import load_audio, scan_manifest
+
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")  # many small forward passes (conftest)
+
+
+# ---- Manifests (modeling_crab.training.data)
+def test_manifest_missing_file(tmp_path):
+    write(tmp_path / "ok.wav", noise(0.5))
+    message = scan_problems(manifest(tmp_path, ["a,ok.wav,hi,sad,train", "b,gone.wav,hi,sad,train"]))
+    assert "line 3 (id 'b', split 'train'): audio file '" in message and "gone.wav' not found; fix the path" in message
+
+
+def test_manifest_corrupt_file(tmp_path):
+    (tmp_path / "zero.wav").write_bytes(b"")
+    (tmp_path / "junk.wav").write_bytes(b"not audio at all" * 10)
+    message = scan_problems(manifest(tmp_path, ["a,zero.wav,hi,sad,train", "b,junk.wav,hi,sad,train"]))
+    assert "id 'a'" in message and "zero.wav' is unreadable" in message and "junk.wav' is unreadable" in message
+
+
+def test_manifest_truncated_wav_is_read_up_to_its_last_frame(tmp_path):
+    cut = truncate(Path(write(tmp_path / "whole.wav", noise(1))), tmp_path / "cut.wav")
+    scan = scan_manifest(load_manifest(manifest(tmp_path, ["a,cut.wav,hi,sad,train"])), ["sad"], num_workers=1)
+    assert 0 < scan.num_samples["a"] < SR and len(load_audio(cut)) == scan.num_samples["a"]
+
+
+def test_manifest_zero_length_audio(tmp_path):
+    write(tmp_path / "empty.wav", np.zeros(0, np.float32))
+    assert "line 2 (id 'a', split 'train'): audio '" in (
+        message := scan_problems(manifest(tmp_path, ["a,empty.wav,hi,sad,train"]))
+    )
+    assert "empty.wav' is empty" in message
+
+
+def test_manifest_warns_on_a_silent_clip(tmp_path):
+    write(tmp_path / "ok.wav", noise(0.5))
+    write(tmp_path / "silent.wav", np.zeros(SR, np.float32))
+    path = manifest(tmp_path, ["a,ok.wav,hi,sad,train", "b,silent.wav,hi,sad,train"])
+    with pytest.warns(UserWarning, match="id 'b'.*silent"):
+        scan_manifest(load_manifest(path), ["sad"], num_workers=1)
+
+
+def test_manifest_rejects_all_silent_training_audio(tmp_path):
+    write(tmp_path / "silent.wav", np.zeros(SR, np.float32))
+    assert "silent" in scan_problems(manifest(tmp_path, ["a,silent.wav,hi,sad,train"]), labels=["sad"])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_manifest_nan_and_inf_audio(tmp_path, bad):
+    audio = noise(0.5)
+    audio[7] = bad
+    write(tmp_path / "bad.wav", audio, subtype="FLOAT")
+    assert "bad.wav' contains NaN or infinite samples" in scan_problems(manifest(tmp_path, ["a,bad.wav,hi,sad,train"]))
+
+
+@pytest.mark.parametrize("rate", [8000, 44100])
+def test_manifest_audio_at_8k_and_44k_is_resampled(tmp_path, rate):
+    write(tmp_path / "a.wav", noise(1.5, rate), rate)
+    scan = scan_manifest(load_manifest(manifest(tmp_path, ["a,a.wav,hi,sad,train"])), ["sad"], num_workers=1)
+    assert abs(scan.num_samples["a"] - int(1.5 * SR)) <= 1
+
+
+@pytest.mark.parametrize("channels", [2, 6])
+def test_manifest_stereo_and_6_channel_audio_is_downmixed(tmp_path, channels):
+    multi = noise(1, channels=channels)
+    write(tmp_path / "a.wav", multi, subtype="FLOAT")
+    np.testing.assert_allclose(load_audio(tmp_path / "a.wav"), multi.mean(axis=1), atol=1e-6)
+    assert scan_manifest(load_manifest(manifest(tmp_path, ["a,a.wav,hi,sad,train"])), ["sad"]).num_samples["a"] == SR
+
+
+def test_manifest_20_minute_clip_reads_only_the_crop(tmp_path):
+    """A 20 min file (38 MB) is read only up to `max_duration_s`: allocations stay near 12 s of audio."""
+    pcm = np.random.default_rng(0).integers(-3000, 3000, 20 * 60 * SR, dtype=np.int16)
+    write(tmp_path / "long.wav", pcm)
+    del pcm
+    tracemalloc.start()
+    try:
+        waveform = load_audio(tmp_path / "long.wav", max_duration_s=12.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(waveform) == 12 * SR and peak < 16e6
+    scan = scan_manifest(load_manifest(manifest(tmp_path, ["a,long.wav,hi,sad,train"])), ["sad"], max_duration_s=12.0)
+    assert scan.num_samples["a"] == 12 * SR
+
+
+@pytest.mark.parametrize("transcript", ['""', '"   "'])
+def test_manifest_empty_or_whitespace_transcript(tmp_path, transcript):
+    write(tmp_path / "a.wav", noise(0.5))
+    message = scan_problems(manifest(tmp_path, [f"a,a.wav,{transcript},sad,train"]))
+    assert "line 2 (id 'a', split 'train'): empty transcript; write the transcript" in message
+
+
+def test_manifest_long_transcript_is_truncated_in_batches(tmp_path, tiny_processor):
+    from modeling_crab.training import CrabAudioTextDataset, CrabDataCollator
+
+    write(tmp_path / "a.wav", noise(0.5))
+    long = "that is wonderful news " * 200
+    utterances = load_manifest(manifest(tmp_path, [f"a,a.wav,{long},sad,train"]))
+    scan_manifest(utterances, ["sad"], num_workers=1)  # accepted
+    batch = CrabDataCollator(tiny_processor)([CrabAudioTextDataset(utterances, {"sad": 0})[0]])
+    assert batch["input_ids"].shape == (1, tiny_processor.max_text_length)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+def test_manifest_with_invalid_utf8(tmp_path, suffix):
+    write(tmp_path / "a.wav", noise(0.5))
+    path = tmp_path / f"manifest.{suffix}"
+    if suffix == "csv":
+        path.write_bytes(b"audio,text,label\na.wav,caf\xe9,sad\n")
+    else:
+        path.write_bytes(b'{"audio": "a.wav", "text": "caf\xe9", "label": "sad"}\n')
+    with pytest.raises(ManifestError, match=rf"manifest.{suffix}.*(line|record) [12].*UTF-8"):
+        load_manifest(path)
+
+
+def test_manifest_csv_with_byte_order_mark(tmp_path):
+    write(tmp_path / "a.wav", noise(0.5))
+    path = tmp_path / "manifest.csv"
+    path.write_text("audio,text,label\na.wav,hi,sad\n", encoding="utf-8-sig")  # as Excel saves CSV
+    assert Path(load_manifest(path)[0].audio).name == "a.wav"
+
+
+def test_manifest_unknown_and_missing_labels(tmp_path):
+    write(tmp_path / "a.wav", noise(0.5))
+    rows = ["a,a.wav,hi,furious,train", "b,a.wav,hi,,train", "c,a.wav,hi,,test", "d,a.wav,hi,Sad,dev"]
+    message = scan_problems(manifest(tmp_path, rows), labelled_splits=["dev"])
+    assert "id 'a', split 'train'): unknown label 'furious' (label set: sad, happy); fix the spelling" in message
+    assert "id 'b', split 'train'): empty label in split 'train'; label the row or drop it" in message
+    assert "id 'd', split 'dev'): unknown label 'Sad'" in message
+    assert "id 'c'" not in message  # an unlabelled split (hidden test labels) may leave labels empty
+
+
+def test_manifest_duplicate_ids(tmp_path):
+    write(tmp_path / "a.wav", noise(0.5))
+    message = scan_problems(manifest(tmp_path, ["x,a.wav,hi,sad,train", "x,a.wav,yo,sad,train"]))
+    assert "line 2 (id 'x', split 'train'): id 'x' is used by 2 rows; make ids unique" in message
+    assert "line 3 (id 'x', split 'train')" in message
+
+
+def test_manifest_missing_and_misnamed_columns(tmp_path):
+    path = manifest(tmp_path, ["a.wav,hi,sad"], header="wav_path,transcript,emotion")
+    with pytest.raises(ManifestError) as error:
+        load_manifest(path)
+    for fix in ("rename column 'wav_path' to 'audio'", "'transcript' to 'text'", "'emotion' to 'label'"):
+        assert fix in str(error.value)
+    with pytest.raises(ManifestError, match=r"no 'label' column; add it \(the emotion class name\)"):
+        load_manifest(manifest(tmp_path, ["a.wav,hi"], header="audio,text"))
+
+
+def test_manifest_row_with_an_unquoted_comma(tmp_path):
+    write(tmp_path / "a.wav", noise(0.5))
+    path = manifest(tmp_path, ["a,a.wav,well, i never,sad,train"])  # the transcript's comma is not quoted
+    with pytest.raises(ManifestError, match="line 2.*(fields|columns).*quote"):
+        scan_manifest(load_manifest(path), ["sad"], num_workers=1)
+
+
+def test_manifest_quote_that_swallows_the_rows_after_it(tmp_path):
+    """An unclosed quote merges the following rows into one field: that row is reported with the lines it
+    swallowed, and the rows after a (legitimately) multi-line transcript keep their own line numbers."""
+    write(tmp_path / "a.wav", noise(0.5))
+    rows = ['a,a.wav,"two lines,\nof transcript",sad,train', "b,gone.wav,hi,sad,train"]
+    rows += ['c,a.wav,"i said no,sad,train', "d,a.wav,hi,sad,train", "e,a.wav,yo,happy,train"]
+    message = scan_problems(manifest(tmp_path, rows))
+    assert "line 4 (id 'b', split 'train'): audio file" in message  # after the two-line row
+    assert "line 5 (id 'c'): a quoted field opened on line 5 runs on to line 7" in message
+    assert "2 row(s) after it were read as part of this one; close the quote" in message
+    assert "line 2" not in message
+
+
+def test_manifest_row_with_too_few_fields(tmp_path):
+    write(tmp_path / "a.wav", noise(0.5))
+    message = scan_problems(manifest(tmp_path, ["a,a.wav,hi,sad,train", "b,a.wav,hi"]))
+    assert "line 3 (id 'b'): 3 fields but the header has 5 columns; give every column a value" in message
+
+
+@pytest.mark.parametrize(
+    "split, hint",
+    [
+        ("Train", "split 'Train' looks like 'train' but is not it, so these rows would be left out; rename it"),
+        ("validation", "split 'validation' is not 'dev', which has no rows; rename it to 'dev' or pass --eval_split"),
+        ("", "empty split; give every row one of"),
+    ],
+)
+def test_manifest_split_names_are_checked(tmp_path, split, hint):
+    from modeling_crab.manifest import select_splits
+
+    rows = ["a,a.wav,hi,sad,train", f"b,a.wav,hi,sad,{split}", "c,a.wav,hi,sad,test2", "d,a.wav,hi,sad,test"]
+    rows += ["e,a.wav,hi,sad,dev"] if split != "validation" else []
+    utterances = load_manifest(manifest(tmp_path, rows))
+    flags = {"train": "--train_split", "eval": "--eval_split", "test": "--test_split"}
+    with pytest.raises(ManifestError) as error:
+        select_splits(utterances, {"train": "train", "eval": "dev", "test": "test"}, flags)
+    assert f"1 row(s) (line 3): {hint}" in str(error.value)
+
+    # another split (test2 next to test) is left out with a warning that names its rows
+    utterances = [u for u in utterances if u.id not in ("b", "e")]
+    utterances += load_manifest(manifest(tmp_path, ["e,a.wav,hi,sad,dev"]))
+    with pytest.warns(
+        UserWarning, match=r"belong to splits this run does not use.*\n  1 row\(s\) \(line 4\): split 'test2'"
+    ):
+        rows = select_splits(utterances, {"train": "train", "eval": "dev", "test": "test"}, flags)
+    assert {role: [u.id for u in part] for role, part in rows.items()} == {
+        "train": ["a"],
+        "eval": ["e"],
+        "test": ["d"],
+    }
+
+
+def test_manifest_one_unlabelled_test_row_is_reported(tmp_path):
+    """A test split with some labels is evaluated: an unlabelled row among them is a bad row, not a reason to turn
+    the whole split into a predictions file."""
+    from training_helpers import load_train_script, write_corpus
+
+    path = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1, "test": 1})
+    lines = path.read_text().splitlines()
+    row = next(i for i, line in enumerate(lines) if line.startswith("test_sad_0,"))
+    lines[row] = lines[row].replace(",sad,test", ",,test")
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    with pytest.raises(
+        ManifestError, match=rf"line {row + 1} \(id 'test_sad_0', split 'test'\): empty label in split"
+    ):
+        load_train_script().main(["--manifest", str(path), "--tiny", "--output_dir", str(out), "--max_steps", "1"])
+    assert not list(out.glob("predictions_*.csv")) and not list(out.glob("checkpoint-*"))
+
+
+@pytest.mark.parametrize("content", ['["a.wav", "hi", "sad"]\n', '[{"audio": "a.wav", "text": "hi", "label": "sad"}]'])
+def test_manifest_jsonl_line_that_is_not_an_object(tmp_path, content):
+    path = tmp_path / "manifest.json"
+    path.write_text(content)
+    with pytest.raises(ManifestError, match="manifest.json.*(line|record) 1.*object"):
+        load_manifest(path)

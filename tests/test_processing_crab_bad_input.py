@@ -1,0 +1,169 @@
+"""Bad input to the processor (`CrabProcessor`): each case is handled as docs/bad_input.md says or stopped by an error
+that names the input and the fix. Every test here is a row of that table, under the same name."""
+
+from __future__ import annotations
+
+import re
+import time
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from bad_input import SR, noise
+
+from modeling_crab import CrabForEmotionClassification
+
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")  # many small forward passes (conftest)
+
+
+# ---- Processor
+def test_processor_rejects_a_path(tiny_processor):
+    with pytest.raises(TypeError, match="audio 0 is a path .*speech.wav.*read the file first"):
+        tiny_processor(audio="speech.wav", text="hi", sampling_rate=SR)
+
+
+def test_processor_rejects_empty_audio(tiny_processor):
+    with pytest.raises(ValueError, match="audio 1 is empty"):
+        tiny_processor(audio=[noise(1), np.zeros(0, np.float32)], text=["a", "b"], sampling_rate=SR)
+    with pytest.raises(ValueError, match="audio is an empty list"):
+        tiny_processor(audio=[], text=[], sampling_rate=SR)
+
+
+@pytest.mark.parametrize("normalization", ["utterance", "global", "none"])
+@pytest.mark.parametrize("silence", ["float zeros", "int16 zeros", "uint8 midpoint", "constant offset"])
+def test_processor_warns_on_silence_and_stays_finite(tiny_processor, tiny_config, normalization, silence):
+    audio = {
+        "float zeros": np.zeros(SR, np.float32),
+        "int16 zeros": np.zeros(SR, np.int16),
+        "uint8 midpoint": np.full(SR, 128, np.uint8),  # 8-bit PCM is unsigned: 128 is zero
+        "constant offset": np.full(SR, 0.25, np.float32),
+    }[silence]
+    tiny_processor.normalization = normalization
+    with pytest.warns(UserWarning, match="audio 1 is silent"):
+        batch = tiny_processor(audio=[noise(1), audio], text=["a", "b"], sampling_rate=SR)
+    values = batch["input_values"][1]
+    assert torch.isfinite(values).all()
+    if normalization == "utterance":  # sqrt(var + 1e-7) keeps 0 / 0 away
+        assert values.abs().max() == 0
+    with torch.no_grad():
+        logits = CrabForEmotionClassification(tiny_config).eval()(**batch).logits
+    assert torch.isfinite(logits).all()
+
+
+def test_processor_keeps_quiet_speech_without_warning(tiny_processor):
+    quiet = noise(1) * 1e-2  # about -60 dBFS: quiet, not silent
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        batch = tiny_processor(audio=quiet, text="hi", sampling_rate=SR)
+    variance = quiet.var()  # the released code's epsilon: x / sqrt(var + 1e-7) is a little under unit variance
+    assert batch["input_values"].std() == pytest.approx(np.sqrt(variance / (variance + 1e-7)), rel=1e-2)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_processor_rejects_nan_and_inf(tiny_processor, bad):
+    audio = noise(1)
+    audio[100] = bad
+    with pytest.raises(ValueError, match="audio 1 contains NaN or infinite samples"):
+        tiny_processor(audio=[noise(1), audio], text=["a", "b"], sampling_rate=SR)
+
+
+@pytest.mark.parametrize("rate", [8000, 44100])
+def test_processor_resamples_8k_and_44k(tiny_processor, rate):
+    audio = noise(1.5, rate)
+    batch = tiny_processor(audio=audio, text="hi", sampling_rate=rate)
+    assert batch["input_values"].shape == (1, int(1.5 * SR))
+
+
+@pytest.mark.parametrize("rate", [0, -16000, 16000.5, float("nan"), "16k"])
+def test_processor_rejects_a_bad_sampling_rate(tiny_processor, rate):
+    with pytest.raises(ValueError, match=r"audio 0 has sampling_rate=.*pass the audio's rate in Hz"):
+        tiny_processor(audio=noise(1), text="hi", sampling_rate=rate)
+
+
+def test_processor_resamples_an_odd_rate_without_a_huge_table(tiny_processor):
+    """44101 Hz reduces to 44101/16000: a polyphase table would take gigabytes; the direct path does not."""
+    start = time.perf_counter()
+    batch = tiny_processor(audio=noise(2, 44101), text="hi", sampling_rate=44101)
+    assert batch["input_values"].shape == (1, 2 * SR)
+    assert time.perf_counter() - start < 20
+
+
+@pytest.mark.parametrize("channels", [2, 6])
+@pytest.mark.parametrize("layout", ["samples-first", "channels-first"])
+def test_processor_downmixes_stereo_and_6_channels(tiny_processor, channels, layout):
+    tiny_processor.normalization = "none"
+    multi = noise(1, channels=channels)  # (N, C) as soundfile reads it
+    audio = multi if layout == "samples-first" else torch.from_numpy(multi.T.copy())  # (C, N) as torchaudio
+    batch = tiny_processor(audio=[audio], text="hi", sampling_rate=SR)
+    np.testing.assert_allclose(batch["input_values"][0].numpy(), multi.mean(axis=1), atol=1e-6)
+
+
+def test_processor_explains_a_bare_multichannel_array(tiny_processor):
+    with pytest.raises(ValueError, match=r"read as 16000 waveforms of 2 samples.*pass \[audio\]"):
+        tiny_processor(audio=noise(1, channels=2), sampling_rate=SR)
+    with pytest.raises(ValueError, match=r"batch of 2 waveforms, so for one multichannel recording pass \[audio\]"):
+        tiny_processor(audio=torch.from_numpy(noise(1, channels=2).T.copy()), text="hi", sampling_rate=SR)
+
+
+@pytest.mark.parametrize(("rate", "channels"), [(16000, 1), (8000, 2)])
+def test_processor_crops_20_minutes_without_copying_them(tiny_processor, rate, channels):
+    """20 min of int16 (38 MB; an hour is 57.6 M samples at 16 kHz) -> the first 12 s. Only the input that the kept
+    seconds depend on is converted and resampled: the processor's numpy allocations stay near 12 s of float32,
+    where one float32 copy of the input alone would be 77 MB."""
+    shape = (20 * 60 * rate,) if channels == 1 else (20 * 60 * rate, channels)
+    pcm = np.random.default_rng(0).integers(-3000, 3000, shape, dtype=np.int16)
+    tracemalloc.start()
+    try:
+        start = time.perf_counter()
+        batch = tiny_processor(audio=[pcm], text="hi", sampling_rate=rate, return_tensors="np")
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert batch["input_values"].shape == (1, 12 * SR)
+    assert peak < 16e6, f"{peak / 1e6:.0f} MB allocated to crop 12 s"
+    assert seconds < 5
+    head = tiny_processor(audio=[pcm[: 13 * rate]], text="hi", sampling_rate=rate, return_tensors="np")
+    np.testing.assert_allclose(batch["input_values"], head["input_values"], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "setting, value, named",
+    [
+        ("normalization", "globl", "normalization='globl'; use one of global, utterance, none"),
+        ("max_duration_s", 0, "max_duration_s=0; pass a positive number of seconds"),
+        ("max_text_length", 1, "max_text_length=1; pass a whole number of tokens >= 2"),
+    ],
+)
+def test_processor_settings_are_checked_when_used(tiny_processor, setting, value, named):
+    """Settings assigned after construction (as train.py does) are checked at the next call, not ignored."""
+    setattr(tiny_processor, setting, value)
+    with pytest.raises(ValueError, match=re.escape(named)):
+        tiny_processor(audio=[noise(0.5)], text=["hi"], sampling_rate=SR)
+    with pytest.raises(ValueError, match=re.escape(named)):
+        type(tiny_processor)(tiny_processor.feature_extractor, tiny_processor.tokenizer, **{setting: value})
+
+
+@pytest.mark.parametrize("transcript", ["", "   ", "\n\t "])
+def test_processor_empty_or_whitespace_transcript_is_audio_only(tiny_processor, transcript):
+    batch = tiny_processor(text=[transcript])
+    tokenizer = tiny_processor.tokenizer
+    assert batch["input_ids"][0].tolist() == [tokenizer.bos_token_id, tokenizer.eos_token_id]
+
+
+def test_processor_truncates_long_transcripts(tiny_processor):
+    long = "that is wonderful news " * 200  # far over 128 tokens
+    batch = tiny_processor(text=[long, "hi"], max_text_length=128)
+    assert batch["input_ids"].shape == (2, 128)
+    assert batch["input_ids"][0, -1] == tiny_processor.tokenizer.eos_token_id
+    assert tiny_processor(text=[long])["input_ids"].shape == (1, tiny_processor.max_text_length)
+
+
+@pytest.mark.parametrize("transcript", [b"hello", b"caf\xe9 \xff"])
+def test_processor_rejects_bytes_transcripts(tiny_processor, transcript):
+    with pytest.raises(TypeError, match=r"transcript 0 is bytes, not a string; decode it first"):
+        tiny_processor(text=transcript)
+    with pytest.raises(TypeError, match=r"the transcript of clip-b is bytes.*errors='replace'"):
+        tiny_processor(audio=[noise(1)] * 2, text=["ok", transcript], sampling_rate=SR, names=["clip-a", "clip-b"])

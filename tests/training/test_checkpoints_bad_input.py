@@ -1,0 +1,112 @@
+"""Bad input to resumed and interrupted training runs: each case is handled as docs/bad_input.md says or stopped by an
+error that names the input and the fix. Every test here is a row of that table, under the same name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from training_helpers import run_argv
+
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")  # many small forward passes (conftest)
+
+
+# ---- Training runs (train.py): resuming and interrupted saves
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (
+            ["--labels", "sad,neutral,happy,angry"],
+            r"labels .*\['angry', 'happy', 'neutral', 'sad'\].*\['sad', 'neutral'",
+        ),
+        (["--labels", "angry,happy,neutral,sad,calm"], r"labels .*'sad'\], this run has \[.*'calm'\]"),
+        (["--mlcs_weight", "0"], r"CSL legs .*checkpoint has True, this run has False"),
+        (["--mask_padding", "false"], r"--mask_padding: the checkpoint has True, this run has False"),
+        (["--mlcs_taps", "fusion"], r"--mlcs_taps: the checkpoint has \[.*\], this run has \['fusion'\]"),
+        (["--freeze_feature_encoder", "true"], r"trainable parameters .*encoders: \d+.*this run has .*encoders: \d+"),
+        (["--normalization", "utterance"], r"--normalization: the checkpoint has 'global', this run has 'utterance'"),
+    ],
+)
+def test_resume_of_a_run_that_means_something_else(resumable_run, tmp_path, change, named):
+    from training_helpers import load_train_script
+
+    from modeling_crab.training.checkpoints import CheckpointError
+
+    manifest, run = resumable_run
+    checkpoint = run / "checkpoint-2"
+    out = tmp_path / "resumed"
+    with pytest.raises(CheckpointError, match=named) as error:
+        load_train_script().main(run_argv(manifest, out, "--resume_from_checkpoint", str(checkpoint), *change))
+    assert f"--resume_from_checkpoint '{checkpoint}' was trained for something else" in str(error.value)
+    assert not out.exists() or not list(out.glob("checkpoint-*"))  # refused before the first step
+
+
+def test_resume_after_an_interrupted_save(resumable_run, tmp_path, monkeypatch, caplog):
+    """A run killed while writing checkpoint-3 leaves no checkpoint-3; a broken checkpoint-3 as older versions left
+    it (weights cut short) is skipped with a warning; `--resume_from_checkpoint last` resumes from checkpoint-2 and
+    ends with the uninterrupted run's weights."""
+    import shutil
+
+    from safetensors.torch import load_file
+    from training_helpers import load_train_script
+
+    from modeling_crab.training import CrabTrainer
+
+    manifest, uninterrupted = resumable_run
+    out = tmp_path / "run"
+    save_rng_state = CrabTrainer._save_rng_state
+
+    def killed_at_step_3(self, output_dir):
+        if self.state.global_step == 3:
+            raise KeyboardInterrupt  # the kill, halfway through writing checkpoint-3
+        save_rng_state(self, output_dir)
+
+    monkeypatch.setattr(CrabTrainer, "_save_rng_state", killed_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        load_train_script().main(run_argv(manifest, out))
+    monkeypatch.undo()
+    assert sorted(path.name for path in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+
+    shutil.copytree(out / "checkpoint-2", out / "checkpoint-3")  # what a kill left before checkpoints were staged
+    weights = out / "checkpoint-3" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with caplog.at_level("WARNING"):
+        load_train_script().main(run_argv(manifest, out, "--resume_from_checkpoint", "last"))
+    assert "skipping the incomplete checkpoint" in caplog.text and "model.safetensors is truncated" in caplog.text
+    expected, resumed = load_file(uninterrupted / "model.safetensors"), load_file(out / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        torch.testing.assert_close(resumed[name], expected[name], rtol=0, atol=0)
+
+
+def test_best_checkpoint_and_its_metrics_survive_rotation_and_kills(tmp_path, monkeypatch):
+    """With save_total_limit=1 the best checkpoint stays next to the newest, its trainer_state.json holding its
+    metrics; a kill during a later save touches neither."""
+    from training_helpers import load_train_script, write_corpus
+
+    from modeling_crab.training import CrabTrainer
+    from modeling_crab.training.checkpoints import checkpoint_problem
+
+    manifest = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1})
+    out = tmp_path / "run"
+    argv = run_argv(manifest, out, "--save_total_limit", "1", "--eval_strategy", "steps", "--eval_steps", "1")
+    argv += ["--metric_for_best_model", "loss", "--greater_is_better", "False"]
+    save_rng_state = CrabTrainer._save_rng_state
+
+    def killed_at_step_4(self, output_dir):
+        if self.state.global_step == 4:
+            raise KeyboardInterrupt
+        save_rng_state(self, output_dir)
+
+    monkeypatch.setattr(CrabTrainer, "_save_rng_state", killed_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        load_train_script().main(argv)
+    kept = sorted(out.glob("checkpoint-*"))
+    assert 1 <= len(kept) <= 2 and all(checkpoint_problem(path) is None for path in kept)
+    state = json.loads((kept[-1] / "trainer_state.json").read_text())
+    best = Path(state["best_model_checkpoint"])
+    assert best.parent == out and best.is_dir() and checkpoint_problem(best) is None
+    best_state = json.loads((best / "trainer_state.json").read_text())
+    assert any("eval_loss" in entry for entry in best_state["log_history"])
