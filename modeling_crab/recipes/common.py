@@ -4,6 +4,7 @@ the problems report, the summary, label counts and the command-line wrapper.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -146,6 +147,17 @@ def print_problems(problem_kinds: Counter, out_dir: Path) -> None:
     if problem_kinds:
         kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(problem_kinds.items()))
         print(f"problems ({sum(problem_kinds.values())}, see {out_dir / 'problems.csv'}): {kinds}")
+
+
+def converter_parser(
+    corpus: str, description: str, root_help: str, out_help: str = "manifest.csv, problems.csv, summary.json"
+) -> argparse.ArgumentParser:
+    """The command line every corpus converter starts from: `--root` (the release), `--out`, `--manifest-name`."""
+    parser = argparse.ArgumentParser(prog=f"python -m modeling_crab.recipes.{corpus}", description=description)
+    parser.add_argument("--root", required=True, help=root_help)
+    parser.add_argument("--out", required=True, help=f"output folder for {out_help}")
+    parser.add_argument("--manifest-name", default="manifest.csv", help="manifest file name (.csv or .jsonl)")
+    return parser
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:

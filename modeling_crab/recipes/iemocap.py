@@ -46,6 +46,7 @@ from ..manifest import relative_audio_path
 from .common import (
     Problem,
     RecipeError,
+    converter_parser,
     format_counts,
     label_counts,
     normalize_gender,
@@ -250,13 +251,11 @@ def compare_with_expected(rows: Sequence[dict]) -> dict[str, dict[str, int]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m modeling_crab.recipes.iemocap",
-        description="Convert the official IEMOCAP release (Session1..Session5) to a 4-class Crab manifest.",
+    parser = converter_parser(
+        "iemocap",
+        "Convert the official IEMOCAP release (Session1..Session5) to a 4-class Crab manifest.",
+        "folder that holds Session1..Session5 (IEMOCAP_full_release)",
     )
-    parser.add_argument("--root", required=True, help="folder that holds Session1..Session5 (IEMOCAP_full_release)")
-    parser.add_argument("--out", required=True, help="output folder for manifest.csv, problems.csv, summary.json")
-    parser.add_argument("--manifest-name", default="manifest.csv", help="manifest file name (.csv or .jsonl)")
     parser.add_argument("--holdout-session", type=int, default=5, help="session held out in the split column")
     parser.add_argument("--dev-gender", choices=("F", "M"), default="F", help="held-out speaker used as dev")
     return parser

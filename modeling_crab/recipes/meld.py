@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..manifest import relative_audio_path
-from .common import Problem, RecipeError, format_counts, label_counts, run_cli, write_outputs
+from .common import Problem, RecipeError, converter_parser, format_counts, label_counts, run_cli, write_outputs
 
 CLASSES: tuple[str, ...] = ("neutral", "surprise", "fear", "sadness", "joy", "anger", "disgust")
 SPLITS: dict[str, tuple[str, str]] = {
@@ -473,13 +473,12 @@ def convert_meld(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m modeling_crab.recipes.meld",
-        description="Convert the official MELD release to a 7-class Crab manifest, extracting 16 kHz mono WAVs.",
+    parser = converter_parser(
+        "meld",
+        "Convert the official MELD release to a 7-class Crab manifest, extracting 16 kHz mono WAVs.",
+        "extracted MELD.Raw folder (CSVs and clip folders)",
+        "manifest.csv, problems.csv, audio/",
     )
-    parser.add_argument("--root", required=True, help="extracted MELD.Raw folder (CSVs and clip folders)")
-    parser.add_argument("--out", required=True, help="output folder for manifest.csv, problems.csv, audio/")
-    parser.add_argument("--manifest-name", default="manifest.csv", help="manifest file name (.csv or .jsonl)")
     parser.add_argument("--audio-dir", default=None, help="where to write the WAVs (default: OUT/audio)")
     parser.add_argument("--skip-audio", action="store_true", help="do not run ffmpeg; write the manifest only")
     parser.add_argument("--max-duration", type=float, default=30.0, help="exclude clips longer than this (seconds)")

@@ -52,6 +52,7 @@ from ..manifest import read_manifest, relative_audio_path
 from .common import (
     Problem,
     RecipeError,
+    converter_parser,
     format_counts,
     label_counts,
     normalize_gender,
@@ -385,16 +386,14 @@ def submission_main(argv: Sequence[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m modeling_crab.recipes.msp_podcast",
-        description=(
+    parser = converter_parser(
+        "msp_podcast",
+        (
             "Convert MSP-Podcast to an 8-class Crab manifest. "
             "Subcommand 'submission' writes the Test3 challenge file (see 'submission --help')."
         ),
+        "MSP-Podcast folder holding Labels/, Audios/, Transcripts/",
     )
-    parser.add_argument("--root", required=True, help="MSP-Podcast folder holding Labels/, Audios/, Transcripts/")
-    parser.add_argument("--out", required=True, help="output folder for manifest.csv, problems.csv, summary.json")
-    parser.add_argument("--manifest-name", default="manifest.csv", help="manifest file name (.csv or .jsonl)")
     parser.add_argument("--transcripts", choices=("human", "asr"), default="human", help="text source")
     parser.add_argument("--asr-dir", default=None, help="ASR text: folder of <name>.txt, or a FileName,text CSV")
     parser.add_argument("--drop-missing-text", action="store_true", help="exclude utterances without a transcript")
