@@ -116,17 +116,13 @@ def format_counts(
     return "\n".join(lines)
 
 
-def write_outputs(
-    corpus: str,
-    root: str | os.PathLike,
-    rows: list[dict],
-    problems: Sequence[Problem],
-    out_dir: Path,
-    manifest_name: str,
-    **summary: Any,
-) -> tuple[Path, Counter]:
+def write_outputs(corpus: str, args: argparse.Namespace, result: Any, **summary: Any) -> tuple[Path, Counter]:
     """One conversion's `manifest`, `problems.csv` and `summary.json` (`summary` adds corpus-specific fields);
-    refuses a conversion that found nothing usable. Returns the manifest path and the problem counts by kind."""
+    refuses a conversion that found nothing usable. `args` are `converter_parser`'s (`root`, `out`,
+    `manifest_name`); `result` holds the conversion's `rows` and `problems`. Returns the manifest path and the
+    problem counts by kind."""
+    root, out_dir, manifest_name = args.root, Path(args.out), args.manifest_name
+    rows, problems = result.rows, result.problems
     if not rows:
         raise RecipeError(f"no usable {corpus} utterances found under '{root}' (see {out_dir / 'problems.csv'})")
     manifest = write_manifest(rows, out_dir / manifest_name)

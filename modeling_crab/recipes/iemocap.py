@@ -268,11 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     expected = compare_with_expected(result.rows)
     manifest, problem_kinds = write_outputs(
         "IEMOCAP",
-        args.root,
-        result.rows,
-        result.problems,
-        out_dir,
-        args.manifest_name,
+        args,
+        result,
         classes=list(CLASSES),
         label_counts=label_counts(result.rows),
         dropped_labels=dict(sorted(result.dropped.items())),

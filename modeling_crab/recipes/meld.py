@@ -503,11 +503,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     manifest, problem_kinds = write_outputs(
         "MELD",
-        args.root,
-        result.rows,
-        result.problems,
-        out_dir,
-        args.manifest_name,
+        args,
+        result,
         classes=list(CLASSES),
         csv_rows=result.csv_counts,
         expected_csv_rows=EXPECTED_ROWS,

@@ -421,11 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     manifest, problem_kinds = write_outputs(
         "MSP-Podcast",
-        args.root,
-        result.rows,
-        result.problems,
-        out_dir,
-        args.manifest_name,
+        args,
+        result,
         classes=list(CLASSES),
         transcripts=args.transcripts,
         label_counts=label_counts(result.rows),
