@@ -39,6 +39,8 @@ from .processing_crab import (
     BlockResampler,
     as_waveform_list,
     check_sampling_rate,
+    check_transcript,
+    mono_float32,
     pcm_to_float32,
     resample,
     resample_input_length,
@@ -331,10 +333,8 @@ class CrabEmotionPipeline(Pipeline):
     # -- stages ---------------------------------------------------------------------------------------------------
     def preprocess(self, inputs, text=None, name="audio", sampling_rate=None, chunk_length_s=None, asr_model=None):
         """One recording -> its windows (16 kHz waveforms), their time spans and the transcript of each."""
-        if text is not None and not isinstance(text, str):
-            kind = type(text).__name__
-            fix = "decode it first: text.decode('utf-8')" if isinstance(text, bytes) else "pass the transcript"
-            raise TypeError(f"the transcript of {name} is {kind}, not a string; {fix}")
+        if text is not None:
+            check_transcript(text, f"the transcript of {name}")  # the processor's check, before any audio is read
         if text is not None and not text.strip():
             text = ""  # whitespace only: the empty transcript (audio only)
         waveform, rate = self._load_audio(inputs, sampling_rate, name)
@@ -442,19 +442,8 @@ class CrabEmotionPipeline(Pipeline):
                     "datasets audio value ({'array', 'sampling_rate'} or {'path', 'bytes'})"
                 )
             inputs, sampling_rate = array, rate
-        if isinstance(inputs, torch.Tensor):
-            inputs = inputs.detach().cpu()
-            waveform = (inputs.float() if inputs.dtype == torch.bfloat16 else inputs).numpy()
-        else:
-            waveform = np.asarray(inputs)
-        if waveform.dtype.kind not in "iuf":
-            raise TypeError(f"{name} has dtype {waveform.dtype}; pass a path, bytes, or float/integer PCM samples")
-        if waveform.ndim not in (1, 2):
-            raise ValueError(f"{name} has shape {waveform.shape}; pass a 1-D waveform or (samples, channels)")
+        waveform = mono_float32(inputs, name)  # the processor's checks of an array
         rate = self.processor.sampling_rate if sampling_rate is None else check_sampling_rate(sampling_rate, name)
-        waveform = pcm_to_float32(waveform)
-        if waveform.ndim == 2:  # (samples, channels) or (channels, samples): average the shorter axis
-            waveform = waveform.mean(axis=1 if waveform.shape[1] <= waveform.shape[0] else 0, dtype=np.float32)
         return waveform, rate
 
     def _asr(self, asr_model):
