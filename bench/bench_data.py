@@ -5,7 +5,7 @@
 
 Last rows: the inference processor alone on 64 in-memory 6 s arrays (what the pipeline does before the model).
 
-The pipeline is `train.py`'s: `CrabAudioTextDataset` (soundfile read, downmix, soxr resample, crop to 12 s) and
+The pipeline is `train.py`'s: `CrabAudioTextDataset` (the pipeline's block-wise reader: crop to 12 s, downmix, resample) and
 `CrabDataCollator` (global normalisation, padding, tokenisation) in a `DataLoader`, over clips written to a
 temporary folder (uniform 1-12 s, noise). audio-s/s here is what the loader delivers with the model doing nothing:
 a GPU that trains at R audio-s/s needs enough workers for this to stay above R.
@@ -77,7 +77,7 @@ def main() -> None:
             utterances, num_samples = write_clips(Path(folder), fmt, args.clips, seed)
             dataset = CrabAudioTextDataset(utterances, {"a": 0}, 12.0, num_samples)
             audio_s = sum(num_samples.values()) / 16000
-            dataset[0]  # first-read costs (imports, soxr plans) outside the timing
+            dataset[0]  # first-read costs (imports, resampling kernels) outside the timing
             for workers in (int(w) for w in args.workers.split(",")):
                 seconds, batches = time_loader(dataset, collator, workers, args.batch_size)
                 rows.append(

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Wheels for what the lent GPU machine's image lacks (soundfile, soxr and what they need; the image has PyTorch,
+# Wheels for what the lent GPU machine's image lacks (soundfile and what they need; the image has PyTorch,
 # transformers, accelerate, scikit-learn, matplotlib and tokenizers) into .whl/, which git ignores. Call the device
 # with carry=[".whl"]: bench/gpu_session.sh installs them when it finds them and then also runs train.py there.
 set -euo pipefail
@@ -11,5 +11,5 @@ for tag in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 man
   platforms+=(--platform "$tag")
 done
 "${PYTHON:-python3}" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-  "${platforms[@]}" -d .whl soundfile soxr cffi pycparser
+  "${platforms[@]}" -d .whl soundfile cffi pycparser
 ls .whl

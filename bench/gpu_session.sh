@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU measurements of bench/README.md in three phases, each well under ten minutes on one H100/H200, for a
 # machine that has PyTorch, transformers, accelerate, scikit-learn and matplotlib but nothing else of ours
-# (no pip install: the code runs from the checkout; the benchmarks need no soundfile/soxr; with wheels from
+# (no pip install: the code runs from the checkout; the benchmarks need no soundfile; with wheels from
 # bench/fetch_wheels.sh carried in .whl/, the check phase also runs train.py end to end).
 #
 #   bash bench/gpu_session.sh check    # environment, the CUDA tests, attention lever, release vs fast   (~5 min)
@@ -50,7 +50,7 @@ accelerate.__version__, torch.cuda.get_device_name() if torch.cuda.is_available(
   # the fast-path equivalences on the GPU (CPU-only tests skip themselves there... and run here too: cheap)
   "$python" -m pytest -q -p no:cacheprovider tests/test_fast_path.py tests/test_model.py -rs 2>&1 |
     tee "$out/tests.log" | tail -15 || true
-  if "$python" -c "import soundfile, soxr" 2>/dev/null; then
+  if "$python" -c "import soundfile" 2>/dev/null; then
     # train.py end to end with this machine's defaults (bf16/TF32 on Ampere+, DataLoader workers): the built-in demo
     # (about a minute on 2 CPU cores, dev UAR ~0.86 there), then the same in the frozen-encoder mode
     for mode in full cached; do
@@ -60,7 +60,7 @@ accelerate.__version__, torch.cuda.get_device_name() if torch.cuda.is_available(
         2>&1 | tee "$out/smoke_$mode.log" | grep -A12 "^Crab results" || echo "!! train.py ($mode) failed"
     done
   else
-    echo "soundfile/soxr not importable: run bash bench/fetch_wheels.sh and carry .whl to also run train.py here"
+    echo "soundfile not importable: run bash bench/fetch_wheels.sh and carry .whl to also run train.py here"
   fi
   bench bench_levers.py attention --batch-size 8
   bench bench_train.py --setups release,fast --utterances "$(n 240)"
@@ -100,7 +100,7 @@ accelerate.__version__, torch.cuda.get_device_name() if torch.cuda.is_available(
     --profile "$out"
   limit=60 bench bench_infer.py --setups fast@64,fast@128 --utterances "$(n 1280)" --warmup 3
   pack
-  if [[ ${SMOKE:-1} == 1 ]] && "$python" -c "import soundfile, soxr" 2>/dev/null; then  # SMOKE=0 skips train.py
+  if [[ ${SMOKE:-1} == 1 ]] && "$python" -c "import soundfile" 2>/dev/null; then  # SMOKE=0 skips train.py
     limit 75 "$python" train.py --output_dir /tmp/crab_smoke --disable_tqdm True 2>&1 | tee "$out/smoke.log" |
       grep -A12 "^Crab results" || echo "!! train.py failed (smoke.log)"
     pack

@@ -37,7 +37,16 @@ from transformers import Pipeline, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from .configuration_crab import min_audio_samples
-from .processing_crab import BlockResampler, as_waveform_list, check_sampling_rate, pcm_to_float32, resample
+from .processing_crab import (
+    BlockResampler,
+    as_waveform_list,
+    check_sampling_rate,
+    check_transcript,
+    mono_float32,
+    pcm_to_float32,
+    resample,
+    resample_input_length,
+)
 
 PIPELINE_TASK = "speech-emotion-recognition"
 # config.json `custom_pipelines`: what `pipeline(PIPELINE_TASK, model=..., trust_remote_code=True)` loads; every
@@ -94,12 +103,23 @@ def _check_whole_number(name: str, value, meaning: str) -> None:
 BLOCK_FRAMES = 1 << 18  # frames decoded at a time (5.5 s at 48 kHz): decoding, downmixing and resampling go by block
 
 
+class UndecodableAudioError(ValueError):
+    """A file no decoder reads (corrupt, or not audio); the decoder's reason is its `__cause__`."""
+
+
 def read_audio(
-    source: str | os.PathLike | bytes, name: str | None = None, target_rate: int | None = None
+    source: str | os.PathLike | bytes,
+    name: str | None = None,
+    target_rate: int | None = None,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    max_duration_s: float | None = None,
 ) -> tuple[np.ndarray, int]:
     """A file path or the bytes of an audio file -> (mono float32 waveform, sampling rate); with `target_rate`,
-    resampled to it.
+    resampled to it. The one audio file reader: the pipeline's, and training's (`training.data.load_audio`).
 
+    `start_s`/`end_s` cut a segment (seconds); `max_duration_s` keeps its first seconds (at `target_rate`). Only the
+    frames they keep are read (with the resampling filter's reach), so a 20-minute file cropped to 12 s costs 12 s.
     PCM WAV is read with the standard library; other formats (FLAC, OGG, MP3, float WAV) need `soundfile`. The file
     is decoded, downmixed and resampled in blocks of `BLOCK_FRAMES`, so memory holds the result, not the file's
     samples (a 30-minute 48 kHz stereo file costs about what its 16 kHz mono waveform does). A WAV file cut short
@@ -113,29 +133,48 @@ def read_audio(
             raise FileNotFoundError(f"{name} does not exist; pass the path of a WAV/FLAC file, bytes or a waveform")
         if not os.access(source, os.R_OK):
             raise PermissionError(f"{name} cannot be read (permission denied); make it readable (chmod a+r)")
+    cut = (start_s, end_s, max_duration_s)
     try:
         with wave.open(io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source), "rb") as wav:
             channels, width, rate = wav.getnchannels(), wav.getsampwidth(), wav.getframerate()
             rate = check_sampling_rate(rate, name)  # a broken header (0 or 1 Hz) is refused before reading
-            expected_frames = wav.getnframes()
-            resampler = BlockResampler(rate, target_rate or rate, num_input=expected_frames)
+            total = wav.getnframes()
+            first, last, num_output = _frame_range(total, rate, target_rate or rate, name, *cut)
+            wav.setpos(first)
+            resampler = BlockResampler(rate, target_rate or rate, num_input=last - first)
             frames_read = 0
-            while True:
-                frames = wav.readframes(BLOCK_FRAMES)
+            while frames_read < last - first:
+                frames = wav.readframes(min(BLOCK_FRAMES, last - first - frames_read))
                 whole = len(frames) // (width * channels) * width * channels  # a cut file ends mid-frame
                 if not whole:
                     break
                 resampler.push(_pcm_block(frames[:whole], width, channels))
                 frames_read += whole // (width * channels)
     except (wave.Error, EOFError):  # not RIFF/PCM (e.g. FLAC, MP3, float WAV)
-        return _read_with_soundfile(source, name, target_rate)
-    if frames_read < expected_frames:
+        return _read_with_soundfile(source, name, target_rate, *cut)
+    if frames_read < last - first:
         warnings.warn(
-            f"{name} is truncated: its header promises {expected_frames} frames but it holds "
-            f"{frames_read}; classifying the frames present (re-export the file to silence this)",
+            f"{name} is truncated: its header promises {total} frames but it holds "
+            f"{first + frames_read}; classifying the frames present (re-export the file to silence this)",
             stacklevel=3,
         )
-    return resampler.finish(), target_rate or rate
+    return resampler.finish()[:num_output], target_rate or rate
+
+
+def _frame_range(
+    total: int, rate: int, target_rate: int, name: str, start_s=None, end_s=None, max_duration_s=None
+) -> tuple[int, int, int | None]:
+    """(first frame, frame after the last, output samples kept or None) of a file of `total` frames at `rate`: the
+    [start_s, end_s) segment, cut to the input its first `max_duration_s` seconds at `target_rate` depend on."""
+    first = round((start_s or 0.0) * rate)
+    if first > 0 and first >= total:
+        raise ValueError(f"start={start_s}s is past the end of {name} ({total / rate:.2f}s)")
+    last = total if end_s is None else min(total, round(end_s * rate))
+    num_output = None
+    if max_duration_s is not None:
+        num_output = int(round(max_duration_s * target_rate))
+        last = min(last, first + resample_input_length(num_output, rate, target_rate))
+    return first, max(first, last), num_output
 
 
 def _pcm_block(frames: bytes, width: int, channels: int) -> np.ndarray:
@@ -153,7 +192,7 @@ def _pcm_block(frames: bytes, width: int, channels: int) -> np.ndarray:
     return samples.reshape(-1, channels).mean(axis=1, dtype=np.float32)
 
 
-def _read_with_soundfile(source, name: str, target_rate: int | None = None) -> tuple[np.ndarray, int]:
+def _read_with_soundfile(source, name: str, target_rate: int | None = None, *cut) -> tuple[np.ndarray, int]:
     try:  # optional, so imported by name: a checkpoint's code may import only torch, transformers and numpy
         soundfile = importlib.import_module("soundfile")
     except ImportError:
@@ -164,16 +203,19 @@ def _read_with_soundfile(source, name: str, target_rate: int | None = None) -> t
     try:
         with soundfile.SoundFile(io.BytesIO(source) if isinstance(source, bytes) else source) as audio:
             rate = check_sampling_rate(audio.samplerate, name)
-            resampler = BlockResampler(rate, target_rate or rate, num_input=audio.frames if audio.seekable() else None)
-            for block in audio.blocks(blocksize=BLOCK_FRAMES, dtype="float32", always_2d=True):
+            first, last, num_output = _frame_range(audio.frames, rate, target_rate or rate, name, *cut)
+            if first:
+                audio.seek(first)
+            resampler = BlockResampler(rate, target_rate or rate, num_input=last - first if audio.seekable() else None)
+            for block in audio.blocks(blocksize=BLOCK_FRAMES, frames=last - first, dtype="float32", always_2d=True):
                 resampler.push(block.mean(axis=1, dtype=np.float32))
     except ValueError as error:
-        if "sampling_rate" in str(error):
+        if "sampling_rate" in str(error) or "past the end" in str(error):
             raise
-        raise ValueError(f"{name} could not be decoded ({error}); pass WAV, FLAC or OGG audio") from error
+        raise UndecodableAudioError(f"{name} could not be decoded ({error}); pass WAV, FLAC or OGG audio") from error
     except Exception as error:
-        raise ValueError(f"{name} could not be decoded ({error}); pass WAV, FLAC or OGG audio") from error
-    return resampler.finish(), target_rate or rate
+        raise UndecodableAudioError(f"{name} could not be decoded ({error}); pass WAV, FLAC or OGG audio") from error
+    return resampler.finish()[:num_output], target_rate or rate
 
 
 def window_bounds(num_samples: int, max_samples: int | None) -> list[tuple[int, int]]:
@@ -330,10 +372,8 @@ class CrabEmotionPipeline(Pipeline):
     # -- stages ---------------------------------------------------------------------------------------------------
     def preprocess(self, inputs, text=None, name="audio", sampling_rate=None, chunk_length_s=None, asr_model=None):
         """One recording -> its windows (16 kHz waveforms), their time spans and the transcript of each."""
-        if text is not None and not isinstance(text, str):
-            kind = type(text).__name__
-            fix = "decode it first: text.decode('utf-8')" if isinstance(text, bytes) else "pass the transcript"
-            raise TypeError(f"the transcript of {name} is {kind}, not a string; {fix}")
+        if text is not None:
+            check_transcript(text, f"the transcript of {name}")  # the processor's check, before any audio is read
         if text is not None and not text.strip():
             text = ""  # whitespace only: the empty transcript (audio only)
         waveform, rate = self._load_audio(inputs, sampling_rate, name)
@@ -465,19 +505,8 @@ class CrabEmotionPipeline(Pipeline):
                     "datasets audio value ({'array', 'sampling_rate'} or {'path', 'bytes'})"
                 )
             inputs, sampling_rate = array, rate
-        if isinstance(inputs, torch.Tensor):
-            inputs = inputs.detach().cpu()
-            waveform = (inputs.float() if inputs.dtype == torch.bfloat16 else inputs).numpy()
-        else:
-            waveform = np.asarray(inputs)
-        if waveform.dtype.kind not in "iuf":
-            raise TypeError(f"{name} has dtype {waveform.dtype}; pass a path, bytes, or float/integer PCM samples")
-        if waveform.ndim not in (1, 2):
-            raise ValueError(f"{name} has shape {waveform.shape}; pass a 1-D waveform or (samples, channels)")
+        waveform = mono_float32(inputs, name)  # the processor's checks of an array
         rate = self.processor.sampling_rate if sampling_rate is None else check_sampling_rate(sampling_rate, name)
-        waveform = pcm_to_float32(waveform)
-        if waveform.ndim == 2:  # (samples, channels) or (channels, samples): average the shorter axis
-            waveform = waveform.mean(axis=1 if waveform.shape[1] <= waveform.shape[0] else 0, dtype=np.float32)
         return waveform, rate
 
     def _asr(self, asr_model):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up a virtual environment, train a tiny Crab on the built-in synthetic corpus (CPU), then classify the first
-# test clips of each class with the exported model, beside their labels. Offline apart from PyPI.
+# Set up a virtual environment, train a tiny Crab on the built-in synthetic corpus (CPU), then classify two demo
+# clips with the exported model through `crab predict` (the pipeline). Offline apart from PyPI.
 # Measured times: README.md ("Two commands").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 out=${1:-outputs/demo}
 step "training a tiny Crab on the synthetic corpus into $out (dev and test results at the end)"
 python train.py --output_dir "$out" --disable_tqdm True
-step "the first two test clips of each class, classified by the exported model ($out/inference)"
-python -m modeling_crab.training.predict "$out/inference" --manifest "$out/demo_corpus/manifest.csv" --split test
+step "two demo clips, classified by the exported model ($out/inference); every test clip: $out/predictions_test.csv"
+crab predict "$out/demo_corpus/wavs/spk2_0016.wav" --text "Seriously, do not ever talk to me like that again!" \
+  "$out/demo_corpus/wavs/spk3_0021.wav" --text "How lovely, Emma is finally coming home tonight, I am thrilled!" \
+  --model "$out/inference"
 step "done; what to run next: README.md (\"After the demo\")"

@@ -9,8 +9,8 @@ import pytest
 import torch
 from training_helpers import LABELS, WORDS, load_train_script, write_corpus
 
-from modeling_crab.manifest import ManifestError
-from modeling_crab.training.predict import classify_file, classify_split, format_split
+from modeling_crab.cli import main as crab
+from modeling_crab.manifest import ManifestError, load_manifest, select_split
 
 train_script = load_train_script()
 
@@ -173,7 +173,7 @@ def test_bad_rows_stop_the_run_before_the_first_step(tmp_path):
     assert not list(out.glob("checkpoint-*")) and not (out / "trainer_state.json").exists()
 
 
-def test_a_tiny_run_writes_results_figures_and_an_inference_model(tmp_path):
+def test_a_tiny_run_writes_results_figures_and_an_inference_model(tmp_path, capsys):
     manifest = write_corpus(tmp_path / "corpus", {"train": 2, "dev": 1, "test": 1})
     out = tmp_path / "out"
     argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(out), "--num_train_epochs", "2"]
@@ -187,18 +187,22 @@ def test_a_tiny_run_writes_results_figures_and_an_inference_model(tmp_path):
         assert 0.0 <= saved[f"eval_{key}"] <= 1.0 and 0.0 <= saved[f"test_{key}"] <= 1.0
     for figure in ("confusion_matrix_dev.png", "confusion_matrix_test.png", "training_curves.png"):
         assert (out / figure).stat().st_size > 1000
-    ranked = classify_file(out / "inference", next((tmp_path / "corpus" / "wavs").glob("*.wav")), "i hate this")
+    from transformers import pipeline
+
+    pipe = pipeline("speech-emotion-recognition", model=str(out / "inference"), trust_remote_code=True, device="cpu")
+    wav = next((tmp_path / "corpus" / "wavs").glob("*.wav"))
+    ranked = pipe(str(wav), text="i hate this")
     assert sorted(row["label"] for row in ranked) == sorted(LABELS)
     assert sum(row["score"] for row in ranked) == pytest.approx(1.0)
 
-    # what the demo ends with: the first clip(s) of each class of a split, beside their labels
-    rows = classify_split(out / "inference", manifest, "test", per_class=1)
-    assert [row["id"] for row in rows] == [f"test_{label}_0" for label in sorted(LABELS)]
-    assert all(row["prediction"] in LABELS and 0.0 < row["score"] <= 1.0 for row in rows)
-    right = sum(row["prediction"] == row["label"] for row in rows)
-    assert format_split(rows).splitlines()[-1] == f"{right} of 4 right (x: wrong)"
-    with pytest.raises(FileNotFoundError, match="does not exist"):  # a local path, never tried as a Hub repo
-        classify_file(out / "no-such-folder", next((tmp_path / "corpus" / "wavs").glob("*.wav")), "i hate this")
+    # the export classifies every clip of a split, with its transcript, through the pipeline
+    test_split = select_split(load_manifest(manifest), "test")
+    answers = pipe([u.audio for u in test_split], text=[u.text for u in test_split])
+    assert len(answers) == len(test_split)
+    assert all(answer[0]["label"] in LABELS and 0.0 < answer[0]["score"] <= 1.0 for answer in answers)
+    with pytest.raises(SystemExit):  # a local path, never tried as a Hub repo
+        crab(["predict", str(wav), "--text", "i hate this", "--model", str(out / "no-such-folder")])
+    assert "is not a folder here" in capsys.readouterr().err
 
 
 def test_pretrained_encoders_load_from_local_folders(tmp_path, tiny_tokenizer):

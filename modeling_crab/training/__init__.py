@@ -1,7 +1,7 @@
 """Training: the Crab Trainer, audio loading and the scan of a manifest (`modeling_crab.manifest`), batching, metrics, plots and the built-in demo.
 
-Nothing in here travels with a checkpoint; the checkpoint files never import from `training/`. `predict` (classify
-with a trained model) is imported from its module, so that `python -m modeling_crab.training.predict` runs cleanly.
+Nothing in here travels with a checkpoint; the checkpoint files never import from `training/`. Classifying with a
+trained model goes through the pipeline (`crab predict`, `pipeline("speech-emotion-recognition", ...)`).
 """
 
 from .collator import CrabDataCollator, EpochSeededLengthGroupedSampler

@@ -17,6 +17,8 @@ class CrabDataCollator:
     `input_values` (B, T), `attention_mask` (B, T), `input_ids` (B, L), `text_attention_mask` (B, L), `labels` (B,).
 
     `labels` is left out when any feature has no label (hidden test labels). Other feature keys (`id`) are dropped.
+    Audio is not cropped again: the dataset's reader crops once, reading only the kept frames (`load_audio`), as the
+    pipeline cuts its windows before calling the processor.
     """
 
     processor: Any
@@ -27,6 +29,7 @@ class CrabDataCollator:
             audio=[feature["audio"] for feature in features],
             text=[feature["text"] for feature in features],
             sampling_rate=self.sampling_rate,
+            max_duration_s=None,
             return_tensors="pt",
             padding=True,
         )

@@ -1,7 +1,8 @@
 """Audio loading, the pre-training scan and the training dataset, over the rows of a manifest (`..manifest`).
 
-Audio is read with soundfile and resampled with soxr (not the `datasets` Audio feature, which needs torchcodec +
-FFmpeg): downmixed to mono, resampled to 16 kHz, cut to start/end, cropped to the first `max_duration_s` seconds.
+Audio is read by the pipeline's reader (`pipeline_crab.read_audio`, with the processor's resampler; not the
+`datasets` Audio feature, which needs torchcodec + FFmpeg): cut to start/end, cropped to the first `max_duration_s`
+seconds (only those frames are read), downmixed to mono and resampled to 16 kHz, as in serving.
 
 `scan_manifest` reads every used row once before training: it reports every bad row in one `ManifestError`, and
 computes the clip lengths (for length-grouped batching) and the global waveform mean/std of the training audio.
@@ -26,24 +27,16 @@ import torch
 from tqdm.auto import tqdm
 
 from ..manifest import ManifestError, Utterance, class_label_names, report_problems
+from ..pipeline_crab import UndecodableAudioError, read_audio
 from ..processing_crab import (
     SILENCE_PEAK_TO_PEAK,
     TRAINING_CROP_S,
     check_amplitude,
-    check_sampling_rate,
     transcript_problem,
 )
 
 SAMPLING_RATE = 16_000
 
-
-def _audio_io():
-    """soundfile and soxr, imported when audio is first read: the rest of `training` (the trainer, the encoder
-    cache, the tiny models the benchmarks use) works without them."""
-    import soundfile
-    import soxr
-
-    return soundfile, soxr
 
 
 @dataclass
@@ -70,22 +63,10 @@ def load_audio(
     sampling_rate: int = SAMPLING_RATE,
 ) -> np.ndarray:
     """A (N,) float32 mono waveform at `sampling_rate`: the [start, end) segment in seconds, its first
-    `max_duration_s` seconds. Reads only the frames it needs."""
-    sf, soxr = _audio_io()
-    info = sf.info(str(path))
-    check_sampling_rate(info.samplerate, f"audio file '{path}'")
-    first_frame = round((start or 0.0) * info.samplerate)
-    last_frame = info.frames if end is None else min(info.frames, round(end * info.samplerate))
-    if max_duration_s is not None:
-        last_frame = min(last_frame, first_frame + math.ceil(max_duration_s * info.samplerate))
-    num_frames = max(0, last_frame - first_frame)
-    frames = sf.read(str(path), start=first_frame, frames=num_frames, dtype="float32", always_2d=True)[0]
-    waveform = frames.mean(axis=1)  # (N,) mono
-    if info.samplerate != sampling_rate and len(waveform):
-        waveform = soxr.resample(waveform, info.samplerate, sampling_rate).astype(np.float32)
-    if max_duration_s is not None:
-        waveform = waveform[: round(max_duration_s * sampling_rate)]
-    return np.ascontiguousarray(waveform, dtype=np.float32)
+    `max_duration_s` seconds (the one crop of training: the collator's processor does not crop again). Reads only
+    the frames it needs, with the pipeline's reader."""
+    waveform, _ = read_audio(path, f"audio file '{path}'", sampling_rate, start, end, max_duration_s)
+    return waveform
 
 
 @dataclass
@@ -141,23 +122,16 @@ def _check_audio(utterance: Utterance, max_duration_s: float | None) -> _AudioCh
             problem=f"audio file '{utterance.audio}' cannot be read (permission denied); make it readable "
             "(chmod a+r) or run as a user who can read it"
         )
-    sf, _ = _audio_io()
-    try:
-        info = sf.info(utterance.audio)
-    except Exception as error:  # soundfile raises several types for corrupt or unsupported files
-        return _AudioCheck(problem=f"audio file '{utterance.audio}' is unreadable ({error}); convert it to WAV/FLAC")
-    try:
-        check_sampling_rate(info.samplerate, f"audio file '{utterance.audio}'")
-    except ValueError as error:
-        return _AudioCheck(problem=str(error))
     try:
         waveform = load_audio(utterance.audio, utterance.start, utterance.end, max_duration_s)
-    except Exception as error:  # soundfile raises several types for corrupt or unsupported files
-        return _AudioCheck(problem=f"audio file '{utterance.audio}' is unreadable ({error}); convert it to WAV/FLAC")
-    if utterance.start is not None and utterance.start * info.samplerate >= info.frames:
+    except UndecodableAudioError as error:  # corrupt, or not audio
         return _AudioCheck(
-            problem=f"start={utterance.start}s is past the end of '{utterance.audio}' ({info.duration:.2f}s)"
+            problem=f"audio file '{utterance.audio}' is unreadable ({error.__cause__}); convert it to WAV/FLAC"
         )
+    except ValueError as error:  # an impossible sampling rate, a start past the end: named, with the fix
+        return _AudioCheck(problem=str(error))
+    except Exception as error:  # anything else a decoder raises on a damaged file
+        return _AudioCheck(problem=f"audio file '{utterance.audio}' is unreadable ({error}); convert it to WAV/FLAC")
     if len(waveform) == 0:
         return _AudioCheck(problem=f"audio '{utterance.audio}' is empty; remove the row or fix the file")
     if not np.isfinite(waveform).all():
