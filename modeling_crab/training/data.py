@@ -38,7 +38,6 @@ from ..processing_crab import (
 SAMPLING_RATE = 16_000
 
 
-
 @dataclass
 class ManifestScan:
     """What one pass over the audio learns: clip lengths in 16 kHz samples and the training waveform's statistics."""
