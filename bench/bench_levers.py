@@ -23,7 +23,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa
 from transformers import WavLMModel  # noqa: E402
 
 from modeling_crab.modeling_crab import CrabForEmotionClassification, CrabUnimodalBlock  # noqa: E402
-from modeling_crab.wavlm_attention import enable_sdpa_wavlm  # noqa: E402
+from modeling_crab.wavlm_attention import set_wavlm_attention  # noqa: E402
 
 
 def lengths_tensor(args, device: torch.device) -> torch.Tensor:
@@ -53,7 +53,7 @@ def attention(args, device: torch.device) -> tuple[list[dict], list[str]]:
     config.layerdrop, config.hidden_dropout, config.attention_dropout, config.activation_dropout = 0.0, 0.0, 0.0, 0.0
     torch.manual_seed(0)
     eager = WavLMModel(config).to(device).train()
-    sdpa = enable_sdpa_wavlm(copy.deepcopy(eager))
+    sdpa = set_wavlm_attention(copy.deepcopy(eager), "sdpa")
     lengths = lengths_tensor(args, device)
     frames = int(lengths.max())
     hidden = torch.randn(args.batch_size, frames, config.hidden_size, device=device)

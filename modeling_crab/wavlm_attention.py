@@ -11,9 +11,9 @@ weights as well. Here the same bias, plus the key-padding mask, goes to `F.scale
 additive float mask, so PyTorch picks a fused kernel (memory-efficient / flash-CPU) and the (B, H, T, T) weights are
 never stored for backward. Same function: fp32 outputs and gradients match eager to float tolerance.
 
-    from modeling_crab.wavlm_attention import enable_sdpa_wavlm
-    enable_sdpa_wavlm(model)          # any module holding WavLM layers: a WavLMModel, a Crab model, ...
-    disable_sdpa_wavlm(model)         # back to eager (needed for `output_attentions`)
+    from modeling_crab.wavlm_attention import set_wavlm_attention
+    set_wavlm_attention(model, "sdpa")   # any module holding WavLM layers: a WavLMModel, a Crab model, ...
+    set_wavlm_attention(model, "eager")  # back to eager (needed for `output_attentions`)
 
 The swap changes the class of each `WavLMAttention` module to `WavLMSdpaAttention` (a subclass with the same
 parameters), so state dicts, checkpoints and `isinstance` checks are unaffected. It relies on transformers' private
@@ -146,16 +146,6 @@ def set_wavlm_attention(model: nn.Module, implementation: str, strict: bool = Tr
     return model
 
 
-def enable_sdpa_wavlm(model: nn.Module) -> nn.Module:
-    """Compute WavLM self-attention inside `model` with `scaled_dot_product_attention`."""
-    return set_wavlm_attention(model, "sdpa")
-
-
-def disable_sdpa_wavlm(model: nn.Module) -> nn.Module:
-    """Restore transformers' eager WavLM attention inside `model`."""
-    return set_wavlm_attention(model, "eager")
-
-
 def wavlm_attention_implementation(model: nn.Module) -> str | None:
     """`"sdpa"`, `"eager"`, `"mixed"`, or None when `model` holds no WavLM attention."""
     kinds = {"sdpa" if isinstance(m, WavLMSdpaAttention) else "eager" for m in _wavlm_attention_modules(model)}
@@ -174,8 +164,6 @@ __all__ = [
     "sdpa_is_checked",
     "WavLMSdpaAttention",
     "set_wavlm_attention",
-    "enable_sdpa_wavlm",
-    "disable_sdpa_wavlm",
     "wavlm_attention_implementation",
     "quiet_eager_mask_warning",
 ]

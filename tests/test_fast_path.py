@@ -14,8 +14,6 @@ from modeling_crab.losses import mlcs_loss
 from modeling_crab.training.feature_cache import CachedFeatures, cache_encoder_outputs, collate_cached
 from modeling_crab.wavlm_attention import (
     WavLMSdpaAttention,
-    disable_sdpa_wavlm,
-    enable_sdpa_wavlm,
     set_wavlm_attention,
     wavlm_attention_implementation,
 )
@@ -72,7 +70,7 @@ def test_sdpa_wavlm_equals_eager(tiny_config, variant, training, mask_alignment,
     torch.manual_seed(0)
     eager = WavLMModel(_wavlm_config(tiny_config, variant)).train(training).to(device)
     _perturb_gates(eager)
-    sdpa = enable_sdpa_wavlm(copy.deepcopy(eager))
+    sdpa = set_wavlm_attention(copy.deepcopy(eager), "sdpa")
     waveforms, attention_mask = (t.to(device) for t in _padded_audio())
 
     out_eager = eager(waveforms, attention_mask=attention_mask).last_hidden_state
@@ -89,7 +87,7 @@ def test_sdpa_wavlm_without_attention_mask(tiny_config, mask_alignment):
     """Base checkpoints (group norm) get no attention mask: the key-padding branch is skipped."""
     torch.manual_seed(0)
     eager = WavLMModel(_wavlm_config(tiny_config, "post_layer_norm")).eval()
-    sdpa = enable_sdpa_wavlm(copy.deepcopy(eager))
+    sdpa = set_wavlm_attention(copy.deepcopy(eager), "sdpa")
     waveforms, _ = _padded_audio()
     with torch.no_grad():
         torch.testing.assert_close(
@@ -107,7 +105,7 @@ def test_crab_logits_and_mlcs_equal_with_sdpa_wavlm(tiny_config, tiny_batch, var
     torch.manual_seed(0)
     eager = CrabForEmotionClassification(tiny_config).train()
     _perturb_gates(eager)
-    sdpa = enable_sdpa_wavlm(copy.deepcopy(eager))
+    sdpa = set_wavlm_attention(copy.deepcopy(eager), "sdpa")
     assert wavlm_attention_implementation(eager) == "eager" and wavlm_attention_implementation(sdpa) == "sdpa"
     inputs = {k: tiny_batch[k] for k in ("input_values", "attention_mask", "input_ids", "text_attention_mask")}
 
@@ -128,15 +126,15 @@ def test_enable_and_disable_swap_every_layer_and_keep_the_weights(tiny_config):
     model = CrabForEmotionClassification(tiny_config)
     keys = list(model.state_dict())
     assert wavlm_attention_implementation(model) == "eager"
-    enable_sdpa_wavlm(model.crab.audio_encoder)
+    set_wavlm_attention(model.crab.audio_encoder, "sdpa")
     layers = model.crab.audio_encoder.encoder.layers
     assert all(isinstance(layer.attention, WavLMSdpaAttention) for layer in layers)
     assert wavlm_attention_implementation(model) == "sdpa"
     assert list(model.state_dict()) == keys
-    disable_sdpa_wavlm(model)
+    set_wavlm_attention(model, "eager")
     assert wavlm_attention_implementation(model) == "eager"
     with pytest.raises(ValueError, match="holds no WavLMAttention"):
-        enable_sdpa_wavlm(model.crab.text_encoder)
+        set_wavlm_attention(model.crab.text_encoder, "sdpa")
     set_wavlm_attention(model.crab.text_encoder, "sdpa", strict=False)  # a config switch on a non-WavLM encoder
 
 
@@ -156,7 +154,7 @@ def test_an_unchecked_transformers_release_falls_back_to_eager_attention(tiny_co
     wavlm_attention._warn_unchecked.cache_clear()
     with caplog.at_level("WARNING", logger=wavlm_attention.__name__):
         model = CrabForEmotionClassification(tiny_config)  # audio_attention="sdpa", the default
-        enable_sdpa_wavlm(sdpa)  # an SDPA model asked again: back to eager
+        set_wavlm_attention(sdpa, "sdpa")  # an SDPA model asked again: back to eager
     assert tiny_config.audio_attention == "sdpa"
     assert wavlm_attention_implementation(model) == wavlm_attention_implementation(sdpa) == "eager"
     messages = [record.getMessage() for record in caplog.records if record.name == wavlm_attention.__name__]
