@@ -452,11 +452,11 @@ class CrabEmotionPipeline(Pipeline):
                         f"'{source}' has no {filename} for backend={backend!r}; run: crab export-onnx {source}"
                     )
             else:
-                from huggingface_hub import hf_hub_download
+                from transformers.utils import cached_file
 
                 revision = getattr(self.model.config, "_commit_hash", None)
                 try:
-                    path = hf_hub_download(source, filename, revision=revision)
+                    path = cached_file(source, filename, revision=revision)
                 except Exception as error:
                     raise FileNotFoundError(
                         f"cannot get {filename} of '{source}' for backend={backend!r} ({error}); the repo needs the "
