@@ -233,9 +233,9 @@ def predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def export_onnx(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    checkpoint = args.checkpoint
-    if (Path(checkpoint) / "inference" / "config.json").is_file():  # train.py's --output_dir
-        checkpoint = str(Path(checkpoint) / "inference")
+    from .export import inference_folder
+
+    checkpoint = str(inference_folder(args.checkpoint))  # train.py's --output_dir: its inference/ export
     check_model(checkpoint, parser, flag="CHECKPOINT")
     try:
         from .onnx_export import export_checkpoint

@@ -53,6 +53,12 @@ def save_with_code(model: CrabModel | CrabForEmotionClassification, out_dir: str
     model.save_pretrained(out_dir, **kwargs)  # writes custom_pipelines and pipeline_crab.py too
 
 
+def inference_folder(path: str | os.PathLike) -> Path:
+    """train.py's `--output_dir` -> the inference export it holds (`inference/`); any other folder as it is."""
+    path = Path(path)
+    return path / "inference" if (path / "inference" / "config.json").is_file() else path
+
+
 def export_for_inference(
     model: CrabForEmotionClassification, processor: CrabProcessor | None, out_dir: str | os.PathLike
 ) -> Path:

@@ -180,13 +180,11 @@ def export_checkpoint(
     with `quantize`, `onnx/model_quantized.onnx` (int8), in `out_dir` (default: the checkpoint's own folder).
     A new `out_dir` also gets the inference export (safetensors, config, processor), so it serves both runtimes, as
     a Hub repo does. Returns the ONNX files."""
-    from .export import export_for_inference
+    from .export import export_for_inference, inference_folder
     from .modeling_crab import CrabForEmotionClassification
     from .processing_crab import CrabProcessor
 
-    source = Path(checkpoint)
-    if (source / "inference" / "config.json").is_file():
-        source = source / "inference"
+    source = inference_folder(checkpoint)
     local = source.is_dir()
     if local and not (source / "config.json").is_file():
         raise FileNotFoundError(

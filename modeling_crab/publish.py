@@ -209,10 +209,11 @@ def _template(name: str) -> str:
 
 def find_checkpoint(output_dir: Path) -> tuple[Path, dict[str, float]]:
     """A training output dir (or its `inference/`) -> the checkpoint to export and the training's eval results."""
+    from .export import inference_folder
+
     output_dir = Path(output_dir)
-    candidates = [output_dir / "inference", output_dir]
-    checkpoint = next((c for c in candidates if (c / "config.json").is_file()), None)
-    if checkpoint is None:
+    checkpoint = inference_folder(output_dir)
+    if not (checkpoint / "config.json").is_file():
         raise FileNotFoundError(
             f"'{output_dir}' has no config.json, nor an inference/ folder with one; pass train.py's --output_dir"
         )
