@@ -22,7 +22,7 @@ import math
 import os
 import sys
 from argparse import SUPPRESS, ArgumentDefaultsHelpFormatter, RawDescriptionHelpFormatter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -98,6 +98,14 @@ class ModelArguments:
     )
     audio_attention: str = field(
         default="sdpa", metadata={"help": "WavLM self-attention: sdpa (fused) or eager", "choices": ["sdpa", "eager"]}
+    )
+    frozen_baseline: bool = field(
+        default=False,
+        metadata={
+            "help": "after training, train the head alone on the encoders frozen at their starting weights "
+            "(--encoder_cache, into output_dir/frozen_baseline) and show both in the summary: fine-tuning that "
+            "loses to it overfits"
+        },
     )
     compile_regions: str | None = field(
         default=None,
@@ -177,7 +185,9 @@ class CrabLossArguments:
 
 @dataclass
 class OptimizerArguments:
-    _argument_group_name = "OptimizerArguments (hierarchical learning rates and the release's optimiser switches)"
+    _argument_group_name = (
+        "OptimizerArguments (hierarchical learning rates, early stopping and the release's optimiser switches)"
+    )
 
     encoder_learning_rate: float = field(default=1e-6, metadata={"help": "lr of both encoders (head: learning_rate)"})
     decay_every_parameter: bool = field(
@@ -195,6 +205,13 @@ class OptimizerArguments:
     learning_rate_floor: float = field(default=1e-6, metadata={"help": "eta_min of the head under --epoch_cosine"})
     encoder_learning_rate_floor: float = field(
         default=1e-7, metadata={"help": "eta_min of both encoders under --epoch_cosine"}
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "stop when the dev metric (metric_for_best_model) has not improved for N evaluations; the best "
+            "checkpoint is kept and loaded at the end. None: train every epoch"
+        },
     )
     full_accumulation_divisor: bool = field(
         default=False,
@@ -288,7 +305,7 @@ SMALL_MODEL = {
     "logging_steps": 5,
 }
 # No --manifest: the built-in demo corpus, with a tiny model.
-DEMO = {"tiny": True, "output_dir": "outputs/demo"}
+DEMO = {"tiny": True, "output_dir": "outputs/demo", "frozen_baseline": True}
 
 
 HELP_DESCRIPTION = """\
@@ -399,6 +416,8 @@ BOUNDS = {
     "per_device_train_batch_size": (lambda v: v >= 1, "a whole number >= 1"),
     "per_device_eval_batch_size": (lambda v: v >= 1, "a whole number >= 1"),
     "gradient_accumulation_steps": (lambda v: v >= 1, "a whole number >= 1"),
+    "label_smoothing_factor": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "early_stopping_patience": (lambda v: v is None or v >= 1, "a whole number of evaluations >= 1"),
 }
 
 
@@ -415,6 +434,13 @@ def check_arguments(*arguments) -> list[str]:
     for name, (test, expected) in BOUNDS.items():
         if not test(values[name]):
             problems.append(f"--{name} {values[name]!r}: pass {expected}")
+    if values["early_stopping_patience"] and not (
+        values["load_best_model_at_end"] and values["eval_strategy"] != "no"
+    ):
+        problems.append(
+            "--early_stopping_patience needs evaluation and model selection: --eval_strategy epoch (or steps) and "
+            "--load_best_model_at_end true"
+        )
     return problems
 
 
@@ -432,7 +458,7 @@ if __name__ == "__main__" and {"-h", "--help"} & set(sys.argv[1:]):
     parse_arguments(sys.argv[1:])
 
 import transformers  # noqa: E402
-from transformers import RobertaTokenizerFast, Wav2Vec2FeatureExtractor, set_seed  # noqa: E402
+from transformers import EarlyStoppingCallback, RobertaTokenizerFast, Wav2Vec2FeatureExtractor, set_seed  # noqa: E402
 
 from modeling_crab import CrabForEmotionClassification, CrabProcessor, export_for_inference  # noqa: E402
 from modeling_crab.manifest import ManifestError, load_manifest, select_splits  # noqa: E402
@@ -491,9 +517,10 @@ def build_processor(model_args, data_args, train_texts: list[str], checkpoint: s
     return processor
 
 
-def build_model(model_args, loss_args, label_names: list[str], vocab_size: int, distributed: bool):
+def build_model(model_args, loss_args, label_names: list[str], vocab_size: int, distributed: bool, training_args):
     id2label = dict(enumerate(label_names))
     head_options = {
+        "label_smoothing": training_args.label_smoothing_factor,  # transformers' flag, applied by the model's loss
         "mask_padding": model_args.mask_padding,
         "unimodal_tap": model_args.unimodal_tap,
         "mlcs_taps": loss_args.mlcs_taps,
@@ -620,12 +647,35 @@ def skip_bad_rows(rows: dict, scanned: list, skipped: dict[int, list[str]], repo
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Train, evaluate and export as the arguments say (`python train.py --help`); the dev and test metrics."""
     quiet_eager_mask_warning()
-    model_args, data_args, loss_args, optimizer_args, training_args = parse_arguments(
-        sys.argv[1:] if argv is None else argv
-    )
+    arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    transformers.utils.logging.set_verbosity(arguments[-1].get_process_log_level())
+    return train_and_evaluate(*arguments)[0]
+
+
+def frozen_baseline(manifest, model_args, data_args, loss_args, optimizer_args, training_args) -> dict[str, float]:
+    """The same run with both encoders frozen at their starting weights, only the head trained (`--encoder_cache`),
+    in `output_dir/frozen_baseline`: what fine-tuning has to beat. Its dev and test metrics."""
+    out = Path(training_args.output_dir) / "frozen_baseline"
+    logger.info(f"--frozen_baseline: training the head alone on frozen encoders into {out}")
+    results, _ = train_and_evaluate(
+        replace(model_args, frozen_baseline=False),
+        replace(data_args, manifest=manifest, encoder_cache=str(out / "encoder_cache")),
+        loss_args,
+        optimizer_args,
+        replace(training_args, output_dir=str(out), resume_from_checkpoint=None),
+        report=False,
+    )
+    return results
+
+
+def train_and_evaluate(
+    model_args, data_args, loss_args, optimizer_args, training_args, report: bool = True
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """The whole run: data, processor, model, training, evaluation, export. The metrics (`eval_*`, `test_*`, as in
+    eval_results.json) and, per split name, the summary table's metrics; `report` prints the table."""
     set_seed(training_args.seed)
     output_dir = Path(training_args.output_dir)
 
@@ -678,7 +728,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if data_args.normalization == "global":
         processor.set_waveform_stats(scan.waveform_mean, scan.waveform_std)
     distributed = training_args.world_size > 1
-    model = build_model(model_args, loss_args, label_names, len(processor.tokenizer), distributed)
+    model = build_model(model_args, loss_args, label_names, len(processor.tokenizer), distributed, training_args)
     if checkpoint is not None:  # before anything is encoded or trained
         check_resume_config(checkpoint, model.config, data_args.normalization)
 
@@ -710,6 +760,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             else None
         ),
         full_accumulation_divisor=optimizer_args.full_accumulation_divisor,
+        callbacks=(
+            [EarlyStoppingCallback(optimizer_args.early_stopping_patience)]
+            if optimizer_args.early_stopping_patience
+            else None
+        ),
     )
 
     # ---- train, evaluate, export ----------------------------------------------------------------------------------
@@ -752,13 +807,31 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         recipe=model_args.recipe, text_padding=processor.text_padding, mask_padding=model.config.mask_padding
     )
     if trainer.is_world_process_zero():
-        (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
         plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png", best_step(trainer.state))
         export_for_inference(trainer.model, processor, output_dir / "inference")
-        summary = summary_table(per_split, label_names)
-        print(f"\nCrab results ({output_dir}, recipe '{model_args.recipe}'):\n" + "\n".join([summary, *notes]))
-        print(f"inference model: {output_dir / 'inference'}  (eval_results.json, *.png next to it)\n")
-    return results
+    table = dict(per_split)
+    if model_args.frozen_baseline and not data_args.encoder_cache:
+        baseline = frozen_baseline(manifest, model_args, data_args, loss_args, optimizer_args, training_args)
+        results.update({f"frozen_baseline_{k}": v for k, v in baseline.items() if k.startswith(("eval_", "test_"))})
+        for role, prefix in (("eval", "eval_"), ("test", "test_")):
+            if f"{prefix}uar" in baseline and splits.get(role) in per_split:
+                table[f"{splits[role]} (frozen)"] = {
+                    key.removeprefix(prefix): value for key, value in baseline.items() if key.startswith(prefix)
+                }
+        if "eval_uar" in baseline and baseline["eval_uar"] > results["eval_uar"]:
+            notes.append(
+                f"warning: the frozen-encoder baseline beats fine-tuning on {splits['eval']} (UAR "
+                f"{baseline['eval_uar']:.4f} vs {results['eval_uar']:.4f}): fine-tuning overfits the training data. "
+                "Fewer epochs (--early_stopping_patience), augmentation or a lower --encoder_learning_rate may help; "
+                f"{output_dir / 'frozen_baseline'} holds the baseline's model (docs/training.md)"
+            )
+    if trainer.is_world_process_zero():
+        (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
+        if report:
+            summary = summary_table(table, label_names)
+            print(f"\nCrab results ({output_dir}, recipe '{model_args.recipe}'):\n" + "\n".join([summary, *notes]))
+            print(f"inference model: {output_dir / 'inference'}  (eval_results.json, *.png next to it)\n")
+    return results, per_split
 
 
 if __name__ == "__main__":

@@ -83,6 +83,8 @@ class CrabConfig(PreTrainedConfig):
             contrasts the global micro-batch (exact: the same loss and gradients as one process on the whole batch).
         class_weights: the weight of each class in the cross-entropy term, `w_j = N / (C N_j)` from the training
             labels (`training.compute_class_weights`; `train.py` sets them); `None` for plain cross-entropy.
+        label_smoothing: epsilon of label smoothing in the cross-entropy term (`torch`'s `label_smoothing`; train.py's
+            `--label_smoothing_factor`); 0 (the paper's) by default.
         use_csl_legs: build the training-only CSL legs; the inference export sets this to `False`.
         modality_dropout: in training, the probability that an utterance's transcript is replaced by the empty one
             (`<s></s>`), so that the model also works on audio alone (the pipeline's audio-only mode). Not in the
@@ -118,6 +120,7 @@ class CrabConfig(PreTrainedConfig):
     mlcs_loss: str = "mpcl"
     mlcs_gather: bool = False
     class_weights: list[float] | None = None
+    label_smoothing: float = 0.0
     use_csl_legs: bool = True
     modality_dropout: float = 0.0
     pass_audio_attention_mask: bool | None = None
@@ -148,6 +151,8 @@ class CrabConfig(PreTrainedConfig):
         unknown = [part for part in self.fp32_under_autocast if part not in FP32_UNDER_AUTOCAST]
         if unknown:
             raise ValueError(f"fp32_under_autocast {unknown}: choose from {list(FP32_UNDER_AUTOCAST)}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 <= self.modality_dropout < 1.0:
             raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
         if self.fusion_hidden_size % 2:

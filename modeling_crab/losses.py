@@ -132,8 +132,8 @@ def crab_objective(
     csl_embeddings: dict[str, torch.Tensor] | None,
     config,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """`(loss, ce_loss, mlcs_loss)`: class-weighted CE (`config.class_weights`, None for plain CE) on the (B, C)
-    logits, plus `config.mlcs_weight` times the MLCS term (`config.mlcs_loss`, tau `config.mlcs_temperature`) when
+    """`(loss, ce_loss, mlcs_loss)`: class-weighted CE (`config.class_weights`, None for plain CE; label smoothing
+    `config.label_smoothing`) on the (B, C) logits, plus `config.mlcs_weight` times the MLCS term (`config.mlcs_loss`, tau `config.mlcs_temperature`) when
     there are CSL embeddings and the weight is positive; their embeddings and labels are first all-gathered across
     data-parallel ranks when `config.mlcs_gather` (see `gather_csl_embeddings`). Without an MLCS term `mlcs_loss` is
     None and `loss` is the CE. Computed in fp32, also when the model runs under bf16/fp16 autocast."""
@@ -141,7 +141,7 @@ def crab_objective(
         weights = (
             None if config.class_weights is None else logits.new_tensor(config.class_weights, dtype=torch.float32)
         )
-        ce = F.cross_entropy(logits.float(), labels, weight=weights)
+        ce = F.cross_entropy(logits.float(), labels, weight=weights, label_smoothing=config.label_smoothing)
         if not csl_embeddings or config.mlcs_weight <= 0:
             return ce, ce, None
         contrast_labels = labels

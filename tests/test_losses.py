@@ -94,3 +94,25 @@ def test_pulling_positives_together_lowers_the_loss():
     apart = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1], [0.1, 1.0]])
     together = torch.tensor([[1.0, 0.0], [1.0, 0.05], [0.0, 1.0], [0.05, 1.0]])
     assert multi_positive_contrastive_loss(together, labels) < multi_positive_contrastive_loss(apart, labels)
+
+
+def test_label_smoothing_of_the_cross_entropy_term():
+    """`config.label_smoothing` is torch's label smoothing in the (class-weighted) CE term; 0 leaves it plain."""
+    from types import SimpleNamespace
+
+    from modeling_crab.losses import crab_objective
+
+    torch.manual_seed(0)
+    logits, labels = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 0, 1])
+    weights = [1.0, 2.0, 0.5, 1.5]
+    smoothed = SimpleNamespace(class_weights=weights, label_smoothing=0.1, mlcs_weight=0.0)
+    plain = SimpleNamespace(class_weights=weights, label_smoothing=0.0, mlcs_weight=0.0)
+    loss, ce, mlcs = crab_objective(logits, labels, None, smoothed)
+    expected = torch.nn.functional.cross_entropy(logits, labels, weight=torch.tensor(weights), label_smoothing=0.1)
+    assert mlcs is None and torch.equal(loss, ce) and torch.allclose(ce, expected)
+    assert not torch.allclose(crab_objective(logits, labels, None, plain)[1], ce)
+    # confident, correct logits: smoothing keeps a floor under the loss, plain CE goes to 0
+    confident = torch.nn.functional.one_hot(labels, 4).float() * 50
+    assert (
+        crab_objective(confident, labels, None, smoothed)[1] > 0.1 > crab_objective(confident, labels, None, plain)[1]
+    )

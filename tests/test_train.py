@@ -370,3 +370,57 @@ def test_compile_regions_trains_and_exports(tmp_path, monkeypatch):
     assert compiled == [{"backend": "aot_eager"}]
     exported = CrabForEmotionClassification.from_pretrained(out / "inference")
     assert not any("_orig_mod" in key for key in exported.state_dict())
+
+
+def test_early_stopping_ends_the_run_when_the_dev_metric_stops_improving(tmp_path, monkeypatch):
+    """`--early_stopping_patience 1`: a dev metric that never improves after the first epoch stops the run at the
+    second of six epochs; `--label_smoothing_factor` reaches the model's loss through config.json."""
+    from modeling_crab.training import CrabTrainer
+
+    original = CrabTrainer.prediction_step
+
+    def always_sad(self, *args, **kwargs):  # the same dev metrics every epoch
+        loss, logits, labels = original(self, *args, **kwargs)
+        return loss, torch.nn.functional.one_hot(torch.full((len(logits),), 3), len(LABELS)).float(), labels
+
+    monkeypatch.setattr(CrabTrainer, "prediction_step", always_sad)
+    manifest = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1})
+    out = tmp_path / "out"
+    argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(out), "--num_train_epochs", "6"]
+    argv += ["--early_stopping_patience", "1", "--label_smoothing_factor", "0.1", "--disable_tqdm", "True"]
+    train_script.main(argv)
+    assert json.loads((out / "trainer_state.json").read_text())["epoch"] == 2
+    assert json.loads((out / "inference" / "config.json").read_text())["label_smoothing"] == 0.1
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--early_stopping_patience", "2", "--load_best_model_at_end", "false"], "needs evaluation"),
+        (["--early_stopping_patience", "0"], "--early_stopping_patience 0"),
+        (["--label_smoothing_factor", "1.5"], "--label_smoothing_factor 1.5"),
+    ],
+)
+def test_early_stopping_and_label_smoothing_flags_are_checked(flags, message, capsys):
+    with pytest.raises(SystemExit):
+        train_script.parse_arguments(["--manifest", "m.csv", *flags])
+    assert message in capsys.readouterr().err
+
+
+def test_the_frozen_baseline_is_trained_beside_and_shown_in_the_summary(tmp_path, capsys):
+    """`--frozen_baseline`: the head alone on frozen encoders, in output_dir/frozen_baseline, with its dev and test
+    columns in the summary and its metrics in eval_results.json; the demo turns it on."""
+    assert train_script.DEMO["frozen_baseline"]
+    manifest = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1, "test": 1})
+    out = tmp_path / "out"
+    argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(out), "--max_steps", "2"]
+    results = train_script.main([*argv, "--frozen_baseline", "true", "--disable_tqdm", "True"])
+    printed = capsys.readouterr().out
+    summary = printed.split("Crab results")[-1]
+    assert printed.count("Crab results") == 1  # the baseline's run prints no table of its own
+    assert "dev (frozen)" in summary and "test (frozen)" in summary
+    baseline = json.loads((out / "frozen_baseline" / "eval_results.json").read_text())
+    assert results["frozen_baseline_eval_uar"] == baseline["eval_uar"]
+    assert results["frozen_baseline_test_uar"] == baseline["test_uar"]
+    assert (out / "frozen_baseline" / "inference" / "config.json").is_file()
+    assert json.loads((out / "eval_results.json").read_text()) == results

@@ -25,26 +25,28 @@ or ``python -m modeling_crab.recipes.demo OUT_DIR [--n-per-class N] [--seed S]``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
 import re
 import wave
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from ..manifest import read_manifest, write_manifest
 
-__all__ = ["DEMO_LABELS", "generate_demo_corpus", "main"]
+__all__ = ["DEMO_LABELS", "Synthesis", "write_synthetic_corpus", "generate_demo_corpus", "corpus_parser", "main"]
 
 DEMO_LABELS = ("angry", "happy", "neutral", "sad")
 SPLIT_NAMES = ("train", "dev", "test")
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: train, dev and test have disjoint voices
 _MIN_DURATION_S = 1.0
 _MAX_DURATION_S = 4.0
 _AMBIGUOUS_FRACTION = 0.4
+_INTENSITY = (0.5, 1.2)  # range of the per-utterance expressiveness (0: neutral prosody, 1: the class target)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Transcripts
@@ -292,7 +294,7 @@ _FORMANT_GAINS = np.array((1.0, 0.55, 0.28))
 
 def _utterance_prosody(label: str, speaker: dict, rng: np.random.Generator) -> dict:
     target = _CLASS_PROSODY[label]
-    intensity = rng.uniform(0.35, 1.15)  # how expressive this utterance is
+    intensity = rng.uniform(*_INTENSITY)  # how expressive this utterance is
     p = {}
     for key, neutral_value in _NEUTRAL.items():
         value = neutral_value + intensity * (target[key] - neutral_value)
@@ -582,13 +584,29 @@ def _split_counts(n: int, splits: Sequence[float]) -> tuple[int, int, int]:
         n_dev, n_test = max(1, n_dev), max(1, n_test)
     n_train = n - n_dev - n_test
     if n_train < 1:
-        raise ValueError(f"n_per_class={n} is too small for splits={tuple(splits)}")
+        raise ValueError(f"{n} is too few to split as {tuple(splits)}")
     return n_train, n_dev, n_test
 
 
-def _params(n_per_class, seed, sampling_rate, splits, n_speakers) -> dict:
+def _speaker_splits(n_speakers: int, splits: Sequence[float], rng: np.random.Generator) -> list[np.ndarray]:
+    """The voices of train, dev and test: disjoint, as in speaker-independent evaluation (IEMOCAP's sessions,
+    MSP-Podcast's partitions). Voices come in (male, female) pairs (`_make_speakers` alternates), and whole pairs are
+    dealt to the splits in the proportions of `splits`, so each split hears both."""
+    n_pairs = n_speakers // 2
+    if n_pairs < 3:
+        raise ValueError(f"n_speakers={n_speakers} is too few: train, dev and test need 2 voices each (6 or more)")
+    pairs = rng.permutation(n_pairs)
+    counts = _split_counts(n_pairs, splits)
+    bounds = np.cumsum((0,) + counts)
+    voices = [np.sort(np.concatenate([(2 * p, 2 * p + 1) for p in pairs[a:b]])) for a, b in zip(bounds, bounds[1:])]
+    voices[0] = np.concatenate([voices[0], np.arange(2 * n_pairs, n_speakers)])  # an odd last voice trains
+    return voices
+
+
+def _params(kind, n_per_class, seed, sampling_rate, splits, n_speakers) -> dict:
     return dict(
         version=_FORMAT_VERSION,
+        corpus=kind,
         labels=list(DEMO_LABELS),
         n_per_class=int(n_per_class),
         seed=int(seed),
@@ -612,26 +630,41 @@ def _is_complete(out_dir: pathlib.Path, manifest: pathlib.Path, meta: pathlib.Pa
     )
 
 
-def generate_demo_corpus(
+@dataclasses.dataclass(frozen=True)
+class Synthesis:
+    """How a synthetic corpus is made: its name, its transcripts, its voices and its signal synthesis.
+
+    `make_texts(label, n, rng)` gives `n` transcripts of a class, `make_speakers(n, rng)` `n` voices (alternating
+    male and female: `_speaker_splits` deals them out in pairs), `synthesize(text, label, voice, sampling_rate, rng)`
+    one utterance as a float waveform in [-1, 1].
+    """
+
+    name: str
+    make_texts: Callable[[str, int, np.random.Generator], list[str]]
+    make_speakers: Callable[[int, np.random.Generator], list[dict]]
+    synthesize: Callable[[str, str, dict, int, np.random.Generator], np.ndarray]
+
+
+def write_synthetic_corpus(
     out_dir: str | os.PathLike,
-    n_per_class: int = 60,
-    seed: int = 42,
-    sampling_rate: int = 16000,
-    splits: Sequence[float] = (0.7, 0.15, 0.15),
-    n_speakers: int = 8,
+    synthesis: Synthesis,
+    n_per_class: int,
+    seed: int,
+    sampling_rate: int,
+    splits: Sequence[float],
+    n_speakers: int,
 ) -> pathlib.Path:
-    """Generate the synthetic bimodal emotion corpus and return the path of its manifest.
+    """Generate a synthetic corpus made by `synthesis` and return the path of its manifest.
 
     Writes ``n_per_class`` utterances for each label in :data:`DEMO_LABELS` as 16-bit PCM mono WAV files under
     ``out_dir/wavs/`` and a manifest ``out_dir/manifest.csv`` (`write_manifest`: ``id,audio,text,label,split,speaker``)
-    (``audio`` is relative to the manifest's folder; ``split`` is stratified by label). Everything is deterministic
-    given ``seed``. Idempotent: when ``out_dir`` already holds a complete corpus generated with the same parameters
-    (recorded in ``out_dir/demo_corpus.json``) nothing is rewritten.
+    (``audio`` is relative to the manifest's folder; ``split`` is stratified by label, and train, dev and test are
+    spoken by disjoint voices: `_speaker_splits`). Everything is deterministic given ``seed``. Idempotent: when
+    ``out_dir`` already holds a complete corpus generated with the same parameters (recorded in
+    ``out_dir/<name>_corpus.json``) nothing is rewritten.
     """
     if n_per_class < 3:
         raise ValueError("n_per_class must be >= 3 (every split needs every label)")
-    if n_speakers < 1:
-        raise ValueError("n_speakers must be >= 1")
     if sampling_rate < 8000:
         raise ValueError("sampling_rate must be >= 8000")
     if len(splits) != 3 or min(splits) < 0 or sum(splits) <= 0:
@@ -639,8 +672,8 @@ def generate_demo_corpus(
 
     out_dir = pathlib.Path(out_dir)
     manifest = out_dir / "manifest.csv"
-    meta = out_dir / "demo_corpus.json"
-    params = _params(n_per_class, seed, sampling_rate, splits, n_speakers)
+    meta = out_dir / f"{synthesis.name}_corpus.json"
+    params = _params(synthesis.name, n_per_class, seed, sampling_rate, splits, n_speakers)
     if _is_complete(out_dir, manifest, meta, params):
         return manifest
 
@@ -651,13 +684,17 @@ def generate_demo_corpus(
     manifest.unlink(missing_ok=True)
 
     rng = np.random.default_rng(seed)
-    speakers = _make_speakers(n_speakers, rng)
+    speakers = synthesis.make_speakers(n_speakers, rng)
+    voices = _speaker_splits(n_speakers, splits, rng)
     counts = _split_counts(n_per_class, splits)
     items = []
     for label in DEMO_LABELS:
-        texts = _make_texts(label, n_per_class, rng)
-        spk = rng.permutation(np.arange(n_per_class) % n_speakers)
+        texts = synthesis.make_texts(label, n_per_class, rng)
         split = np.repeat(np.arange(3), counts)[rng.permutation(n_per_class)]
+        spk = np.empty(n_per_class, dtype=int)
+        for s in range(3):  # round-robin over the split's own voices, from a random start
+            where = np.flatnonzero(split == s)
+            spk[where] = np.roll(voices[s], -int(rng.integers(len(voices[s]))))[np.arange(len(where)) % len(voices[s])]
         items += [(label, texts[i], int(spk[i]), SPLIT_NAMES[split[i]]) for i in range(n_per_class)]
     order = rng.permutation(len(items))
 
@@ -665,7 +702,7 @@ def generate_demo_corpus(
     for uid, j in enumerate(order):
         label, text, spk, split = items[j]
         utt_id = f"spk{spk}_{uid:04d}"
-        y = _synthesize(text, label, speakers[spk], sampling_rate, np.random.default_rng((seed, uid)))
+        y = synthesis.synthesize(text, label, speakers[spk], sampling_rate, np.random.default_rng((seed, uid)))
         _write_wav(wav_dir / f"{utt_id}.wav", y, sampling_rate)
         rows.append(
             dict(id=utt_id, audio=f"wavs/{utt_id}.wav", text=text, label=label, split=split, speaker=f"spk{spk}")
@@ -675,22 +712,39 @@ def generate_demo_corpus(
     return write_manifest(rows, manifest)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Generate the built-in synthetic bimodal emotion demo corpus.")
-    parser.add_argument("out_dir", help="output folder (wavs/, manifest.csv, demo_corpus.json)")
-    parser.add_argument("--n-per-class", type=int, default=60)
+FORMANT = Synthesis("demo", _make_texts, _make_speakers, _synthesize)
+
+
+def generate_demo_corpus(
+    out_dir: str | os.PathLike,
+    n_per_class: int = 80,
+    seed: int = 42,
+    sampling_rate: int = 16000,
+    splits: Sequence[float] = (0.7, 0.15, 0.15),
+    n_speakers: int = 12,
+) -> pathlib.Path:
+    """The built-in demo corpus (formant synthesis, the sentences above) in `out_dir`: `write_synthetic_corpus`;
+    its parameters are recorded in ``out_dir/demo_corpus.json``."""
+    return write_synthetic_corpus(out_dir, FORMANT, n_per_class, seed, sampling_rate, splits, n_speakers)
+
+
+def corpus_parser(description: str) -> argparse.ArgumentParser:
+    """The command line of a synthetic corpus module: OUT_DIR and the generation parameters."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("out_dir", help="output folder (wavs/, manifest.csv, <corpus>_corpus.json)")
+    parser.add_argument("--n-per-class", type=int, default=80)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--n-speakers", type=int, default=12)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = corpus_parser("Generate the built-in synthetic bimodal emotion demo corpus.")
     parser.add_argument("--sampling-rate", type=int, default=16000)
-    parser.add_argument("--n-speakers", type=int, default=8)
     args = parser.parse_args(argv)
-    path = generate_demo_corpus(
-        args.out_dir,
-        n_per_class=args.n_per_class,
-        seed=args.seed,
-        sampling_rate=args.sampling_rate,
-        n_speakers=args.n_speakers,
+    print(
+        generate_demo_corpus(args.out_dir, args.n_per_class, args.seed, args.sampling_rate, n_speakers=args.n_speakers)
     )
-    print(path)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Tests for the built-in synthetic bimodal emotion corpus (modeling_crab.recipes.demo)."""
+"""Tests for the built-in synthetic bimodal emotion corpora: the demo's (modeling_crab.recipes.demo, formant
+synthesis) and the second one (modeling_crab.recipes.harmonic, additive harmonics at 22.05 kHz)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from modeling_crab.manifest import MANIFEST_COLUMNS
+from modeling_crab.recipes import harmonic
 from modeling_crab.recipes.demo import DEMO_LABELS, generate_demo_corpus, main
 
 COLUMNS = list(MANIFEST_COLUMNS)  # the one manifest format, as every recipe writes it
@@ -58,7 +60,8 @@ def test_manifest_format(corpus):
         assert r["id"].startswith(r["speaker"] + "_")
         assert (corpus.parent / r["audio"]).is_file()
         assert r["text"].strip()
-    assert len({r["speaker"] for r in rows}) == 8
+    assert len({r["speaker"] for r in rows}) == 12
+    assert_unseen_voices(rows)
     # transcripts vary, and part of them is shared across emotions (ambiguous wording)
     texts = collections.defaultdict(set)
     for r in rows:
@@ -71,6 +74,44 @@ def test_manifest_format(corpus):
     shared = set.intersection(*words_per_label.values())
     assert len(shared) >= 20, sorted(shared)  # the ambiguous sentences use the same vocabulary in every class
     assert any("," in t for t in texts)  # commas survive the CSV round trip
+
+
+def assert_unseen_voices(rows: list[dict]) -> None:
+    """Train, dev and test are spoken by disjoint voices, and each split hears a male and a female voice (the
+    generators alternate them: even speaker numbers are male)."""
+    voices = collections.defaultdict(set)
+    for r in rows:
+        voices[r["split"]].add(int(r["speaker"].removeprefix("spk")))
+    assert not voices["train"] & voices["dev"] and not voices["train"] & voices["test"]
+    assert not voices["dev"] & voices["test"]
+    for split in ("train", "dev", "test"):
+        assert {v % 2 for v in voices[split]} == {0, 1}, split
+
+
+def test_second_corpus_is_made_differently(tmp_path):
+    """The second corpus: other sentences, other sampling rate, disjoint voices per split, every class in every
+    split, and prosody that follows the emotion (sad quieter and slower than angry)."""
+    manifest = harmonic.generate_harmonic_corpus(tmp_path, n_per_class=12, seed=3)
+    columns, rows = header_and_rows(manifest)
+    assert columns == COLUMNS and len(rows) == 12 * len(DEMO_LABELS)
+    assert_unseen_voices(rows)
+    assert collections.Counter((r["split"], r["label"]) for r in rows) == {
+        (split, label): count for split, count in (("train", 8), ("dev", 2), ("test", 2)) for label in DEMO_LABELS
+    }
+    demo_texts = {r["text"] for r in header_and_rows(generate_demo_corpus(tmp_path / "demo", n_per_class=12))[1]}
+    assert not demo_texts & {r["text"] for r in rows}
+    level, duration = collections.defaultdict(list), collections.defaultdict(list)
+    for r in rows:
+        y, sr = sf.read(str(manifest.parent / r["audio"]))
+        assert sr == harmonic.SAMPLING_RATE and y.ndim == 1 and np.isfinite(y).all()
+        assert 0.5 <= len(y) / sr <= 4.0 and np.abs(y).max() < 1.0
+        level[r["label"]].append(np.sqrt(np.mean(y**2)))
+        duration[r["label"]].append(len(y) / sr / max(1, len(r["text"].split())))
+    assert np.mean(level["sad"]) < np.mean(level["neutral"]) < np.mean(level["angry"])
+    assert np.mean(duration["sad"]) > np.mean(duration["angry"])
+    assert harmonic.generate_harmonic_corpus(tmp_path, n_per_class=12, seed=3) == manifest  # idempotent
+    harmonic.main([str(tmp_path / "cli"), "--n-per-class", "3"])
+    assert (tmp_path / "cli" / "harmonic_corpus.json").is_file()
 
 
 def test_audio_files(corpus):
@@ -141,7 +182,9 @@ def test_cli(tmp_path, capsys):
     assert pathlib.Path(out).is_file()
 
 
-@pytest.mark.parametrize("kwargs", [dict(n_per_class=2), dict(n_speakers=0), dict(splits=(0.5, 0.5))])
+@pytest.mark.parametrize(
+    "kwargs", [dict(n_per_class=2), dict(n_speakers=0), dict(n_speakers=5), dict(splits=(0.5, 0.5))]
+)
 def test_invalid_arguments(tmp_path, kwargs):
     with pytest.raises(ValueError):
         generate_demo_corpus(tmp_path, **kwargs)
