@@ -36,6 +36,7 @@ from modeling_crab.configuration_crab import (
     TRAINING_CROP_S,
     CrabConfig,
 )
+from modeling_crab.training.augment import NOISE_TYPES, AugmentationError, WaveformAugmentation
 
 logger = logging.getLogger("crab.train")
 
@@ -222,6 +223,71 @@ class OptimizerArguments:
     )
 
 
+@dataclass
+class AugmentationArguments:
+    _argument_group_name = "AugmentationArguments (training audio only: waveform augmentation, SpecAugment)"
+
+    speed_factors: list[float] = field(
+        default_factory=lambda: list(WaveformAugmentation.speed_factors),
+        metadata={"help": "speed perturbation: a factor drawn per clip from these (0.9 1.0 1.1); none: off"},
+    )
+    gain_db: float = field(
+        default=WaveformAugmentation.gain_db,
+        metadata={"help": "a gain drawn uniformly in +-N dB (not clipped); 0: off"},
+    )
+    noise_prob: float = field(
+        default=WaveformAugmentation.noise_prob, metadata={"help": "probability of additive noise per clip; 0: off"}
+    )
+    noise_snr_db: list[float] = field(
+        default_factory=lambda: list(WaveformAugmentation.noise_snr_db),
+        metadata={"help": "LOW HIGH: the noise's SNR, drawn uniformly in dB"},
+    )
+    noise_types: list[str] = field(
+        default_factory=lambda: list(WaveformAugmentation.noise_types),
+        metadata={"help": f"generated noise colours to draw from ({', '.join(NOISE_TYPES)})"},
+    )
+    noise_dir: str | None = field(
+        default=WaveformAugmentation.noise_dir,
+        metadata={"help": "a folder of noise recordings (WAV/FLAC) to add instead of generated noise"},
+    )
+    reverb_prob: float = field(
+        default=WaveformAugmentation.reverb_prob,
+        metadata={"help": "probability of a synthetic room reverberation per clip; 0: off"},
+    )
+    reverb_rt60_s: list[float] = field(
+        default_factory=lambda: list(WaveformAugmentation.reverb_rt60_s),
+        metadata={"help": "LOW HIGH: the reverberation time RT60, drawn uniformly in seconds"},
+    )
+    mask_time_prob: float | None = field(
+        default=None,
+        metadata={"help": "SpecAugment: the speech encoder's time-masking probability; none: the encoder's own"},
+    )
+    mask_time_length: int | None = field(
+        default=None, metadata={"help": "SpecAugment: frames per time mask; none: the encoder's own"}
+    )
+    mask_feature_prob: float | None = field(
+        default=None, metadata={"help": "SpecAugment: the feature-masking probability; none: the encoder's own"}
+    )
+    mask_feature_length: int | None = field(
+        default=None, metadata={"help": "SpecAugment: channels per feature mask; none: the encoder's own"}
+    )
+
+    @property
+    def waveform(self) -> WaveformAugmentation | None:
+        """The waveform augmentation these flags describe, or None when it changes nothing."""
+        augmentation = WaveformAugmentation(**{name: getattr(self, name) for name in WAVEFORM_FLAGS})
+        return augmentation if augmentation.active else None
+
+    @property
+    def spec_augment(self) -> dict:
+        """The speech encoder config's SpecAugment values that these flags set (the others keep the encoder's)."""
+        return {name: getattr(self, name) for name in SPEC_AUGMENT_FLAGS if getattr(self, name) is not None}
+
+
+WAVEFORM_FLAGS = [f.name for f in fields(WaveformAugmentation) if f.init]
+SPEC_AUGMENT_FLAGS = ("mask_time_prob", "mask_time_length", "mask_feature_prob", "mask_feature_length")
+
+
 # ---- defaults: each written once. The dataclasses above hold those of Crab's own arguments; the recipes below hold
 # TrainingArguments' values and whatever a recipe changes. Layers, lowest first: dataclass defaults < CRAB_RECIPE
 # (+ the GPU's settings) < RELEASE_RECIPE with --recipe release < SMALL_MODEL with --tiny < DEMO without a manifest
@@ -320,12 +386,13 @@ class _HelpFormatter(RawDescriptionHelpFormatter, ArgumentDefaultsHelpFormatter)
     """The description as written, each flag's default after its help."""
 
 
-ARGUMENT_GROUPS = (ModelArguments, DataArguments, CrabLossArguments, OptimizerArguments)
+ARGUMENT_GROUPS = (ModelArguments, DataArguments, CrabLossArguments, OptimizerArguments, AugmentationArguments)
 
 
 def build_parser() -> HfArgumentParser:
-    """Five groups, as the dataclasses: Crab's model, data, loss and optimizer arguments, then transformers'
-    `TrainingArguments` with the first sentence of their help only (`--help` otherwise runs to 700 lines)."""
+    """Six groups, as the dataclasses: Crab's model, data, loss, optimizer and augmentation arguments, then
+    transformers' `TrainingArguments` with the first sentence of their help only (`--help` otherwise runs to 700
+    lines)."""
     parser = HfArgumentParser(
         (*ARGUMENT_GROUPS, TrainingArguments),
         prog="train.py",
@@ -357,7 +424,9 @@ def _first_sentence(text: str) -> str:
 
 def parse_arguments(
     argv: list[str],
-) -> tuple[ModelArguments, DataArguments, CrabLossArguments, OptimizerArguments, TrainingArguments]:
+) -> tuple[
+    ModelArguments, DataArguments, CrabLossArguments, OptimizerArguments, AugmentationArguments, TrainingArguments
+]:
     """Arguments with the layered defaults above; `--help` shows the values this run would use."""
     parser = build_parser()
     known = {action.dest for action in parser._actions}
@@ -418,11 +487,17 @@ BOUNDS = {
     "gradient_accumulation_steps": (lambda v: v >= 1, "a whole number >= 1"),
     "label_smoothing_factor": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "early_stopping_patience": (lambda v: v is None or v >= 1, "a whole number of evaluations >= 1"),
+    "mask_time_prob": (lambda v: v is None or 0 <= v <= 1, "a probability in [0, 1]"),
+    "mask_feature_prob": (lambda v: v is None or 0 <= v <= 1, "a probability in [0, 1]"),
+    "mask_time_length": (lambda v: v is None or v >= 1, "a whole number of frames >= 1"),
+    "mask_feature_length": (lambda v: v is None or v >= 1, "a whole number of channels >= 1"),
 }
 
 
 def check_arguments(*arguments) -> list[str]:
-    """Every enumerated or bounded option of the five argument dataclasses, each problem naming its flag."""
+    """Every enumerated or bounded option of the six argument dataclasses, each problem naming its flag; the
+    waveform augmentation's settings (and its noise folder) as `WaveformAugmentation` checks them; waveform
+    augmentation with `--encoder_cache`."""
     values = {name: value for group in arguments for name, value in vars(group).items()}
     problems = []
     for name, allowed in CHOICES.items():
@@ -441,6 +516,17 @@ def check_arguments(*arguments) -> list[str]:
             "--early_stopping_patience needs evaluation and model selection: --eval_strategy epoch (or steps) and "
             "--load_best_model_at_end true"
         )
+    try:  # the augmentation checks its own settings, the noise folder included
+        augmentation = WaveformAugmentation(**{name: values[name] for name in WAVEFORM_FLAGS})
+    except AugmentationError as error:
+        problems.extend(str(error).splitlines())
+    else:
+        if augmentation.active and values["encoder_cache"]:
+            problems.append(
+                "--encoder_cache trains on encoder outputs cached once per clip, which waveform augmentation cannot "
+                "change; drop --encoder_cache, or the augmentation flags (--speed_factors, --gain_db, --noise_prob, "
+                "--reverb_prob)"
+            )
     return problems
 
 
@@ -517,7 +603,19 @@ def build_processor(model_args, data_args, train_texts: list[str], checkpoint: s
     return processor
 
 
-def build_model(model_args, loss_args, label_names: list[str], vocab_size: int, distributed: bool, training_args):
+def build_model(
+    model_args,
+    loss_args,
+    label_names: list[str],
+    vocab_size: int,
+    distributed: bool,
+    training_args,
+    spec_augment: dict | None = None,
+):
+    """The Crab model to train: a checkpoint to fine-tune, the tiny random one or pretrained encoders, with the head
+    options of the flags. `spec_augment` (`mask_time_prob`, ...) goes into the speech encoder's config before the
+    encoder is built, so its `masked_spec_embed` exists when a masking probability is turned on from 0."""
+    spec_augment = spec_augment or {}
     id2label = dict(enumerate(label_names))
     head_options = {
         "label_smoothing": training_args.label_smoothing_factor,  # transformers' flag, applied by the model's loss
@@ -537,19 +635,23 @@ def build_model(model_args, loss_args, label_names: list[str], vocab_size: int, 
         if getattr(model_args, name) is not None:
             head_options[name] = getattr(model_args, name)
     if model_args.model_name_or_path:
-        model = CrabForEmotionClassification.from_pretrained(model_args.model_name_or_path, **head_options)
+        config = CrabConfig.from_pretrained(model_args.model_name_or_path, **head_options)
+        config.audio_config.update(spec_augment)
+        model = CrabForEmotionClassification.from_pretrained(model_args.model_name_or_path, config=config)
         if list(model.config.id2label.values()) != label_names:
             raise ManifestError(
                 f"checkpoint '{model_args.model_name_or_path}' predicts {list(model.config.id2label.values())} but the "
                 f"label set is {label_names}; pass --labels with the checkpoint's classes in its order"
             )
     elif model_args.tiny:
-        model = CrabForEmotionClassification(tiny_crab_config(len(label_names), id2label, vocab_size, **head_options))
+        config = tiny_crab_config(len(label_names), id2label, vocab_size, **head_options)
+        config.audio_config.update(spec_augment)
+        model = CrabForEmotionClassification(config)
     else:
         model = CrabForEmotionClassification.from_pretrained_encoders(
             model_args.audio_encoder,
             model_args.text_encoder,
-            audio_config_overrides={"layerdrop": 0.0} if distributed else None,
+            audio_config_overrides={**spec_augment, **({"layerdrop": 0.0} if distributed else {})},
             id2label=id2label,
             label2id={name: i for i, name in id2label.items()},
             **head_options,
@@ -655,9 +757,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return train_and_evaluate(*arguments)[0]
 
 
-def frozen_baseline(manifest, model_args, data_args, loss_args, optimizer_args, training_args) -> dict[str, float]:
+def frozen_baseline(
+    manifest, model_args, data_args, loss_args, optimizer_args, augment_args, training_args
+) -> dict[str, float]:
     """The same run with both encoders frozen at their starting weights, only the head trained (`--encoder_cache`),
-    in `output_dir/frozen_baseline`: what fine-tuning has to beat. Its dev and test metrics."""
+    in `output_dir/frozen_baseline`: what fine-tuning has to beat. Its dev and test metrics. Cached features are not
+    augmented, so the baseline trains on the plain audio whatever the augmentation flags."""
     out = Path(training_args.output_dir) / "frozen_baseline"
     logger.info(f"--frozen_baseline: training the head alone on frozen encoders into {out}")
     results, _ = train_and_evaluate(
@@ -665,6 +770,7 @@ def frozen_baseline(manifest, model_args, data_args, loss_args, optimizer_args, 
         replace(data_args, manifest=manifest, encoder_cache=str(out / "encoder_cache")),
         loss_args,
         optimizer_args,
+        augment_args,
         replace(training_args, output_dir=str(out), resume_from_checkpoint=None),
         report=False,
     )
@@ -672,7 +778,7 @@ def frozen_baseline(manifest, model_args, data_args, loss_args, optimizer_args, 
 
 
 def train_and_evaluate(
-    model_args, data_args, loss_args, optimizer_args, training_args, report: bool = True
+    model_args, data_args, loss_args, optimizer_args, augment_args, training_args, report: bool = True
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """The whole run: data, processor, model, training, evaluation, export. The metrics (`eval_*`, `test_*`, as in
     eval_results.json) and, per split name, the summary table's metrics; `report` prints the table."""
@@ -717,8 +823,18 @@ def train_and_evaluate(
     if scan.skipped:
         rows = skip_bad_rows(rows, scanned, scan.skipped, output_dir / "skipped_rows.csv")
     label2id = {name: i for i, name in enumerate(label_names)}
+    # the training split only (cached encoder outputs cannot be augmented); a bad noise file stops the run here
+    augmentation = None if data_args.encoder_cache else augment_args.waveform
+    data_seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
     datasets = {
-        role: CrabAudioTextDataset(part, label2id, data_args.max_duration_s, scan.num_samples)
+        role: CrabAudioTextDataset(
+            part,
+            label2id,
+            data_args.max_duration_s,
+            scan.num_samples,
+            augmentation=augmentation if role == "train" else None,
+            seed=data_seed,
+        )
         for role, part in rows.items()
     }
 
@@ -728,7 +844,16 @@ def train_and_evaluate(
     if data_args.normalization == "global":
         processor.set_waveform_stats(scan.waveform_mean, scan.waveform_std)
     distributed = training_args.world_size > 1
-    model = build_model(model_args, loss_args, label_names, len(processor.tokenizer), distributed, training_args)
+    model = build_model(
+        model_args,
+        loss_args,
+        label_names,
+        len(processor.tokenizer),
+        distributed,
+        training_args,
+        augment_args.spec_augment,
+    )
+    model.config.augmentation = None if augmentation is None else augmentation.to_dict()  # for the model card
     if checkpoint is not None:  # before anything is encoded or trained
         check_resume_config(checkpoint, model.config, data_args.normalization)
 
@@ -811,7 +936,9 @@ def train_and_evaluate(
         export_for_inference(trainer.model, processor, output_dir / "inference")
     table = dict(per_split)
     if model_args.frozen_baseline and not data_args.encoder_cache:
-        baseline = frozen_baseline(manifest, model_args, data_args, loss_args, optimizer_args, training_args)
+        baseline = frozen_baseline(
+            manifest, model_args, data_args, loss_args, optimizer_args, augment_args, training_args
+        )
         results.update({f"frozen_baseline_{k}": v for k, v in baseline.items() if k.startswith(("eval_", "test_"))})
         for role, prefix in (("eval", "eval_"), ("test", "test_")):
             if f"{prefix}uar" in baseline and splits.get(role) in per_split:
@@ -837,6 +964,6 @@ def train_and_evaluate(
 if __name__ == "__main__":
     try:
         main()
-    except (ManifestError, CheckpointError) as error:
+    except (ManifestError, CheckpointError, AugmentationError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

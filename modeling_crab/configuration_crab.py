@@ -99,6 +99,10 @@ class CrabConfig(PreTrainedConfig):
             `"feature_encoder"` (the speech encoder's CNN: in bf16 it alone moves base-size logits by more than
             1e-2) and `"gru"` (the unimodal GRUs: a recurrence over hundreds of frames compounds rounding). No
             effect without autocast.
+        augmentation: how the training audio was augmented (`training.augment.WaveformAugmentation.to_dict()`:
+            speed factors, gain, noise, reverberation), recorded by `train.py` for the model card; `None`: not
+            augmented. Not used at inference. SpecAugment is the speech encoder's own setting: `audio_config`'s
+            `mask_time_prob`, `mask_time_length`, `mask_feature_prob`, `mask_feature_length`.
         audio_encoder_name / text_encoder_name: where `from_pretrained_encoders` loads encoder weights from; `None`
             for randomly initialised encoders (the tiny demo model), so that no card names a checkpoint it never saw.
     """
@@ -126,6 +130,7 @@ class CrabConfig(PreTrainedConfig):
     pass_audio_attention_mask: bool | None = None
     audio_attention: str = "sdpa"
     fp32_under_autocast: list[str] | None = None
+    augmentation: dict | None = None
     audio_encoder_name: str | None = "microsoft/wavlm-large"
     text_encoder_name: str | None = "roberta-large"
     initializer_range: float = 0.02

@@ -122,16 +122,48 @@ def training_setup(config: dict, eval_results: dict, text_padding: str | None) -
     if recipe == "release":
         named += " (the authors' released training loop)"
     padded = "to 128 tokens" if text_padding == "max_length" else "to the longest transcript of each batch"
+    audio = augmentation_sentence(config)
     if config.get("mask_padding", True):
         return (
             f"Trained with {named}. Transcripts were padded {padded}; the head masks padded frames and tokens, so a "
-            "clip's scores do not depend on what it is batched with."
+            f"clip's scores do not depend on what it is batched with.{audio}"
         )
     return (
         f"Trained with {named}. Transcripts were padded {padded} and the head does not mask padding "
         "(`mask_padding: false`), so its scores depend on padding: the saved processor pads transcripts the same "
-        "way, and the pipeline classifies one window at a time (no audio padding), as the model was evaluated."
+        f"way, and the pipeline classifies one window at a time (no audio padding), as the model was evaluated.{audio}"
     )
+
+
+def augmentation_sentence(config: dict) -> str:
+    """' Training audio: ...': the waveform augmentation (`config.json`'s `augmentation`, from
+    `training.augment.WaveformAugmentation`) and the speech encoder's SpecAugment settings; '' for a config written
+    before augmentation was recorded."""
+    if "augmentation" not in config:
+        return ""
+    settings = config["augmentation"] or {}
+    parts = []
+    if any(f != 1.0 for f in settings.get("speed_factors") or ()):
+        parts.append("speed perturbation (factors " + ", ".join(f"{f:g}" for f in settings["speed_factors"]) + ")")
+    if settings.get("reverb_prob"):
+        low, high = settings["reverb_rt60_s"]
+        parts.append(f"synthetic reverberation on {settings['reverb_prob']:.0%} of clips (RT60 {low:g}-{high:g} s)")
+    if settings.get("noise_prob"):
+        low, high = settings["noise_snr_db"]
+        source = "recorded noise" if settings.get("noise_dir") else " / ".join(settings["noise_types"]) + " noise"
+        parts.append(f"{source} on {settings['noise_prob']:.0%} of clips at {low:g}-{high:g} dB SNR")
+    if settings.get("gain_db"):
+        parts.append(f"a gain of up to ±{settings['gain_db']:g} dB")
+    waveform = "augmented with " + ", ".join(parts) if parts else "not augmented"
+    audio_config = config.get("audio_config") or {}
+    masks = [
+        f"{kind} masks of {audio_config.get(f'mask_{kind}_length')} {unit} with probability "
+        f"{audio_config[f'mask_{kind}_prob']:g}"
+        for kind, unit in (("time", "frames"), ("feature", "channels"))
+        if audio_config.get(f"mask_{kind}_prob") and audio_config.get("apply_spec_augment", True)
+    ]
+    spec = "; SpecAugment in the speech encoder: " + " and ".join(masks) if masks else "; no SpecAugment"
+    return f" Training audio: {waveform}{spec} (none of this applies at inference)."
 
 
 def encoders_sentence(config: dict) -> str:

@@ -189,7 +189,7 @@ def test_the_speech_encoder_gets_the_mask_whatever_its_cnn_norm(tiny_config, tin
 def test_the_default_recipe_keeps_our_training_loop():
     """Without --recipe: masked head, per-batch text padding, length-grouped batches, Trainer's cosine per step with
     clipping at 1.0, biases and norms exempt from decay, batched test, bf16 where the GPU has it."""
-    model, data, loss, optimizer, training = train_script.parse_arguments(["--manifest", "m.csv"])
+    model, data, loss, optimizer, _, training = train_script.parse_arguments(["--manifest", "m.csv"])
     assert model.recipe == "crab" and model.mask_padding is True and model.pass_audio_attention_mask is None
     assert data.text_padding == "longest" and data.test_batch_size is None
     assert training.train_sampling_strategy == "group_by_length" and training.max_grad_norm == 1.0

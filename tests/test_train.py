@@ -16,7 +16,7 @@ train_script = load_train_script()
 
 
 def test_without_a_manifest_the_demo_defaults_apply():
-    model_args, data_args, _, optimizer_args, training_args = train_script.parse_arguments([])
+    model_args, data_args, _, optimizer_args, _, training_args = train_script.parse_arguments([])
     assert data_args.manifest is None and model_args.tiny
     assert training_args.learning_rate == train_script.SMALL_MODEL["learning_rate"]
     assert optimizer_args.encoder_learning_rate == train_script.SMALL_MODEL["encoder_learning_rate"]
@@ -27,7 +27,7 @@ def test_without_a_manifest_the_demo_defaults_apply():
 def test_tiny_on_a_manifest_gets_small_model_settings(recipe):
     """A tiny random model trained at the paper's 1e-5/1e-6 predicts one class for every clip: --tiny on a user's
     manifest gets the demo's small-model settings under either recipe (flags still override them)."""
-    model_args, _, loss_args, optimizer_args, training_args = train_script.parse_arguments(
+    model_args, _, loss_args, optimizer_args, _, training_args = train_script.parse_arguments(
         ["--manifest", "m.csv", "--tiny", "--recipe", recipe]
     )
     assert training_args.output_dir == "outputs/crab"  # a manifest: not the demo's folder
@@ -60,7 +60,7 @@ def test_help_shows_the_values_the_run_uses(tmp_path, capsys):
 
 
 def test_help_is_grouped_short_and_says_what_every_flag_does(capsys):
-    """Five groups as docs/training.md promises, the CONFIG positional in the usage, one help line per flag with its
+    """Six groups as docs/training.md promises, the CONFIG positional in the usage, one help line per flag with its
     default once, transformers' own flags cut to their first sentence."""
     with pytest.raises(SystemExit):
         train_script.parse_arguments(["--help"])
@@ -71,6 +71,7 @@ def test_help_is_grouped_short_and_says_what_every_flag_does(capsys):
         "DataArguments (",
         "CrabLossArguments (",
         "OptimizerArguments (",
+        "AugmentationArguments (",
         "TrainingArguments (",
     ]
     positions = [out.index(f"\n{group}") for group in groups]
@@ -86,7 +87,8 @@ def test_help_is_grouped_short_and_says_what_every_flag_does(capsys):
 
 
 def test_help_prints_before_the_training_stack_is_imported():
-    """`python train.py --help` stops before the model, trainer and metrics modules load (seconds instead of ten)."""
+    """`python train.py --help` stops before the model, trainer and metrics modules load (seconds instead of ten); of
+    the training package it reads only the augmentation defaults (`training/augment.py`, numpy alone)."""
     import subprocess
     import sys
 
@@ -100,11 +102,11 @@ def test_help_prints_before_the_training_stack_is_imported():
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert done.stdout.strip().splitlines()[-1] == "['modeling_crab.training', 'modeling_crab.training.augment']"
 
 
 def test_with_a_manifest_the_paper_recipe_applies():
-    model_args, data_args, loss_args, optimizer_args, training_args = train_script.parse_arguments(
+    model_args, data_args, loss_args, optimizer_args, _, training_args = train_script.parse_arguments(
         ["--manifest", "m.csv"]
     )
     assert not model_args.tiny and model_args.audio_encoder == "microsoft/wavlm-large"
@@ -121,7 +123,7 @@ def test_a_config_file_then_cli_overrides(tmp_path, suffix):
     values = {"manifest": "data/meld.csv", "num_train_epochs": 3, "mlcs_weight": 1.0, "mlcs_taps": ["fusion"]}
     path = tmp_path / f"meld{suffix}"
     path.write_text(json.dumps(values))  # JSON is valid YAML
-    _, data_args, loss_args, _, training_args = train_script.parse_arguments([str(path), "--num_train_epochs", "1"])
+    _, data_args, loss_args, _, _, training_args = train_script.parse_arguments([str(path), "--num_train_epochs", "1"])
     assert data_args.manifest == "data/meld.csv" and training_args.num_train_epochs == 1
     assert loss_args.mlcs_weight == 1.0 and loss_args.mlcs_taps == ["fusion"]
     assert training_args.learning_rate == 1e-5  # a manifest in the file: the paper's defaults, not the demo's

@@ -8,8 +8,8 @@ deleting it, so a kill never leaves a half-deleted one either. The best checkpoi
 Resuming: `find_checkpoint` picks the newest *complete* checkpoint for `--resume_from_checkpoint last`, warning about
 any incomplete one it skips (written by a killed run of an older version, or cut short on disk).
 `check_resume_matches` then refuses a checkpoint that means something else than the run about to resume it (other
-labels or label order, another head, other loss terms or trainable parameters), naming both values, before anything
-is trained.
+labels or label order, another head, other loss terms or trainable parameters, other augmentation), naming both
+values, before anything is trained.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ STAGING_FOLDER = ".saving"  # where a checkpoint is written before it is renamed
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # config entries that change what a checkpoint's weights mean; resuming under other values is refused
 MEANING_KEYS = ("id2label", "mask_padding", "unimodal_tap", "use_csl_legs", "mlcs_taps", "mlcs_loss")
+# the speech encoder's SpecAugment settings (`audio_config`); with `augmentation`, resuming under others is refused
+SPEC_AUGMENT_KEYS = ("mask_time_prob", "mask_time_length", "mask_feature_prob", "mask_feature_length")
 
 
 class CheckpointError(ValueError):
@@ -185,13 +187,26 @@ def resolve_resume_checkpoint(value: str | None, output_dir: str | os.PathLike) 
 
 def check_resume_config(checkpoint: str | os.PathLike, config, normalization: str | None = None) -> None:
     """Refuse to resume `checkpoint` into a model built with `config` when they mean different things: other labels
-    (or their order, or their number), another head, other MLCS terms, or another waveform normalisation."""
+    (or their order, or their number), another head, other MLCS terms, another waveform normalisation, or other
+    training audio (`config.augmentation`, the speech encoder's SpecAugment settings): the resumed run would not be
+    the interrupted one."""
     saved = json.loads((Path(checkpoint) / "config.json").read_text())
     differences = []
     for key in MEANING_KEYS:
         ours, theirs = _comparable(key, getattr(config, key, None)), _comparable(key, saved.get(key))
         if theirs is not None and ours != theirs:
             differences.append(f"{_describe(key)}: the checkpoint has {theirs}, this run has {ours}")
+    # the training audio: a resumed run sees the uninterrupted run's augmented clips and masks, or is another run
+    if saved.get("augmentation") != getattr(config, "augmentation", None):
+        differences.append(
+            f"waveform augmentation (--speed_factors, --gain_db, --noise_*, --reverb_*): the checkpoint has "
+            f"{saved.get('augmentation')}, this run has {getattr(config, 'augmentation', None)}"
+        )
+    saved_audio = saved.get("audio_config") or {}
+    for key in SPEC_AUGMENT_KEYS:
+        ours, theirs = getattr(config.audio_config, key, None), saved_audio.get(key)
+        if theirs is not None and ours != theirs:
+            differences.append(f"SpecAugment --{key}: the checkpoint has {theirs}, this run has {ours}")
     processor_file = Path(checkpoint) / "processor_config.json"
     if normalization is not None and processor_file.is_file():
         saved_normalization = json.loads(processor_file.read_text()).get("normalization")

@@ -1,4 +1,6 @@
-"""Batching: pad both modalities with the Crab processor; group clips of similar length into the same batch."""
+"""Batching: pad both modalities with the Crab processor; the training samplers, whose order depends only on the
+seed and the epoch (clips of similar length grouped, or shuffled), and the epoch carried to the dataset inside the
+indices for waveform augmentation."""
 
 from __future__ import annotations
 
@@ -59,4 +61,45 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
         return super().__iter__()
 
 
-__all__ = ["CrabDataCollator", "EpochSeededLengthGroupedSampler"]
+class EpochSeededRandomSampler(torch.utils.data.Sampler):
+    """A shuffle of `range(num_items)` that depends only on `seed + epoch`: `torch.randperm` with a generator seeded
+    so, the order of the random sampler accelerate gives Trainer for `train_sampling_strategy="random"`."""
+
+    def __init__(self, num_items: int, seed: int = 42):
+        self.num_items, self.seed, self.epoch = num_items, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_items
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        yield from torch.randperm(self.num_items, generator=generator).tolist()
+
+
+class EpochIndexSampler(torch.utils.data.Sampler):
+    """`(epoch, index)` for every index of `sampler`, for a dataset whose items depend on the epoch (waveform
+    augmentation: `CrabAudioTextDataset`). DataLoader workers, persistent ones especially, never see an attribute
+    the main process sets after they start; the indices they are sent carry the epoch to them. `set_epoch` reaches
+    `sampler` too."""
+
+    def __init__(self, sampler):
+        self.sampler, self.epoch = sampler, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        epoch = self.epoch
+        for index in self.sampler:
+            yield epoch, int(index)
+
+
+__all__ = ["CrabDataCollator", "EpochIndexSampler", "EpochSeededLengthGroupedSampler", "EpochSeededRandomSampler"]

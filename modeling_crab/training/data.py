@@ -34,6 +34,7 @@ from ..processing_crab import (
     check_amplitude,
     transcript_problem,
 )
+from .augment import WaveformAugmentation, item_rng
 
 SAMPLING_RATE = 16_000
 
@@ -270,6 +271,13 @@ class CrabAudioTextDataset(torch.utils.data.Dataset):
 
     `lengths` (16 kHz samples per clip, from `scan_manifest`) drives length-grouped batching. A row with an empty
     label (hidden test labels) gets `label=None`.
+
+    With `augmentation` (the training split only), item `(epoch, i)` is clip i augmented with the generator
+    `augment.item_rng(seed, epoch, i)`: the same triple gives the same waveform, another epoch another draw
+    (`CrabTrainer` samples such pairs: `collator.EpochIndexSampler`); a plain index i is epoch 0. Enough of the clip is
+    read for the fastest speed factor, and the crop to `max_duration_s` follows the speed perturbation, so no clip
+    is longer than the crop. `lengths` stay the unperturbed ones. A `noise_dir` is read once here, so a bad noise
+    file stops the run before training.
     """
 
     def __init__(
@@ -278,19 +286,30 @@ class CrabAudioTextDataset(torch.utils.data.Dataset):
         label2id: dict[str, int],
         max_duration_s: float | None = TRAINING_CROP_S,
         num_samples: dict[str, int] | None = None,
+        augmentation: WaveformAugmentation | None = None,
+        seed: int = 42,
     ):
         self.utterances = list(utterances)
         self.label2id = label2id
         self.max_duration_s = max_duration_s
         num_samples = num_samples or {}
         self.lengths = [num_samples.get(u.id, 0) for u in self.utterances]
+        self.augmentation = augmentation if augmentation is not None and augmentation.active else None
+        self.seed = seed
+        if self.augmentation is not None and self.augmentation.noise_prob > 0:
+            self.augmentation.load_noise()
 
     def __len__(self) -> int:
         return len(self.utterances)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
         u = self.utterances[index]
-        audio = load_audio(u.audio, u.start, u.end, self.max_duration_s)
+        if self.augmentation is None:
+            audio = load_audio(u.audio, u.start, u.end, self.max_duration_s)
+        else:
+            audio = load_audio(u.audio, u.start, u.end, self.augmentation.input_seconds(self.max_duration_s))
+            audio = self.augmentation(audio, item_rng(self.seed, epoch, index), self.max_duration_s)
         label = self.label2id[u.label] if u.label else None
         return {"audio": audio, "text": u.text, "label": label, "id": u.id}
 

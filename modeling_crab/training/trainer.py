@@ -22,7 +22,7 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, PredictionOutput
 
 from .checkpoints import STAGING_FOLDER, publish_checkpoint, rotate_checkpoints
-from .collator import EpochSeededLengthGroupedSampler
+from .collator import EpochIndexSampler, EpochSeededLengthGroupedSampler, EpochSeededRandomSampler
 
 logger = logging.getLogger(__name__)
 
@@ -256,14 +256,23 @@ class CrabTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset=None):
         """`train_sampling_strategy="group_by_length"` uses the clip lengths the dataset already knows (a
-        `lengths` attribute, from the manifest scan) instead of reading every clip to measure it."""
+        `lengths` attribute, from the manifest scan) instead of reading every clip to measure it. A dataset with
+        waveform augmentation (an `augmentation` attribute) gets `(epoch, index)` pairs (`EpochIndexSampler`), in
+        the order it would get without augmentation."""
         dataset = self.train_dataset if train_dataset is None else train_dataset
         lengths = getattr(dataset, "lengths", None)
-        if self.args.train_sampling_strategy == "group_by_length" and lengths:
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        strategy = self.args.train_sampling_strategy
+        if strategy == "group_by_length" and lengths:
             batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps
-            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-            return EpochSeededLengthGroupedSampler(batch_size, lengths, seed=seed)
-        return super()._get_train_sampler(train_dataset)
+            sampler = EpochSeededLengthGroupedSampler(batch_size, lengths, seed=seed)
+        elif strategy == "random" and getattr(dataset, "augmentation", None) is not None:
+            sampler = EpochSeededRandomSampler(len(dataset), seed=seed)  # accelerate's shuffle, which a wrapper hides
+        else:
+            sampler = super()._get_train_sampler(train_dataset)
+        if getattr(dataset, "augmentation", None) is not None:
+            return EpochIndexSampler(sampler)
+        return sampler
 
     def _get_eval_sampler(self, eval_dataset):
         lengths = getattr(eval_dataset, "lengths", None)

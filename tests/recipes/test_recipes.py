@@ -478,7 +478,7 @@ def test_reproduction_configs(name, batch, test_split):
     path = ROOT / "configs" / f"{name}.json"
     written = json.loads(path.read_text())
     assert written["recipe"] == "release" and "mask_padding" not in written and "max_duration_s" not in written
-    model, data, loss, optimizer, training = load_train_script().parse_arguments([str(path)])
+    model, data, loss, optimizer, _, training = load_train_script().parse_arguments([str(path)])
     assert training.per_device_train_batch_size == batch
     assert training.per_device_train_batch_size * training.gradient_accumulation_steps == 32
     assert training.per_device_eval_batch_size == 4 * batch  # the release evaluates dev at 4 micro-batches

@@ -1,0 +1,288 @@
+"""Waveform augmentation of the training audio and the speech encoder's SpecAugment: what each step does to a clip,
+that an item's draw depends only on (seed, epoch, index) whatever the DataLoader workers, that only the training
+split is augmented, and that the settings travel with the model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from training_helpers import LABELS, load_train_script, tiny_datasets, write_corpus, write_tone
+from transformers import TrainingArguments
+
+from modeling_crab.training import CrabAudioTextDataset, CrabDataCollator, CrabTrainer, load_audio
+from modeling_crab.training.augment import (
+    WaveformAugmentation,
+    add_noise,
+    colored_noise,
+    item_rng,
+    reverberate,
+    speed_perturb,
+)
+
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
+
+EVERYTHING = WaveformAugmentation(speed_factors=(0.9, 1.0, 1.1), gain_db=6.0, noise_prob=0.5, reverb_prob=0.5)
+
+
+def _speech_like(seconds: float = 1.0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(16000 * seconds)) / 16000
+    return (0.2 * np.sin(2 * np.pi * 220 * t) + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def _power_db(x: np.ndarray) -> float:
+    return 10 * math.log10(float(np.mean(x.astype(np.float64) ** 2)))
+
+
+# ---- one clip ------------------------------------------------------------------------------------------------------
+
+
+def test_speed_perturbation_resamples_tempo_and_pitch_together():
+    tone = _speech_like(1.0)
+    for factor in (0.9, 1.1):
+        out = speed_perturb(tone, factor)
+        assert len(out) == math.ceil(16000 / factor)  # factor f: N / f samples
+        spectrum = np.abs(np.fft.rfft(out * np.hanning(len(out))))
+        peak_hz = np.argmax(spectrum) * 16000 / len(out)
+        assert abs(peak_hz - 220 * factor) < 3  # the pitch moves with the tempo
+
+
+def test_added_noise_has_the_drawn_snr():
+    clip = _speech_like(2.0)
+    for kind in ("white", "pink", "brown"):
+        for snr_db in (5.0, 12.5, 20.0):
+            noisy = add_noise(clip, colored_noise(kind, len(clip), np.random.default_rng(1)), snr_db)
+            assert abs(_power_db(clip) - _power_db(noisy - clip) - snr_db) < 0.5, (kind, snr_db)
+    # through WaveformAugmentation: the SNR it draws (from the noise step's own generator) is the one measured
+    augmentation = WaveformAugmentation(noise_prob=1.0, noise_snr_db=(5.0, 20.0))
+    for index in range(5):
+        noise_rng = item_rng(7, 0, index).spawn(4)[2]
+        noise_rng.random()  # the noise-or-not draw
+        drawn = noise_rng.uniform(5.0, 20.0)
+        noisy = augmentation(clip, item_rng(7, 0, index))
+        assert abs(_power_db(clip) - _power_db(noisy - clip) - drawn) < 0.5
+
+
+def test_gain_scales_the_whole_clip_within_its_range_unclipped():
+    clip = 0.9 * _speech_like(0.5) / 0.22  # peaks near 0.9: +6 dB goes past 1
+    gains = []
+    for index in range(20):
+        out = WaveformAugmentation(gain_db=6.0)(clip, item_rng(0, 0, index))
+        ratio = out / clip
+        np.testing.assert_allclose(ratio, ratio[0], rtol=1e-5)
+        gains.append(20 * math.log10(ratio[0]))
+    assert all(-6.0 <= g <= 6.0 for g in gains) and max(gains) - min(gains) > 3
+    assert max(np.abs(WaveformAugmentation(gain_db=6.0)(clip, item_rng(0, 0, i))).max() for i in range(20)) > 1
+
+
+def test_reverberation_keeps_length_and_level():
+    clip = _speech_like(1.0)
+    wet = reverberate(clip, 0.6, np.random.default_rng(0))
+    assert len(wet) == len(clip) and np.isfinite(wet).all()
+    assert abs(_power_db(wet) - _power_db(clip)) < 0.01
+    assert np.corrcoef(wet, clip)[0, 1] < 0.99  # it did something
+
+
+def test_silence_stays_finite_and_gets_no_noise():
+    for index in range(8):
+        out = EVERYTHING(np.zeros(8000, np.float32), item_rng(0, 0, index))
+        assert np.isfinite(out).all() and not out.any()  # no SNR is defined on silence: no noise is added
+        assert np.isfinite(EVERYTHING(np.full(8000, 0.25, np.float32), item_rng(0, 0, index))).all()  # DC offset
+    assert len(EVERYTHING(np.zeros(0, np.float32), item_rng(0, 0, 0))) == 0
+
+
+def test_noise_from_a_folder_is_a_segment_of_its_files(tmp_path):
+    write_tone(tmp_path / "noise" / "hum.wav", 50.0, 0.3)  # shorter than the clip: looped
+    augmentation = WaveformAugmentation(noise_prob=1.0, noise_snr_db=(0.0, 0.0), noise_dir=str(tmp_path / "noise"))
+    clip = _speech_like(1.0)
+    added = augmentation(clip, item_rng(0, 0, 0)) - clip
+    spectrum = np.abs(np.fft.rfft(added))
+    assert abs(np.argmax(spectrum) * 16000 / len(added) - 50.0) < 2
+    assert abs(_power_db(added) - _power_db(clip)) < 0.5
+
+
+# ---- items: determinism, crop, training split only ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("augment") / "corpus", {"train": 2, "dev": 1})
+
+
+def _augmented(corpus, augmentation=EVERYTHING, max_duration_s=12.0, seed=42):
+    train, dev, scan = tiny_datasets(corpus, max_duration_s)
+    return CrabAudioTextDataset(train.utterances, train.label2id, max_duration_s, scan.num_samples, augmentation, seed)
+
+
+def test_an_item_depends_only_on_seed_epoch_and_index(corpus):
+    dataset = _augmented(corpus)
+    again = _augmented(corpus)
+    for index in range(len(dataset)):
+        np.testing.assert_array_equal(dataset[(3, index)]["audio"], again[(3, index)]["audio"])
+    np.testing.assert_array_equal(dataset[2]["audio"], dataset[(0, 2)]["audio"])  # a plain index is epoch 0
+    differs = [not np.array_equal(dataset[(0, i)]["audio"], dataset[(1, i)]["audio"]) for i in range(len(dataset))]
+    assert all(differs)  # another epoch, another draw
+    other_seed = _augmented(corpus, seed=43)
+    assert not np.array_equal(dataset[(0, 0)]["audio"], other_seed[(0, 0)]["audio"])
+
+
+def test_the_crop_holds_after_speed_perturbation_and_masks_follow_the_lengths(corpus, tiny_processor):
+    crop_s = 0.5  # the corpus clips are 0.4-1.2 s
+    dataset = _augmented(corpus, WaveformAugmentation(speed_factors=(0.9, 1.1)), max_duration_s=crop_s)
+    items = [dataset[(epoch, i)] for epoch in range(3) for i in range(len(dataset))]
+    lengths = [len(item["audio"]) for item in items]
+    assert max(lengths) == int(crop_s * 16000) and all(n <= int(crop_s * 16000) for n in lengths)
+    for item in items:  # a clip shorter than the crop has about N / f samples
+        plain = len(load_audio(next(u.audio for u in dataset.utterances if u.id == item["id"]), max_duration_s=2.0))
+        if plain < 0.85 * crop_s * 16000:
+            assert min(abs(len(item["audio"]) - math.ceil(plain / f)) for f in (0.9, 1.1)) <= 1
+    batch = CrabDataCollator(tiny_processor)(items[:8])
+    assert batch["attention_mask"].sum(dim=1).tolist() == lengths[:8]
+
+
+def test_dev_and_test_items_are_the_plain_read(corpus, monkeypatch, tmp_path):
+    """train.py gives the augmentation to the training split alone; the other splits read the audio as serving."""
+    train_script = load_train_script()
+    built = {}
+    original = train_script.CrabAudioTextDataset
+
+    def recording(utterances, *args, augmentation=None, **kwargs):
+        dataset = original(utterances, *args, augmentation=augmentation, **kwargs)
+        built[utterances[0].split] = dataset
+        return dataset
+
+    monkeypatch.setattr(train_script, "CrabAudioTextDataset", recording)
+    argv = ["--manifest", str(corpus), "--tiny", "--output_dir", str(tmp_path / "run"), "--max_steps", "1"]
+    argv += ["--disable_tqdm", "True", "--dataloader_num_workers", "0", "--speed_factors", "0.9", "1.1"]
+    argv += ["--gain_db", "6", "--noise_prob", "1", "--reverb_prob", "1", "--mask_time_prob", "0.3"]
+    train_script.main(argv)
+    assert built["train"].augmentation is not None and built["dev"].augmentation is None
+    for index, utterance in enumerate(built["dev"].utterances):
+        np.testing.assert_array_equal(built["dev"][index]["audio"], load_audio(utterance.audio, max_duration_s=12.0))
+    # the settings travel with the model: config.json of the checkpoint and of the inference export, and the card
+    for folder in (tmp_path / "run", tmp_path / "run" / "inference"):
+        config = json.loads((folder / "config.json").read_text())
+        assert config["augmentation"]["speed_factors"] == [0.9, 1.1] and config["augmentation"]["noise_prob"] == 1
+        assert config["audio_config"]["mask_time_prob"] == 0.3
+    from modeling_crab.publish import render_model_card
+
+    text = " ".join(render_model_card(config, {}, "me/crab").text.split())
+    assert "augmented with speed perturbation (factors 0.9, 1.1)" in text and "probability 0.3" in text
+
+
+def test_without_augmentation_flags_nothing_changes():
+    model_args, data_args, loss_args, _, augment_args, _ = load_train_script().parse_arguments(["--manifest", "m.csv"])
+    assert augment_args.waveform is None and augment_args.spec_augment == {}
+    for recipe in ("crab", "release"):
+        *_, augment_args, _ = load_train_script().parse_arguments(["--manifest", "m.csv", "--recipe", recipe])
+        assert augment_args.waveform is None and augment_args.spec_augment == {}
+
+
+# ---- the training loader: workers, epochs, resuming ----------------------------------------------------------------
+
+
+def _epoch_batches(dataset, processor, strategy, workers, epochs, skip=0, output_dir=None):
+    """The padded audio of every training batch `CrabTrainer` would feed, epoch by epoch, as `Trainer` iterates."""
+    from accelerate import skip_first_batches
+
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=2,
+        seed=5,
+        use_cpu=True,
+        report_to="none",
+        remove_unused_columns=False,
+        train_sampling_strategy=strategy,
+        dataloader_num_workers=workers,
+        dataloader_persistent_workers=workers > 0,
+    )
+    trainer = CrabTrainer(
+        model=torch.nn.Linear(1, 1),  # never called: only the loader is used
+        args=args,
+        train_dataset=dataset,
+        data_collator=CrabDataCollator(processor),
+        freeze_feature_encoder=False,
+    )
+    loader = trainer.get_train_dataloader()
+    batches = []
+    for epoch in epochs:
+        epoch_loader = skip_first_batches(loader, skip) if skip and epoch == epochs[0] else loader
+        epoch_loader.set_epoch(epoch)
+        batches.append([batch["input_values"].clone() for batch in epoch_loader])
+    return batches
+
+
+@pytest.mark.parametrize("strategy", ["group_by_length", "random"])
+def test_workers_and_resuming_see_the_same_augmented_batches(corpus, tiny_processor, tmp_path, strategy):
+    """The same batches with 0 workers and 2 persistent ones (which never see attributes set after they start), every
+    epoch different, and a run resumed in the middle of epoch 1 gets the rest of that epoch unchanged."""
+    dataset = _augmented(corpus, WaveformAugmentation(speed_factors=(0.9, 1.1), noise_prob=1.0))
+    in_process = _epoch_batches(dataset, tiny_processor, strategy, 0, [0, 1, 2], output_dir=tmp_path)
+    persistent = _epoch_batches(dataset, tiny_processor, strategy, 2, [0, 1, 2], output_dir=tmp_path)
+    for first, second in zip(in_process, persistent):
+        assert len(first) == len(second) == 4
+        for a, b in zip(first, second):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(in_process[0][0], in_process[1][0])
+    resumed = _epoch_batches(dataset, tiny_processor, strategy, 2, [1, 2], skip=2, output_dir=tmp_path)
+    for a, b in zip(resumed[0] + resumed[1], in_process[1][2:] + in_process[2]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_augmentation_keeps_the_batch_order(corpus, tiny_processor, tmp_path):
+    """Turning augmentation on changes the clips, not which clips are batched together (both strategies)."""
+    train, _, scan = tiny_datasets(corpus)
+    for strategy in ("group_by_length", "random"):
+        plain = _epoch_batches(train, tiny_processor, strategy, 0, [0, 1], output_dir=tmp_path)
+        louder = _augmented(corpus, WaveformAugmentation(gain_db=0.001))  # a gain that changes no length
+        augmented = _epoch_batches(louder, tiny_processor, strategy, 0, [0, 1], output_dir=tmp_path)
+        for a, b in zip(sum(plain, []), sum(augmented, [])):
+            assert a.shape == b.shape
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
+# ---- SpecAugment: the speech encoder's masking -----------------------------------------------------------------------
+
+
+def _masked_frames(model, batch) -> int:
+    """How many frames reach the speech encoder's transformer as `masked_spec_embed` in one forward pass."""
+    audio_encoder = model.crab.audio_encoder
+    seen = {}
+    handle = audio_encoder.encoder.register_forward_pre_hook(lambda module, args: seen.setdefault("x", args[0]))
+    try:
+        with torch.no_grad():
+            model(**batch)
+    finally:
+        handle.remove()
+    return int((seen["x"] == audio_encoder.masked_spec_embed).all(dim=-1).sum())
+
+
+def test_spec_augment_masks_in_training_only_and_its_embedding_exists(tiny_tokenizer, tiny_batch, tmp_path):
+    train_script = load_train_script()
+    labels = list(LABELS)
+    parse = train_script.parse_arguments
+    model_args, _, loss_args, _, augment_args, _ = parse(["--manifest", "m.csv", "--tiny", "--mask_time_prob", "0"])
+    off = train_script.build_model(model_args, loss_args, labels, len(tiny_tokenizer), False, augment_args.spec_augment)
+    assert off.config.audio_config.mask_time_prob == 0 and not hasattr(off.crab.audio_encoder, "masked_spec_embed")
+    off.save_pretrained(tmp_path / "unmasked")
+
+    # turned on from 0 when fine-tuning: the embedding is created and initialised, not left empty
+    argv = ["--manifest", "m.csv", "--model_name_or_path", str(tmp_path / "unmasked"), "--mask_time_prob", "0.5"]
+    model_args, _, loss_args, _, augment_args, _ = parse([*argv, "--mask_time_length", "2"])
+    model = train_script.build_model(
+        model_args, loss_args, labels, len(tiny_tokenizer), False, augment_args.spec_augment
+    )
+    embed = model.crab.audio_encoder.masked_spec_embed
+    assert model.config.audio_config.mask_time_prob == 0.5 and model.config.audio_config.mask_time_length == 2
+    assert torch.isfinite(embed).all() and embed.abs().sum() > 0
+    batch = {key: value for key, value in tiny_batch.items() if key != "labels"}
+    assert _masked_frames(model.eval(), batch) == 0
+    assert _masked_frames(model.train(), batch) > 0
+    model.save_pretrained(tmp_path / "masked")
+    assert "crab.audio_encoder.masked_spec_embed" in __import__("safetensors.torch").torch.load_file(
+        str(tmp_path / "masked" / "model.safetensors")
+    )
