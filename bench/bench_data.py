@@ -2,6 +2,7 @@
 
     python bench/bench_data.py                          # 16 kHz WAV and 44.1 kHz FLAC, 0/1/2 DataLoader workers
     python bench/bench_data.py --clips 200 --workers 0,2,4,8
+    python bench/bench_data.py --tables augment         # one worker's throughput with each waveform augmentation
 
 Last rows: the inference processor alone on 64 in-memory 6 s arrays (what the pipeline does before the model).
 
@@ -9,6 +10,10 @@ The pipeline is `train.py`'s: `CrabAudioTextDataset` (the pipeline's block-wise 
 `CrabDataCollator` (global normalisation, padding, tokenisation) in a `DataLoader`, over clips written to a
 temporary folder (uniform 1-12 s, noise). audio-s/s here is what the loader delivers with the model doing nothing:
 a GPU that trains at R audio-s/s needs enough workers for this to stay above R.
+
+`--tables augment`: the training dataset with waveform augmentation (`training/augment.py`: none, each step alone,
+all together), 16 kHz WAV, sampled as `CrabTrainer` samples it (`(epoch, index)` pairs), in one process with one
+torch thread: what one DataLoader worker (one thread, one core) delivers.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from transformers import Wav2Vec2FeatureExtractor
 
 from modeling_crab import CrabProcessor
 from modeling_crab.manifest import Utterance
-from modeling_crab.training import CrabAudioTextDataset, CrabDataCollator
+from modeling_crab.training import CrabAudioTextDataset, CrabDataCollator, EpochIndexSampler
+from modeling_crab.training.augment import WaveformAugmentation
 from modeling_crab.training.tiny import build_tiny_tokenizer
 
 FORMATS = {"wav16k": ("WAV", "PCM_16", 16000), "flac44k": ("FLAC", "PCM_16", 44100)}
@@ -48,10 +54,23 @@ def write_clips(folder: Path, fmt: str, count: int, seed: int) -> tuple[list[Utt
     return utterances, num_samples
 
 
-def time_loader(dataset, collator, workers: int, batch_size: int) -> tuple[float, int]:
+# one step at a time, then all together, at the settings a small-data run would try
+AUGMENTATIONS = {
+    "none": WaveformAugmentation(),
+    "speed 0.9/1.0/1.1": WaveformAugmentation(speed_factors=(0.9, 1.0, 1.1)),
+    "gain +-6 dB": WaveformAugmentation(gain_db=6.0),
+    "noise p=1 (white/pink/brown)": WaveformAugmentation(noise_prob=1.0),
+    "reverb p=1 (RT60 0.2-0.8 s)": WaveformAugmentation(reverb_prob=1.0),
+    "all (speed, reverb p=1, noise p=1, gain)": WaveformAugmentation(
+        speed_factors=(0.9, 1.0, 1.1), gain_db=6.0, noise_prob=1.0, reverb_prob=1.0
+    ),
+}
+
+
+def time_loader(dataset, collator, workers: int, batch_size: int, sampler=None) -> tuple[float, int]:
     """(seconds, batches) to iterate the whole dataset once, workers started inside the timing."""
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, collate_fn=collator, num_workers=workers, shuffle=False
+        dataset, batch_size=batch_size, collate_fn=collator, num_workers=workers, shuffle=False, sampler=sampler
     )
     start = time.perf_counter()
     batches = sum(1 for _ in loader)
@@ -64,13 +83,19 @@ def main() -> None:
     parser.add_argument("--workers", default="0,1,2", help="comma-separated DataLoader worker counts")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--results", default="bench/RESULTS.md", help="append the table here ('' to skip)")
+    parser.add_argument("--tables", default="formats", help="comma-separated: formats (files, workers), augment")
     args = parser.parse_args()
+    tables = args.tables.split(",")
 
     tokenizer = build_tiny_tokenizer(WORDS, vocab_size=400)
     extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, return_attention_mask=True)
     processor = CrabProcessor(extractor, tokenizer, max_duration_s=12.0, max_text_length=128)
     processor.set_waveform_stats(0.0, 0.1)
     collator = CrabDataCollator(processor)
+    if "augment" in tables:
+        bench_augmentation(args, collator)
+    if "formats" not in tables:
+        return
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for seed, fmt in enumerate(FORMATS):
@@ -116,6 +141,46 @@ def main() -> None:
     ]
     table = format_table(rows, ["files", "workers", "batches", "audio-s/s", "ms/batch"])
     record(args.results, "Input pipeline (files -> padded batches), cpu", torch.device("cpu"), table, notes)
+
+
+def bench_augmentation(args, collator) -> None:
+    """One worker's audio-s/s (one process, one torch thread) with each waveform augmentation, 16 kHz WAV."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a DataLoader worker
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        utterances, num_samples = write_clips(Path(folder), "wav16k", args.clips, 0)
+        audio_s = sum(num_samples.values()) / 16000
+        baseline = None
+        for name, augmentation in AUGMENTATIONS.items():
+            dataset = CrabAudioTextDataset(utterances, {"a": 0}, 12.0, num_samples, augmentation, seed=0)
+            sampler = EpochIndexSampler(range(len(dataset)))
+            dataset[(0, 0)]  # first-use costs (resampling kernels) outside the timing
+            times = []
+            for epoch in range(3):  # the median of 3 epochs (different draws)
+                sampler.set_epoch(epoch)
+                seconds, batches = time_loader(dataset, collator, 0, args.batch_size, sampler)
+                times.append(seconds)
+            seconds = sorted(times)[1]
+            baseline = baseline or seconds
+            rows.append(
+                {
+                    "augmentation": name,
+                    "audio-s/s per worker": f"{audio_s / seconds:.0f}",
+                    "ms/batch": f"{1000 * seconds / batches:.0f}",
+                    "vs none": f"{baseline / seconds:.2f}x",
+                }
+            )
+            print(rows[-1], flush=True)
+    torch.set_num_threads(threads)
+    notes = [
+        f"{args.clips} clips of 16 kHz WAV, uniform 1-12 s, crop 12 s, batch {args.batch_size}, the median of 3 epochs",
+        "one process, one torch thread: what one DataLoader worker delivers (train.py: up to 4 workers per GPU)",
+    ]
+    table = format_table(rows, ["augmentation", "audio-s/s per worker", "ms/batch", "vs none"])
+    record(
+        args.results, "Input pipeline with waveform augmentation (one worker), cpu", torch.device("cpu"), table, notes
+    )
 
 
 if __name__ == "__main__":

@@ -230,16 +230,19 @@ def speed_perturb(waveform: np.ndarray, factor: float) -> np.ndarray:
 
 
 def colored_noise(kind: str, num_samples: int, rng: np.random.Generator) -> np.ndarray:
-    """(num_samples,) float32 noise of unit RMS: white, pink (power 1/f) or brown (1/f^2), shaped in frequency."""
-    white = rng.standard_normal(num_samples)
-    if kind != "white" and num_samples > 2:
-        spectrum = np.fft.rfft(white)
-        frequency = np.arange(len(spectrum), dtype=np.float64)
+    """(num_samples,) float32 noise of unit RMS: white, pink (power 1/f) or brown (1/f^2), shaped in frequency (over
+    a power-of-two length, then cut: an FFT of a prime length is many times slower)."""
+    if kind == "white" or num_samples <= 2:
+        noise = rng.standard_normal(num_samples, dtype=np.float32)
+    else:
+        size = 1 << (num_samples - 1).bit_length()
+        spectrum = np.fft.rfft(rng.standard_normal(size, dtype=np.float32))
+        frequency = np.arange(len(spectrum), dtype=np.float32)
         frequency[0] = np.inf  # no DC
         spectrum /= frequency ** (0.5 if kind == "pink" else 1.0)
-        white = np.fft.irfft(spectrum, num_samples)
-    rms = math.sqrt(float(np.mean(white**2))) if num_samples else 0.0
-    return (white / rms if rms > 0 else white).astype(np.float32)
+        noise = np.fft.irfft(spectrum, size)[:num_samples]
+    rms = math.sqrt(float(np.mean(np.square(noise, dtype=np.float64)))) if num_samples else 0.0
+    return (noise / rms if rms > 0 else noise).astype(np.float32)
 
 
 def add_noise(waveform: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
@@ -268,9 +271,11 @@ def reverberate(waveform: np.ndarray, rt60_s: float, rng: np.random.Generator) -
     rir[0] = 0.0
     rir /= math.sqrt(float(np.sum(rir**2)))  # tail energy 1
     rir[0] = 1.0  # direct path energy 1
-    size = 1 << (len(waveform) + length - 2).bit_length()
-    wet = np.fft.irfft(np.fft.rfft(waveform, size) * np.fft.rfft(rir, size), size)[: len(waveform)]
-    dry_rms, wet_rms = math.sqrt(float(np.mean(waveform.astype(np.float64) ** 2))), math.sqrt(float(np.mean(wet**2)))
+    size = 1 << (len(waveform) + length - 2).bit_length()  # a power of two: the FFT's fast case
+    dry = np.asarray(waveform, dtype=np.float32)
+    wet = np.fft.irfft(np.fft.rfft(dry, size) * np.fft.rfft(rir.astype(np.float32), size), size)[: len(dry)]
+    dry_rms = math.sqrt(float(np.mean(np.square(dry, dtype=np.float64))))
+    wet_rms = math.sqrt(float(np.mean(np.square(wet, dtype=np.float64))))
     if wet_rms > 0:
         wet *= dry_rms / wet_rms
     return wet.astype(np.float32)

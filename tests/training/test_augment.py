@@ -266,7 +266,9 @@ def test_spec_augment_masks_in_training_only_and_its_embedding_exists(tiny_token
     labels = list(LABELS)
     parse = train_script.parse_arguments
     model_args, _, loss_args, _, augment_args, _ = parse(["--manifest", "m.csv", "--tiny", "--mask_time_prob", "0"])
-    off = train_script.build_model(model_args, loss_args, labels, len(tiny_tokenizer), False, augment_args.spec_augment)
+    off = train_script.build_model(
+        model_args, loss_args, labels, len(tiny_tokenizer), False, augment_args.spec_augment
+    )
     assert off.config.audio_config.mask_time_prob == 0 and not hasattr(off.crab.audio_encoder, "masked_spec_embed")
     off.save_pretrained(tmp_path / "unmasked")
 

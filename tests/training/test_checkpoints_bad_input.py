@@ -27,6 +27,8 @@ pytestmark = pytest.mark.usefixtures("one_intra_op_thread")  # many small forwar
         (["--mlcs_taps", "fusion"], r"--mlcs_taps: the checkpoint has \[.*\], this run has \['fusion'\]"),
         (["--freeze_feature_encoder", "true"], r"trainable parameters .*encoders: \d+.*this run has .*encoders: \d+"),
         (["--normalization", "utterance"], r"--normalization: the checkpoint has 'global', this run has 'utterance'"),
+        (["--gain_db", "3"], r"waveform augmentation .*: the checkpoint has None, this run has \{'speed_factors'"),
+        (["--mask_time_prob", "0.2"], r"SpecAugment --mask_time_prob: the checkpoint has 0.05, this run has 0.2"),
     ],
 )
 def test_resume_of_a_run_that_means_something_else(resumable_run, tmp_path, change, named):
