@@ -288,3 +288,56 @@ def test_spec_augment_masks_in_training_only_and_its_embedding_exists(tiny_token
     assert "crab.audio_encoder.masked_spec_embed" in __import__("safetensors.torch").torch.load_file(
         str(tmp_path / "masked" / "model.safetensors")
     )
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_resumed_run_trains_on_the_uninterrupted_runs_audio(corpus, tiny_config, tiny_processor, tmp_path, workers):
+    """Training end to end with augmentation and random batches (the release recipe's): stopped after step 3 (in
+    the middle of the first epoch) and resumed, the run logs the uninterrupted run's losses and ends with its weights. Persistent workers get the same
+    clips (`test_workers_and_resuming_see_the_same_augmented_batches`), but the resumed run's first worker start
+    draws one more number from torch's generator, so its dropout masks differ, with or without augmentation."""
+    from transformers import TrainerCallback
+
+    from modeling_crab import CrabForEmotionClassification
+
+    class StopAtStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            control.should_training_stop = control.should_training_stop or state.global_step == 3
+
+    dataset = _augmented(corpus, EVERYTHING, max_duration_s=0.6)
+
+    def trainer(output_dir, callbacks=()):
+        torch.manual_seed(0)
+        args = TrainingArguments(
+            output_dir=str(output_dir),
+            per_device_train_batch_size=2,  # 4 steps an epoch: step 3 is mid-epoch
+            learning_rate=2e-3,
+            max_steps=6,
+            save_strategy="steps",
+            save_steps=3,
+            logging_steps=1,
+            seed=7,
+            report_to="none",
+            use_cpu=True,
+            remove_unused_columns=False,
+            disable_tqdm=True,
+            train_sampling_strategy="random",
+            dataloader_num_workers=workers,
+        )
+        return CrabTrainer(
+            model=CrabForEmotionClassification(tiny_config),
+            args=args,
+            train_dataset=dataset,
+            data_collator=CrabDataCollator(tiny_processor),
+            callbacks=list(callbacks),
+        )
+
+    full = trainer(tmp_path / "full")
+    full.train()
+    trainer(tmp_path / "run", [StopAtStep()]).train()
+    resumed = trainer(tmp_path / "run")
+    resumed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-3"))
+    losses = [[entry["loss"] for entry in run.state.log_history if "loss" in entry] for run in (full, resumed)]
+    torch.testing.assert_close(torch.tensor(losses[1]), torch.tensor(losses[0]), rtol=1e-4, atol=1e-5)
+    for name, value in resumed.model.state_dict().items():
+        torch.testing.assert_close(value, full.model.state_dict()[name], rtol=1e-4, atol=1e-5, msg=name)
