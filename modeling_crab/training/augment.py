@@ -115,10 +115,6 @@ class WaveformAugmentation:
         """The settings, as saved in `config.json` (`CrabConfig.augmentation`) and shown on the model card."""
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.init}
 
-    @classmethod
-    def from_dict(cls, settings: dict) -> WaveformAugmentation:
-        return cls(**settings)
-
     def input_seconds(self, max_duration_s: float | None) -> float | None:
         """How many seconds of a clip to read so that, after the fastest speed factor, `max_duration_s` remain."""
         if max_duration_s is None or not self.speed_factors:
