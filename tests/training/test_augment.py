@@ -265,18 +265,18 @@ def test_spec_augment_masks_in_training_only_and_its_embedding_exists(tiny_token
     train_script = load_train_script()
     labels = list(LABELS)
     parse = train_script.parse_arguments
-    model_args, _, loss_args, _, augment_args, _ = parse(["--manifest", "m.csv", "--tiny", "--mask_time_prob", "0"])
+    model_args, _, loss_args, _, augment, training = parse(["--manifest", "m.csv", "--tiny", "--mask_time_prob", "0"])
     off = train_script.build_model(
-        model_args, loss_args, labels, len(tiny_tokenizer), False, augment_args.spec_augment
+        model_args, loss_args, labels, len(tiny_tokenizer), False, training, augment.spec_augment
     )
     assert off.config.audio_config.mask_time_prob == 0 and not hasattr(off.crab.audio_encoder, "masked_spec_embed")
     off.save_pretrained(tmp_path / "unmasked")
 
     # turned on from 0 when fine-tuning: the embedding is created and initialised, not left empty
     argv = ["--manifest", "m.csv", "--model_name_or_path", str(tmp_path / "unmasked"), "--mask_time_prob", "0.5"]
-    model_args, _, loss_args, _, augment_args, _ = parse([*argv, "--mask_time_length", "2"])
+    model_args, _, loss_args, _, augment, training = parse([*argv, "--mask_time_length", "2"])
     model = train_script.build_model(
-        model_args, loss_args, labels, len(tiny_tokenizer), False, augment_args.spec_augment
+        model_args, loss_args, labels, len(tiny_tokenizer), False, training, augment.spec_augment
     )
     embed = model.crab.audio_encoder.masked_spec_embed
     assert model.config.audio_config.mask_time_prob == 0.5 and model.config.audio_config.mask_time_length == 2
