@@ -9,7 +9,7 @@ out=${1:-outputs/demo}
 step "training a tiny Crab on the synthetic corpus into $out (dev and test results at the end)"
 python train.py --output_dir "$out" --disable_tqdm True
 step "two demo clips, classified by the exported model ($out/inference); every test clip: $out/predictions_test.csv"
-crab predict "$out/demo_corpus/wavs/spk2_0016.wav" --text "Seriously, do not ever talk to me like that again!" \
-  "$out/demo_corpus/wavs/spk3_0021.wav" --text "How lovely, Emma is finally coming home tonight, I am thrilled!" \
+crab predict "$out/demo_corpus/wavs/spk11_0076.wav" --text "Seriously, you ruined my phone, you idiot!" \
+  "$out/demo_corpus/wavs/spk14_0025.wav" --text "Oh wow, I am so happy for you, Lucas!" \
   --model "$out/inference"
 step "done; what to run next: README.md (\"After the demo\")"

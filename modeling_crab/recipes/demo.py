@@ -46,7 +46,7 @@ _FORMAT_VERSION = 2  # 2: train, dev and test have disjoint voices
 _MIN_DURATION_S = 1.0
 _MAX_DURATION_S = 4.0
 _AMBIGUOUS_FRACTION = 0.4
-_INTENSITY = (0.5, 1.2)  # range of the per-utterance expressiveness (0: neutral prosody, 1: the class target)
+_INTENSITY = (0.6, 1.2)  # range of the per-utterance expressiveness (0: neutral prosody, 1: the class target)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Transcripts
@@ -721,25 +721,25 @@ def generate_demo_corpus(
     seed: int = 42,
     sampling_rate: int = 16000,
     splits: Sequence[float] = (0.7, 0.15, 0.15),
-    n_speakers: int = 12,
+    n_speakers: int = 24,
 ) -> pathlib.Path:
     """The built-in demo corpus (formant synthesis, the sentences above) in `out_dir`: `write_synthetic_corpus`;
     its parameters are recorded in ``out_dir/demo_corpus.json``."""
     return write_synthetic_corpus(out_dir, FORMANT, n_per_class, seed, sampling_rate, splits, n_speakers)
 
 
-def corpus_parser(description: str) -> argparse.ArgumentParser:
+def corpus_parser(description: str, n_speakers: int) -> argparse.ArgumentParser:
     """The command line of a synthetic corpus module: OUT_DIR and the generation parameters."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("out_dir", help="output folder (wavs/, manifest.csv, <corpus>_corpus.json)")
     parser.add_argument("--n-per-class", type=int, default=80)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--n-speakers", type=int, default=12)
+    parser.add_argument("--n-speakers", type=int, default=n_speakers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = corpus_parser("Generate the built-in synthetic bimodal emotion demo corpus.")
+    parser = corpus_parser("Generate the built-in synthetic bimodal emotion demo corpus.", n_speakers=24)
     parser.add_argument("--sampling-rate", type=int, default=16000)
     args = parser.parse_args(argv)
     print(

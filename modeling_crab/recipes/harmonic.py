@@ -279,7 +279,9 @@ def generate_harmonic_corpus(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = corpus_parser("Generate the second synthetic emotion corpus (additive harmonic synthesis, 22.05 kHz).")
+    parser = corpus_parser(
+        "Generate the second synthetic emotion corpus (additive harmonic synthesis, 22.05 kHz).", n_speakers=12
+    )
     parser.add_argument("--sampling-rate", type=int, default=SAMPLING_RATE)
     args = parser.parse_args(argv)
     print(

@@ -60,7 +60,7 @@ def test_manifest_format(corpus):
         assert r["id"].startswith(r["speaker"] + "_")
         assert (corpus.parent / r["audio"]).is_file()
         assert r["text"].strip()
-    assert len({r["speaker"] for r in rows}) == 12
+    assert len({r["speaker"] for r in rows}) == 24
     assert_unseen_voices(rows)
     # transcripts vary, and part of them is shared across emotions (ambiguous wording)
     texts = collections.defaultdict(set)
