@@ -52,7 +52,7 @@ accelerate.__version__, torch.cuda.get_device_name() if torch.cuda.is_available(
     tee "$out/tests.log" | tail -15 || true
   if "$python" -c "import soundfile" 2>/dev/null; then
     # train.py end to end with this machine's defaults (bf16/TF32 on Ampere+, DataLoader workers): the built-in demo
-    # (about a minute on 2 CPU cores, dev UAR ~0.86 there), then the same in the frozen-encoder mode
+    # (about two minutes on 2 CPU cores, dev UAR ~0.73 there on unseen voices), then the same in the frozen-encoder mode
     for mode in full cached; do
       extra=()
       [[ $mode == cached ]] && extra=(--encoder_cache /tmp/crab_smoke_cache)
