@@ -79,3 +79,17 @@ def run_argv(manifest, out, *extra) -> list[str]:
     argv += ["--load_best_model_at_end", "False", "--max_duration_s", "0.5", "--disable_tqdm", "True"]
     argv += ["--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1", "--save_total_limit", "5"]
     return argv + list(extra)
+
+
+def tiny_training_arguments(output_dir, **overrides):
+    """`TrainingArguments` of the CPU training tests: a tiny model's learning rate, no reporting or progress bars,
+    every batch column kept; `overrides` set the rest (steps, saving, sampling, workers)."""
+    from transformers import TrainingArguments
+
+    settings = dict(learning_rate=2e-3, logging_steps=1, report_to="none", use_cpu=True, dataloader_pin_memory=False)
+    settings.update(remove_unused_columns=False, disable_tqdm=True)
+    return TrainingArguments(output_dir=str(output_dir), **{**settings, **overrides})
+
+
+# a run that saves at step 3 of 6: the interrupted and resumed runs of the checkpoint tests
+RESUMABLE = dict(max_steps=6, save_strategy="steps", save_steps=3, seed=7)

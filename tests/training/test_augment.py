@@ -10,7 +10,15 @@ import math
 import numpy as np
 import pytest
 import torch
-from training_helpers import LABELS, load_train_script, tiny_datasets, write_corpus, write_tone
+from training_helpers import (
+    LABELS,
+    RESUMABLE,
+    load_train_script,
+    tiny_datasets,
+    tiny_training_arguments,
+    write_corpus,
+    write_tone,
+)
 from transformers import TrainingArguments
 
 from modeling_crab.training import CrabAudioTextDataset, CrabDataCollator, CrabTrainer, load_audio
@@ -308,19 +316,11 @@ def test_a_resumed_run_trains_on_the_uninterrupted_runs_audio(corpus, tiny_confi
 
     def trainer(output_dir, callbacks=()):
         torch.manual_seed(0)
-        args = TrainingArguments(
-            output_dir=str(output_dir),
+        args = tiny_training_arguments(
+            output_dir,
+            **RESUMABLE,
             per_device_train_batch_size=2,  # 4 steps an epoch: step 3 is mid-epoch
-            learning_rate=2e-3,
-            max_steps=6,
-            save_strategy="steps",
-            save_steps=3,
-            logging_steps=1,
-            seed=7,
-            report_to="none",
-            use_cpu=True,
-            remove_unused_columns=False,
-            disable_tqdm=True,
+            dataloader_pin_memory=True,
             train_sampling_strategy="random",
             dataloader_num_workers=workers,
         )

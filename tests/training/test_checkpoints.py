@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from training_helpers import LABELS, tiny_datasets, write_corpus
-from transformers import TrainerCallback, TrainingArguments
+from training_helpers import LABELS, RESUMABLE, tiny_datasets, tiny_training_arguments, write_corpus
+from transformers import TrainerCallback
 
 from modeling_crab import CrabForEmotionClassification
 from modeling_crab.training import CrabDataCollator, CrabTrainer, compute_class_weights
@@ -24,22 +24,12 @@ class StopAtStep(TrainerCallback):
 
 def _trainer(output_dir, config, processor, train, callbacks=()) -> CrabTrainer:
     torch.manual_seed(0)
-    args = TrainingArguments(
-        output_dir=str(output_dir),
+    args = tiny_training_arguments(
+        output_dir,
+        **RESUMABLE,
         per_device_train_batch_size=4,
-        learning_rate=2e-3,
         lr_scheduler_type="cosine",
         weight_decay=0.01,
-        max_steps=6,
-        save_strategy="steps",
-        save_steps=3,
-        logging_steps=1,
-        seed=7,
-        report_to="none",
-        use_cpu=True,
-        remove_unused_columns=False,
-        disable_tqdm=True,
-        dataloader_pin_memory=False,
         train_sampling_strategy="group_by_length",
     )
     config.class_weights = compute_class_weights(train.label_ids, len(LABELS)).tolist()  # as train.py
