@@ -36,7 +36,7 @@ from modeling_crab.configuration_crab import (
     TRAINING_CROP_S,
     CrabConfig,
 )
-from modeling_crab.training.augment import NOISE_TYPES, AugmentationError, WaveformAugmentation
+from modeling_crab.training.augment import NOISE_TYPES, SPEC_AUGMENT_KEYS, AugmentationError, WaveformAugmentation
 
 logger = logging.getLogger("crab.train")
 
@@ -281,11 +281,10 @@ class AugmentationArguments:
     @property
     def spec_augment(self) -> dict:
         """The speech encoder config's SpecAugment values that these flags set (the others keep the encoder's)."""
-        return {name: getattr(self, name) for name in SPEC_AUGMENT_FLAGS if getattr(self, name) is not None}
+        return {name: getattr(self, name) for name in SPEC_AUGMENT_KEYS if getattr(self, name) is not None}
 
 
 WAVEFORM_FLAGS = [f.name for f in fields(WaveformAugmentation) if f.init]
-SPEC_AUGMENT_FLAGS = ("mask_time_prob", "mask_time_length", "mask_feature_prob", "mask_feature_length")
 
 
 # ---- defaults: each written once. The dataclasses above hold those of Crab's own arguments; the recipes below hold
@@ -759,13 +758,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 def frozen_baseline(
     manifest, model_args, data_args, loss_args, optimizer_args, augment_args, training_args
-) -> dict[str, float]:
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """The same run with both encoders frozen at their starting weights, only the head trained (`--encoder_cache`),
-    in `output_dir/frozen_baseline`: what fine-tuning has to beat. Its dev and test metrics. Cached features are not
-    augmented, so the baseline trains on the plain audio whatever the augmentation flags."""
+    in `output_dir/frozen_baseline`: what fine-tuning has to beat. Its metrics and per-split metrics, as
+    `train_and_evaluate`'s. Cached features are not augmented, so the baseline trains on the plain audio whatever
+    the augmentation flags."""
     out = Path(training_args.output_dir) / "frozen_baseline"
     logger.info(f"--frozen_baseline: training the head alone on frozen encoders into {out}")
-    results, _ = train_and_evaluate(
+    return train_and_evaluate(
         replace(model_args, frozen_baseline=False),
         replace(data_args, manifest=manifest, encoder_cache=str(out / "encoder_cache")),
         loss_args,
@@ -774,7 +774,6 @@ def frozen_baseline(
         replace(training_args, output_dir=str(out), resume_from_checkpoint=None),
         report=False,
     )
-    return results
 
 
 def train_and_evaluate(
@@ -936,16 +935,12 @@ def train_and_evaluate(
         export_for_inference(trainer.model, processor, output_dir / "inference")
     table = dict(per_split)
     if model_args.frozen_baseline and not data_args.encoder_cache:
-        baseline = frozen_baseline(
+        baseline, baseline_per_split = frozen_baseline(
             manifest, model_args, data_args, loss_args, optimizer_args, augment_args, training_args
         )
         results.update({f"frozen_baseline_{k}": v for k, v in baseline.items() if k.startswith(("eval_", "test_"))})
-        for role, prefix in (("eval", "eval_"), ("test", "test_")):
-            if f"{prefix}uar" in baseline and splits.get(role) in per_split:
-                table[f"{splits[role]} (frozen)"] = {
-                    key.removeprefix(prefix): value for key, value in baseline.items() if key.startswith(prefix)
-                }
-        if "eval_uar" in baseline and baseline["eval_uar"] > results["eval_uar"]:
+        table.update({f"{split} (frozen)": metrics for split, metrics in baseline_per_split.items()})
+        if baseline["eval_uar"] > results["eval_uar"]:
             notes.append(
                 f"warning: the frozen-encoder baseline beats fine-tuning on {splits['eval']} (UAR "
                 f"{baseline['eval_uar']:.4f} vs {results['eval_uar']:.4f}): fine-tuning overfits the training data. "

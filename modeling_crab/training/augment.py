@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLING_RATE = 16_000
+SAMPLING_RATE = 16_000  # of training audio (`data.load_audio`), which these functions take and return
+# the speech encoder config's SpecAugment settings (`audio_config`), set by train.py's flags of the same names
+SPEC_AUGMENT_KEYS = ("mask_time_prob", "mask_time_length", "mask_feature_prob", "mask_feature_length")
 NOISE_TYPES = ("white", "pink", "brown")
 NOISE_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 # Speed factors are resampling ratios round(16000 f) -> 16000 Hz; outside this range speech stops sounding like speech.
@@ -280,6 +282,8 @@ def reverberate(waveform: np.ndarray, rt60_s: float, rng: np.random.Generator) -
 __all__ = [
     "AugmentationError",
     "NOISE_TYPES",
+    "SAMPLING_RATE",
+    "SPEC_AUGMENT_KEYS",
     "WaveformAugmentation",
     "add_noise",
     "colored_noise",

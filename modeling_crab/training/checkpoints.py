@@ -24,14 +24,14 @@ from pathlib import Path
 
 import torch
 
+from .augment import SPEC_AUGMENT_KEYS
+
 logger = logging.getLogger(__name__)
 
 STAGING_FOLDER = ".saving"  # where a checkpoint is written before it is renamed into place
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # config entries that change what a checkpoint's weights mean; resuming under other values is refused
 MEANING_KEYS = ("id2label", "mask_padding", "unimodal_tap", "use_csl_legs", "mlcs_taps", "mlcs_loss")
-# the speech encoder's SpecAugment settings (`audio_config`); with `augmentation`, resuming under others is refused
-SPEC_AUGMENT_KEYS = ("mask_time_prob", "mask_time_length", "mask_feature_prob", "mask_feature_length")
 
 
 class CheckpointError(ValueError):

@@ -34,9 +34,7 @@ from ..processing_crab import (
     check_amplitude,
     transcript_problem,
 )
-from .augment import WaveformAugmentation, item_rng
-
-SAMPLING_RATE = 16_000
+from .augment import SAMPLING_RATE, WaveformAugmentation, item_rng
 
 
 @dataclass
