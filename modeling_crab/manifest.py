@@ -12,7 +12,11 @@ A manifest is a CSV or JSON Lines file, a folder written by `datasets.Dataset.sa
     speaker, session, gender                                                         (optional)
     start, end   seconds of a segment to cut from the file; empty: the whole file    (optional)
 
-Recipes may add columns after these (MELD's `dialogue_id`); readers ignore what they do not know. Training needs
+Optional attribute columns follow where a corpus has them (`arousal`, `valence`, `dominance`: empty where a row has
+none). Attribute columns (`ATTRIBUTE_NAMES`, or any other name a run asks for with `--attributes`) hold numbers on one
+scale for every corpus, `ATTRIBUTE_RANGE` (0 = lowest, 1 = highest): a corpus's own scale maps linearly onto it
+(`to_attribute_scale`: MSP-Podcast's 1-7 and IEMOCAP's 1-5). Recipes may add columns after these (MELD's
+`dialogue_id`); readers ignore what they do not know. Training needs
 only `audio`, `text` and `label`: a manifest a user writes by hand may leave out the rest (misnamed columns get a
 hint, `COLUMN_ALIASES`). `load_manifest` reads any of the forms into `Utterance`s, keeping each row's problems for
 one report; `select_splits` takes the run's splits and accounts for every other row.
@@ -50,6 +54,17 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "end",
 )
 WRITTEN_COLUMNS: tuple[str, ...] = ("id", "audio", "split")  # what a recipe must fill in every row
+ATTRIBUTE_NAMES: tuple[str, ...] = ("arousal", "valence", "dominance")  # the corpora's dimensional labels
+ATTRIBUTE_RANGE: tuple[float, float] = (0.0, 1.0)  # the one scale of every attribute column
+
+
+def to_attribute_scale(value: float, low: float, high: float) -> float:
+    """A rating on a corpus's own `low`-`high` scale (MSP-Podcast 1-7, IEMOCAP 1-5) mapped linearly onto
+    `ATTRIBUTE_RANGE`: `low` -> 0, `high` -> 1, the scale's midpoint -> 0.5."""
+    if not high > low:
+        raise ValueError(f"an attribute scale needs low < high, got {low}-{high}")
+    bottom, top = ATTRIBUTE_RANGE
+    return bottom + (float(value) - low) / (high - low) * (top - bottom)
 
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("audio", "text", "label")  # what training needs
