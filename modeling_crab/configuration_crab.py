@@ -85,6 +85,15 @@ class CrabConfig(PreTrainedConfig):
             labels (`training.compute_class_weights`; `train.py` sets them); `None` for plain cross-entropy.
         label_smoothing: epsilon of label smoothing in the cross-entropy term (`torch`'s `label_smoothing`; train.py's
             `--label_smoothing_factor`); 0 (the paper's) by default.
+        attribute_names: the emotional attributes the model predicts beside (or instead of) the classes, e.g.
+            `["arousal", "valence", "dominance"]`, on the 0-1 scale of the manifests (`manifest.ATTRIBUTE_RANGE`); a
+            regression head beside the classifier reads the pooled bimodal embedding. Empty (the default and every
+            checkpoint saved without it): categories only. A model with no classes (`id2label={}`) predicts
+            attributes only.
+        attribute_loss_weight: beta, the weight of the attribute term `mean_a (1 - CCC_a)` in the objective.
+        attribute_contrast_bins: MLCS of an attributes-only model: each attribute is cut into this many equal bins
+            of the 0-1 scale and utterances in the same bin of every attribute are positives; 0 turns MLCS off for
+            such a model. Models with classes contrast their classes.
         use_csl_legs: build the training-only CSL legs; the inference export sets this to `False`.
         modality_dropout: in training, the probability that an utterance's transcript is replaced by the empty one
             (`<s></s>`), so that the model also works on audio alone (the pipeline's audio-only mode). Not in the
@@ -125,6 +134,9 @@ class CrabConfig(PreTrainedConfig):
     mlcs_gather: bool = False
     class_weights: list[float] | None = None
     label_smoothing: float = 0.0
+    attribute_names: list[str] | None = None
+    attribute_loss_weight: float = 1.0
+    attribute_contrast_bins: int = 3
     use_csl_legs: bool = True
     modality_dropout: float = 0.0
     pass_audio_attention_mask: bool | None = None
@@ -164,13 +176,24 @@ class CrabConfig(PreTrainedConfig):
             raise ValueError(
                 f"fusion_hidden_size must be even (the unimodal legs use h/2), got {self.fusion_hidden_size}"
             )
+        self.attribute_names = [str(name) for name in (self.attribute_names or [])]
+        if len(set(self.attribute_names)) != len(self.attribute_names) or not all(self.attribute_names):
+            raise ValueError(f"attribute_names {self.attribute_names} must be distinct, non-empty names")
+        if self.attribute_loss_weight < 0 or self.attribute_contrast_bins < 0:
+            raise ValueError("attribute_loss_weight and attribute_contrast_bins must be >= 0")
         super().__post_init__(**kwargs)
+        if self.num_labels == 0 and not self.attribute_names:
+            raise ValueError("a Crab model needs classes (id2label), attributes (attribute_names) or both")
         if self.class_weights is not None:
             self.class_weights = [float(w) for w in self.class_weights]
             if len(self.class_weights) != self.num_labels:
                 raise ValueError(
                     f"class_weights has {len(self.class_weights)} entries for {self.num_labels} labels; give one per class"
                 )
+
+    @property
+    def num_attributes(self) -> int:
+        return len(self.attribute_names)
 
     @property
     def audio_feeds_attention_mask(self) -> bool:

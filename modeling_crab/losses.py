@@ -2,7 +2,9 @@
 `crab_objective`, so the trainer, the benchmarks and the tests share one loss (this file travels with checkpoints).
 
 Objective (SPEC §2): L = WCE(logits, y) + alpha * MLCS, class weights `config.class_weights`, alpha
-`config.mlcs_weight`. Multi Layer Contrastive Supervision (MLCS): a multi-positive contrastive loss (MPCL) at every
+`config.mlcs_weight`. A model with emotional attributes (`config.attribute_names`) adds beta * mean_a (1 - CCC_a),
+beta `config.attribute_loss_weight`, the concordance correlation coefficient of each attribute over the batch's rows
+that have it (`concordance_loss`). Multi Layer Contrastive Supervision (MLCS): a multi-positive contrastive loss (MPCL) at every
 active CSL tap.
 
 MPCL (SPEC §2), per CSL output e (B, d) with labels y (B,):
@@ -15,6 +17,8 @@ the mean and the loss is scaled by tau / base_tau.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -126,31 +130,96 @@ def gather_csl_embeddings(
     return {tap: gathered[:, i] for i, tap in enumerate(taps)}, gathered_labels
 
 
+def concordance_correlation(predictions: torch.Tensor, targets: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Lin's concordance correlation coefficient of two (N,) tensors, with population (1/N) moments:
+    `2 cov(x, y) / (var(x) + var(y) + (mean(x) - mean(y))^2)`. 1 for perfect agreement, 0 for a constant prediction
+    (of a target that varies, or differs from it); `eps` keeps two equal constants finite (CCC 0)."""
+    x, y = predictions.float(), targets.float()
+    x_mean, y_mean = x.mean(), y.mean()
+    covariance = ((x - x_mean) * (y - y_mean)).mean()
+    denominator = x.var(unbiased=False) + y.var(unbiased=False) + (x_mean - y_mean) ** 2
+    return 2 * covariance / (denominator + eps)
+
+
+def concordance_loss(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
+    """`mean_a (1 - CCC_a)` of (B, A) predictions against (B, A) targets, where NaN marks a row without that
+    attribute. Each attribute is scored over its labelled rows; attributes with fewer than two are left out of the
+    mean, and None means no attribute had two (nothing to learn from this batch)."""
+    terms = []
+    for a in range(targets.shape[1]):
+        labelled = ~torch.isnan(targets[:, a])
+        if int(labelled.sum()) >= 2:
+            terms.append(1 - concordance_correlation(predictions[labelled, a], targets[labelled, a]))
+    return torch.stack(terms).mean() if terms else None
+
+
+def attribute_bins(attribute_labels: torch.Tensor, bins: int) -> torch.Tensor:
+    """(B, A) attributes on the 0-1 scale -> (B,) contrastive labels: the joint bin of the A attributes, each cut
+    into `bins` equal bins. A row with any attribute missing gets a label of its own (it has no positives)."""
+    index = (attribute_labels.nan_to_num(0.0).clamp(0, 1) * bins).long().clamp(max=bins - 1)  # (B, A)
+    joint = (index * bins ** torch.arange(index.shape[1], device=index.device)).sum(dim=1)
+    missing = torch.isnan(attribute_labels).any(dim=1)
+    own = -1 - torch.arange(len(joint), device=joint.device)  # negative: never a bin
+    return torch.where(missing, own, joint)
+
+
+class CrabObjective(NamedTuple):
+    """The objective and its terms; a term is None where the model or the batch has none."""
+
+    loss: torch.Tensor
+    ce_loss: torch.Tensor | None
+    mlcs_loss: torch.Tensor | None
+    attribute_loss: torch.Tensor | None
+
+
 def crab_objective(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
+    logits: torch.Tensor | None,
+    labels: torch.Tensor | None,
     csl_embeddings: dict[str, torch.Tensor] | None,
     config,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """`(loss, ce_loss, mlcs_loss)`: class-weighted CE (`config.class_weights`, None for plain CE; label smoothing
-    `config.label_smoothing`) on the (B, C) logits, plus `config.mlcs_weight` times the MLCS term (`config.mlcs_loss`, tau `config.mlcs_temperature`) when
-    there are CSL embeddings and the weight is positive; their embeddings and labels are first all-gathered across
-    data-parallel ranks when `config.mlcs_gather` (see `gather_csl_embeddings`). Without an MLCS term `mlcs_loss` is
-    None and `loss` is the CE. Computed in fp32, also when the model runs under bf16/fp16 autocast."""
-    with torch.autocast(logits.device.type, enabled=False):
-        weights = (
-            None if config.class_weights is None else logits.new_tensor(config.class_weights, dtype=torch.float32)
-        )
-        ce = F.cross_entropy(logits.float(), labels, weight=weights, label_smoothing=config.label_smoothing)
-        if not csl_embeddings or config.mlcs_weight <= 0:
-            return ce, ce, None
-        contrast_labels = labels
-        if config.mlcs_gather:
-            csl_embeddings, contrast_labels = gather_csl_embeddings(csl_embeddings, labels)
-        contrastive = mlcs_loss(
-            csl_embeddings, contrast_labels, temperature=config.mlcs_temperature, loss_type=config.mlcs_loss
-        )
-        return ce + config.mlcs_weight * contrastive, ce, contrastive
+    attributes: torch.Tensor | None = None,
+    attribute_labels: torch.Tensor | None = None,
+) -> CrabObjective:
+    """The Crab objective, `CrabObjective(loss, ce_loss, mlcs_loss, attribute_loss)`:
+
+    - class-weighted CE (`config.class_weights`, None for plain CE; label smoothing `config.label_smoothing`) on the
+      (B, C) logits, for a model with classes;
+    - `config.attribute_loss_weight` times `concordance_loss` of the (B, A) `attributes` against
+      `attribute_labels` (NaN: a row without that attribute), for a model with attributes;
+    - `config.mlcs_weight` times the MLCS term (`config.mlcs_loss`, tau `config.mlcs_temperature`) when there are
+      CSL embeddings and the weight is positive. Its positives share a class; in an attributes-only model they share
+      the bins of every attribute (`attribute_bins`, `config.attribute_contrast_bins`; 0: no MLCS term). The
+      embeddings and contrastive labels are first all-gathered across data-parallel ranks when `config.mlcs_gather`
+      (see `gather_csl_embeddings`).
+
+    Computed in fp32, also when the model runs under bf16/fp16 autocast."""
+    reference = logits if logits is not None else attributes
+    with torch.autocast(reference.device.type, enabled=False):
+        ce = attribute = contrastive = None
+        if logits is not None and labels is not None:
+            weights = (
+                None if config.class_weights is None else logits.new_tensor(config.class_weights, dtype=torch.float32)
+            )
+            ce = F.cross_entropy(logits.float(), labels, weight=weights, label_smoothing=config.label_smoothing)
+        if attributes is not None and attribute_labels is not None:
+            attribute = concordance_loss(attributes.float(), attribute_labels.float())
+        contrast_labels = labels if logits is not None else None
+        if contrast_labels is None and attribute_labels is not None and config.attribute_contrast_bins > 0:
+            contrast_labels = attribute_bins(attribute_labels, config.attribute_contrast_bins)
+        if csl_embeddings and config.mlcs_weight > 0 and contrast_labels is not None:
+            if config.mlcs_gather:
+                csl_embeddings, contrast_labels = gather_csl_embeddings(csl_embeddings, contrast_labels)
+            contrastive = mlcs_loss(
+                csl_embeddings, contrast_labels, temperature=config.mlcs_temperature, loss_type=config.mlcs_loss
+            )
+        terms = [
+            term * weight
+            for term, weight in ((ce, 1), (attribute, config.attribute_loss_weight), (contrastive, config.mlcs_weight))
+            if term is not None
+        ]
+        if not terms:  # an attributes-only batch whose rows lack every attribute: a zero that keeps the graph
+            terms = [reference.float().sum() * 0.0]
+        return CrabObjective(sum(terms[1:], terms[0]), ce, contrastive, attribute)
 
 
 __all__ = [
@@ -158,5 +227,9 @@ __all__ = [
     "supcon_loss",
     "mlcs_loss",
     "gather_csl_embeddings",
+    "concordance_correlation",
+    "concordance_loss",
+    "attribute_bins",
+    "CrabObjective",
     "crab_objective",
 ]

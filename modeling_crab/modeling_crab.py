@@ -5,6 +5,7 @@ The head follows SPEC §1 block by block, in the order data flows:
     speech frames (B, T, Da) --UnimodalBlock--> (B, T, 2h) --CrossModalBlock(q=speech, kv=text)--> (B, T, 2h) --Pool--> (B, 2h)
     text tokens   (B, L, Dt) --UnimodalBlock--> (B, L, 2h) --CrossModalBlock(q=text, kv=speech)--> (B, L, 2h) --Pool--> (B, 2h)
     concat (B, 4h) --Classifier--> logits (B, C)
+                   --Regressor---> attributes (B, A)   (a model with emotional attributes: `config.attribute_names`)
 
 Five Contrastive Supervision Legs (CSLs) read the head at five taps during training only; the inference export
 carries none of their weights.
@@ -25,6 +26,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_crab import CrabConfig
 from .losses import crab_objective
+from .manifest import ATTRIBUTE_RANGE
 from .wavlm_attention import set_wavlm_attention
 
 
@@ -52,18 +54,23 @@ class CrabModelOutput(ModelOutput):
 @dataclass
 class CrabClassifierOutput(ModelOutput):
     """
-    loss: the Crab objective when `labels` are given (`losses.crab_objective`): class-weighted CE + alpha * MLCS over
-        the CSL embeddings when there are any (training), else the class-weighted CE alone.
-    logits: (B, C).
+    loss: the Crab objective when `labels` or `attribute_labels` are given (`losses.crab_objective`): class-weighted
+        CE + beta * (1 - CCC) over the attributes + alpha * MLCS over the CSL embeddings when there are any
+        (training).
+    logits: (B, C); None for an attributes-only model.
+    attributes: (B, A) predicted attributes on the 0-1 scale, in `config.attribute_names` order; None for a
+        categories-only model.
     csl_embeddings: tap name -> (B, contrastive_dim), present in training or when asked for.
-    ce_loss / mlcs_loss: the objective's two terms (`mlcs_loss` None without CSL embeddings).
+    ce_loss / mlcs_loss / attribute_loss: the objective's terms (None where the model or the batch has none).
     """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
+    attributes: torch.FloatTensor | None = None
     csl_embeddings: dict[str, torch.FloatTensor] | None = None
     ce_loss: torch.FloatTensor | None = None
     mlcs_loss: torch.FloatTensor | None = None
+    attribute_loss: torch.FloatTensor | None = None
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -188,7 +195,7 @@ class CrabAttentionPooling(nn.Module):
 
 class CrabClassifier(nn.Module):
     """LayerNorm(4h) -> Linear(4h -> h) -> ReLU -> Dropout -> Linear(h -> C). Also returns the `fusion` tap, the
-    first Linear's output before the ReLU."""
+    first Linear's output before the ReLU. The attribute regressor has the same shape, with A outputs."""
 
     def __init__(self, width: int, hidden_size: int, num_labels: int, dropout: float):
         super().__init__()
@@ -242,6 +249,8 @@ class CrabPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module):
         super()._init_weights(module)
+        if module is getattr(getattr(self, "regressor", None), "out_proj", None):  # start at the scale's middle
+            init.constant_(module.bias, sum(ATTRIBUTE_RANGE) / 2)
         if isinstance(module, nn.GRU):  # PyTorch's own GRU initialisation
             bound = module.hidden_size**-0.5
             for parameter in module.parameters():
@@ -281,7 +290,7 @@ class CrabPreTrainedModel(PreTrainedModel):
         crab = self.crab if hasattr(self, "crab") else self
         regions = [*_encoder_layers(crab.audio_encoder), *_encoder_layers(crab.text_encoder)]
         regions += [crab.audio_cross, crab.text_cross, crab.audio_pooling, crab.text_pooling]
-        regions += [getattr(self, "classifier", None)]
+        regions += [getattr(self, "classifier", None), getattr(self, "regressor", None)]
         for region in regions:
             if region is not None:
                 region.compile(**compile_kwargs)
@@ -333,7 +342,7 @@ class CrabModel(CrabPreTrainedModel):
     """Encoders + unimodal, cross-modal and pooling blocks: the pooled bimodal embedding, without a classifier."""
 
     # `AutoModel` on a classification checkpoint: its classifier is left out on purpose, not reported as unexpected
-    _keys_to_ignore_on_load_unexpected = [r"^classifier\."]
+    _keys_to_ignore_on_load_unexpected = [r"^classifier\.", r"^regressor\."]
 
     def __init__(self, config: CrabConfig):
         super().__init__(config)
@@ -466,13 +475,22 @@ class CrabModel(CrabPreTrainedModel):
 
 
 class CrabForEmotionClassification(CrabPreTrainedModel):
-    """Crab with its classifier and, while `config.use_csl_legs`, the training-only CSL legs."""
+    """Crab with its classifier (a model with classes), its attribute regressor (a model with
+    `config.attribute_names`) and, while `config.use_csl_legs`, the training-only CSL legs. The `fusion` CSL tap is
+    the classifier's, or the regressor's in an attributes-only model."""
 
     def __init__(self, config: CrabConfig):
         super().__init__(config)
         h = config.fusion_hidden_size
         self.crab = CrabModel(config)
-        self.classifier = CrabClassifier(4 * h, h, config.num_labels, config.classifier_dropout)
+        self.classifier = (
+            CrabClassifier(4 * h, h, config.num_labels, config.classifier_dropout) if config.num_labels else None
+        )
+        self.regressor = (
+            CrabClassifier(4 * h, h, config.num_attributes, config.classifier_dropout)
+            if config.num_attributes
+            else None
+        )
         self.csl_legs = None
         if config.use_csl_legs:
             unimodal_width = h if config.unimodal_tap == "pre_gru" else 2 * h
@@ -501,11 +519,13 @@ class CrabForEmotionClassification(CrabPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_csl_embeddings: bool | None = None,
         encoder_outputs: dict[str, torch.Tensor | None] | None = None,
+        attribute_labels: torch.Tensor | None = None,
         **kwargs,
     ) -> CrabClassifierOutput:
-        """Logits from waveforms and token ids, as the processor returns them (or from `encoder_outputs`, see
-        `CrabModel.forward`); CSL embeddings in training (`output_csl_embeddings` None: in training when the model
-        has CSL legs and `config.mlcs_weight > 0`); with `labels`, the Crab objective as `loss` and its two terms
+        """Logits and attributes from waveforms and token ids, as the processor returns them (or from
+        `encoder_outputs`, see `CrabModel.forward`); CSL embeddings in training (`output_csl_embeddings` None: in
+        training when the model has CSL legs and `config.mlcs_weight > 0`); with `labels` (B,) and/or
+        `attribute_labels` (B, A; NaN where a row lacks an attribute), the Crab objective as `loss` and its terms
         (`losses.crab_objective`)."""
         dropping = self.training and self.config.modality_dropout > 0
         if encoder_outputs is None:
@@ -518,7 +538,11 @@ class CrabForEmotionClassification(CrabPreTrainedModel):
             )
             encoder_outputs = {**encoder_outputs, "text_tokens": text_tokens, "token_mask": token_mask}
         features = self.crab.forward_head(**encoder_outputs)
-        logits, fusion = self.classifier(features.pooled_output)  # (B, C), (B, h)
+        logits = attributes = None
+        if self.regressor is not None:
+            attributes, fusion = self.regressor(features.pooled_output)  # (B, A), (B, h)
+        if self.classifier is not None:
+            logits, fusion = self.classifier(features.pooled_output)  # (B, C), (B, h)
 
         if output_csl_embeddings is None:
             output_csl_embeddings = self.training and self.csl_legs is not None and self.config.mlcs_weight > 0
@@ -538,11 +562,18 @@ class CrabForEmotionClassification(CrabPreTrainedModel):
             }
             csl_embeddings = {tap: leg(taps[tap]) for tap, leg in self.csl_legs.items()}  # (B, contrastive_dim)
 
-        loss = ce_loss = mlcs_loss = None
-        if labels is not None:
-            loss, ce_loss, mlcs_loss = crab_objective(logits, labels, csl_embeddings, self.config)
+        objective = (None,) * 4
+        if (labels is not None and logits is not None) or (attribute_labels is not None and attributes is not None):
+            objective = crab_objective(logits, labels, csl_embeddings, self.config, attributes, attribute_labels)
+        loss, ce_loss, mlcs_loss, attribute_loss = objective
         return CrabClassifierOutput(
-            loss=loss, logits=logits, csl_embeddings=csl_embeddings, ce_loss=ce_loss, mlcs_loss=mlcs_loss
+            loss=loss,
+            logits=logits,
+            attributes=attributes,
+            csl_embeddings=csl_embeddings,
+            ce_loss=ce_loss,
+            mlcs_loss=mlcs_loss,
+            attribute_loss=attribute_loss,
         )
 
     def drop_transcripts(

@@ -105,9 +105,10 @@ def test_label_smoothing_of_the_cross_entropy_term():
     torch.manual_seed(0)
     logits, labels = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 0, 1])
     weights = [1.0, 2.0, 0.5, 1.5]
-    smoothed = SimpleNamespace(class_weights=weights, label_smoothing=0.1, mlcs_weight=0.0)
-    plain = SimpleNamespace(class_weights=weights, label_smoothing=0.0, mlcs_weight=0.0)
-    loss, ce, mlcs = crab_objective(logits, labels, None, smoothed)
+    common = {"class_weights": weights, "mlcs_weight": 0.0, "attribute_loss_weight": 1.0, "attribute_contrast_bins": 0}
+    smoothed = SimpleNamespace(label_smoothing=0.1, **common)
+    plain = SimpleNamespace(label_smoothing=0.0, **common)
+    loss, ce, mlcs, _ = crab_objective(logits, labels, None, smoothed)
     expected = torch.nn.functional.cross_entropy(logits, labels, weight=torch.tensor(weights), label_smoothing=0.1)
     assert mlcs is None and torch.equal(loss, ce) and torch.allclose(ce, expected)
     assert not torch.allclose(crab_objective(logits, labels, None, plain)[1], ce)
