@@ -1,5 +1,5 @@
 """What the corpus recipes share besides the manifest (`modeling_crab.manifest` defines, reads and writes it):
-the problems report, the summary, label counts and the command-line wrapper.
+the problems report, the summary, label counts, attribute ratings and the command-line wrapper.
 """
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import sys
 from collections import Counter
@@ -15,9 +16,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..manifest import ManifestError, format_value, write_atomically, write_manifest
+from ..manifest import ManifestError, format_value, to_attribute_scale, write_atomically, write_manifest
 
 PROBLEM_COLUMNS: tuple[str, ...] = ("id", "split", "kind", "detail")
+BAD_ATTRIBUTE = "bad_attribute"  # the problem kind of a rating that leaves its attribute cell empty
 
 
 class RecipeError(Exception):
@@ -58,6 +60,41 @@ def normalize_gender(value: str | None) -> str:
     if value in ("m", "male", "man"):
         return "male"
     return ""
+
+
+def attribute_cells(
+    ratings: Mapping[str, tuple[str, str | None]], scale: tuple[float, float], *, uid: str, split: str, where: str
+) -> tuple[dict[str, float | None], list[Problem]]:
+    """One row's attribute columns from a corpus's own ratings. `ratings` maps each attribute column to the
+    corpus's name for the rating and its text (``{"arousal": ("EmoAct", "4.2")}``); `scale` is the corpus's
+    ``(low, high)``. A rating maps onto `ATTRIBUTE_RANGE` with `to_attribute_scale`, rounded to 6 decimals. An
+    empty rating, one that is not a number, or one outside the scale leaves its cell empty (``None``) and becomes a
+    `BAD_ATTRIBUTE` problem at `where` (the file and line) that says the fix; the row itself stays usable."""
+    low, high = scale
+    cells: dict[str, float | None] = {}
+    problems: list[Problem] = []
+    for attribute, (name, text) in ratings.items():
+        text = (text or "").strip()
+        try:
+            rating = float(text)
+        except ValueError:
+            rating = math.nan
+        if low <= rating <= high:
+            cells[attribute] = round(to_attribute_scale(rating, low, high), 6)
+            continue
+        cells[attribute] = None
+        if not text:
+            reason = f"{name} is empty"
+        elif not math.isfinite(rating):
+            reason = f"{name} {text!r} is not a number"
+        else:
+            reason = f"{name} {text} is outside {low:g}-{high:g}"
+        detail = (
+            f"{where}: {reason}, so {attribute} is left empty (the row is kept); "
+            f"give a rating from {low:g} to {high:g} there"
+        )
+        problems.append(Problem(uid, split, BAD_ATTRIBUTE, detail))
+    return cells, problems
 
 
 def write_problems(problems: Iterable[Problem], path: str | os.PathLike) -> Path:

@@ -7,8 +7,9 @@ Usage::
 ``--root`` is the folder that holds ``Session1`` .. ``Session5``. Per session the converter reads
 
 - labels from ``SessionN/dialog/EmoEvaluation/*.txt``, whose utterance summary lines look like
-  ``[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.5000, 2.5000]`` (the evaluator
-  lines ``C-E1: ...``/``A-E3: ...`` and the ``% [START_TIME - END_TIME] ...`` header are skipped);
+  ``[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.5000, 2.5000]``, the category and then
+  the ratings ``[V, A, D]`` (valence, activation, dominance) on a 1-5 scale (the evaluator lines
+  ``C-E1: ...``/``A-E3: ...`` and the ``% [START_TIME - END_TIME] ...`` header are skipped);
 - transcripts from ``SessionN/dialog/transcriptions/*.txt``, lines like
   ``Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.`` (kept verbatim, including markers such as
   ``[LAUGHTER]``);
@@ -21,15 +22,17 @@ happy 1636, neutral 1708, sad 1084 (5531 utterances); the converter prints how i
 
 The speaker is the session plus the gender letter of the *utterance* (the letter after the last
 underscore): in ``Ses01F_impro01_M003`` the speaker is ``Ses01M``. Columns ``session`` (1..5),
-``speaker`` and ``gender`` (female/male) are filled; extra columns ``dialog`` and ``emotion_code`` keep
-the dialog name and the original IEMOCAP code.
+``speaker`` and ``gender`` (female/male) are filled; the attribute columns ``valence`` (V), ``arousal``
+(A, activation) and ``dominance`` (D) map the ratings onto 0-1 as (x - 1) / 4. A rating that is missing, not a
+number or outside 1-5 leaves its cell empty and is listed in ``problems.csv`` (the row is kept). Extra columns
+``dialog`` and ``emotion_code`` keep the dialog name and the original IEMOCAP code.
 
 The ``split`` column follows one leave-one-session-out fold (``--holdout-session``, default 5): the
 held-out session's female speaker is ``dev`` and its male speaker is ``test`` (``--dev-gender M`` swaps
 them), all other sessions are ``train``. Use :mod:`modeling_crab.recipes.iemocap_loso` for all 5 folds.
 
 Outputs in ``--out``: ``manifest.csv`` (or ``--manifest-name x.jsonl``), ``problems.csv`` (malformed
-lines, missing audio/transcripts, duplicates) and ``summary.json``.
+lines, missing audio/transcripts, duplicates, bad ratings) and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -42,10 +45,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..manifest import relative_audio_path
+from ..manifest import ATTRIBUTE_NAMES, relative_audio_path
 from .common import (
+    BAD_ATTRIBUTE,
     Problem,
     RecipeError,
+    attribute_cells,
     converter_parser,
     format_counts,
     label_counts,
@@ -60,6 +65,8 @@ LABEL_MAP: dict[str, str] = {"ang": "angry", "hap": "happy", "exc": "happy", "ne
 CLASSES: tuple[str, ...] = ("angry", "happy", "neutral", "sad")
 EXPECTED_COUNTS: dict[str, int] = {"angry": 1103, "happy": 1636, "neutral": 1708, "sad": 1084}
 SESSIONS: tuple[int, ...] = (1, 2, 3, 4, 5)
+RATINGS: tuple[tuple[str, str], ...] = (("valence", "V"), ("arousal", "A"), ("dominance", "D"))  # [V, A, D] order
+ATTRIBUTE_SCALE: tuple[float, float] = (1.0, 5.0)  # the evaluators' mean ratings' scale
 
 _LABEL_LINE_RE = re.compile(
     r"^\[\s*(?P<start>\d+(?:\.\d+)?)\s*-\s*(?P<end>\d+(?:\.\d+)?)\s*\]\s+"
@@ -80,6 +87,7 @@ class LabelEntry:
     start: float
     end: float
     source: str
+    ratings: str  # the text inside the line's [V, A, D]
 
 
 @dataclass
@@ -114,9 +122,24 @@ def parse_label_file(path: Path) -> tuple[list[LabelEntry], list[Problem]]:
                 start=float(match["start"]),
                 end=float(match["end"]),
                 source=f"{path}:{number}",
+                ratings=match["vad"],
             )
         )
     return entries, problems
+
+
+def attributes_of(entry: LabelEntry, uid: str, split: str) -> tuple[dict[str, float | None], list[Problem]]:
+    """The attribute columns of a labelled utterance from its ``[V, A, D]`` (see :func:`attribute_cells`)."""
+    values = [value.strip() for value in entry.ratings.split(",")]
+    if len(values) != len(RATINGS):
+        attributes = [attribute for attribute, _ in RATINGS]
+        detail = (
+            f"{entry.source}: [{entry.ratings}] holds {len(values)} ratings, not [V, A, D], so {', '.join(attributes)} "
+            f"are left empty (the row is kept); give three ratings from {ATTRIBUTE_SCALE[0]:g} to {ATTRIBUTE_SCALE[1]:g}"
+        )
+        return dict.fromkeys(attributes), [Problem(uid, split, BAD_ATTRIBUTE, detail)]
+    ratings = {attribute: (name, value) for (attribute, name), value in zip(RATINGS, values)}
+    return attribute_cells(ratings, ATTRIBUTE_SCALE, uid=uid, split=split, where=entry.source)
 
 
 def parse_transcription_file(path: Path) -> tuple[dict[str, str], list[Problem]]:
@@ -223,6 +246,8 @@ def convert_iemocap(
                 if text is None:
                     problems.append(Problem(utt, split, "missing_transcript", "kept with empty text"))
                     text = ""
+                attributes, attribute_problems = attributes_of(entry, utt, split)
+                problems.extend(attribute_problems)
                 rows.append(
                     {
                         "id": utt,
@@ -235,6 +260,7 @@ def convert_iemocap(
                         "gender": normalize_gender(match["gender"]),
                         "start": "",
                         "end": "",
+                        **{attribute: attributes[attribute] for attribute in ATTRIBUTE_NAMES},
                         "dialog": dialog,
                         "emotion_code": entry.code,
                     }

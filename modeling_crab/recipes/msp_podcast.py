@@ -27,7 +27,12 @@ Utterances without a transcript are kept with empty text and listed in ``problem
 (``--drop-missing-text`` excludes them instead).
 
 Columns: ``id`` is the file name without ``.wav``; ``speaker`` is ``SpkrID`` (empty when ``Unknown``);
-``gender`` is female/male; extra columns ``emo_class``, ``emo_act``, ``emo_val``, ``emo_dom``.
+``gender`` is female/male; the attribute columns ``arousal`` (``EmoAct``), ``valence`` (``EmoVal``) and
+``dominance`` (``EmoDom``) map the 1-7 ratings onto 0-1 as (x - 1) / 6; extra columns ``emo_class``, ``emo_act``,
+``emo_val``, ``emo_dom`` keep the file's own values. A rating that is empty, not a number or outside 1-7 leaves its
+cell empty and is listed in ``problems.csv`` (the row is kept); ``test3`` rows may leave them empty (hidden, like
+the label). A labels file without ``EmoAct``/``EmoVal``/``EmoDom`` gives a manifest without those attribute
+columns, noted in ``summary.json``.
 
 The ``submission`` subcommand (and :func:`write_submission`) writes the categorical-track file of the
 MSP-Podcast challenges (Odyssey 2024 / Interspeech 2025): a CSV with the header ``FileName,EmoClass``, one
@@ -52,6 +57,7 @@ from ..manifest import read_manifest, relative_audio_path
 from .common import (
     Problem,
     RecipeError,
+    attribute_cells,
     converter_parser,
     format_counts,
     label_counts,
@@ -83,6 +89,8 @@ SPLIT_MAP: dict[str, str] = {
 SPLIT_ORDER: tuple[str, ...] = ("train", "dev", "test1", "test2", "test3")
 LABEL_FILES: tuple[str, ...] = ("Labels/labels_consensus.csv", "Labels/labels_concensus.csv")
 REQUIRED_LABEL_COLUMNS: tuple[str, ...] = ("FileName", "EmoClass", "Split_Set")
+ATTRIBUTE_COLUMNS: dict[str, str] = {"arousal": "EmoAct", "valence": "EmoVal", "dominance": "EmoDom"}
+ATTRIBUTE_SCALE: tuple[float, float] = (1.0, 7.0)  # the consensus ratings' scale
 SUBMISSION_HEADER: tuple[str, str] = ("FileName", "EmoClass")
 
 _CODE_BY_NAME: dict[str, str] = {name: code for code, name in EMO_CODES.items()}
@@ -154,6 +162,7 @@ class ConversionResult:
     problems: list[Problem]
     dropped: Counter = field(default_factory=Counter)
     unlisted_test3: int = 0
+    absent_attribute_columns: list[str] = field(default_factory=list)  # of ATTRIBUTE_COLUMNS' label columns
 
 
 def _find_label_file(root: Path) -> Path:
@@ -233,13 +242,14 @@ def convert_msp_podcast(
         raise RecipeError(f"--transcripts must be 'human' or 'asr', not {transcripts!r}")
 
     records = _read_csv_text(label_file)
-    if records:
-        missing = [column for column in REQUIRED_LABEL_COLUMNS if column not in records[0]]
-        if missing:
-            raise RecipeError(
-                f"'{label_file}' lacks the column(s) {', '.join(missing)}; expected "
-                "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"
-            )
+    columns = list(records[0]) if records else [*REQUIRED_LABEL_COLUMNS, *ATTRIBUTE_COLUMNS.values()]  # none to miss
+    missing = [column for column in REQUIRED_LABEL_COLUMNS if column not in columns]
+    if missing:
+        raise RecipeError(
+            f"'{label_file}' lacks the column(s) {', '.join(missing)}; expected "
+            "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"
+        )
+    attributes = {attribute: column for attribute, column in ATTRIBUTE_COLUMNS.items() if column in columns}
     audio_names = {entry.name for entry in os.scandir(audio_dir) if entry.is_file()}
     text_names: set[str] = set()
     if isinstance(text_source, Path):
@@ -258,7 +268,7 @@ def convert_msp_podcast(
     dropped: Counter = Counter()
     seen: set[str] = set()
 
-    def add(stem: str, file_name: str, split: str, label: str, record: dict[str, str]) -> None:
+    def add(stem: str, file_name: str, split: str, label: str, record: dict[str, str], where: str) -> None:
         if file_name not in audio_names:
             problems.append(Problem(stem, split, "missing_audio", str(audio_dir / file_name)))
             return
@@ -269,6 +279,11 @@ def convert_msp_podcast(
                 return
             problems.append(Problem(stem, split, "missing_transcript", f"kept with empty text ({transcripts})"))
             text = ""
+        ratings = {attribute: (column, record.get(column, "")) for attribute, column in attributes.items()}
+        if split == "test3":  # hidden in the challenge release, like the label
+            ratings = {attribute: rating for attribute, rating in ratings.items() if rating[1]}
+        cells, attribute_problems = attribute_cells(ratings, ATTRIBUTE_SCALE, uid=stem, split=split, where=where)
+        problems.extend(attribute_problems)
         speaker = record.get("SpkrID", "")
         rows.append(
             {
@@ -282,6 +297,7 @@ def convert_msp_podcast(
                 "gender": normalize_gender(record.get("Gender")),
                 "start": "",
                 "end": "",
+                **{attribute: cells.get(attribute) for attribute in attributes},
                 "emo_class": record.get("EmoClass", ""),
                 "emo_act": record.get("EmoAct", ""),
                 "emo_val": record.get("EmoVal", ""),
@@ -305,9 +321,10 @@ def convert_msp_podcast(
             problems.append(Problem(stem, split, "duplicate", f"{label_file.name} line {number}"))
             continue
         seen.add(stem)
+        where = f"{label_file.name} line {number}"
         code = record.get("EmoClass", "").strip().upper()
         if split == "test3":
-            add(stem, file_name, split, EMO_CODES.get(code, ""), record)
+            add(stem, file_name, split, EMO_CODES.get(code, ""), record, where)
             continue
         if code in DROPPED_CODES:
             dropped[code] += 1
@@ -315,7 +332,7 @@ def convert_msp_podcast(
         if code not in EMO_CODES:
             problems.append(Problem(stem, split, "bad_label", f"EmoClass {record.get('EmoClass', '')!r}"))
             continue
-        add(stem, file_name, split, EMO_CODES[code], record)
+        add(stem, file_name, split, EMO_CODES[code], record, where)
 
     unlisted = 0
     if include_unlisted_test3:
@@ -324,8 +341,11 @@ def convert_msp_podcast(
             if file_name.lower().endswith(".wav") and "test3" in file_name.lower() and stem not in seen:
                 seen.add(stem)
                 unlisted += 1
-                add(stem, file_name, "test3", "", {})
-    return ConversionResult(rows=rows, problems=problems, dropped=dropped, unlisted_test3=unlisted)
+                add(stem, file_name, "test3", "", {}, f"{audio_dir.name}/{file_name} (not in {label_file.name})")
+    absent = [column for column in ATTRIBUTE_COLUMNS.values() if column not in columns]
+    return ConversionResult(
+        rows=rows, problems=problems, dropped=dropped, unlisted_test3=unlisted, absent_attribute_columns=absent
+    )
 
 
 def _read_predictions(path: Path) -> tuple[list[str], list[str]]:
@@ -428,6 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         label_counts=label_counts(result.rows),
         dropped_labels={f"{code} ({DROPPED_CODES[code]})": n for code, n in sorted(result.dropped.items())},
         unlisted_test3_files_added=result.unlisted_test3,
+        attributes={a: c for a, c in ATTRIBUTE_COLUMNS.items() if c not in result.absent_attribute_columns},
+        absent_attribute_columns=result.absent_attribute_columns,
     )
     splits = [split for split in SPLIT_ORDER if any(row["split"] == split for row in result.rows)]
     print(format_counts(result.rows, CLASSES, splits))
@@ -435,6 +457,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"dropped {sum(result.dropped.values())} utterances: {dropped_text or 'none'}")
     if result.unlisted_test3:
         print(f"added {result.unlisted_test3} Test3 audio files not listed in the labels file (label hidden)")
+    if result.absent_attribute_columns:
+        absent = ", ".join(result.absent_attribute_columns)
+        print(f"note: the labels file has no {absent} column(s), so the manifest has no attribute column for them")
     print_problems(problem_kinds, out_dir)
     return 0
 

@@ -24,9 +24,15 @@ from fake_corpora import (  # noqa: E402
     make_msp,
 )
 
-from modeling_crab.manifest import MANIFEST_COLUMNS, read_manifest, resolve_audio_path, write_manifest  # noqa: E402
+from modeling_crab.manifest import (  # noqa: E402
+    ATTRIBUTE_NAMES,
+    MANIFEST_COLUMNS,
+    read_manifest,
+    resolve_audio_path,
+    write_manifest,
+)
 from modeling_crab.recipes import iemocap, iemocap_loso, meld, msp_podcast  # noqa: E402
-from modeling_crab.recipes.common import RecipeError  # noqa: E402
+from modeling_crab.recipes.common import RecipeError, attribute_cells  # noqa: E402
 
 needs_ffmpeg = pytest.mark.skipif(not HAS_FFMPEG, reason="ffmpeg not installed")
 
@@ -56,6 +62,35 @@ def test_write_manifest_csv_and_jsonl_round_trip(tmp_path):
     assert resolve_audio_path("x.wav", tmp_path) == (tmp_path / "x.wav").resolve()
     with pytest.raises(ValueError, match="duplicate"):
         write_manifest([rows[0], rows[0]], tmp_path / "dup.csv")
+
+
+@pytest.mark.parametrize(
+    "text, cell, reason",
+    [
+        ("1", 0.0, None),
+        ("7", 1.0, None),
+        (" 4.0 ", 0.5, None),
+        ("5.2", 0.7, None),
+        ("", None, "EmoAct is empty"),
+        ("n/a", None, "EmoAct 'n/a' is not a number"),
+        ("nan", None, "EmoAct 'nan' is not a number"),
+        ("7.5", None, "EmoAct 7.5 is outside 1-7"),
+        ("0", None, "EmoAct 0 is outside 1-7"),
+    ],
+)
+def test_attribute_cells_map_a_rating_or_report_it(text, cell, reason):
+    cells, problems = attribute_cells(
+        {"arousal": ("EmoAct", text)}, (1.0, 7.0), uid="u", split="dev", where="f line 2"
+    )
+    assert cells == {"arousal": cell}
+    if reason is None:
+        assert problems == []
+    else:
+        [problem] = problems
+        assert (problem.id, problem.split, problem.kind) == ("u", "dev", "bad_attribute")
+        assert problem.detail == (
+            f"f line 2: {reason}, so arousal is left empty (the row is kept); give a rating from 1 to 7 there"
+        )
 
 
 # --------------------------------------------------------------------------------------------- IEMOCAP
@@ -92,11 +127,42 @@ def test_iemocap_labels_speakers_and_drops(iemocap_root, tmp_path):
     assert [problem.id for problem in missing] == ["Ses02M_impro01_F007"]
 
 
+def test_iemocap_attributes_follow_the_v_a_d_order_on_0_to_1(iemocap_root, tmp_path):
+    """The summary line's [V, A, D] is valence, activation (arousal), dominance on 1-5: (x - 1) / 4."""
+    result = iemocap.convert_iemocap(iemocap_root, tmp_path / "out")
+    rows = {row["id"]: row for row in result.rows}
+
+    def attributes(uid):
+        return tuple(rows[uid][name] for name in ("valence", "arousal", "dominance"))
+
+    assert attributes("Ses01F_impro01_M003") == (0.25, 0.75, 0.5)  # [2.0, 4.0, 3.0]
+    assert attributes("Ses01F_impro01_F000") == (0.375, 0.625, 0.75)  # [2.5, 3.5, 4.0]
+    # bad ratings empty their cells; the rows stay, with their categories
+    assert attributes("Ses01F_impro01_F005") == (0.125, 0.25, None)  # [1.5, 2.0, 5.5]
+    assert attributes("Ses01F_impro01_M008") == (None, None, None)  # [2.0, 1.5]
+    assert rows["Ses01F_impro01_F005"]["label"] == rows["Ses01F_impro01_M008"]["label"] == "sad"
+    bad = {problem.id: problem for problem in result.problems if problem.kind == "bad_attribute"}
+    assert len(bad) == 10 and {uid.split("_", 1)[1] for uid in bad} == {"impro01_F005", "impro01_M008"}
+    label_file = iemocap_root / "Session1" / "dialog" / "EmoEvaluation" / "Ses01F_impro01.txt"
+    assert bad["Ses01F_impro01_F005"].detail == (
+        f"{label_file}:23: D 5.5000 is outside 1-5, so dominance is left empty (the row is kept); "
+        "give a rating from 1 to 5 there"
+    )
+    assert bad["Ses01F_impro01_M008"].detail == (
+        f"{label_file}:35: [2.0000, 1.5000] holds 2 ratings, not [V, A, D], so valence, arousal, dominance are left "
+        "empty (the row is kept); give three ratings from 1 to 5"
+    )
+    assert bad["Ses05F_impro01_F005"].split == "dev"
+
+
 def test_iemocap_cli_writes_manifest_problems_and_summary(iemocap_root, tmp_path, capsys):
     out = tmp_path / "out"
     assert iemocap.main(["--root", str(iemocap_root), "--out", str(out)]) == 0
     rows = read_manifest(out / "manifest.csv")
     assert len(rows) == 34 and rows[0]["text"] == 'Well, I said "no".'
+    assert list(rows[0]) == [*MANIFEST_COLUMNS, *ATTRIBUTE_NAMES, "dialog", "emotion_code"]
+    assert [rows[0][name] for name in ATTRIBUTE_NAMES] == ["0.625", "0.375", "0.75"]
+    assert {row["dominance"] for row in rows if row["id"].endswith(("F005", "M008"))} == {""}
     assert all(resolve_audio_path(row["audio"], out).is_file() for row in rows)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dropped_labels"] == {"fru": 5, "xxx": 5}
@@ -105,6 +171,7 @@ def test_iemocap_cli_writes_manifest_problems_and_summary(iemocap_root, tmp_path
         "malformed_label_line",
         "malformed_transcript_line",
         "missing_audio",
+        "bad_attribute",
     }
     printed = capsys.readouterr().out
     assert "dropped 10 utterances of other classes: fru 5, xxx 5" in printed
@@ -181,10 +248,14 @@ def test_loso_dry_run_writes_five_fold_manifests(iemocap_manifest, tmp_path, cap
     assert code == 0
     manifests = sorted((out / "manifests").glob("fold*.csv"))
     assert [path.name for path in manifests] == [f"fold{k}.csv" for k in range(1, 6)]
+    source = {row["id"]: row for row in read_manifest(iemocap_manifest)}
     for k, path in enumerate(manifests, start=1):
         rows = read_manifest(path)
         assert all(resolve_audio_path(row["audio"], path.parent).is_file() for row in rows)
         assert {row["speaker"] for row in rows if row["split"] == "test"} == {f"Ses0{k}M"}
+        # the attribute columns travel with every row, empty cells included
+        assert all(row[name] == source[row["id"]][name] for row in rows for name in ATTRIBUTE_NAMES)
+        assert rows[0]["valence"] == "0.375" and any(row["dominance"] == "" for row in rows)
     printed = capsys.readouterr().out
     assert printed.count("--output_dir") == 5 and "--seed 7" in printed and str(config) in printed
     assert not (out / "loso_results.json").exists()
@@ -383,12 +454,72 @@ def test_msp_podcast_labels_splits_and_drops(tmp_path):
     kinds = {problem.id: problem.kind for problem in result.problems}
     assert kinds == {
         "MSP-PODCAST_0001_0002": "missing_transcript",
+        "MSP-PODCAST_0001_0003": "bad_attribute",
+        "MSP-PODCAST_0002_0002": "bad_attribute",
+        "MSP-PODCAST_0003_0001": "bad_attribute",
         "MSP-PODCAST_0004_0002": "missing_audio",
         "MSP-PODCAST_0006_0001": "unknown_split",
         "MSP-PODCAST_test3_0002": "missing_transcript",
     }
     dropped = msp_podcast.convert_msp_podcast(root, tmp_path / "out", drop_missing_text=True)
     assert "MSP-PODCAST_0001_0002" not in {row["id"] for row in dropped.rows}
+
+
+def test_msp_podcast_attributes_map_1_to_7_onto_0_to_1(tmp_path, capsys):
+    """EmoAct, EmoVal, EmoDom become arousal, valence, dominance as (x - 1) / 6; a bad rating empties its cell and
+    is reported, and the row stays."""
+    root = make_msp(tmp_path / "MSP-PODCAST")
+    out = tmp_path / "out"
+    assert msp_podcast.main(["--root", str(root), "--out", str(out)]) == 0
+    rows = {row["id"]: row for row in read_manifest(out / "manifest.csv")}
+
+    def attributes(uid):
+        return tuple(rows[uid][name] for name in ("arousal", "valence", "dominance"))
+
+    assert list(rows["MSP-PODCAST_0001_0001"])[len(MANIFEST_COLUMNS) :][:4] == [*ATTRIBUTE_NAMES, "emo_class"]
+    assert attributes("MSP-PODCAST_0004_0001") == ("0.5", "0.5", "0.5")  # 4.0, 4.0, 4.0
+    assert attributes("MSP-PODCAST_0002_0001") == ("0.533333", "0.3", "0.666667")  # 4.2, 2.8, 5.0
+    assert attributes("MSP-PODCAST_0001_0003") == ("0.6", "0.8", "")  # EmoDom empty
+    assert attributes("MSP-PODCAST_0002_0002") == ("", "0.2", "0.4")  # EmoAct 7.5
+    assert attributes("MSP-PODCAST_0003_0001") == ("0.5", "", "0.566667")  # EmoVal n/a
+    assert rows["MSP-PODCAST_0002_0002"]["label"] == "fear" and rows["MSP-PODCAST_0002_0002"]["emo_act"] == "7.5"
+    # Test3's ratings are hidden like its labels: empty cells, no problem
+    assert attributes("MSP-PODCAST_0005_0001") == attributes("MSP-PODCAST_test3_0002") == ("", "", "")
+    bad = {row["id"]: row for row in read_problems(out / "problems.csv") if row["kind"] == "bad_attribute"}
+    assert {uid: row["detail"] for uid, row in bad.items()} == {
+        "MSP-PODCAST_0001_0003": "labels_consensus.csv line 4: EmoDom is empty, so dominance is left empty "
+        "(the row is kept); give a rating from 1 to 7 there",
+        "MSP-PODCAST_0002_0002": "labels_consensus.csv line 8: EmoAct 7.5 is outside 1-7, so arousal is left empty "
+        "(the row is kept); give a rating from 1 to 7 there",
+        "MSP-PODCAST_0003_0001": "labels_consensus.csv line 9: EmoVal 'n/a' is not a number, so valence is left "
+        "empty (the row is kept); give a rating from 1 to 7 there",
+    }
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["attributes"] == {"arousal": "EmoAct", "valence": "EmoVal", "dominance": "EmoDom"}
+    assert summary["absent_attribute_columns"] == [] and summary["problems"]["bad_attribute"] == 3
+    assert "note: the labels file has no" not in capsys.readouterr().out
+
+
+def test_msp_podcast_labels_without_attribute_columns(tmp_path, capsys):
+    """A trimmed labels file (no EmoAct, EmoVal, EmoDom) converts as before, without attribute columns."""
+    root = make_msp(tmp_path / "MSP-PODCAST")
+    labels = root / "Labels" / "labels_consensus.csv"
+    with labels.open(encoding="utf-8", newline="") as handle:
+        records = list(csv.DictReader(handle))
+    kept = ["FileName", "EmoClass", "SpkrID", "Gender", "Split_Set"]
+    with labels.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, kept, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(records)
+    out = tmp_path / "out"
+    assert msp_podcast.main(["--root", str(root), "--out", str(out)]) == 0
+    rows = read_manifest(out / "manifest.csv")
+    assert len(rows) == 10 and not set(ATTRIBUTE_NAMES) & set(rows[0])
+    assert "bad_attribute" not in {row["kind"] for row in read_problems(out / "problems.csv")}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["attributes"] == {} and summary["absent_attribute_columns"] == ["EmoAct", "EmoVal", "EmoDom"]
+    printed = capsys.readouterr().out
+    assert printed.count("note: the labels file has no EmoAct, EmoVal, EmoDom column(s)") == 1
 
 
 def test_msp_podcast_asr_transcripts(tmp_path):

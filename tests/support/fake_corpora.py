@@ -23,17 +23,17 @@ def write_wav(path: Path, seconds: float = 0.1, sample_rate: int = 16000) -> Pat
     return path
 
 
-# (utterance suffix, code) for every session's one fake dialog; the real files use these formats.
+# (utterance suffix, code, [V, A, D]) for every session's one fake dialog; the real files use these formats.
 IEMOCAP_UTTERANCES = [
-    ("F000", "neu"),
-    ("F001", "exc"),
-    ("M002", "fru"),
-    ("M003", "ang"),
-    ("M004", "hap"),
-    ("F005", "sad"),
-    ("M006", "xxx"),
-    ("F007", "neu"),
-    ("M008", "sad"),
+    ("F000", "neu", "2.5000, 3.5000, 4.0000"),
+    ("F001", "exc", "4.0000, 3.5000, 3.0000"),
+    ("M002", "fru", "2.0000, 3.5000, 3.5000"),
+    ("M003", "ang", "2.0000, 4.0000, 3.0000"),
+    ("M004", "hap", "4.5000, 3.0000, 2.5000"),
+    ("F005", "sad", "1.5000, 2.0000, 5.5000"),  # dominance outside 1-5
+    ("M006", "xxx", "3.0000, 3.0000, 3.0000"),
+    ("F007", "neu", "3.0000, 2.5000, 2.5000"),
+    ("M008", "sad", "2.0000, 1.5000"),  # dominance missing
 ]
 
 
@@ -44,11 +44,11 @@ def make_iemocap(root: Path) -> Path:
         session_dir = root / f"Session{session}"
         label_lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
         transcript_lines = []
-        for index, (suffix, code) in enumerate(IEMOCAP_UTTERANCES):
+        for index, (suffix, code, ratings) in enumerate(IEMOCAP_UTTERANCES):
             utt = f"{dialog}_{suffix}"
             start, end = 2.0 * index + 0.5, 2.0 * index + 1.7
             label_lines += [
-                f"[{start:.4f} - {end:.4f}]\t{utt}\t{code}\t[2.5000, 2.5000, 2.5000]",
+                f"[{start:.4f} - {end:.4f}]\t{utt}\t{code}\t[{ratings}]",
                 "C-E2:\tNeutral;\t()",
                 "A-E3:\tval 3; act 2; dom  2;\t()",
                 "",
@@ -127,16 +127,16 @@ MSP_LABELS = [
     # FileName, EmoClass, EmoAct, EmoVal, EmoDom, SpkrID, Gender, Split_Set
     ("MSP-PODCAST_0001_0001.wav", "A", "5.2", "2.0", "5.0", "127", "Male", "Train"),
     ("MSP-PODCAST_0001_0002.wav", "S", "2.0", "2.4", "3.0", "127", "Male", "Train"),
-    ("MSP-PODCAST_0001_0003.wav", "H", "4.6", "5.8", "4.0", "Unknown", "Unknown", "Train"),
+    ("MSP-PODCAST_0001_0003.wav", "H", "4.6", "5.8", "", "Unknown", "Unknown", "Train"),  # EmoDom missing
     ("MSP-PODCAST_0001_0004.wav", "O", "4.0", "4.0", "4.0", "127", "Male", "Train"),
-    ("MSP-PODCAST_0001_0005.wav", "X", "4.0", "4.0", "4.0", "127", "Male", "Train"),
-    ("MSP-PODCAST_0002_0001.wav", "U", "4.0", "4.0", "4.0", "11", "Female", "Development"),
-    ("MSP-PODCAST_0002_0002.wav", "F", "4.0", "4.0", "4.0", "11", "Female", "Development"),
-    ("MSP-PODCAST_0003_0001.wav", "D", "4.0", "4.0", "4.0", "12", "Female", "Test1"),
-    ("MSP-PODCAST_0003_0002.wav", "C", "4.0", "4.0", "4.0", "12", "Female", "Test1"),
+    ("MSP-PODCAST_0001_0005.wav", "X", "3.4", "4.2", "3.8", "127", "Male", "Train"),
+    ("MSP-PODCAST_0002_0001.wav", "U", "4.2", "2.8", "5.0", "11", "Female", "Development"),
+    ("MSP-PODCAST_0002_0002.wav", "F", "7.5", "2.2", "3.4", "11", "Female", "Development"),  # EmoAct above 7
+    ("MSP-PODCAST_0003_0001.wav", "D", "4.0", "n/a", "4.4", "12", "Female", "Test1"),  # EmoVal not a number
+    ("MSP-PODCAST_0003_0002.wav", "C", "3.6", "3.2", "4.6", "12", "Female", "Test1"),
     ("MSP-PODCAST_0004_0001.wav", "N", "4.0", "4.0", "4.0", "13", "Male", "Test2"),
     ("MSP-PODCAST_0004_0002.wav", "N", "4.0", "4.0", "4.0", "13", "Male", "Test2"),  # no audio file
-    ("MSP-PODCAST_0005_0001.wav", "X", "4.0", "4.0", "4.0", "14", "Male", "Test3"),
+    ("MSP-PODCAST_0005_0001.wav", "X", "", "", "", "14", "Male", "Test3"),  # hidden, as in the challenge release
     ("MSP-PODCAST_0006_0001.wav", "N", "4.0", "4.0", "4.0", "15", "Male", "Validation"),  # unknown split
 ]
 MSP_UNLISTED_TEST3 = "MSP-PODCAST_test3_0002.wav"
