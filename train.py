@@ -134,6 +134,17 @@ class DataArguments:
     labels: str | None = field(
         default=None, metadata={"help": "comma-separated classes, in logit order; none: the train split's, sorted"}
     )
+    attributes: str | None = field(
+        default=None,
+        metadata={
+            "help": "comma-separated attribute columns the model also predicts, on the manifests' 0-1 scale (e.g. "
+            "arousal,valence,dominance: the recipes write them); none: classes only"
+        },
+    )
+    attributes_only: bool = field(
+        default=False,
+        metadata={"help": "predict --attributes alone, without classes (the manifest then needs no label column)"},
+    )
     max_duration_s: float = field(
         default=TRAINING_CROP_S, metadata={"help": "audio is cropped to its first N seconds"}
     )
@@ -182,6 +193,16 @@ class CrabLossArguments:
     mlcs_taps: list[str] = field(default_factory=lambda: list(MLCS_TAPS), metadata={"help": "active CSL taps"})
     mlcs_gather: bool = field(default=False, metadata={"help": "contrast over the global batch of all DDP ranks"})
     class_weighted: bool = field(default=True, metadata={"help": "w_j = N / (C N_j) in the CE term"})
+    attribute_loss_weight: float = field(
+        default=CrabConfig.attribute_loss_weight, metadata={"help": "beta of the attribute term mean(1 - CCC)"}
+    )
+    attribute_contrast_bins: int = field(
+        default=CrabConfig.attribute_contrast_bins,
+        metadata={
+            "help": "MLCS of an attributes-only model: positives share the bin of every attribute (0-1 cut into N "
+            "equal bins); 0: no MLCS term for such a model"
+        },
+    )
 
 
 @dataclass
@@ -370,7 +391,9 @@ SMALL_MODEL = {
     "logging_steps": 5,
 }
 # No --manifest: the built-in demo corpus, with a tiny model.
-DEMO = {"tiny": True, "output_dir": "outputs/demo", "frozen_baseline": True}
+DEMO = {"tiny": True, "output_dir": "outputs/demo", "frozen_baseline": True, "attributes": "arousal,valence,dominance"}
+# An attributes-only model keeps the dev checkpoint with the best mean CCC (there are no classes to score).
+ATTRIBUTES_ONLY = {"metric_for_best_model": "ccc_mean"}
 
 
 HELP_DESCRIPTION = """\
@@ -445,6 +468,8 @@ def parse_arguments(
         defaults.update(SMALL_MODEL)
     if chosen.manifest is None:
         defaults.update(DEMO)
+    if chosen.attributes_only:
+        defaults.update(ATTRIBUTES_ONLY)
     parser.set_defaults(**{**defaults, **file_values})
     if "-h" in argv or "--help" in argv:  # show this run's values, the command line's included
         parser.set_defaults(**vars(parser.parse_known_args(without_help)[0]))
@@ -477,6 +502,8 @@ BOUNDS = {
     "preprocessing_num_workers": (lambda v: v >= 1, "a whole number >= 1"),
     "mlcs_weight": (lambda v: math.isfinite(v) and v >= 0, "a number >= 0 (0 trains with CE alone)"),
     "mlcs_temperature": (lambda v: math.isfinite(v) and v > 0, "a positive number"),
+    "attribute_loss_weight": (lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
+    "attribute_contrast_bins": (lambda v: v >= 0, "a whole number >= 0 (0: no MLCS for an attributes-only model)"),
     "encoder_learning_rate": (lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
     "classifier_dropout": (lambda v: v is None or 0 <= v < 1, "a probability in [0, 1)"),
     "cross_attention_dropout": (lambda v: v is None or 0 <= v < 1, "a probability in [0, 1)"),
@@ -508,6 +535,8 @@ def check_arguments(*arguments) -> list[str]:
     for name, (test, expected) in BOUNDS.items():
         if not test(values[name]):
             problems.append(f"--{name} {values[name]!r}: pass {expected}")
+    if values["attributes_only"] and not attribute_names(values["attributes"]):
+        problems.append("--attributes_only needs the attributes to predict: --attributes arousal,valence,dominance")
     if values["early_stopping_patience"] and not (
         values["load_best_model_at_end"] and values["eval_strategy"] != "no"
     ):
@@ -529,6 +558,12 @@ def check_arguments(*arguments) -> list[str]:
     return problems
 
 
+def attribute_names(flag: str | None) -> list[str]:
+    """`--attributes` as a list of column names ("none" or empty: no attributes)."""
+    names = [name.strip() for name in (flag or "").split(",") if name.strip()]
+    return [] if names in ([], ["none"]) else names
+
+
 def _read_config_file(path: str) -> dict:
     text = Path(path).read_text()
     if path.endswith(".json"):
@@ -546,7 +581,8 @@ import transformers  # noqa: E402
 from transformers import EarlyStoppingCallback, RobertaTokenizerFast, Wav2Vec2FeatureExtractor, set_seed  # noqa: E402
 
 from modeling_crab import CrabForEmotionClassification, CrabProcessor, export_for_inference  # noqa: E402
-from modeling_crab.manifest import ManifestError, load_manifest, select_splits  # noqa: E402
+from modeling_crab.attributes import ATTRIBUTE_NAMES  # noqa: E402
+from modeling_crab.manifest import ManifestError, column_names, load_manifest, select_splits  # noqa: E402
 from modeling_crab.training import (  # noqa: E402
     CrabAudioTextDataset,
     CrabDataCollator,
@@ -575,8 +611,13 @@ from modeling_crab.training.feature_cache import (  # noqa: E402
     encoder_fingerprint,
     freeze_encoders,
 )
-from modeling_crab.training.metrics import summary_table  # noqa: E402
-from modeling_crab.training.plots import plot_confusion_matrix, plot_training_curves  # noqa: E402
+from modeling_crab.training.metrics import (  # noqa: E402
+    SplitPredictions,
+    attribute_metrics,
+    split_predictions,
+    summary_table,
+)
+from modeling_crab.training.plots import plot_attributes, plot_confusion_matrix, plot_training_curves  # noqa: E402
 from modeling_crab.wavlm_attention import quiet_eager_mask_warning  # noqa: E402
 
 
@@ -610,14 +651,19 @@ def build_model(
     distributed: bool,
     training_args,
     spec_augment: dict | None = None,
+    attributes: list[str] | None = None,
 ):
     """The Crab model to train: a checkpoint to fine-tune, the tiny random one or pretrained encoders, with the head
-    options of the flags. `spec_augment` (`mask_time_prob`, ...) goes into the speech encoder's config before the
+    options of the flags; `attributes` are the emotional attributes it predicts beside the `label_names` classes
+    (none of those: an attributes-only model). `spec_augment` (`mask_time_prob`, ...) goes into the speech encoder's config before the
     encoder is built, so its `masked_spec_embed` exists when a masking probability is turned on from 0."""
     spec_augment = spec_augment or {}
     id2label = dict(enumerate(label_names))
     head_options = {
         "label_smoothing": training_args.label_smoothing_factor,  # transformers' flag, applied by the model's loss
+        "attribute_names": attributes,
+        "attribute_loss_weight": loss_args.attribute_loss_weight,
+        "attribute_contrast_bins": loss_args.attribute_contrast_bins,
         "mask_padding": model_args.mask_padding,
         "unimodal_tap": model_args.unimodal_tap,
         "mlcs_taps": loss_args.mlcs_taps,
@@ -637,7 +683,7 @@ def build_model(
         config = CrabConfig.from_pretrained(model_args.model_name_or_path, **head_options)
         config.audio_config.update(spec_augment)
         model = CrabForEmotionClassification.from_pretrained(model_args.model_name_or_path, config=config)
-        if list(model.config.id2label.values()) != label_names:
+        if list(model.config.id2label.values()) != list(label_names):
             raise ManifestError(
                 f"checkpoint '{model_args.model_name_or_path}' predicts {list(model.config.id2label.values())} but the "
                 f"label set is {label_names}; pass --labels with the checkpoint's classes in its order"
@@ -661,16 +707,22 @@ def build_model(
     return model
 
 
-def write_predictions(trainer: CrabTrainer, logits, dataset, label_names: list[str], path: Path) -> None:
-    """`id,prediction,<score per class>` for every utterance of a split, in the dataset's order."""
-    scores = torch.from_numpy(logits).float().softmax(dim=-1)
+def write_predictions(
+    trainer: CrabTrainer, split: SplitPredictions, dataset, label_names: list[str], attributes: list[str], path: Path
+) -> None:
+    """`id,prediction,<score per class>,<attribute>...` for every utterance of a split, in the dataset's order (the
+    class columns for a model with classes, the attribute columns for one with attributes)."""
+    scores = torch.from_numpy(split.logits).float().softmax(dim=-1).tolist()
+    values = [] if split.attributes is None else split.attributes.tolist()
     ids = dataset.ids if isinstance(dataset, CachedFeatures) else [u.id for u in dataset.utterances]
     if trainer.is_world_process_zero():
         with path.open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["id", "prediction", *label_names])
-            for utterance_id, row in zip(ids, scores.tolist()):
-                writer.writerow([utterance_id, label_names[max(range(len(row)), key=row.__getitem__)], *row])
+            writer.writerow(["id", *(["prediction", *label_names] if label_names else []), *attributes])
+            for i, utterance_id in enumerate(ids):
+                row = scores[i]
+                classes = [label_names[max(range(len(row)), key=row.__getitem__)], *row] if label_names else []
+                writer.writerow([utterance_id, *classes, *(values[i] if values else [])])
 
 
 def best_step(state) -> int | None:
@@ -727,6 +779,16 @@ def build_encoder_cache(model, processor, datasets: dict, splits: dict, cache_ro
             except FeatureCacheError as error:
                 raise SystemExit(f"error: {error}") from None
     return cached
+
+
+def note_attribute_columns(manifest) -> None:
+    """Say so when the manifest has attribute columns the run leaves unused (no --attributes)."""
+    present = [name for name in ATTRIBUTE_NAMES if name in column_names(manifest)]
+    if present:
+        logger.info(
+            f"the manifest has the attribute column(s) {', '.join(present)}; this run predicts the classes only. "
+            f"Pass --attributes {','.join(present)} to predict them too"
+        )
 
 
 def skip_bad_rows(rows: dict, scanned: list, skipped: dict[int, list[str]], report: Path) -> dict:
@@ -792,7 +854,10 @@ def train_and_evaluate(
         with training_args.main_process_first(desc="generating the demo corpus"):
             manifest = generate_demo_corpus(output_dir / "demo_corpus")
         logger.info(f"no --manifest: training the built-in demo on {manifest}")
-    utterances = load_manifest(manifest, data_args.audio_root)
+    attributes = attribute_names(data_args.attributes)
+    utterances = load_manifest(manifest, data_args.audio_root, attributes, needs_label=not data_args.attributes_only)
+    if not attributes:
+        note_attribute_columns(manifest)
     splits = {"train": data_args.train_split, "eval": data_args.eval_split, "test": data_args.test_split}
     flags = {"train": "--train_split", "eval": "--eval_split", "test": "--test_split"}
     rows = select_splits(utterances, splits, flags)
@@ -801,8 +866,13 @@ def train_and_evaluate(
     splits = {role: splits[role] for role in rows}
     # a test split with no labels at all gets a predictions file; one with some labels is evaluated, and the scan
     # reports each of its unlabelled rows
-    test_has_labels = "test" in rows and any(u.label for u in rows["test"])
-    if data_args.labels:
+    test_has_labels = "test" in rows and any(
+        (u.label and not data_args.attributes_only) or any(v is not None for v in u.attributes.values())
+        for u in rows["test"]
+    )
+    if data_args.attributes_only:
+        label_names = []
+    elif data_args.labels:
         label_names = [name.strip() for name in data_args.labels.split(",") if name.strip()]
     else:
         label_names = label_names_from(utterances, data_args.train_split, manifest)
@@ -818,6 +888,7 @@ def train_and_evaluate(
             cache_path=output_dir / "manifest_scan.json",
             name=str(manifest),
             skip_bad_rows=data_args.skip_bad_rows,
+            needs_labels=bool(label_names),
         )
     if scan.skipped:
         rows = skip_bad_rows(rows, scanned, scan.skipped, output_dir / "skipped_rows.csv")
@@ -851,6 +922,7 @@ def train_and_evaluate(
         distributed,
         training_args,
         augment_args.spec_augment,
+        attributes,
     )
     model.config.augmentation = None if augmentation is None else augmentation.to_dict()  # for the model card
     if checkpoint is not None:  # before anything is encoded or trained
@@ -863,7 +935,9 @@ def train_and_evaluate(
         datasets = build_encoder_cache(model, processor, datasets, splits, data_args.encoder_cache, training_args)
         collator = collate_cached
 
-    if loss_args.class_weighted:  # saved in config.json: the model's loss is the objective trained with
+    if (
+        loss_args.class_weighted and label_names
+    ):  # saved in config.json: the model's loss is the objective trained with
         model.config.class_weights = compute_class_weights(datasets["train"].label_ids, len(label_names)).tolist()
     else:
         model.config.class_weights = None
@@ -874,7 +948,7 @@ def train_and_evaluate(
         eval_dataset=datasets["eval"],
         data_collator=collator,
         processing_class=processor,
-        compute_metrics=build_compute_metrics(label_names),
+        compute_metrics=build_compute_metrics(label_names, attributes),
         encoder_learning_rate=optimizer_args.encoder_learning_rate,
         freeze_feature_encoder=model_args.freeze_feature_encoder,
         decay_every_parameter=optimizer_args.decay_every_parameter,
@@ -907,25 +981,38 @@ def train_and_evaluate(
             continue
         batch_size = data_args.test_batch_size if role == "test" else None
         prediction = trainer.predict(datasets[role], metric_key_prefix=role, batch_size=batch_size)
+        split = split_predictions(prediction.predictions, prediction.label_ids)
         path = output_dir / f"predictions_{splits[role]}.csv"
-        write_predictions(trainer, prediction.predictions, datasets[role], label_names, path)
+        write_predictions(trainer, split, datasets[role], label_names, attributes, path)
         if role == "test" and not test_has_labels:  # hidden labels (MSP-Podcast Test3): predictions only
             continue
         results.update(prediction.metrics)
-        predicted = prediction.predictions.argmax(axis=-1)
-        per_split[splits[role]] = classification_metrics(prediction.label_ids, predicted, label_names)
-        collapsed = collapsed_class(predicted, label_names)
-        if collapsed is not None:
-            notes.append(
-                f"warning: every {splits[role]} clip is predicted '{collapsed}': the model learned the class prior "
-                "only. Check the learning rates (--tiny models need SMALL_MODEL's), the epochs and the labels"
-            )
-            logger.warning(notes[-1])
-        if trainer.is_world_process_zero():
-            matrix = confusion(prediction.label_ids, predicted, len(label_names))
-            plot_confusion_matrix(
-                matrix, label_names, output_dir / f"confusion_matrix_{splits[role]}.png", f"{splits[role]} split"
-            )
+        per_split[splits[role]] = {}
+        if label_names:
+            predicted = split.logits.argmax(axis=-1)
+            per_split[splits[role]] = classification_metrics(split.labels, predicted, label_names)
+            collapsed = collapsed_class(predicted, label_names)
+            if collapsed is not None:
+                notes.append(
+                    f"warning: every {splits[role]} clip is predicted '{collapsed}': the model learned the class "
+                    "prior only. Check the learning rates (--tiny models need SMALL_MODEL's), the epochs and the labels"
+                )
+                logger.warning(notes[-1])
+            if trainer.is_world_process_zero():
+                matrix = confusion(split.labels, predicted, len(label_names))
+                plot_confusion_matrix(
+                    matrix, label_names, output_dir / f"confusion_matrix_{splits[role]}.png", f"{splits[role]} split"
+                )
+        if attributes:
+            per_split[splits[role]].update(attribute_metrics(split.attribute_labels, split.attributes, attributes))
+            if trainer.is_world_process_zero():
+                plot_attributes(
+                    split.attribute_labels,
+                    split.attributes,
+                    attributes,
+                    output_dir / f"attributes_{splits[role]}.png",
+                    f"{splits[role]} split",
+                )
     # how the model was trained, so that a reader of the results (and the model card) can tell
     results.update(
         recipe=model_args.recipe, text_padding=processor.text_padding, mask_padding=model.config.mask_padding
@@ -940,17 +1027,19 @@ def train_and_evaluate(
         )
         results.update({f"frozen_baseline_{k}": v for k, v in baseline.items() if k.startswith(("eval_", "test_"))})
         table.update({f"{split} (frozen)": metrics for split, metrics in baseline_per_split.items()})
-        if baseline["eval_uar"] > results["eval_uar"]:
+        headline, title = ("eval_uar", "UAR") if label_names else ("eval_ccc_mean", "mean CCC")
+        if baseline.get(headline, -math.inf) > results.get(headline, -math.inf):
             notes.append(
-                f"warning: the frozen-encoder baseline beats fine-tuning on {splits['eval']} (UAR "
-                f"{baseline['eval_uar']:.4f} vs {results['eval_uar']:.4f}): fine-tuning overfits the training data. "
+                f"warning: the frozen-encoder baseline beats fine-tuning on {splits['eval']} ({title} "
+                f"{baseline[headline]:.4f} vs {results.get(headline, math.nan):.4f}): fine-tuning overfits the training "
+                "data. "
                 "Fewer epochs (--early_stopping_patience), augmentation or a lower --encoder_learning_rate may help; "
                 f"{output_dir / 'frozen_baseline'} holds the baseline's model (docs/training.md)"
             )
     if trainer.is_world_process_zero():
         (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
         if report:
-            summary = summary_table(table, label_names)
+            summary = summary_table(table, label_names, attributes)
             print(f"\nCrab results ({output_dir}, recipe '{model_args.recipe}'):\n" + "\n".join([summary, *notes]))
             print(f"inference model: {output_dir / 'inference'}  (eval_results.json, *.png next to it)\n")
     return results, per_split

@@ -13,8 +13,8 @@ A manifest is a CSV or JSON Lines file, a folder written by `datasets.Dataset.sa
     start, end   seconds of a segment to cut from the file; empty: the whole file    (optional)
 
 Optional attribute columns follow where a corpus has them (`arousal`, `valence`, `dominance`: empty where a row has
-none). Attribute columns (`ATTRIBUTE_NAMES`, or any other name a run asks for with `--attributes`) hold numbers on one
-scale for every corpus, `ATTRIBUTE_RANGE` (0 = lowest, 1 = highest): a corpus's own scale maps linearly onto it
+none). Attribute columns (`attributes.ATTRIBUTE_NAMES`, or any other name a run asks for with `--attributes`) hold numbers on one
+scale for every corpus, `attributes.ATTRIBUTE_RANGE` (0 = lowest, 1 = highest): a corpus's own scale maps linearly onto it
 (`to_attribute_scale`: MSP-Podcast's 1-7 and IEMOCAP's 1-5). Recipes may add columns after these (MELD's
 `dialogue_id`); readers ignore what they do not know. Training needs
 only `audio`, `text` and `label`: a manifest a user writes by hand may leave out the rest (misnamed columns get a
@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from .attributes import ATTRIBUTE_RANGE
+
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "id",
     "audio",
@@ -54,17 +56,6 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "end",
 )
 WRITTEN_COLUMNS: tuple[str, ...] = ("id", "audio", "split")  # what a recipe must fill in every row
-ATTRIBUTE_NAMES: tuple[str, ...] = ("arousal", "valence", "dominance")  # the corpora's dimensional labels
-ATTRIBUTE_RANGE: tuple[float, float] = (0.0, 1.0)  # the one scale of every attribute column
-
-
-def to_attribute_scale(value: float, low: float, high: float) -> float:
-    """A rating on a corpus's own `low`-`high` scale (MSP-Podcast 1-7, IEMOCAP 1-5) mapped linearly onto
-    `ATTRIBUTE_RANGE`: `low` -> 0, `high` -> 1, the scale's midpoint -> 0.5."""
-    if not high > low:
-        raise ValueError(f"an attribute scale needs low < high, got {low}-{high}")
-    bottom, top = ATTRIBUTE_RANGE
-    return bottom + (float(value) - low) / (high - low) * (top - bottom)
 
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("audio", "text", "label")  # what training needs
@@ -92,6 +83,7 @@ class Utterance:
     session: str = ""
     start: float | None = None
     end: float | None = None
+    attributes: dict[str, float | None] = field(default_factory=dict)  # the run's attributes; None: missing
     where: str = ""
     problems: list[str] = field(default_factory=list)
 
@@ -315,12 +307,26 @@ def _read_text(path: Path) -> str:
         ) from error
 
 
-def _check_columns(rows: list[dict[str, Any]], name: str) -> None:
+def _check_columns(
+    rows: list[dict[str, Any]], name: str, attribute_names: Sequence[str] = (), needs_label: bool = True
+) -> None:
     if not rows:
         raise ManifestError(f"manifest {name} has no rows; point --manifest at a manifest with utterances")
     columns = set().union(*(row.keys() for row in rows)) - set(_PRIVATE_KEYS)
     problems = []
-    for required in REQUIRED_COLUMNS:
+    for attribute in attribute_names:
+        if attribute in columns:
+            continue
+        close = [c for c in columns if c.lower() == attribute.lower()] or difflib.get_close_matches(
+            attribute, list(columns), n=1, cutoff=0.6
+        )
+        problems.append(
+            f"no '{attribute}' column; rename column '{close[0]}' to '{attribute}'"
+            if close
+            else f"no '{attribute}' column; add it ({attribute} on the 0-1 scale, empty where a row has none) or "
+            f"leave '{attribute}' out of --attributes"
+        )
+    for required in REQUIRED_COLUMNS if needs_label else ("audio", "text"):
         if required in columns:
             continue
         aliases = [column for column in columns if column.lower() in COLUMN_ALIASES[required]]
@@ -364,16 +370,43 @@ def _as_seconds(value: Any, column: str, problems: list[str]) -> float | None:
     return seconds
 
 
-def load_manifest(manifest: Any, audio_root: str | os.PathLike | None = None) -> list[Utterance]:
+def _as_attribute(value: Any, column: str, problems: list[str]) -> float | None:
+    """A row's attribute: a number on `ATTRIBUTE_RANGE`, or None where the cell is empty (or NaN)."""
+    text = _as_text(value)
+    if not text or text.lower() == "nan":
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        problems.append(f"{column}='{text}' is not a number; write a number on the 0-1 scale or leave it empty")
+        return None
+    low, high = ATTRIBUTE_RANGE
+    if not math.isfinite(number) or not low <= number <= high:
+        problems.append(
+            f"{column}={text} is outside the attribute scale {low:g}-{high:g}; map the corpus's own scale onto it "
+            "((x - 1) / 6 for 1-7 ratings, (x - 1) / 4 for 1-5) or leave it empty"
+        )
+        return None
+    return number
+
+
+def load_manifest(
+    manifest: Any,
+    audio_root: str | os.PathLike | None = None,
+    attribute_names: Sequence[str] = (),
+    needs_label: bool = True,
+) -> list[Utterance]:
     """Read a manifest into `Utterance`s. Missing or misnamed columns raise a `ManifestError` at once; problems of
     single rows (bad start/end, duplicate ids) are kept on the rows and reported by `scan_manifest` together with
     every other bad row.
 
     Relative audio paths start from `audio_root`, else the manifest's folder (the working directory for an
-    in-memory dataset). Files are not opened here: `scan_manifest` does that.
+    in-memory dataset). Files are not opened here: `scan_manifest` does that. `attribute_names` are the attribute
+    columns to read (`Utterance.attributes`; an empty cell is a missing attribute, a non-number or a value off the
+    0-1 scale a row problem); `needs_label=False` (an attributes-only model) makes the `label` column optional.
     """
     rows, base_dir, name, numbering = _read_rows(manifest)
-    _check_columns(rows, name)
+    _check_columns(rows, name, attribute_names, needs_label)
     base_dir = Path(audio_root).resolve() if audio_root is not None else base_dir
     utterances = []
     for index, row in enumerate(rows):
@@ -408,6 +441,7 @@ def load_manifest(manifest: Any, audio_root: str | os.PathLike | None = None) ->
                 session=_as_text(row.get("session")),
                 start=start,
                 end=end,
+                attributes={a: _as_attribute(row.get(a), a, problems) for a in attribute_names},
                 where=where,
                 problems=problems,
             )
@@ -576,6 +610,12 @@ def _lines(rows: Sequence[Utterance], shown: int = 5) -> str:
     places = [u.where.split(" (")[0] for u in rows[:shown]]
     more = f" and {len(rows) - shown} more" if len(rows) > shown else ""
     return f"{len(rows)} row(s) ({', '.join(places)}{more})"
+
+
+def column_names(manifest: Any) -> set[str]:
+    """The columns of a manifest (any form `load_manifest` reads)."""
+    rows = _read_rows(manifest)[0]
+    return set().union(*(row.keys() for row in rows)) - set(_PRIVATE_KEYS)
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict[str, str]]:

@@ -24,9 +24,9 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from .attributes import ATTRIBUTE_RANGE
 from .configuration_crab import CrabConfig
 from .losses import crab_objective
-from .manifest import ATTRIBUTE_RANGE
 from .wavlm_attention import set_wavlm_attention
 
 

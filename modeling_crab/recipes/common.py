@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..manifest import ManifestError, format_value, to_attribute_scale, write_atomically, write_manifest
+from ..attributes import to_attribute_scale
+from ..manifest import ManifestError, format_value, write_atomically, write_manifest
 
 PROBLEM_COLUMNS: tuple[str, ...] = ("id", "split", "kind", "detail")
 BAD_ATTRIBUTE = "bad_attribute"  # the problem kind of a rating that leaves its attribute cell empty

@@ -14,6 +14,10 @@ The emotion label is carried by *both* modalities, on purpose only partially by 
 * words: ~60 % of the transcripts come from emotion-specific templates, ~40 % from ambiguous templates shared by all
   classes, so text alone cannot solve the task and a bimodal model has to fuse both.
 
+Every clip also has emotional attributes on the manifests' 0-1 scale (`synthetic_attributes`): arousal follows from
+how the clip was realised (its pitch shift, speaking rate and loudness against the neutral voice), valence and
+dominance from its class and expressiveness.
+
 Usage::
 
     from modeling_crab.recipes.demo import generate_demo_corpus
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import pathlib
 import re
@@ -37,12 +42,20 @@ import numpy as np
 
 from ..manifest import read_manifest, write_manifest
 
-__all__ = ["DEMO_LABELS", "Synthesis", "write_synthetic_corpus", "generate_demo_corpus", "corpus_parser", "main"]
+__all__ = [
+    "DEMO_LABELS",
+    "Synthesis",
+    "synthetic_attributes",
+    "write_synthetic_corpus",
+    "generate_demo_corpus",
+    "corpus_parser",
+    "main",
+]
 
 DEMO_LABELS = ("angry", "happy", "neutral", "sad")
 SPLIT_NAMES = ("train", "dev", "test")
 
-_FORMAT_VERSION = 2  # 2: train, dev and test have disjoint voices
+_FORMAT_VERSION = 3  # 2: train, dev and test have disjoint voices; 3: arousal, valence and dominance columns
 _MIN_DURATION_S = 1.0
 _MAX_DURATION_S = 4.0
 _AMBIGUOUS_FRACTION = 0.4
@@ -292,6 +305,33 @@ _BANDWIDTHS = np.array((80.0, 110.0, 160.0))
 _FORMANT_GAINS = np.array((1.0, 0.55, 0.28))
 
 
+# Emotional attributes of a synthetic clip: the direction of each class on valence and dominance (-1 to 1), and the
+# arousal cues' values at full expressiveness (angry's pitch shift, speaking-rate ratio and loudness)
+_VALENCE = {"angry": -0.6, "happy": 0.8, "neutral": 0.0, "sad": -0.7}
+_DOMINANCE = {"angry": 0.7, "happy": 0.3, "neutral": 0.0, "sad": -0.6}
+_AROUSAL_SCALE = dict(pitch_st=4.0, rate_ratio=1.25, loudness_db=7.0)
+
+
+def synthetic_attributes(
+    label: str, expressiveness: float, pitch_st: float, rate_ratio: float, loudness_db: float
+) -> dict[str, float]:
+    """Arousal, valence and dominance (0-1) of a synthetic clip of class `label`: arousal from how it was realised
+    against the neutral voice (pitch shift in semitones, speaking-rate ratio, loudness in dB; each cue scaled so that
+    angry's full value is 1, and averaged), valence and dominance from the class's direction times the clip's
+    expressiveness. 0.5 is neutral; 0.4 per unit of cue."""
+    cue = (
+        pitch_st / _AROUSAL_SCALE["pitch_st"]
+        + math.log(rate_ratio) / math.log(_AROUSAL_SCALE["rate_ratio"])
+        + loudness_db / _AROUSAL_SCALE["loudness_db"]
+    ) / 3
+    values = {
+        "arousal": 0.5 + 0.4 * cue,
+        "valence": 0.5 + 0.4 * expressiveness * _VALENCE[label],
+        "dominance": 0.5 + 0.4 * expressiveness * _DOMINANCE[label],
+    }
+    return {name: round(min(1.0, max(0.0, value)), 4) for name, value in values.items()}
+
+
 def _utterance_prosody(label: str, speaker: dict, rng: np.random.Generator) -> dict:
     target = _CLASS_PROSODY[label]
     intensity = rng.uniform(*_INTENSITY)  # how expressive this utterance is
@@ -303,6 +343,8 @@ def _utterance_prosody(label: str, speaker: dict, rng: np.random.Generator) -> d
         elif key in _LOG_NOISE:
             value *= float(np.exp(_LOG_NOISE[key] * rng.standard_normal()))
         p[key] = value
+    # before the voice's own tempo and level: the emotion's realisation, not the speaker's
+    p["attributes"] = synthetic_attributes(label, intensity, p["f0_st"], p["rate"] / _NEUTRAL["rate"], p["gain_db"])
     p["accent_p"] = float(np.clip(p["accent_p"], 0.05, 0.9))
     p["pause_p"] = float(np.clip(p["pause_p"], 0.0, 0.8))
     p["rate"] *= speaker["tempo"]
@@ -449,7 +491,7 @@ def _build_timeline(text: str, p: dict, speaker: dict, sr: int, rng: np.random.G
     )
 
 
-def _synthesize(text: str, label: str, speaker: dict, sr: int, rng: np.random.Generator) -> np.ndarray:
+def _synthesize(text: str, label: str, speaker: dict, sr: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     p = _utterance_prosody(label, speaker, rng)
     tl = _build_timeline(text, p, speaker, sr, rng)
     n = tl["n"]
@@ -559,7 +601,7 @@ def _synthesize(text: str, label: str, speaker: dict, sr: int, rng: np.random.Ge
     peak = np.max(np.abs(y))
     if peak > 0.9:  # soft limiter
         y = 0.9 * np.tanh(y / 0.9)
-    return y
+    return y, p["attributes"]
 
 
 def _write_wav(path: pathlib.Path, y: np.ndarray, sr: int) -> None:
@@ -636,13 +678,13 @@ class Synthesis:
 
     `make_texts(label, n, rng)` gives `n` transcripts of a class, `make_speakers(n, rng)` `n` voices (alternating
     male and female: `_speaker_splits` deals them out in pairs), `synthesize(text, label, voice, sampling_rate, rng)`
-    one utterance as a float waveform in [-1, 1].
+    one utterance as a float waveform in [-1, 1] and its attributes (`synthetic_attributes`).
     """
 
     name: str
     make_texts: Callable[[str, int, np.random.Generator], list[str]]
     make_speakers: Callable[[int, np.random.Generator], list[dict]]
-    synthesize: Callable[[str, str, dict, int, np.random.Generator], np.ndarray]
+    synthesize: Callable[[str, str, dict, int, np.random.Generator], tuple[np.ndarray, dict[str, float]]]
 
 
 def write_synthetic_corpus(
@@ -657,7 +699,8 @@ def write_synthetic_corpus(
     """Generate a synthetic corpus made by `synthesis` and return the path of its manifest.
 
     Writes ``n_per_class`` utterances for each label in :data:`DEMO_LABELS` as 16-bit PCM mono WAV files under
-    ``out_dir/wavs/`` and a manifest ``out_dir/manifest.csv`` (`write_manifest`: ``id,audio,text,label,split,speaker``)
+    ``out_dir/wavs/`` and a manifest ``out_dir/manifest.csv`` (`write_manifest`: ``id,audio,text,label,split,speaker``
+    and the attribute columns ``arousal,valence,dominance``)
     (``audio`` is relative to the manifest's folder; ``split`` is stratified by label, and train, dev and test are
     spoken by disjoint voices: `_speaker_splits`). Everything is deterministic given ``seed``. Idempotent: when
     ``out_dir`` already holds a complete corpus generated with the same parameters (recorded in
@@ -702,10 +745,20 @@ def write_synthetic_corpus(
     for uid, j in enumerate(order):
         label, text, spk, split = items[j]
         utt_id = f"spk{spk}_{uid:04d}"
-        y = synthesis.synthesize(text, label, speakers[spk], sampling_rate, np.random.default_rng((seed, uid)))
+        y, attributes = synthesis.synthesize(
+            text, label, speakers[spk], sampling_rate, np.random.default_rng((seed, uid))
+        )
         _write_wav(wav_dir / f"{utt_id}.wav", y, sampling_rate)
         rows.append(
-            dict(id=utt_id, audio=f"wavs/{utt_id}.wav", text=text, label=label, split=split, speaker=f"spk{spk}")
+            dict(
+                id=utt_id,
+                audio=f"wavs/{utt_id}.wav",
+                text=text,
+                label=label,
+                split=split,
+                speaker=f"spk{spk}",
+                **attributes,
+            )
         )
 
     meta.write_text(json.dumps(params, indent=2) + "\n")

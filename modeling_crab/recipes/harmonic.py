@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .demo import Synthesis, corpus_parser, write_synthetic_corpus
+from .demo import Synthesis, corpus_parser, synthetic_attributes, write_synthetic_corpus
 
 __all__ = ["HARMONIC", "generate_harmonic_corpus", "main"]
 
@@ -164,7 +164,7 @@ def _envelope(freqs: np.ndarray, formants: np.ndarray, tilt: float) -> np.ndarra
     return env * (np.maximum(freqs, 200.0) / 200.0) ** (tilt / 6.02)
 
 
-def _synthesize(text: str, label: str, voice: dict, sr: int, rng: np.random.Generator) -> np.ndarray:
+def _synthesize(text: str, label: str, voice: dict, sr: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     emotion = _EMOTION_VOICE[label]
     neutral = _EMOTION_VOICE["neutral"]
     strength = rng.uniform(0.4, 1.2)  # how expressive this utterance is
@@ -172,6 +172,8 @@ def _synthesize(text: str, label: str, voice: dict, sr: int, rng: np.random.Gene
     def knob(name: str, noise: float = 0.0) -> float:
         value = neutral[name] + strength * (emotion[name] - neutral[name])
         return value + noise * rng.standard_normal()
+
+    attributes = synthetic_attributes(label, strength, knob("shift"), knob("tempo"), knob("gain"))  # no draws
 
     tempo = voice["tempo"] * knob("tempo", 0.08)
     syllables = [max(1, len(re.findall(r"[aeiouy]+", w.lower()))) for w in re.findall(r"[A-Za-z']+", text)]
@@ -259,7 +261,7 @@ def _synthesize(text: str, label: str, voice: dict, sr: int, rng: np.random.Gene
     level = np.sqrt(np.mean(y[active] ** 2)) if active.any() else 1.0
     y *= 10.0 ** ((-24.0 + voice["gain_db"] + knob("gain", 1.5)) / 20.0) / level
     y += rng.standard_normal(n) * np.sqrt(np.mean(y**2)) * 10.0 ** (-rng.uniform(20.0, 40.0) / 20.0)
-    return 0.95 * np.tanh(y / 0.95)
+    return 0.95 * np.tanh(y / 0.95), attributes
 
 
 HARMONIC = Synthesis("harmonic", _make_texts, _make_speakers, _synthesize)

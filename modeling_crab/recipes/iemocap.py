@@ -45,7 +45,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..manifest import ATTRIBUTE_NAMES, relative_audio_path
+from ..attributes import ATTRIBUTE_NAMES
+from ..manifest import relative_audio_path
 from .common import (
     BAD_ATTRIBUTE,
     Problem,

@@ -15,8 +15,9 @@ from .data import SAMPLING_RATE
 
 @dataclass
 class CrabDataCollator:
-    """Features `{"audio": (N,) float32, "text": str, "label": int | None}` -> a padded batch:
-    `input_values` (B, T), `attention_mask` (B, T), `input_ids` (B, L), `text_attention_mask` (B, L), `labels` (B,).
+    """Features `{"audio": (N,) float32, "text": str, "label": int | None, "attributes": [float] (optional)}` -> a
+    padded batch: `input_values` (B, T), `attention_mask` (B, T), `input_ids` (B, L), `text_attention_mask` (B, L),
+    `labels` (B,) and `attribute_labels` (B, A; NaN where a row lacks an attribute, `attribute_labels_of`).
 
     `labels` is left out when any feature has no label (hidden test labels). Other feature keys (`id`) are dropped.
     Audio is not cropped again: the dataset's reader crops once, reading only the kept frames (`load_audio`), as the
@@ -39,7 +40,18 @@ class CrabDataCollator:
         labels = [feature.get("label") for feature in features]
         if all(label is not None for label in labels):
             batch["labels"] = torch.tensor(labels, dtype=torch.long)
+        attribute_labels = attribute_labels_of(features)
+        if attribute_labels is not None:
+            batch["attribute_labels"] = attribute_labels
         return batch
+
+
+def attribute_labels_of(features: list[dict[str, Any]]) -> torch.Tensor | None:
+    """(B, A) float32 of the features' `attributes` (NaN: missing), or None when they carry none."""
+    rows = [feature.get("attributes") for feature in features]
+    if not any(rows):
+        return None
+    return torch.tensor([row if row else [float("nan")] * len(next(r for r in rows if r)) for row in rows])
 
 
 class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
@@ -102,4 +114,10 @@ class EpochIndexSampler(torch.utils.data.Sampler):
             yield epoch, int(index)
 
 
-__all__ = ["CrabDataCollator", "EpochIndexSampler", "EpochSeededLengthGroupedSampler", "EpochSeededRandomSampler"]
+__all__ = [
+    "CrabDataCollator",
+    "attribute_labels_of",
+    "EpochIndexSampler",
+    "EpochSeededLengthGroupedSampler",
+    "EpochSeededRandomSampler",
+]

@@ -162,6 +162,35 @@ def _cache_key(utterances: Sequence[Utterance], label_names: Sequence[str], max_
     return hashlib.sha1(payload.encode()).hexdigest()
 
 
+def _attribute_coverage(utterances: Sequence[Utterance], train_split: str) -> list[str]:
+    """Warn, per split, how many rows lack each attribute; the problems of a training split with none of one."""
+    names = list(utterances[0].attributes) if utterances else []
+    missing: dict[str, Counter] = {name: Counter() for name in names}
+    totals = Counter(u.split for u in utterances)
+    for u in utterances:
+        for name in names:
+            if u.attributes.get(name) is None:
+                missing[name][u.split] += 1
+    gaps = [
+        f"{name}: {count} of {totals[split]} row(s) of split '{split}'"
+        for name in names
+        for split, count in sorted(missing[name].items())
+    ]
+    if gaps:
+        warnings.warn(
+            "rows without some attribute are kept; the attribute loss and metrics leave them out:\n  "
+            + "\n  ".join(gaps),
+            UserWarning,
+            stacklevel=3,
+        )
+    return [
+        f"split '{train_split}' has no value of attribute '{name}' in any row, so it cannot be learned; fill the "
+        f"'{name}' column or leave '{name}' out of --attributes"
+        for name in names
+        if totals[train_split] and missing[name][train_split] == totals[train_split]
+    ]
+
+
 def scan_manifest(
     utterances: Sequence[Utterance],
     label_names: Sequence[str],
@@ -172,6 +201,7 @@ def scan_manifest(
     cache_path: str | os.PathLike | None = None,
     name: str = "",
     skip_bad_rows: bool = False,
+    needs_labels: bool = True,
 ) -> ManifestScan:
     """Check every row of `utterances` and read its audio once; call it before training.
 
@@ -182,6 +212,10 @@ def scan_manifest(
     `cache_path`, a previous scan of the same rows is reused (the cache is keyed on the rows, not file contents).
     With `skip_bad_rows`, bad rows are left out instead (`ManifestScan.skipped`, by position in `utterances`); only
     problems of the whole split still raise.
+
+    Attributes (`Utterance.attributes`): a row without some attribute is kept (the loss and the metrics leave it
+    out) and counted in one warning; a training split without any value of an attribute is an error.
+    `needs_labels=False` (an attributes-only model) checks no class labels.
     """
     key = _cache_key(utterances, label_names, max_duration_s, train_split) + ("-skip" if skip_bad_rows else "")
     if cache_path is not None and Path(cache_path).is_file():
@@ -192,7 +226,7 @@ def scan_manifest(
             return scan
 
     known_labels = set(label_names)
-    needs_label = {train_split, *labelled_splits}
+    needs_label = {train_split, *labelled_splits} if needs_labels else set()
     id_counts = Counter(u.id for u in utterances)
     row_problems: dict[int, list[str]] = {}  # position -> problems
     for i, u in enumerate(utterances):
@@ -206,7 +240,7 @@ def scan_manifest(
         if u.split in needs_label and not u.label:
             hint = "" if u.split == train_split else " (a split with no labels at all gets a predictions file)"
             found.append(f"empty label in split '{u.split}'; label the row or drop it{hint}")
-        elif u.label and u.label not in known_labels:
+        elif needs_labels and u.label and u.label not in known_labels:
             found.append(
                 f"unknown label '{u.label}' (label set: {', '.join(label_names)}); fix the spelling, "
                 "drop the row, or add the class to the label set"
@@ -234,6 +268,9 @@ def scan_manifest(
             scan.num_samples[utterance.id] = check.moments.count
             if utterance.split == train_split:
                 moments.merge(check.moments)
+    split_problems += _attribute_coverage(
+        [u for i, u in enumerate(utterances) if i not in row_problems and not u.problems], train_split
+    )
     if moments.count and not moments.std > 0:
         split_problems.append(
             f"all the audio of split '{train_split}' is silent (standard deviation 0), so it cannot be normalised or "
@@ -308,12 +345,20 @@ class CrabAudioTextDataset(torch.utils.data.Dataset):
         else:
             audio = load_audio(u.audio, u.start, u.end, self.augmentation.input_seconds(self.max_duration_s))
             audio = self.augmentation(audio, item_rng(self.seed, epoch, index), self.max_duration_s)
-        label = self.label2id[u.label] if u.label else None
-        return {"audio": audio, "text": u.text, "label": label, "id": u.id}
+        label = self.label2id[u.label] if u.label and self.label2id else None
+        item = {"audio": audio, "text": u.text, "label": label, "id": u.id}
+        if u.attributes:
+            item["attributes"] = attribute_row(u)
+        return item
 
     @property
     def label_ids(self) -> list[int]:
         return [self.label2id[u.label] for u in self.utterances if u.label]
+
+
+def attribute_row(utterance: Utterance) -> list[float]:
+    """An utterance's attributes in the run's order, NaN where it has none (the loss and metrics mask NaN)."""
+    return [math.nan if value is None else value for value in utterance.attributes.values()]
 
 
 def label_names_from(utterances: Sequence[Utterance], train_split: str = "train", manifest: Any = None) -> list[str]:
@@ -336,5 +381,6 @@ __all__ = [
     "load_audio",
     "scan_manifest",
     "CrabAudioTextDataset",
+    "attribute_row",
     "label_names_from",
 ]

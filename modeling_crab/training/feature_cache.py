@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 
 from ..modeling_crab import CrabForEmotionClassification, CrabModel
+from .collator import attribute_labels_of
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +155,12 @@ def _write_cache(crab: CrabModel, batches, out_dir: Path, dtype, shard_bytes: in
         num_frames = frame_mask.sum(1).tolist() if frame_mask is not None else [speech.shape[1]] * len(ids)
         num_tokens = token_mask.sum(1).tolist() if token_mask is not None else [text.shape[1]] * len(ids)
         labels = tensors["labels"].tolist() if "labels" in tensors else [None] * len(ids)
+        attributes = batch.get("attribute_labels")  # (B, A), NaN: missing; stored as null
+        attributes = (
+            [None] * len(ids)
+            if attributes is None
+            else [[None if math.isnan(value) else value for value in row] for row in attributes.tolist()]
+        )
         speech, text = speech.float().cpu(), text.float().cpu()  # one copy per batch, then slices
         shard_name = f"features-{shard_number:05d}.safetensors"
         for i, utt_id in enumerate(ids):
@@ -163,6 +171,8 @@ def _write_cache(crab: CrabModel, batches, out_dir: Path, dtype, shard_bytes: in
             shard[f"{utt_id}/speech"], shard[f"{utt_id}/text"] = frames, tokens
             shard_size += frames.nbytes + tokens.nbytes
             pending[utt_id] = {"shard": shard_name, "frames": len(frames), "tokens": len(tokens), "label": labels[i]}
+            if attributes[i] is not None:
+                pending[utt_id]["attributes"] = attributes[i]
         if shard_size >= shard_bytes:
             flush()
     flush()
@@ -281,12 +291,15 @@ class CachedFeatures(torch.utils.data.Dataset):
         if entry["shard"] not in self._shards:
             self._shards[entry["shard"]] = safe_open(str(self.cache_dir / entry["shard"]), framework="pt")
         shard = self._shards[entry["shard"]]
-        return {
+        item = {
             "speech_frames": shard.get_tensor(f"{utt_id}/speech"),
             "text_tokens": shard.get_tensor(f"{utt_id}/text"),
             "label": entry["label"],
             "id": utt_id,
         }
+        if "attributes" in entry:
+            item["attributes"] = [math.nan if value is None else value for value in entry["attributes"]]
+        return item
 
     def __getstate__(self) -> dict:  # DataLoader workers open their own shard handles
         return {**self.__dict__, "_shards": {}}
@@ -294,8 +307,8 @@ class CachedFeatures(torch.utils.data.Dataset):
 
 def collate_cached(items: Sequence[dict], dtype: torch.dtype = torch.float32) -> dict:
     """Pad cached features into the model's head-level input: `encoder_outputs` (what `CrabModel.encode` returns, unpadded per utterance:
-    `speech_frames` (B, T, Da), `frame_mask` (B, T), `text_tokens` (B, L, Dt), `token_mask` (B, L)), and `labels`
-    when every item has one. `model(**batch)` then runs the head alone (`CrabModel.forward_head`)."""
+    `speech_frames` (B, T, Da), `frame_mask` (B, T), `text_tokens` (B, L, Dt), `token_mask` (B, L)), `labels`
+    when every item has one, and `attribute_labels` when items carry attributes. `model(**batch)` then runs the head alone (`CrabModel.forward_head`)."""
     frames = [item["speech_frames"].to(dtype) for item in items]
     tokens = [item["text_tokens"].to(dtype) for item in items]
     encoder_outputs = {  # a plain dict: Trainer, accelerate and DDP move it to the device as it is
@@ -307,6 +320,9 @@ def collate_cached(items: Sequence[dict], dtype: torch.dtype = torch.float32) ->
     batch = {"encoder_outputs": encoder_outputs}
     if all(item["label"] is not None for item in items):
         batch["labels"] = torch.tensor([item["label"] for item in items])
+    attribute_labels = attribute_labels_of(items)
+    if attribute_labels is not None:
+        batch["attribute_labels"] = attribute_labels
     return batch
 
 

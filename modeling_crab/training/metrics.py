@@ -1,4 +1,6 @@
-"""Evaluation metrics of the paper: WAR (accuracy), UAR, macro-F1, weighted-F1 and per-class recall.
+"""Evaluation metrics of the paper: WAR (accuracy), UAR, macro-F1, weighted-F1 and per-class recall; for emotional
+attributes, those of the MSP-Podcast challenges: the concordance correlation coefficient (CCC, the challenges'
+score), Pearson's correlation and the mean absolute error, per attribute, on the 0-1 scale.
 
 Computed with scikit-learn, which works offline (`evaluate.load` fetches metric scripts from the Hub). Every metric
 runs over ALL classes of the label set (`labels=range(C)`, `zero_division=0`): a class absent from the split
@@ -8,10 +10,14 @@ counts as recall 0 in UAR and F1 0 in macro-F1, it is never dropped.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
+import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
 from transformers import EvalPrediction
+
+from ..losses import concordance_correlation
 
 
 def classification_metrics(
@@ -31,12 +37,65 @@ def classification_metrics(
     return metrics
 
 
-def build_compute_metrics(label_names: Sequence[str]) -> Callable[[EvalPrediction], dict[str, float]]:
-    """A `Trainer` `compute_metrics` over the label set `label_names` (logits (N, C) -> argmax)."""
+def attribute_metrics(
+    targets: np.ndarray, predictions: np.ndarray, attribute_names: Sequence[str]
+) -> dict[str, float]:
+    """`ccc_<a>`, `pearson_<a>` and `mae_<a>` for every attribute of (N, A) `targets` and `predictions`, over the rows
+    that have the attribute (NaN targets are left out), and `ccc_mean` over the attributes. An attribute with fewer
+    than two labelled rows gets no metrics. Pearson's r of a constant prediction is reported as 0."""
+    targets, predictions = np.asarray(targets, dtype=np.float64), np.asarray(predictions, dtype=np.float64)
+    metrics: dict[str, float] = {}
+    cccs = []
+    for a, name in enumerate(attribute_names):
+        labelled = ~np.isnan(targets[:, a])
+        if labelled.sum() < 2:
+            continue
+        y, x = targets[labelled, a], predictions[labelled, a]
+        ccc = float(concordance_correlation(torch.from_numpy(x), torch.from_numpy(y)))
+        constant = np.ptp(x) == 0 or np.ptp(y) == 0
+        metrics[f"ccc_{name}"] = ccc
+        metrics[f"pearson_{name}"] = 0.0 if constant else float(np.corrcoef(x, y)[0, 1])
+        metrics[f"mae_{name}"] = float(np.abs(x - y).mean())
+        cccs.append(ccc)
+    if cccs:
+        metrics["ccc_mean"] = float(np.mean(cccs))
+    return metrics
+
+
+class SplitPredictions(NamedTuple):
+    """A `Trainer` prediction taken apart: class logits (N, C) and labels (N,) (-100: none), attributes (N, A) and
+    their labels (N, A) (NaN: none); the attribute parts are None for a categories-only model, the class parts
+    have C = 0 for an attributes-only one."""
+
+    logits: np.ndarray
+    labels: np.ndarray | None
+    attributes: np.ndarray | None = None
+    attribute_labels: np.ndarray | None = None
+
+
+def split_predictions(predictions, label_ids) -> SplitPredictions:
+    """`CrabTrainer.prediction_step`'s outputs, gathered: logits alone (categories only) or `(logits, attributes)`,
+    with `labels` or `(labels, attribute_labels)`."""
+    if not isinstance(predictions, (tuple, list)):
+        return SplitPredictions(predictions, label_ids)
+    labels, attribute_labels = label_ids if label_ids is not None else (None, None)
+    return SplitPredictions(predictions[0], labels, predictions[1], attribute_labels)
+
+
+def build_compute_metrics(
+    label_names: Sequence[str], attribute_names: Sequence[str] = ()
+) -> Callable[[EvalPrediction], dict[str, float]]:
+    """A `Trainer` `compute_metrics` over the label set `label_names` (logits (N, C) -> argmax) and the attributes
+    `attribute_names` (`attribute_metrics`)."""
 
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
-        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        return classification_metrics(prediction.label_ids, np.argmax(logits, axis=-1), label_names)
+        split = split_predictions(prediction.predictions, prediction.label_ids)
+        metrics = {}
+        if label_names:
+            metrics.update(classification_metrics(split.labels, np.argmax(split.logits, axis=-1), label_names))
+        if attribute_names:
+            metrics.update(attribute_metrics(split.attribute_labels, split.attributes, attribute_names))
+        return metrics
 
     return compute_metrics
 
@@ -46,10 +105,22 @@ def confusion(label_ids: Sequence[int], predicted_ids: Sequence[int], num_labels
     return confusion_matrix(label_ids, predicted_ids, labels=list(range(num_labels)))
 
 
-def summary_table(results: dict[str, dict[str, float]], label_names: Sequence[str]) -> str:
+def summary_table(
+    results: dict[str, dict[str, float]], label_names: Sequence[str], attribute_names: Sequence[str] = ()
+) -> str:
     """A plain-text table: metrics (rows) by split (columns), from `{"dev": {"war": ...}, "test": {...}}`."""
-    rows = [("WAR", "war"), ("UAR", "uar"), ("macro-F1", "macro_f1"), ("weighted-F1", "weighted_f1")]
-    rows += [(f"recall {name}", f"recall_{name}") for name in label_names]
+    rows = []
+    if label_names:
+        rows += [("WAR", "war"), ("UAR", "uar"), ("macro-F1", "macro_f1"), ("weighted-F1", "weighted_f1")]
+        rows += [(f"recall {name}", f"recall_{name}") for name in label_names]
+    for name in attribute_names:
+        rows += [
+            (f"CCC {name}", f"ccc_{name}"),
+            (f"Pearson {name}", f"pearson_{name}"),
+            (f"MAE {name}", f"mae_{name}"),
+        ]
+    if len(attribute_names) > 1:
+        rows.append(("CCC mean", "ccc_mean"))
     splits = list(results)
     table = [["metric", *splits]]
     for title, key in rows:
@@ -60,4 +131,12 @@ def summary_table(results: dict[str, dict[str, float]], label_names: Sequence[st
     return "\n".join(lines)
 
 
-__all__ = ["classification_metrics", "build_compute_metrics", "confusion", "summary_table"]
+__all__ = [
+    "classification_metrics",
+    "attribute_metrics",
+    "SplitPredictions",
+    "split_predictions",
+    "build_compute_metrics",
+    "confusion",
+    "summary_table",
+]

@@ -1,4 +1,5 @@
-"""Figures written at the end of training: the confusion matrix and the training curves (matplotlib, Agg)."""
+"""Figures written at the end of training: the confusion matrix, the training curves and, for a model with
+emotional attributes, predictions against labels (matplotlib, Agg)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from ..losses import concordance_correlation  # noqa: E402
 
 
 def plot_confusion_matrix(
@@ -44,6 +48,7 @@ METRIC_STYLES = {
     "eval_uar": {"marker": "s", "linestyle": "--", "markersize": 5},
     "eval_macro_f1": {"marker": "^", "linestyle": ":", "markersize": 5},
 }
+ATTRIBUTE_MARKERS = ("D", "v", "P", "X", "*")  # the attributes' CCC curves, in `eval_ccc_<name>` order
 
 
 def plot_training_curves(log_history: list[dict], path: str | os.PathLike, best_step: int | None = None) -> None:
@@ -54,10 +59,12 @@ def plot_training_curves(log_history: list[dict], path: str | os.PathLike, best_
 
 
 def training_curves_figure(log_history: list[dict], best_step: int | None = None):
-    """Left: training `loss`, `ce_loss`, `mlcs_loss` and `eval_loss` by step. Right: dev WAR/UAR/macro-F1. A
-    vertical line marks `best_step`, the checkpoint kept at the end (`trainer.state.best_global_step`)."""
+    """Left: training `loss`, `ce_loss`, `mlcs_loss`, `attribute_loss` and `eval_loss` by step. Right: dev
+    WAR/UAR/macro-F1 and each attribute's CCC. A vertical line marks `best_step`, the checkpoint kept at the end
+    (`trainer.state.best_global_step`)."""
     fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    for key, style in (("loss", "-"), ("ce_loss", "--"), ("mlcs_loss", ":"), ("eval_loss", "o-")):
+    losses = (("loss", "-"), ("ce_loss", "--"), ("mlcs_loss", ":"), ("attribute_loss", "-."), ("eval_loss", "o-"))
+    for key, style in losses:
         points = [(entry["step"], entry[key]) for entry in log_history if key in entry and "step" in entry]
         if points:
             steps, values = zip(*points)
@@ -65,13 +72,21 @@ def training_curves_figure(log_history: list[dict], best_step: int | None = None
     loss_ax.set_xlabel("step")
     loss_ax.set_ylabel("loss")
     loss_ax.set_title("training")
-    for key, style in METRIC_STYLES.items():
+    ccc_keys = sorted(
+        {key for entry in log_history for key in entry if key.startswith("eval_ccc_")} - {"eval_ccc_mean"}
+    )
+    styles = {**METRIC_STYLES}
+    for key, marker in zip(ccc_keys, ATTRIBUTE_MARKERS):
+        styles[key] = {"marker": marker, "linestyle": "-", "markersize": 5}
+    lowest = 0.0
+    for key, style in styles.items():
         points = [(entry["step"], entry[key]) for entry in log_history if key in entry]
         if points:
             steps, values = zip(*points)
-            metric_ax.plot(steps, values, label=key.removeprefix("eval_").replace("_", "-"), **style)
+            lowest = min(lowest, *values)
+            metric_ax.plot(steps, values, label=key.removeprefix("eval_").replace("_", " "), **style)
     metric_ax.set_xlabel("step")
-    metric_ax.set_ylim(0.0, 1.0)
+    metric_ax.set_ylim(max(-1.0, lowest - 0.05) if lowest < 0 else 0.0, 1.0)  # CCC can be negative
     metric_ax.set_title("dev")
     if best_step is not None:
         for ax in (loss_ax, metric_ax):
@@ -85,4 +100,42 @@ def training_curves_figure(log_history: list[dict], best_step: int | None = None
     return fig
 
 
-__all__ = ["plot_confusion_matrix", "plot_training_curves", "training_curves_figure"]
+def plot_attributes(
+    targets: np.ndarray,
+    predictions: np.ndarray,
+    attribute_names: Sequence[str],
+    path: str | os.PathLike,
+    title: str = "attributes",
+) -> None:
+    """(N, A) predicted attributes against their labels: the valence-arousal plane when the model has both (each
+    clip's label and its prediction, joined by a line), then one predicted-vs-label panel per attribute with the
+    identity line and the CCC. Rows without a label (NaN) are left out."""
+    targets, predictions = np.asarray(targets, dtype=float), np.asarray(predictions, dtype=float)
+    names = list(attribute_names)
+    plane = "valence" in names and "arousal" in names
+    panels = len(names) + plane
+    fig, axes = plt.subplots(1, panels, figsize=(3.6 * panels, 3.8), squeeze=False)
+    axes = list(axes[0])
+    if plane:
+        v, a = names.index("valence"), names.index("arousal")
+        rows = ~np.isnan(targets[:, [v, a]]).any(axis=1)
+        ax = axes.pop(0)
+        for (tv, ta), (pv, pa) in zip(targets[rows][:, [v, a]], predictions[rows][:, [v, a]]):
+            ax.plot([tv, pv], [ta, pa], color="lightgrey", linewidth=0.6, zorder=1)
+        ax.scatter(targets[rows, v], targets[rows, a], s=12, color="grey", label="label", zorder=2)
+        ax.scatter(predictions[rows, v], predictions[rows, a], s=12, color="tab:red", label="prediction", zorder=3)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="valence", ylabel="arousal", title=f"{title}: valence-arousal")
+        ax.legend(fontsize=7, loc="lower right")
+    for i, (ax, name) in enumerate(zip(axes, names)):
+        rows = ~np.isnan(targets[:, i])
+        y, x = targets[rows, i], predictions[rows, i]
+        ax.plot([0, 1], [0, 1], color="lightgrey", linewidth=1)
+        ax.scatter(y, x, s=10, color="tab:blue")
+        ccc = float(concordance_correlation(torch.from_numpy(x), torch.from_numpy(y))) if len(y) > 1 else float("nan")
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=f"{name} label", ylabel="prediction", title=f"{name} (CCC {ccc:.2f})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+__all__ = ["plot_confusion_matrix", "plot_training_curves", "training_curves_figure", "plot_attributes"]

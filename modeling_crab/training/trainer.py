@@ -110,12 +110,17 @@ class CrabTrainer(Trainer):
 
     def compute_loss(self, model: nn.Module, inputs: dict, return_outputs: bool = False, num_items_in_batch=None):
         """The model's own objective (`model(**inputs)` with labels); its terms are kept for `log`."""
-        if "labels" not in inputs:
-            raise ValueError("CrabTrainer needs 'labels' in every training batch; check the manifest's label column")
+        if "labels" not in inputs and "attribute_labels" not in inputs:
+            raise ValueError(
+                "CrabTrainer needs 'labels' (or, for a model with attributes, 'attribute_labels') in every training "
+                "batch; check the manifest's label and attribute columns"
+            )
         outputs = model(**inputs)
         loss = outputs.loss
         if model.training:
-            self._accumulate_components(ce_loss=outputs.ce_loss, mlcs_loss=outputs.mlcs_loss)
+            self._accumulate_components(
+                ce_loss=outputs.ce_loss, mlcs_loss=outputs.mlcs_loss, attribute_loss=outputs.attribute_loss
+            )
             if self.full_accumulation_divisor:  # Trainer then divides by this step's micro-batches
                 loss = loss * (self.current_gradient_accumulation_steps / self.args.gradient_accumulation_steps)
         return (loss, outputs) if return_outputs else loss
@@ -142,14 +147,27 @@ class CrabTrainer(Trainer):
     # ---- evaluation --------------------------------------------------------------------------------------------
 
     def prediction_step(self, model: nn.Module, inputs: dict, prediction_loss_only: bool, ignore_keys=None):
-        """(weighted-CE loss, logits (B, C), labels); CSL embeddings never reach the predictions."""
+        """(loss without MLCS, logits (B, C), labels); CSL embeddings never reach the predictions. A model with
+        attributes gives `(logits, attributes)` and `(labels, attribute_labels)` (`metrics.split_predictions`):
+        logits (B, 0) for an attributes-only model, labels -100 and attribute labels NaN where the batch has none."""
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
             outputs = model(**inputs, output_csl_embeddings=False)  # with labels: loss = the weighted CE alone
         loss = None if outputs.loss is None else outputs.loss.detach()
         if prediction_loss_only:
             return loss, None, None
-        return loss, outputs.logits.detach(), inputs.get("labels")
+        labels = inputs.get("labels")
+        if outputs.attributes is None:
+            return loss, outputs.logits.detach(), labels
+        attributes = outputs.attributes.detach().float()
+        batch_size = len(attributes)
+        logits = attributes.new_zeros((batch_size, 0)) if outputs.logits is None else outputs.logits.detach()
+        if labels is None:
+            labels = torch.full((batch_size,), -100, dtype=torch.long, device=attributes.device)
+        attribute_labels = inputs.get("attribute_labels")
+        if attribute_labels is None:
+            attribute_labels = torch.full_like(attributes, float("nan"))
+        return loss, (logits, attributes), (labels, attribute_labels)
 
     # ---- optimisation ------------------------------------------------------------------------------------------
 
@@ -299,12 +317,18 @@ class CrabTrainer(Trainer):
         if not isinstance(sampler, EpochSeededLengthGroupedSampler):
             return output
         order = np.fromiter(iter(sampler), dtype=np.int64)  # the same order again: the seed is fixed
-        if len(order) != len(output.predictions):
-            raise RuntimeError(f"{len(output.predictions)} predictions for {len(order)} items; cannot restore order")
+        rows = len(output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions)
+        if len(order) != rows:
+            raise RuntimeError(f"{rows} predictions for {len(order)} items; cannot restore order")
         restore = np.empty_like(order)
         restore[order] = np.arange(len(order))
-        label_ids = None if output.label_ids is None else output.label_ids[restore]
-        return PredictionOutput(output.predictions[restore], label_ids, output.metrics)
+
+        def reordered(arrays):
+            if arrays is None or not isinstance(arrays, (tuple, list)):
+                return None if arrays is None else arrays[restore]
+            return type(arrays)(reordered(array) for array in arrays)
+
+        return PredictionOutput(reordered(output.predictions), reordered(output.label_ids), output.metrics)
 
 
 __all__ = ["CrabTrainer", "EpochCosine", "compute_class_weights"]
