@@ -661,7 +661,7 @@ def build_model(
     id2label = dict(enumerate(label_names))
     head_options = {
         "label_smoothing": training_args.label_smoothing_factor,  # transformers' flag, applied by the model's loss
-        "attribute_names": attributes,
+        "attribute_names": list(attributes or []),
         "attribute_loss_weight": loss_args.attribute_loss_weight,
         "attribute_contrast_bins": loss_args.attribute_contrast_bins,
         "mask_padding": model_args.mask_padding,

@@ -193,7 +193,7 @@ class CrabConfig(PreTrainedConfig):
 
     @property
     def num_attributes(self) -> int:
-        return len(self.attribute_names)
+        return len(self.attribute_names or [])
 
     @property
     def audio_feeds_attention_mask(self) -> bool:

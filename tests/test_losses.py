@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -117,3 +118,94 @@ def test_label_smoothing_of_the_cross_entropy_term():
     assert (
         crab_objective(confident, labels, None, smoothed)[1] > 0.1 > crab_objective(confident, labels, None, plain)[1]
     )
+
+
+def _ccc_by_formula(x: np.ndarray, y: np.ndarray) -> float:
+    covariance = np.mean((x - x.mean()) * (y - y.mean()))
+    return 2 * covariance / (x.var() + y.var() + (x.mean() - y.mean()) ** 2)
+
+
+def test_concordance_correlation_is_lins_formula():
+    from modeling_crab.losses import concordance_correlation
+
+    rng = np.random.default_rng(0)
+    y = rng.uniform(0, 1, 50)
+    for x in (y + rng.normal(0, 0.1, 50), 0.5 * y + 0.3, 1 - y, rng.uniform(0, 1, 50)):
+        got = concordance_correlation(torch.tensor(x), torch.tensor(y))
+        assert float(got) == pytest.approx(_ccc_by_formula(x, y), abs=1e-5)
+    assert float(concordance_correlation(torch.tensor(y), torch.tensor(y))) == pytest.approx(1.0, abs=1e-5)
+    # a constant prediction scores 0, whatever constant; two equal constants stay finite
+    for constant in (0.0, 0.5, float(y.mean())):
+        assert float(concordance_correlation(torch.full((50,), constant), torch.tensor(y))) == pytest.approx(0.0)
+    same = concordance_correlation(torch.full((4,), 0.5), torch.full((4,), 0.5))
+    assert torch.isfinite(same) and float(same) == 0.0
+    # a shift of the mean lowers CCC where Pearson's r would stay 1
+    assert float(concordance_correlation(torch.tensor(y + 0.3), torch.tensor(y))) < 0.7
+
+
+def test_concordance_loss_scores_each_attribute_over_its_labelled_rows():
+    from modeling_crab.losses import concordance_correlation, concordance_loss
+
+    torch.manual_seed(0)
+    predictions = torch.rand(8, 3, requires_grad=True)
+    targets = torch.rand(8, 3)
+    targets[[1, 4], 0] = float("nan")  # rows 1 and 4 lack the first attribute
+    targets[:7, 2] = float("nan")  # one labelled row: the third attribute is left out
+    loss = concordance_loss(predictions, targets)
+    rows = [0, 2, 3, 5, 6, 7]
+    expected = (
+        1
+        - concordance_correlation(predictions[rows, 0], targets[rows, 0])
+        + 1
+        - concordance_correlation(predictions[:, 1], targets[:, 1])
+    ) / 2
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert predictions.grad[[1, 4], 0].abs().sum() == 0  # a missing attribute sends no gradient
+    assert predictions.grad[:, 2].abs().sum() == 0
+    assert predictions.grad[[0, 2], 0].abs().sum() > 0
+    assert concordance_loss(predictions, torch.full((8, 3), float("nan"))) is None
+
+
+def test_attribute_bins_make_the_positives_of_an_attributes_only_model():
+    from modeling_crab.losses import attribute_bins
+
+    attributes = torch.tensor(
+        [[0.1, 0.9], [0.2, 0.8], [0.1, 0.1], [0.9, 0.9], [1.0, 0.95], [float("nan"), 0.9], [float("nan"), 0.9]]
+    )
+    bins = attribute_bins(attributes, 3).tolist()
+    assert bins[0] == bins[1]  # low arousal, high valence
+    assert len({bins[0], bins[2], bins[3]}) == 3
+    assert bins[3] == bins[4]  # 1.0 falls in the top bin
+    assert bins[5] != bins[6] and min(bins[5], bins[6]) < 0  # rows missing an attribute have no positives
+
+
+def test_the_objective_adds_the_weighted_attribute_term():
+    from types import SimpleNamespace
+
+    from modeling_crab.losses import concordance_loss, crab_objective
+
+    torch.manual_seed(0)
+    logits, labels = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 0, 1])
+    attributes, targets = torch.rand(6, 2), torch.rand(6, 2)
+    config = SimpleNamespace(
+        class_weights=None, label_smoothing=0.0, mlcs_weight=0.0, attribute_loss_weight=0.5, attribute_contrast_bins=3
+    )
+    objective = crab_objective(logits, labels, None, config, attributes, targets)
+    ce = torch.nn.functional.cross_entropy(logits, labels)
+    torch.testing.assert_close(objective.attribute_loss, concordance_loss(attributes, targets))
+    torch.testing.assert_close(objective.loss, ce + 0.5 * objective.attribute_loss)
+    # attributes only (no logits): the attribute term alone, and MLCS positives from the bins
+    embeddings = {"fusion": torch.randn(6, 8)}
+    alone = crab_objective(
+        None,
+        None,
+        embeddings,
+        SimpleNamespace(
+            **{**vars(config), "mlcs_weight": 1.0, "mlcs_gather": False, "mlcs_temperature": 0.1, "mlcs_loss": "mpcl"}
+        ),
+        attributes,
+        targets,
+    )
+    assert alone.ce_loss is None and alone.mlcs_loss is not None
+    torch.testing.assert_close(alone.loss, 0.5 * alone.attribute_loss + alone.mlcs_loss)

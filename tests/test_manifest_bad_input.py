@@ -243,3 +243,39 @@ def test_manifest_jsonl_line_that_is_not_an_object(tmp_path, content):
     path.write_text(content)
     with pytest.raises(ManifestError, match="manifest.json.*(line|record) 1.*object"):
         load_manifest(path)
+
+
+def test_manifest_attribute_values_are_numbers_on_the_0_1_scale(tmp_path):
+    write(tmp_path / "ok.wav", noise(0.5))
+    rows = ["a,ok.wav,hi,sad,train,high,0.5", "b,ok.wav,hi,sad,train,0.5,5.0", "c,ok.wav,hi,sad,train,0.25,nan"]
+    path = manifest(tmp_path, rows, header="id,audio,text,label,split,arousal,valence")
+    utterances = load_manifest(path, attribute_names=["arousal", "valence"])
+    assert utterances[2].attributes == {"arousal": 0.25, "valence": None} and not utterances[2].problems
+    with pytest.raises(ManifestError) as error:
+        scan_manifest(utterances, ["sad"], num_workers=1)
+    message = str(error.value)
+    assert "line 2 (id 'a', split 'train'): arousal='high' is not a number; write a number on the 0-1 scale" in message
+    assert (
+        "line 3 (id 'b', split 'train'): valence=5.0 is outside the attribute scale 0-1; map the corpus's own"
+        in message
+    )
+    assert "(x - 1) / 6 for 1-7 ratings" in message and "id 'c'" not in message
+
+
+def test_manifest_attribute_columns_and_missing_values(tmp_path):
+    write(tmp_path / "ok.wav", noise(0.5))
+    header = "id,audio,text,label,split,Arousal,valence"
+    path = manifest(tmp_path, ["a,ok.wav,hi,sad,train,0.1,0.2"], header=header)
+    with pytest.raises(ManifestError, match="no 'arousal' column; rename column 'Arousal' to 'arousal'"):
+        load_manifest(path, attribute_names=["arousal", "valence"])
+    with pytest.raises(ManifestError, match="no 'dominance' column; add it"):
+        load_manifest(path, attribute_names=["valence", "dominance"])
+    rows = [f"{i},ok.wav,hi,sad,train,{'' if i == 'a' else 0.5},{0.3}" for i in "abcd"]
+    path = manifest(tmp_path, rows, header="id,audio,text,label,split,arousal,valence")
+    with pytest.warns(UserWarning, match=r"arousal: 1 of 4 row\(s\) of split 'train'"):
+        scan = scan_manifest(load_manifest(path, attribute_names=["arousal", "valence"]), ["sad"], num_workers=1)
+    assert len(scan.num_samples) == 4  # kept
+    rows = [f"{i},ok.wav,hi,sad,train,0.5," for i in "ab"]
+    path = manifest(tmp_path, rows, header="id,audio,text,label,split,arousal,dominance")
+    with pytest.raises(ManifestError, match="split 'train' has no value of attribute 'dominance' in any row"):
+        scan_manifest(load_manifest(path, attribute_names=["arousal", "dominance"]), ["sad"], num_workers=1)

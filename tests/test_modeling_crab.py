@@ -430,3 +430,73 @@ def test_class_weights_live_in_the_config_and_weight_the_loss(tiny_config, tiny_
     assert old.class_weights is None and old.mlcs_gather is False
     with pytest.raises(ValueError, match="class_weights has 2 entries for 4 labels"):
         CrabConfig(id2label=tiny_config.id2label, class_weights=[1.0, 2.0])
+
+
+ATTRIBUTES = ["arousal", "valence", "dominance"]
+
+
+def test_attribute_regressor_is_batched_as_one_by_one(tiny_config, tiny_batch):
+    """A joint model: logits (B, C) and attributes (B, A) from the pooled embedding; padding changes neither."""
+    model = _model(tiny_config, attribute_names=ATTRIBUTES)
+    with torch.no_grad():
+        batched = model(**_inputs(tiny_batch))
+        singles = [model(**_unpadded(tiny_batch, i)) for i in range(4)]
+    assert batched.logits.shape == (4, tiny_config.num_labels) and batched.attributes.shape == (4, 3)
+    torch.testing.assert_close(batched.attributes, torch.cat([s.attributes for s in singles]), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(batched.logits, torch.cat([s.logits for s in singles]), atol=1e-5, rtol=1e-4)
+    # a fresh regressor starts at the middle of the 0-1 scale
+    assert torch.equal(model.regressor.out_proj.bias, torch.full((3,), 0.5))
+
+
+def test_attribute_labels_give_the_attribute_term_and_rows_without_them_are_masked(tiny_config, tiny_batch):
+    model = _model(tiny_config, attribute_names=ATTRIBUTES).train()
+    targets = torch.tensor([[0.9, 0.2, 0.8], [0.1, 0.3, float("nan")], [0.5, 0.5, 0.5], [0.7, 0.9, 0.6]])
+    out = model(**tiny_batch, attribute_labels=targets)
+    assert out.attribute_loss is not None and torch.isfinite(out.loss)
+    torch.testing.assert_close(
+        out.loss,
+        out.ce_loss + out.attribute_loss * tiny_config.attribute_loss_weight + tiny_config.mlcs_weight * out.mlcs_loss,
+    )
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.regressor.parameters())
+
+
+def test_an_attributes_only_model_has_no_classifier(tiny_config, tiny_batch):
+    config = CrabConfig.from_dict(
+        {**tiny_config.to_dict(), "id2label": {}, "label2id": {}, "attribute_names": ATTRIBUTES}
+    )
+    assert config.num_labels == 0
+    model = _model(config)
+    assert model.classifier is None and not any(name.startswith("classifier.") for name in model.state_dict())
+    with torch.no_grad():
+        out = model(**_inputs(tiny_batch))
+    assert out.logits is None and out.attributes.shape == (4, 3)
+    model.train()
+    targets = torch.rand(4, 3)
+    out = model(**_inputs(tiny_batch), attribute_labels=targets)
+    assert out.ce_loss is None and out.attribute_loss is not None
+    out.loss.backward()  # the fusion CSL reads the regressor's hidden layer
+    assert model.csl_legs["fusion"].dense.weight.grad is not None
+    with pytest.raises(ValueError, match="needs classes"):
+        CrabConfig.from_dict({**tiny_config.to_dict(), "id2label": {}, "label2id": {}})
+
+
+def test_a_model_without_attributes_is_unchanged(tiny_config, tiny_batch, tmp_path):
+    """Categories only (every checkpoint saved before attributes): no regressor, no attributes, the same keys; a
+    config.json without `attribute_names` loads as categories only."""
+    model = _model(tiny_config)
+    assert model.regressor is None and not any(name.startswith("regressor.") for name in model.state_dict())
+    with torch.no_grad():
+        out = model(**_inputs(tiny_batch))
+    assert out.attributes is None and "attributes" not in out
+    model.save_pretrained(tmp_path)
+    import json
+
+    saved = json.loads((tmp_path / "config.json").read_text())
+    for key in ("attribute_names", "attribute_loss_weight", "attribute_contrast_bins"):
+        saved.pop(key, None)
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    reloaded = CrabForEmotionClassification.from_pretrained(tmp_path).eval()
+    assert reloaded.config.attribute_names == [] and reloaded.regressor is None
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**_inputs(tiny_batch)).logits, out.logits)

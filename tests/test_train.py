@@ -426,3 +426,53 @@ def test_the_frozen_baseline_is_trained_beside_and_shown_in_the_summary(tmp_path
     assert results["frozen_baseline_test_uar"] == baseline["test_uar"]
     assert (out / "frozen_baseline" / "inference" / "config.json").is_file()
     assert json.loads((out / "eval_results.json").read_text()) == results
+
+
+def test_a_joint_run_reports_attributes_beside_the_classes(tmp_path, capsys):
+    """`--attributes`: CCC, Pearson and MAE per attribute in eval_results.json and the summary, the attribute
+    columns in the predictions, the valence-arousal figure, and a config that predicts both."""
+    manifest = write_corpus(tmp_path / "corpus", {"train": 2, "dev": 1, "test": 1}, attributes=True)
+    out = tmp_path / "out"
+    argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(out), "--max_steps", "2"]
+    results = train_script.main([*argv, "--attributes", "arousal,valence,dominance", "--disable_tqdm", "True"])
+    for split in ("eval", "test"):
+        assert 0.0 <= results[f"{split}_uar"] <= 1.0
+        for name in ("arousal", "valence", "dominance"):
+            assert -1.0 <= results[f"{split}_ccc_{name}"] <= 1.0 and results[f"{split}_mae_{name}"] >= 0.0
+    summary = capsys.readouterr().out.split("Crab results")[-1]
+    assert "CCC arousal" in summary and "CCC mean" in summary and "UAR" in summary
+    header = (out / "predictions_dev.csv").read_text().splitlines()[0].split(",")
+    assert header == ["id", "prediction", *LABELS, "arousal", "valence", "dominance"]
+    assert (out / "attributes_dev.png").stat().st_size > 1000
+    config = json.loads((out / "inference" / "config.json").read_text())
+    assert config["attribute_names"] == ["arousal", "valence", "dominance"] and len(config["id2label"]) == 4
+
+
+def test_an_attributes_only_run_needs_no_labels_and_keeps_the_best_ccc(tmp_path, capsys):
+    manifest = write_corpus(tmp_path / "corpus", {"train": 2, "dev": 1}, attributes=True)
+    text = manifest.read_text().replace(",label,", ",emotion,")  # no label column at all
+    manifest.write_text(text)
+    with pytest.raises(SystemExit):
+        train_script.parse_arguments(["--manifest", str(manifest), "--attributes_only"])
+    assert "--attributes_only needs the attributes to predict" in capsys.readouterr().err
+    out = tmp_path / "out"
+    argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(out), "--num_train_epochs", "1"]
+    argv += ["--attributes", "arousal", "--attributes_only", "--disable_tqdm", "True"]
+    *_, training_args = train_script.parse_arguments(argv)
+    assert training_args.metric_for_best_model == "ccc_mean"
+    results = train_script.main(argv)
+    assert "eval_ccc_arousal" in results and "eval_uar" not in results
+    assert (out / "predictions_dev.csv").read_text().splitlines()[0] == "id,arousal"
+    config = json.loads((out / "inference" / "config.json").read_text())
+    assert config["attribute_names"] == ["arousal"] and config["id2label"] == {}
+
+
+def test_attribute_columns_left_unused_are_named(tmp_path, caplog):
+    """A manifest with attribute columns trains the classes only unless --attributes asks: the paper's recipes are
+    unchanged, and the log says how to use them."""
+    manifest = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1}, attributes=True)
+    argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(tmp_path / "out"), "--max_steps", "1"]
+    with caplog.at_level("INFO", logger="crab.train"):
+        results = train_script.main([*argv, "--disable_tqdm", "True"])
+    assert "eval_ccc_arousal" not in results
+    assert "Pass --attributes arousal,valence,dominance to predict them too" in caplog.text

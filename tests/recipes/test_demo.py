@@ -17,11 +17,12 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from modeling_crab.attributes import ATTRIBUTE_NAMES
 from modeling_crab.manifest import MANIFEST_COLUMNS
 from modeling_crab.recipes import harmonic
 from modeling_crab.recipes.demo import DEMO_LABELS, generate_demo_corpus, main
 
-COLUMNS = list(MANIFEST_COLUMNS)  # the one manifest format, as every recipe writes it
+COLUMNS = [*MANIFEST_COLUMNS, *ATTRIBUTE_NAMES]  # the one manifest format, with the corpora's attribute columns
 LEARN_N_PER_CLASS = 100  # dev = 15 per class: large enough for stable accuracies, small enough to stay fast
 LEARN_SEED = 42
 
@@ -268,3 +269,23 @@ def test_bimodal_learnability(corpus):
     # Over seeds 0-39: audio 0.57-0.85 (mean 0.75), text 0.58-0.78 (0.69), fused 0.75-0.93 (0.84); fused minus the
     # best single modality: mean +0.075, worst -0.017.
     assert acc_fused >= max(acc_audio, acc_text) - 0.05
+
+
+def test_attributes_follow_from_the_synthesis(corpus):
+    """Every clip has arousal, valence and dominance on the 0-1 scale; arousal follows the clip's realisation, so it
+    orders the classes (angry > happy > neutral > sad) and varies within each; valence and dominance follow the
+    class's direction."""
+    _, rows = header_and_rows(corpus)
+    values = {name: collections.defaultdict(list) for name in ATTRIBUTE_NAMES}
+    for row in rows:
+        for name in ATTRIBUTE_NAMES:
+            value = float(row[name])
+            assert 0.0 <= value <= 1.0
+            values[name][row["label"]].append(value)
+    arousal = {label: np.mean(v) for label, v in values["arousal"].items()}
+    assert arousal["angry"] > arousal["happy"] > arousal["neutral"] > arousal["sad"]
+    assert all(np.std(v) > 0.02 for v in values["arousal"].values())
+    valence = {label: np.mean(v) for label, v in values["valence"].items()}
+    assert valence["happy"] > valence["neutral"] > max(valence["angry"], valence["sad"])
+    dominance = {label: np.mean(v) for label, v in values["dominance"].items()}
+    assert dominance["angry"] > dominance["neutral"] > dominance["sad"]

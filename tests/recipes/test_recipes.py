@@ -24,8 +24,8 @@ from fake_corpora import (  # noqa: E402
     make_msp,
 )
 
+from modeling_crab.attributes import ATTRIBUTE_NAMES  # noqa: E402
 from modeling_crab.manifest import (  # noqa: E402
-    ATTRIBUTE_NAMES,
     MANIFEST_COLUMNS,
     read_manifest,
     resolve_audio_path,

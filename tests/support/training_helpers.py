@@ -11,6 +11,8 @@ import soundfile as sf
 LABELS = ("angry", "happy", "neutral", "sad")
 WORDS = {"angry": "i hate this", "happy": "what a great day", "neutral": "the bus is late", "sad": "i miss her"}
 PITCH_HZ = {"angry": 300.0, "happy": 450.0, "neutral": 200.0, "sad": 120.0}
+# (arousal, valence, dominance) of each class on the 0-1 scale, the attribute columns of `write_corpus(attributes=True)`
+ATTRIBUTES = {"angry": (0.9, 0.2, 0.8), "happy": (0.7, 0.9, 0.6), "neutral": (0.4, 0.5, 0.5), "sad": (0.1, 0.2, 0.2)}
 
 
 def write_tone(path: Path, hz: float, seconds: float, sampling_rate: int = 16000, channels: int = 1) -> np.ndarray:
@@ -22,8 +24,9 @@ def write_tone(path: Path, hz: float, seconds: float, sampling_rate: int = 16000
     return mono
 
 
-def write_corpus(root: Path, per_class: dict[str, int] | None = None, seed: int = 0) -> Path:
-    """`root/manifest.csv` with `per_class[split]` clips per label and split (0.4-1.2 s each); returns the path."""
+def write_corpus(root: Path, per_class: dict[str, int] | None = None, seed: int = 0, attributes: bool = False) -> Path:
+    """`root/manifest.csv` with `per_class[split]` clips per label and split (0.4-1.2 s each); returns the path.
+    `attributes`: `arousal`, `valence` and `dominance` columns, each class's `ATTRIBUTES` +- 0.05."""
     per_class = per_class or {"train": 3, "dev": 1}
     rng = np.random.default_rng(seed)
     rows = []
@@ -35,6 +38,9 @@ def write_corpus(root: Path, per_class: dict[str, int] | None = None, seed: int 
                 rows.append(
                     {"id": uid, "audio": f"wavs/{uid}.wav", "text": WORDS[label], "label": label, "split": split}
                 )
+                if attributes:
+                    values = np.asarray(ATTRIBUTES[label]) + rng.uniform(-0.05, 0.05, 3)
+                    rows[-1].update(zip(("arousal", "valence", "dominance"), np.round(values.clip(0, 1), 3).tolist()))
     manifest = root / "manifest.csv"
     with manifest.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

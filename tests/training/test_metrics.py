@@ -73,3 +73,38 @@ def test_training_curves_keep_coinciding_metrics_apart_and_mark_the_best_checkpo
         empty = training_curves_figure([])
     assert all(ax.get_legend() is None for ax in empty.axes)
     plt.close(empty)
+
+
+def test_attribute_metrics_are_ccc_pearson_and_mae_over_the_labelled_rows():
+    from modeling_crab.training.metrics import attribute_metrics
+
+    targets = np.array([[0.1, 0.2], [0.4, np.nan], [0.6, 0.5], [0.9, 0.9], [0.3, np.nan]])
+    predictions = np.array([[0.2, 0.5], [0.3, 0.9], [0.7, 0.5], [0.8, 0.5], [0.3, 0.1]])
+    metrics = attribute_metrics(targets, predictions, ["arousal", "valence"])
+    x, y = predictions[:, 0], targets[:, 0]
+    ccc = 2 * np.mean((x - x.mean()) * (y - y.mean())) / (x.var() + y.var() + (x.mean() - y.mean()) ** 2)
+    assert metrics["ccc_arousal"] == pytest.approx(ccc, abs=1e-6)
+    assert metrics["pearson_arousal"] == pytest.approx(np.corrcoef(x, y)[0, 1])
+    assert metrics["mae_arousal"] == pytest.approx(np.abs(x - y).mean())
+    # valence: rows 1 and 4 have no label; its prediction is constant on the rest: CCC 0, Pearson reported as 0
+    assert metrics["ccc_valence"] == pytest.approx(0.0, abs=1e-6) and metrics["pearson_valence"] == 0.0
+    assert metrics["mae_valence"] == pytest.approx(np.mean([0.3, 0.0, 0.4]))
+    assert metrics["ccc_mean"] == pytest.approx((metrics["ccc_arousal"] + metrics["ccc_valence"]) / 2)
+    assert attribute_metrics(np.full((3, 1), np.nan), np.zeros((3, 1)), ["arousal"]) == {}
+
+
+def test_compute_metrics_of_a_joint_model_and_an_attributes_only_one():
+    logits = np.eye(4)[[0, 1, 1, 2]] * 3.0
+    attributes = np.array([[0.9], [0.6], [0.5], [0.1]])
+    labels, attribute_labels = np.array([0, 1, 2, 2]), np.array([[0.8], [0.7], [0.4], [0.2]])
+    joint = build_compute_metrics(LABELS, ["arousal"])(
+        EvalPrediction((logits, attributes), (labels, attribute_labels))
+    )
+    assert joint["war"] == pytest.approx(0.75) and 0.8 < joint["ccc_arousal"] <= 1.0
+    alone = build_compute_metrics([], ["arousal"])(
+        EvalPrediction((np.zeros((4, 0)), attributes), (np.full(4, -100), attribute_labels))
+    )
+    assert set(alone) == {"ccc_arousal", "pearson_arousal", "mae_arousal", "ccc_mean"}
+    table = summary_table({"dev": joint}, LABELS, ["arousal"])
+    assert "CCC arousal" in table and "MAE arousal" in table and "UAR" in table
+    assert "UAR" not in summary_table({"dev": alone}, [], ["arousal"])
