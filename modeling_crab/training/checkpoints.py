@@ -31,7 +31,15 @@ logger = logging.getLogger(__name__)
 STAGING_FOLDER = ".saving"  # where a checkpoint is written before it is renamed into place
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # config entries that change what a checkpoint's weights mean; resuming under other values is refused
-MEANING_KEYS = ("id2label", "mask_padding", "unimodal_tap", "use_csl_legs", "mlcs_taps", "mlcs_loss")
+MEANING_KEYS = (
+    "id2label",
+    "attribute_names",
+    "mask_padding",
+    "unimodal_tap",
+    "use_csl_legs",
+    "mlcs_taps",
+    "mlcs_loss",
+)
 
 
 class CheckpointError(ValueError):
@@ -187,7 +195,7 @@ def resolve_resume_checkpoint(value: str | None, output_dir: str | os.PathLike) 
 
 def check_resume_config(checkpoint: str | os.PathLike, config, normalization: str | None = None) -> None:
     """Refuse to resume `checkpoint` into a model built with `config` when they mean different things: other labels
-    (or their order, or their number), another head, other MLCS terms, another waveform normalisation, or other
+    (or their order, or their number) or attributes, another head, other MLCS terms, another waveform normalisation, or other
     training audio (`config.augmentation`, the speech encoder's SpecAugment settings): the resumed run would not be
     the interrupted one."""
     saved = json.loads((Path(checkpoint) / "config.json").read_text())
@@ -234,6 +242,7 @@ def _comparable(key: str, value):
 def _describe(key: str) -> str:
     return {
         "id2label": "labels (in class-id order)",
+        "attribute_names": "attributes (--attributes)",
         "mask_padding": "--mask_padding",
         "unimodal_tap": "--unimodal_tap",
         "use_csl_legs": "CSL legs (--mlcs_weight > 0)",
