@@ -57,7 +57,7 @@ def cpu_backend(model, setup: Setup, work_dir: Path):
         if "int8" in setup:
             path = quantize_onnx(path, work_dir / "model_quantized.onnx")
         session = OnnxCrabSession(path, threads=torch.get_num_threads())
-        return (lambda inputs: torch.from_numpy(session(**inputs))), path.stat().st_size
+        return (lambda inputs: torch.from_numpy(session(**inputs)["logits"])), path.stat().st_size
     linears = {  # WavLM's gated relative position bias reads its Linear's weight directly: it stays fp32
         name: torch.ao.quantization.default_dynamic_qconfig
         for name, module in model.named_modules()

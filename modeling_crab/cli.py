@@ -9,6 +9,10 @@ model as ONNX (fp32 and int8) for onnxruntime.
 paths are relative to the file). Without FILE arguments every file it lists is classified. Files and `--text` may
 alternate or come in two lists (`a.wav b.wav --text ... --text ...`): the n-th `--text` is the n-th file's.
 Without `--model`, the model is the CRAB_MODEL environment variable's.
+
+A model with emotional attributes (`config.attribute_names`) also prints them after the labels, on the 0-1 scale
+(`arousal 0.710  valence 0.330  dominance 0.580`); in `--json` each file's object then has `"attributes": {name:
+value}` beside `"scores"` (the ranked labels; `[]` for an attributes-only model), and each window (`--windows`) too.
 """
 
 from __future__ import annotations
@@ -158,19 +162,36 @@ def pair_inputs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tu
 
 
 def format_table(results: list[dict], show_windows: bool) -> str:
+    """One line per file: the best label, its score and the others' (a model with classes), then the attributes
+    (a model with attributes)."""
     width = max(len("file"), *(len(r["file"]) for r in results))
-    lines = [f"{'file'.ljust(width)}  {'emotion':<10}  score  others"]
+    header = [f"{'emotion':<10}  score  others"] if any(r["scores"] for r in results) else []
+    header += ["attributes"] if any("attributes" in r for r in results) else []
+    lines = ["  ".join([f"{'file'.ljust(width)}", " | ".join(header)])]
     for result in results:
-        best, *others = result["scores"]
-        rest = "  ".join(f"{s['label']} {s['score']:.3f}" for s in others)
-        lines.append(f"{result['file'].ljust(width)}  {best['label']:<10}  {best['score']:.3f}  {rest}".rstrip())
+        lines.append(f"{result['file'].ljust(width)}  {_scores_text(result)}".rstrip())
         if result.get("text") and result.get("transcribed"):
             lines.append(f"{'':{width}}  transcript: {result['text']}")
         for window in result.get("windows", []) if show_windows else []:
-            top = window["scores"][0]
             span = f"{window['start']:7.2f}-{window['end']:.2f}s"
-            lines.append(f"{'':{width}}  {span}  {top['label']} {top['score']:.3f}")
+            lines.append(f"{'':{width}}  {span}  {_scores_text(window, top_only=True)}".rstrip())
     return "\n".join(lines)
+
+
+def _scores_text(result: dict, top_only: bool = False) -> str:
+    """`angry 0.412  happy 0.300 ...  |  arousal 0.710  valence 0.330`: the labels (the best alone with
+    `top_only`), then the attributes, each part where the model has it."""
+    parts = []
+    if result["scores"]:
+        best, *others = result["scores"]
+        if top_only:
+            parts.append(f"{best['label']} {best['score']:.3f}")
+        else:
+            rest = "  ".join(f"{s['label']} {s['score']:.3f}" for s in others)
+            parts.append(f"{best['label']:<10}  {best['score']:.3f}  {rest}".rstrip())
+    if "attributes" in result:
+        parts.append("  ".join(f"{name} {value:.3f}" for name, value in result["attributes"].items()))
+    return "  |  ".join(parts)
 
 
 def predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -224,7 +245,11 @@ def predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     )
     results = []
     for path, text, output in zip(files, texts, outputs):
-        result = {"file": path, "text": output["text"], "transcribed": text is None, "scores": output["aggregate"]}
+        answer = output["aggregate"]  # ranked labels, or {"labels", "attributes"} for a model with attributes
+        scores = answer["labels"] if isinstance(answer, dict) else answer
+        result = {"file": path, "text": output["text"], "transcribed": text is None, "scores": scores}
+        if isinstance(answer, dict):
+            result["attributes"] = answer["attributes"]
         if args.windows:
             result["windows"] = output["windows"]
         results.append(result)

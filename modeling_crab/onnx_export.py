@@ -1,7 +1,8 @@
 """ONNX export of the inference model and onnxruntime inference (the `onnx` extra: `pip install "crab-ser[onnx]"`).
 
-The graph is the inference model (no CSL legs) from the processor's four tensors to the logits, with dynamic batch,
-audio length and token length; padding masks are inputs, so a padded batch scores as one-by-one calls do. The
+The graph is the inference model (no CSL legs) from the processor's four tensors to its outputs, named as the
+model's: `logits` (B, C) for a model with classes, `attributes` (B, A) for one with emotional attributes (both for a
+joint model; `graph_outputs`), with dynamic batch, audio length and token length; padding masks are inputs, so a padded batch scores as one-by-one calls do. The
 processor stays in Python and is shared with the PyTorch path.
 
 Exporter: torch's `torch.export`-based ONNX exporter (opset 18). Its generic GRU decomposition fails on the head's
@@ -115,26 +116,36 @@ def _exportable(model: nn.Module) -> Iterator[None]:
                 block.recurrence = recurrence
 
 
-class _LogitsOnly(nn.Module):
-    """The four processor tensors -> logits (B, C): the graph's one output."""
+def graph_outputs(config) -> list[str]:
+    """The graph's outputs for a model with this config: `logits` where it has classes, `attributes` where it has
+    emotional attributes (`config.attribute_names`)."""
+    names = ["logits"] if config.num_labels else []
+    return names + (["attributes"] if getattr(config, "attribute_names", None) else [])
+
+
+class _GraphOutputs(nn.Module):
+    """The four processor tensors -> the model's `graph_outputs`: logits (B, C) and/or attributes (B, A)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.names = graph_outputs(model.config)
 
     def forward(self, input_values, attention_mask, input_ids, text_attention_mask):
-        return self.model(
+        output = self.model(
             input_values=input_values,
             attention_mask=attention_mask,
             input_ids=input_ids,
             text_attention_mask=text_attention_mask,
             output_csl_embeddings=False,
-        ).logits
+        )
+        return tuple(getattr(output, name) for name in self.names)
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = OPSET) -> Path:
     """Write `model` (a `CrabForEmotionClassification`; its CSL legs are not used) as ONNX to `path`: inputs
-    `INPUT_NAMES` with dynamic batch, samples and tokens, output `logits` (B, C). Returns the path."""
+    `INPUT_NAMES` with dynamic batch, samples and tokens, outputs `graph_outputs(model.config)` (`logits` (B, C),
+    `attributes` (B, A)). Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model).eval()
@@ -153,11 +164,12 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = OPSET) -
     with torch.no_grad(), _exportable(model), warnings.catch_warnings():
         # the exporter names each dynamic axis once and warns about the inputs that share it (attention masks)
         warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)
+        graph = _GraphOutputs(model)
         program = torch.onnx.export(
-            _LogitsOnly(model),
+            graph,
             tuple(example[name] for name in INPUT_NAMES),
             input_names=list(INPUT_NAMES),
-            output_names=["logits"],
+            output_names=graph.names,
             dynamic_shapes=dynamic_shapes,
             opset_version=opset,
             dynamo=True,
@@ -240,6 +252,7 @@ __all__ = [
     "QUANTIZED_FILE",
     "export_checkpoint",
     "export_onnx",
+    "graph_outputs",
     "quantize_onnx",
     "OnnxCrabSession",
 ]

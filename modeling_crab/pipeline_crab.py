@@ -1,4 +1,4 @@
-"""The `speech-emotion-recognition` pipeline: speech (+ transcript) -> emotion scores.
+"""The `speech-emotion-recognition` pipeline: speech (+ transcript) -> emotion scores (and emotional attributes).
 
 Travels with every checkpoint (`export.py` copies this file and names it in `config.json`'s `custom_pipelines`), so
 this works where the Crab package is not installed:
@@ -13,10 +13,21 @@ this works where the Crab package is not installed:
     pipe(waveforms_b_by_n, text=transcripts)     # a 2-D array or tensor (B, N) is B recordings, as in the processor
     pipe("speech.wav", text="...", backend="onnx")  # onnxruntime on the export's onnx/ graph ("onnx-int8": int8)
 
+The answer for one input depends on what the model predicts:
+    classes only (no `config.attribute_names`, every checkpoint saved before attributes existed):
+        [{"label": "angry", "score": 0.71}, ...]                     # ranked, best first; `top_k` keeps the best k
+    emotional attributes (`config.attribute_names`), with or without classes:
+        {"labels": [{"label": "angry", "score": 0.71}, ...],         # as above; [] for an attributes-only model
+         "attributes": {"arousal": 0.71, "valence": 0.33, "dominance": 0.58}}  # config order, `top_k` ignores them
+Attributes lie on the manifests' 0-1 scale (0 lowest, 1 highest; MSP-Podcast's 1-7 ratings map as (x - 1) / 6,
+IEMOCAP's 1-5 as (x - 1) / 4). A list of inputs gets a list of answers. With `return_windows=True` an input's answer
+is `{"aggregate": <the answer above>, "windows": [{"start", "end", "text", "scores"[, "attributes"]}], "text"}`.
+
 Audio longer than the training crop (the processor's `max_duration_s`, 12 s) is cut into equal windows of at most
 that length rather than truncated; each window is classified and the aggregate is the mean of the window
-probabilities weighted by window duration. A transcript you pass goes with every window (truncated at the
-processor's `max_text_length` tokens); an automatic transcript is split between windows by its timestamps.
+probabilities, and of the window attributes, weighted by window duration (`duration_weighted_mean`). A transcript you
+pass goes with every window (truncated at the processor's `max_text_length` tokens); an automatic transcript is split
+between windows by its timestamps.
 
 Only torch, transformers, numpy and the standard library are imported at module level: transformers refuses remote
 code whose imports are not installed (`soundfile`, for non-WAV files, is imported by name when needed).
@@ -66,7 +77,9 @@ BACKENDS = {"pytorch": None, "onnx": "onnx/model.onnx", "onnx-int8": "onnx/model
 
 class OnnxCrabSession:
     """An onnxruntime session over an exported Crab graph, called like the model on the processor's output:
-    `session(**processor(...)) -> logits (B, C)`, a float32 numpy array. Needs `onnxruntime` (the `onnx` extra)."""
+    `session(**processor(...)) -> {"logits": (B, C), "attributes": (B, A)}`, float32 numpy arrays named as the
+    model's outputs (a graph has `logits` when the model has classes, `attributes` when it has attributes). Needs
+    `onnxruntime` (the `onnx` extra)."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         try:
@@ -80,8 +93,9 @@ class OnnxCrabSession:
         self.session = onnxruntime.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
         # a graph that ignores an input (an unmasked head ignores the padding masks) has dropped it
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
 
-    def __call__(self, **inputs) -> np.ndarray:
+    def __call__(self, **inputs) -> dict[str, np.ndarray]:
         feed = {}
         for name in self.input_names:
             if inputs.get(name) is None:
@@ -89,7 +103,7 @@ class OnnxCrabSession:
             value = inputs[name]
             value = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
             feed[name] = value.astype(np.float32 if name == "input_values" else np.int64, copy=False)
-        return self.session.run(["logits"], feed)[0]
+        return dict(zip(self.output_names, self.session.run(self.output_names, feed)))
 
 
 def _check_whole_number(name: str, value, meaning: str) -> None:
@@ -218,6 +232,12 @@ def _read_with_soundfile(source, name: str, target_rate: int | None = None, *cut
     return resampler.finish()[:num_output], target_rate or rate
 
 
+def duration_weighted_mean(values: np.ndarray, durations: np.ndarray) -> np.ndarray:
+    """(windows, K) window outputs -> (K,): their mean weighted by the windows' `durations` (windows,). How a long
+    recording's windows become one answer, probabilities and attributes alike."""
+    return (values * durations[:, None]).sum(axis=0) / durations.sum()
+
+
 def window_bounds(num_samples: int, max_samples: int | None) -> list[tuple[int, int]]:
     """Split `num_samples` into the fewest equal windows of at most `max_samples` (no short leftover window)."""
     if not max_samples or num_samples <= max_samples:
@@ -229,14 +249,20 @@ def window_bounds(num_samples: int, max_samples: int | None) -> list[tuple[int, 
 class CrabEmotionPipeline(Pipeline):
     """Emotion recognition from speech and its transcript. See the module docstring for usage.
 
+    Answer per input: the ranked list of `{"label", "score"}` for a model with classes only; for a model with
+    emotional attributes, `{"labels": [ranked list, or [] without classes], "attributes": {name: value on the 0-1
+    scale, in `config.attribute_names` order}}`.
+
     Call arguments (also accepted when building the pipeline):
         text: the transcript, or one per audio for a batch. `None` transcribes with `asr_model`; `""` classifies
             from audio alone (meant for models trained with modality dropout).
         sampling_rate: rate of waveforms passed as arrays without one (default: the model's, 16 kHz).
-        top_k: how many labels to return, best first; `None` returns all (their scores sum to 1).
+        top_k: how many labels to return, best first; `None` returns all (their scores sum to 1). It does not
+            apply to attributes: a model with attributes always answers all of them.
         chunk_length_s: window length for long audio; `None` uses the training crop (`max_duration_s`), `0`
             classifies the whole recording in one pass.
-        return_windows: return `{"aggregate", "windows", "text"}` instead of the aggregate label list.
+        return_windows: return `{"aggregate", "windows", "text"}` instead of the aggregate answer; each window
+            has its `scores` (ranked labels) and, for a model with attributes, its `attributes`.
         asr_model: a speech-recognition model name/path, a built ASR pipeline or model, for missing transcripts.
         batch_size: windows per forward pass (windows are batched longest first; answers keep the input order).
             Models trained without padding masks (`config.mask_padding=False`, the release recipe) see one window
@@ -301,7 +327,8 @@ class CrabEmotionPipeline(Pipeline):
         return preprocess, forward, postprocess
 
     def __call__(self, inputs, text: str | list[str] | None = None, **kwargs):
-        """Classify one recording (-> list of `{"label", "score"}`) or a list of them (-> a list of such lists).
+        """Classify one recording (-> its answer: the ranked `{"label", "score"}` list, or `{"labels",
+        "attributes"}` for a model with attributes) or a list of them (-> a list of answers).
 
         Safe to call from several threads at once: a call keeps its state in local variables.
         """
@@ -336,7 +363,7 @@ class CrabEmotionPipeline(Pipeline):
         # processor's saved `text_padding`)
         windows = [w for p in prepared for w in zip(p["waveforms"], p["window_texts"], p["window_names"])]
         order = sorted(range(len(windows)), key=lambda i: -len(windows[i][0]))
-        probabilities = []
+        heads = {"probabilities": [], "attributes": []}  # each (windows, K) where the model has that head
         starts = range(0, len(windows), batch_size)
         if len(starts) > 1:  # long audio, or many files: progress on a terminal (transformers' tqdm), quiet elsewhere
             starts = hf_logging.tqdm(starts, desc="classifying windows", unit="batch", disable=None)
@@ -350,22 +377,24 @@ class CrabEmotionPipeline(Pipeline):
                 return_tensors="pt",
                 names=[n for _, _, n in chunk],
             )
-            chunk_probabilities = self.forward(dict(model_inputs), **forward)["probabilities"]
-            if not torch.isfinite(chunk_probabilities).all():  # a last guard: never a NaN score
-                bad = [n for (_, _, n), p in zip(chunk, chunk_probabilities) if not torch.isfinite(p).all()]
+            chunk_outputs = {k: v for k, v in self.forward(dict(model_inputs), **forward).items() if v is not None}
+            finite = torch.stack([torch.isfinite(v).all(dim=-1) for v in chunk_outputs.values()]).all(dim=0)
+            if not finite.all():  # a last guard: never a NaN score
+                bad = [n for (_, _, n), ok in zip(chunk, finite) if not ok]
                 raise ValueError(
                     f"{', '.join(bad)} gave non-finite scores (the model overflowed on this audio); check that it is "
                     "speech at a normal level (float audio lies in [-1, 1])"
                 )
-            probabilities.append(chunk_probabilities)
-        probabilities = torch.cat(probabilities).numpy()[np.argsort(order)]
+            for key, value in chunk_outputs.items():
+                heads[key].append(value)
+        input_order = np.argsort(order)
+        heads = {key: torch.cat(values).numpy()[input_order] for key, values in heads.items() if values}
 
         outputs, offset = [], 0
         for p in prepared:
             count = len(p["waveforms"])
-            outputs.append(
-                self.postprocess({**p, "probabilities": probabilities[offset : offset + count]}, **postprocess)
-            )
+            window_outputs = {key: values[offset : offset + count] for key, values in heads.items()}
+            outputs.append(self.postprocess({**p, **window_outputs}, **postprocess))
             offset += count
         return outputs[0] if single else outputs
 
@@ -412,31 +441,47 @@ class CrabEmotionPipeline(Pipeline):
         }
 
     def _forward(self, model_inputs, precision: str = "fp32", backend: str = "pytorch"):
+        """A batch of windows -> `probabilities` (windows, C) and `attributes` (windows, A), each None where the
+        model lacks that head."""
         if BACKENDS[backend] is not None:
             if precision != "fp32":
                 raise ValueError(f"precision={precision!r} is for the PyTorch backend; backend={backend!r} runs fp32")
-            logits = torch.from_numpy(self._onnx_session(backend)(**model_inputs))
-            return {"probabilities": logits.float().softmax(dim=-1)}
-        dtype = next(self.model.parameters()).dtype
-        model_inputs["input_values"] = model_inputs["input_values"].to(dtype)
-        device_type = model_inputs["input_values"].device.type
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            logits = self.model(**model_inputs).logits  # (windows, C)
-        return {"probabilities": logits.float().softmax(dim=-1)}
+            outputs = self._onnx_session(backend)(**model_inputs)
+            logits, attributes = (outputs.get(name) for name in ("logits", "attributes"))
+            logits, attributes = (None if x is None else torch.from_numpy(x) for x in (logits, attributes))
+        else:
+            dtype = next(self.model.parameters()).dtype
+            model_inputs["input_values"] = model_inputs["input_values"].to(dtype)
+            device_type = model_inputs["input_values"].device.type
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                output = self.model(**model_inputs)
+            # code saved before attributes existed (an old export's own model class) has no `attributes` output
+            logits, attributes = output.logits, getattr(output, "attributes", None)  # (windows, C), (windows, A)
+        return {
+            "probabilities": None if logits is None else logits.float().softmax(dim=-1),
+            "attributes": None if attributes is None else attributes.float(),
+        }
 
     def postprocess(self, model_outputs, top_k=None, return_windows=False):
-        """Window probabilities -> labels sorted by score; the aggregate weights windows by duration."""
-        probabilities = model_outputs["probabilities"]  # (windows, C)
+        """Window probabilities (windows, C) and attributes (windows, A), where the model has them -> the answer
+        (`_answer`); the aggregate is their duration-weighted mean over the windows."""
+        probabilities, attributes = model_outputs.get("probabilities"), model_outputs.get("attributes")
         spans = model_outputs["spans"]
         durations = np.array([end - start for start, end in spans])
-        aggregate = (probabilities * durations[:, None]).sum(axis=0) / durations.sum()
-        result = self._ranked(aggregate, top_k)
+        result = self._answer(
+            None if probabilities is None else duration_weighted_mean(probabilities, durations),
+            None if attributes is None else duration_weighted_mean(attributes, durations),
+            top_k,
+        )
         if not return_windows:
             return result
-        windows = [
-            {"start": round(start, 3), "end": round(end, 3), "text": text, "scores": self._ranked(p, top_k)}
-            for (start, end), text, p in zip(spans, model_outputs["window_texts"], probabilities)
-        ]
+        windows = []
+        for i, ((start, end), text) in enumerate(zip(spans, model_outputs["window_texts"])):
+            scores = [] if probabilities is None else self._ranked(probabilities[i], top_k)
+            window = {"start": round(start, 3), "end": round(end, 3), "text": text, "scores": scores}
+            if attributes is not None:
+                window["attributes"] = self._named_attributes(attributes[i])
+            windows.append(window)
         return {"aggregate": result, "windows": windows, "text": model_outputs["text"]}
 
     # -- helpers --------------------------------------------------------------------------------------------------
@@ -467,6 +512,18 @@ class CrabEmotionPipeline(Pipeline):
 
     def _min_samples(self) -> int:
         return min_audio_samples(self.model.config.audio_config)
+
+    def _answer(self, probabilities: np.ndarray | None, attributes: np.ndarray | None, top_k: int | None):
+        """One input's answer: the ranked labels for a model with classes only; `{"labels", "attributes"}` for a
+        model with attributes (labels `[]` without classes)."""
+        labels = [] if probabilities is None else self._ranked(probabilities, top_k)
+        if attributes is None:
+            return labels
+        return {"labels": labels, "attributes": self._named_attributes(attributes)}
+
+    def _named_attributes(self, attributes: np.ndarray) -> dict[str, float]:
+        """(A,) -> {name: value} in `config.attribute_names` order."""
+        return {name: float(value) for name, value in zip(self.model.config.attribute_names, attributes)}
 
     def _ranked(self, probabilities: np.ndarray, top_k: int | None) -> list[dict]:
         order = np.argsort(-probabilities, kind="stable")[: top_k or None]

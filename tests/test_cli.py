@@ -118,3 +118,27 @@ def test_console_script(checkpoint, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout)[0]["scores"][0]["label"] in LABELS
+
+
+@pytest.mark.parametrize("id2label", [{0: "angry", 1: "happy", 2: "neutral", 3: "sad"}, {}], ids=["joint", "only"])
+def test_predict_prints_the_attributes_after_the_labels(id2label, tiny_tokenizer, tmp_path, capsys):
+    from attribute_models import ATTRIBUTES, export_attribute_model
+
+    _, _, model = export_attribute_model(tiny_tokenizer, tmp_path / "ckpt", id2label)
+    a = speech(tmp_path / "a.wav", seconds=3.0)  # two windows of the 2 s crop
+    args = ["predict", a, "--text", "that is wonderful news", "--model", str(model), "--device", "cpu"]
+    assert main([*args, "--json", "--windows", "--top-k", "2"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert list(result["attributes"]) == ATTRIBUTES and all(0 <= v <= 1 for v in result["attributes"].values())
+    assert len(result["scores"]) == (2 if id2label else 0)
+    assert len(result["windows"]) == 2 and all(list(w["attributes"]) == ATTRIBUTES for w in result["windows"])
+
+    assert main([*args, "--windows"]) == 0
+    header, line, *windows = capsys.readouterr().out.splitlines()
+    shown = "  ".join(f"{name} {value:.3f}" for name, value in result["attributes"].items())
+    assert line.endswith(shown) and header.split()[-1] == "attributes" and len(windows) == 2
+    if id2label:
+        assert header.split()[:3] == ["file", "emotion", "score"] and line.split()[1] in LABELS
+        assert line.split()[1] == result["scores"][0]["label"] and " | " in line
+    else:
+        assert line.split()[:2] == [a, ATTRIBUTES[0]]

@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from safetensors import safe_open
 
@@ -44,8 +45,9 @@ HUB_USER = textwrap.dedent(
     audio = [data["a0"], data["a1"]]
     batch = processor(audio=audio, text=["that is wonderful news", "we talked about it"], sampling_rate=22050)
     with torch.no_grad():
-        logits = classifier(**batch).logits
+        output = classifier(**batch)
         pooled = embedder(**batch).pooled_output
+    logits, attributes = output.logits, output.attributes
     json.dump({
         "config_class": type(config).__name__,
         "classifier_class": type(classifier).__name__,
@@ -54,7 +56,9 @@ HUB_USER = textwrap.dedent(
         "has_legs": classifier.csl_legs is not None,
         "num_parameters": sum(p.numel() for p in classifier.parameters()),
         "normalization": processor.normalization,
-        "logits": logits.tolist(),
+        "logits": None if logits is None else logits.tolist(),
+        "attributes": None if attributes is None else attributes.tolist(),
+        "attribute_names": config.attribute_names,
         "pooled": pooled.tolist(),
         "input_values": batch["input_values"].tolist(),
     }, open(out_path, "w"))
@@ -107,6 +111,61 @@ def test_inference_export_round_trip_without_the_package(tiny_config, tiny_proce
         pooled = model.crab(**batch).pooled_output
     np.testing.assert_allclose(loaded["logits"], expected.logits.numpy(), atol=1e-5)
     np.testing.assert_allclose(loaded["pooled"], pooled.numpy(), atol=1e-5)
+    assert loaded["attributes"] is None and loaded["attribute_names"] == []
+
+
+def test_attribute_regressor_is_exported_and_loads_with_the_auto_classes(tiny_tokenizer, tmp_path):
+    """A joint model (classes + attributes): the export keeps the regressor (drops only the CSL legs), and a Hub
+    user's `AutoModelForAudioClassification` gives the same attributes and logits."""
+    from attribute_models import ATTRIBUTES, export_attribute_model
+
+    model, processor, checkpoint = export_attribute_model(tiny_tokenizer, tmp_path / "inference")
+    with safe_open(checkpoint / "model.safetensors", "pt") as weights:
+        keys = list(weights.keys())
+    assert any(key.startswith("regressor.") for key in keys) and not any("csl_legs" in key for key in keys)
+
+    loaded, inputs = _run_as_hub_user(checkpoint, tmp_path)
+    assert loaded["attribute_names"] == ATTRIBUTES and loaded["has_legs"] is False
+    batch = processor(
+        audio=[inputs["a0"], inputs["a1"]], text=["that is wonderful news", "we talked about it"], sampling_rate=22050
+    )
+    with torch.no_grad():
+        expected = model(**batch)
+    np.testing.assert_allclose(loaded["attributes"], expected.attributes.numpy(), atol=1e-5)
+    np.testing.assert_allclose(loaded["logits"], expected.logits.numpy(), atol=1e-5)
+
+
+def test_a_checkpoint_saved_before_attributes_answers_as_before(tiny_export, tmp_path):
+    """config.json without `attribute_names` (and the other attribute fields): a categories-only model, and the
+    pipeline answers the ranked label list, as before attributes existed."""
+    import shutil
+
+    from transformers import AutoModelForAudioClassification, pipeline
+
+    model, processor, export = tiny_export
+    checkpoint = tmp_path / "old"
+    shutil.copytree(export, checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    for key in ("attribute_names", "attribute_loss_weight", "attribute_contrast_bins"):
+        config.pop(key)
+    (checkpoint / "config.json").write_text(json.dumps(config))
+
+    loaded = AutoModelForAudioClassification.from_pretrained(checkpoint, trust_remote_code=True).eval()
+    assert loaded.config.attribute_names == [] and loaded.regressor is None
+    audio = np.random.default_rng(1).standard_normal(16000).astype(np.float32) * 0.1
+    batch = processor(audio=[audio], text=["that is wonderful news"], sampling_rate=16000)
+    with torch.no_grad():
+        output, expected = loaded(**batch), model(**batch)
+    assert output.attributes is None
+    torch.testing.assert_close(output.logits, expected.logits, rtol=0, atol=1e-6)
+    answer = pipeline("speech-emotion-recognition", model=str(checkpoint), trust_remote_code=True, device="cpu")(
+        audio, text="that is wonderful news"
+    )
+    assert isinstance(answer, list) and [set(s) for s in answer] == [{"label", "score"}] * len(answer)
+    probabilities = expected.logits.softmax(-1)[0]
+    assert {s["label"]: s["score"] for s in answer} == pytest.approx(
+        {model.config.id2label[i]: p.item() for i, p in enumerate(probabilities)}, abs=1e-6
+    )
 
 
 def test_export_files(tiny_config, tiny_processor, tmp_path):

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from attribute_models import ATTRIBUTES, export_attribute_model
 from conftest import SENTENCES
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
@@ -59,10 +60,10 @@ def test_onnx_scores_equal_pytorch_batched_and_one_by_one(exported):
     model, processor, session, _, _ = exported
     waveforms, texts = varied_inputs(model)
     batch = processor(audio=waveforms, text=texts, sampling_rate=16000, max_duration_s=None, return_tensors="pt")
-    np.testing.assert_allclose(session(**batch), torch_logits(model, batch), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(session(**batch)["logits"], torch_logits(model, batch), atol=1e-4, rtol=0)
     for waveform, text in zip(waveforms, texts):
         one = processor(audio=[waveform], text=[text], sampling_rate=16000, max_duration_s=None, return_tensors="pt")
-        np.testing.assert_allclose(session(**one), torch_logits(model, one), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(session(**one)["logits"], torch_logits(model, one), atol=1e-4, rtol=0)
 
 
 def test_a_padded_batch_scores_as_its_rows_alone(exported):
@@ -70,10 +71,13 @@ def test_a_padded_batch_scores_as_its_rows_alone(exported):
     waveforms, texts = varied_inputs(model, seed=1)
     batch = processor(audio=waveforms, text=texts, sampling_rate=16000, max_duration_s=None, return_tensors="np")
     alone = [
-        session(**processor(audio=[w], text=[t], sampling_rate=16000, max_duration_s=None, return_tensors="np"))[0]
+        session(**processor(audio=[w], text=[t], sampling_rate=16000, max_duration_s=None, return_tensors="np"))
         for w, t in zip(waveforms, texts)
     ]
-    np.testing.assert_allclose(session(**batch), np.stack(alone), atol=1e-5, rtol=0)
+    assert list(session(**batch)) == ["logits"]  # a categories-only model's graph has no attributes output
+    np.testing.assert_allclose(
+        session(**batch)["logits"], np.concatenate([a["logits"] for a in alone]), atol=1e-5, rtol=0
+    )
 
 
 def test_int8_stores_the_linear_weights_in_int8_and_stays_close_to_fp32(exported):
@@ -87,8 +91,8 @@ def test_int8_stores_the_linear_weights_in_int8_and_stays_close_to_fp32(exported
     assert len(int8) >= len(encoder_linears) - 4  # all but the cross-attention projections (MHA splits them)
     waveforms, texts = varied_inputs(model, seed=2)
     batch = processor(audio=waveforms, text=texts, sampling_rate=16000, max_duration_s=None, return_tensors="np")
-    fp32_scores = torch.from_numpy(session(**batch)).softmax(-1)
-    int8_scores = torch.from_numpy(quantized(**batch)).softmax(-1)
+    fp32_scores = torch.from_numpy(session(**batch)["logits"]).softmax(-1)
+    int8_scores = torch.from_numpy(quantized(**batch)["logits"]).softmax(-1)
     assert (fp32_scores - int8_scores).abs().max() < 2e-2
 
 
@@ -165,6 +169,49 @@ def test_the_pipeline_and_crab_predict_serve_the_onnx_graphs(exported, tmp_path,
     printed = json.loads(capsys.readouterr().out)[0]["scores"]
     ref_scores = {s["label"]: s["score"] for s in reference[0]["aggregate"]}
     assert max(abs(s["score"] - ref_scores[s["label"]]) for s in printed) < 1e-5
+
+
+@pytest.fixture(scope="module", params=["joint", "attributes-only"])
+def attribute_graphs(request, tiny_tokenizer, tmp_path_factory):
+    """(model, processor, export folder with onnx/ fp32 and int8 graphs) of a model with attributes, with classes
+    ("joint") or without."""
+    id2label = {} if request.param == "attributes-only" else {0: "angry", 1: "happy", 2: "neutral", 3: "sad"}
+    folder = tmp_path_factory.mktemp("attribute-onnx") / "inference"
+    model, processor, folder = export_attribute_model(tiny_tokenizer, folder, id2label)
+    export_checkpoint(folder)
+    return model, processor, folder
+
+
+def test_attribute_graphs_match_pytorch_batched_and_int8_stays_close(attribute_graphs):
+    model, processor, folder = attribute_graphs
+    session = OnnxCrabSession(folder / ONNX_FOLDER / MODEL_FILE)
+    quantized = OnnxCrabSession(folder / ONNX_FOLDER / QUANTIZED_FILE)
+    waveforms, texts = varied_inputs(model, seed=4)
+    batch = processor(audio=waveforms, text=texts, sampling_rate=16000, max_duration_s=None, return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**batch)
+    got = session(**batch)
+    assert list(got) == (["logits", "attributes"] if model.config.num_labels else ["attributes"])
+    assert got["attributes"].shape == (len(waveforms), len(ATTRIBUTES))
+    np.testing.assert_allclose(got["attributes"], expected.attributes.numpy(), atol=1e-4, rtol=0)
+    if model.config.num_labels:
+        np.testing.assert_allclose(got["logits"], expected.logits.numpy(), atol=1e-4, rtol=0)
+    assert np.abs(quantized(**batch)["attributes"] - got["attributes"]).max() < 2e-2
+
+
+def test_the_pipeline_serves_attributes_from_the_onnx_graphs(attribute_graphs):
+    from transformers import pipeline
+
+    _, _, folder = attribute_graphs
+    classify = pipeline("speech-emotion-recognition", model=str(folder), trust_remote_code=True, device="cpu")
+    rng = np.random.default_rng(5)
+    inputs = [rng.standard_normal(16000 * 5).astype(np.float32) * 0.1, rng.standard_normal(12000).astype(np.float32)]
+    texts = [SENTENCES[0], SENTENCES[1]]
+    reference = classify(inputs, text=texts, batch_size=2)
+    for backend, tolerance in (("onnx", 1e-5), ("onnx-int8", 2e-2)):
+        for ref, got in zip(reference, classify(inputs, text=texts, batch_size=2, backend=backend)):
+            assert list(got["attributes"]) == ATTRIBUTES and len(got["labels"]) == len(ref["labels"])
+            assert max(abs(got["attributes"][a] - ref["attributes"][a]) for a in ATTRIBUTES) < tolerance
 
 
 def test_a_model_without_onnx_graphs_says_how_to_make_them(tiny_export):

@@ -369,3 +369,72 @@ def test_other_formats_and_bytes_go_through_soundfile(tmp_path):
     soundfile.write(buffer, samples, 16000, format="WAV", subtype="FLOAT")  # float WAV: not for the wave module
     waveform, _ = read_audio(buffer.getvalue())
     np.testing.assert_allclose(waveform, samples, atol=1e-6)
+
+
+# -- emotional attributes -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module", params=["joint", "attributes-only"])
+def attribute_crab(request, tiny_tokenizer, tmp_path_factory):
+    """(model, processor, pipeline) of a tiny model predicting attributes, with the four classes or without."""
+    from attribute_models import export_attribute_model
+
+    id2label = {} if request.param == "attributes-only" else LABELS
+    folder = tmp_path_factory.mktemp("attributes") / "inference"
+    model, processor, folder = export_attribute_model(tiny_tokenizer, folder, id2label, crop_s=CROP_S)
+    pipe = pipeline("speech-emotion-recognition", model=str(folder), trust_remote_code=True, device="cpu")
+    return model, processor, pipe
+
+
+def attributes_of(model, processor, audio, text: str) -> np.ndarray:
+    batch = processor(audio=[audio], text=[text], sampling_rate=16000, max_duration_s=None)
+    with torch.no_grad():
+        return model(**batch).attributes[0].numpy()
+
+
+def test_a_model_with_attributes_answers_labels_and_named_attributes(attribute_crab):
+    from attribute_models import ATTRIBUTES
+
+    model, processor, pipe = attribute_crab
+    audio = np.random.default_rng(7).standard_normal(16000).astype(np.float32) * 0.1
+    answer = pipe(audio, text="that is wonderful news", top_k=2)
+    assert set(answer) == {"labels", "attributes"} and list(answer["attributes"]) == ATTRIBUTES
+    assert len(answer["labels"]) == (2 if model.config.num_labels else 0)  # top_k applies to labels only
+    expected = attributes_of(model, processor, audio, "that is wonderful news")
+    np.testing.assert_allclose([answer["attributes"][a] for a in ATTRIBUTES], expected, atol=1e-5)
+    assert all(isinstance(value, float) and 0 <= value <= 1 for value in answer["attributes"].values())
+    if model.config.num_labels:
+        assert as_array(pipe(audio, text="that is wonderful news")["labels"]) == pytest.approx(
+            probabilities(model, processor, audio, "that is wonderful news", 16000), abs=1e-5
+        )
+
+
+def test_attributes_batched_and_padded_equal_one_by_one(attribute_crab):
+    _, _, pipe = attribute_crab
+    rng = np.random.default_rng(8)
+    audios = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (16000, 5000, 28000, 9000)]
+    texts = ["that is wonderful news", "i miss her so much", "", "we talked about it yesterday"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the empty transcript's audio-only warning
+        batched = pipe(audios, text=texts, batch_size=4)
+        alone = [pipe(audio, text=text) for audio, text in zip(audios, texts)]
+    for got, expected in zip(batched, alone):
+        assert got["attributes"] == pytest.approx(expected["attributes"], abs=1e-5)
+        assert [s["label"] for s in got["labels"]] == [s["label"] for s in expected["labels"]]
+
+
+def test_long_audio_attributes_are_the_duration_weighted_mean_of_the_windows(attribute_crab):
+    from attribute_models import ATTRIBUTES
+
+    model, processor, pipe = attribute_crab
+    audio = np.random.default_rng(9).standard_normal(int(16000 * 2.5 * CROP_S)).astype(np.float32) * 0.1
+    result = pipe(audio, text="we talked about it yesterday", return_windows=True)
+    assert set(result) == {"aggregate", "windows", "text"} and len(result["windows"]) == 3
+    assert result["aggregate"] == pipe(audio, text="we talked about it yesterday")
+    window_values, durations = [], []
+    for window, (start, end) in zip(result["windows"], window_bounds(len(audio), int(CROP_S * 16000))):
+        expected = attributes_of(model, processor, audio[start:end], "we talked about it yesterday")
+        window_values.append([window["attributes"][a] for a in ATTRIBUTES])
+        np.testing.assert_allclose(window_values[-1], expected, atol=1e-5)
+        assert len(window["scores"]) == model.config.num_labels
+        durations.append(window["end"] - window["start"])
+    weighted = np.average(window_values, axis=0, weights=durations)
+    np.testing.assert_allclose([result["aggregate"]["attributes"][a] for a in ATTRIBUTES], weighted, atol=1e-4)

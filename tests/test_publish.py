@@ -272,3 +272,61 @@ def test_the_installed_package_carries_every_publishing_template(tmp_path):
     }
     assert {f"modeling_crab/model_cards/{name}.md" for name in DATASETS} <= templates
     assert templates <= packaged
+
+
+ATTRIBUTE_RESULTS = {  # what train.py writes for a joint model: the classes' metrics and each attribute's
+    **EVAL_RESULTS,
+    **{
+        f"{split}_{metric}_{attribute}": value
+        for split, base in (("eval", 0.5), ("test", 0.4))
+        for attribute, shift in (("arousal", 0.1), ("valence", 0.0), ("dominance", 0.05))
+        for metric, value in (("ccc", base + shift), ("pearson", base + shift + 0.02), ("mae", 0.1 + shift))
+    },
+    "eval_ccc_mean": 0.55,
+    "test_ccc_mean": 0.45,
+}
+
+
+def test_a_joint_model_publishes_its_attribute_results_scale_and_answers(tiny_tokenizer, tmp_path):
+    """model-index: CCC, Pearson r and MAE per attribute (and the mean CCC) under the attribute regression task, beside
+    the classes' results; the card's table says the same and states the 0-1 scale; the Endpoints handler answers
+    the attributes."""
+    from attribute_models import ATTRIBUTES, export_attribute_model
+
+    export_attribute_model(tiny_tokenizer, tmp_path / "outputs" / "inference")
+    (tmp_path / "outputs" / "eval_results.json").write_text(json.dumps(ATTRIBUTE_RESULTS))
+    staged = tmp_path / "preview"
+    argv = [str(tmp_path / "outputs"), "--repo-id", "me/crab-msp", "--dataset", "msp_podcast", "--dry-run"]
+    assert push_to_hub_main([*argv, str(staged)]) == 0
+    card = ModelCard.load(staged / "model" / "README.md")
+    regression = [r for r in card.data.eval_results if r.task_type != "audio-classification"]
+    assert {r.task_type for r in regression} == {"emotion-attribute-regression"}
+    reported = {(r.dataset_split, r.metric_type, r.metric_config): r.metric_value for r in regression}
+    assert reported[("test1", "ccc", "arousal")] == round(ATTRIBUTE_RESULTS["test_ccc_arousal"], 4)
+    assert reported[("development", "pearsonr", "valence")] == round(ATTRIBUTE_RESULTS["eval_pearson_valence"], 4)
+    assert reported[("test1", "mae", "dominance")] == round(ATTRIBUTE_RESULTS["test_mae_dominance"], 4)
+    assert reported[("test1", "ccc", "mean")] == 0.45 and len(reported) == 2 * (3 * len(ATTRIBUTES) + 1)
+    assert len(card.data.eval_results) - len(regression) == 6  # the classes' WAR, UAR, F1s as before
+    text = " ".join(card.text.split())
+    assert "| split | attribute | CCC | Pearson r | MAE |" in card.text
+    assert "| test1 | arousal | 0.5 | 0.52 | 0.2 |" in card.text and "| test1 | mean | 0.45 | - | - |" in card.text
+    assert "Labels: `angry`, `happy`, `neutral`, `sad`." in card.text
+    assert "`arousal`, `valence`, `dominance`, each predicted on a 0-1 scale" in text
+    assert "MSP-Podcast's 1-7 ratings as (x - 1) / 6, IEMOCAP's 1-5 ratings as (x - 1) / 4" in text
+
+    wav = base64.b64encode(wav_bytes(np.random.default_rng(0).uniform(-0.3, 0.3, 12000), 8000)).decode()
+    requests = {
+        "answer": {"inputs": wav, "parameters": {"text": "that is wonderful news", "top_k": 1}},
+        "windows": {"inputs": wav, "parameters": {"text": "hello", "return_windows": True}},
+    }
+    (tmp_path / "requests.json").write_text(json.dumps(requests | {"raw_body": requests["answer"]}))
+    out = run_as_hub_user(HANDLER_REQUESTS, tmp_path, staged / "model", tmp_path / "requests.json")
+    (answer,) = out["answer"]
+    assert list(answer["attributes"]) == ATTRIBUTES and len(answer["labels"]) == 1
+    assert list(out["windows"][0]["aggregate"]["attributes"]) == ATTRIBUTES
+
+
+def test_a_categories_only_card_says_nothing_of_attributes(tiny_config):
+    card = render_model_card(tiny_config.to_dict(), ATTRIBUTE_RESULTS, "me/crab", dataset="iemocap")
+    assert {r.task_type for r in card.data.eval_results} == {"audio-classification"}
+    assert "attribute" not in card.text.lower() and "Labels: `angry`, `happy`, `neutral`, `sad`." in card.text

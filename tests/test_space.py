@@ -118,3 +118,52 @@ def test_space_classifies_an_uploaded_recording(tiny_config, tiny_processor, tmp
             server.kill()
     assert sum(label in shown for label in LABELS) == len(LABELS), shown  # a bar per label
     assert "%" in shown and used == "that is wonderful news"
+
+
+def run_app(checkpoint: Path, monkeypatch) -> dict:
+    """The Space's module namespace (pipeline built, interface defined, not launched) on `checkpoint`."""
+    import runpy
+
+    pytest.importorskip("gradio", reason="the Space test needs the `space` extra: pip install -e '.[space]'")
+    monkeypatch.setenv("CRAB_MODEL", str(checkpoint))
+    return runpy.run_path(str(APP), run_name="space_app")
+
+
+def recording(path: Path, seconds: float) -> str:
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        samples = np.random.default_rng(0).uniform(-0.3, 0.3, int(16000 * seconds))
+        wav.writeframes((samples * 32767).astype("<i2").tobytes())
+    return str(path)
+
+
+@pytest.mark.parametrize("id2label", [dict(enumerate(LABELS)), {}], ids=["joint", "attributes-only"])
+def test_the_space_shows_the_attributes_and_the_valence_arousal_point(id2label, tiny_tokenizer, tmp_path, monkeypatch):
+    from attribute_models import ATTRIBUTES, export_attribute_model
+
+    _, _, checkpoint = export_attribute_model(tiny_tokenizer, tmp_path / "m", id2label)
+    app = run_app(checkpoint, monkeypatch)
+    audio = recording(tmp_path / "hello.wav", 3.0)  # two windows of the 2 s crop
+    scores, used, windows, attribute_text, point = app["classify"](audio, "that is wonderful news", False)
+    expected = app["classifier"](audio, text="that is wonderful news")
+    assert used == "that is wonderful news" and set(scores) == set(id2label.values())
+    assert attribute_text.split()[::2] == ATTRIBUTES
+    assert [float(v) for v in attribute_text.split()[1::2]] == [
+        round(expected["attributes"][a], 2) for a in ATTRIBUTES
+    ]
+    assert list(point.columns) == ["valence", "arousal"] and len(point) == 1
+    assert point.iloc[0].to_dict() == {axis: expected["attributes"][axis] for axis in ("valence", "arousal")}
+    assert len(windows) == 2 and all(len(row) == len(app["WINDOW_HEADERS"]) for row in windows)
+    assert app["WINDOW_HEADERS"][-3:] == ATTRIBUTES and app["PLANE"]
+
+
+def test_the_space_of_a_categories_only_model_shows_labels_alone(tiny_config, tiny_processor, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    checkpoint = export_for_inference(CrabForEmotionClassification(tiny_config).eval(), tiny_processor, tmp_path / "m")
+    app = run_app(checkpoint, monkeypatch)
+    scores, _, windows, attribute_text, point = app["classify"](recording(tmp_path / "a.wav", 1.5), "hello", False)
+    assert set(scores) == set(LABELS) and sum(scores.values()) == pytest.approx(1.0, abs=1e-5)
+    assert attribute_text == "" and point.empty and not app["PLANE"] and not app["ATTRIBUTES"]
+    assert app["WINDOW_HEADERS"] == ["start (s)", "end (s)", "emotion", "score"] and len(windows[0]) == 4

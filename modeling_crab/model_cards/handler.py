@@ -3,7 +3,9 @@
 Request (JSON):  {"inputs": "<base64 audio file>" | [float samples], "parameters": {"text": "...",
                   "sampling_rate": 16000, "top_k": 3, "return_windows": false}}
 Request (audio/wav, audio/flac, ... body): the endpoint passes {"inputs": <bytes>}; the transcript is then transcribed.
-Response: [{"label": "...", "score": 0.71}, ...], best first ([{"aggregate", "windows", "text"}] with return_windows).
+Response: the pipeline's answer in a list: [{"label": "...", "score": 0.71}, ...], best first, for a model with classes
+only; [{"labels": [...], "attributes": {"arousal": 0.71, ...}}] for a model with emotional attributes (0-1 scale);
+[{"aggregate", "windows", "text"}] with return_windows.
 """
 
 from __future__ import annotations
