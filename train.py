@@ -655,8 +655,9 @@ def build_model(
 ):
     """The Crab model to train: a checkpoint to fine-tune, the tiny random one or pretrained encoders, with the head
     options of the flags; `attributes` are the emotional attributes it predicts beside the `label_names` classes
-    (none of those: an attributes-only model). `spec_augment` (`mask_time_prob`, ...) goes into the speech encoder's config before the
-    encoder is built, so its `masked_spec_embed` exists when a masking probability is turned on from 0."""
+    (no classes: an attributes-only model). `spec_augment` (`mask_time_prob`, ...) goes into the speech encoder's
+    config before the encoder is built, so its `masked_spec_embed` exists when a masking probability is turned on
+    from 0."""
     spec_augment = spec_augment or {}
     id2label = dict(enumerate(label_names))
     head_options = {
