@@ -135,16 +135,9 @@ class DataArguments:
         default=None, metadata={"help": "comma-separated classes, in logit order; none: the train split's, sorted"}
     )
     attributes: str | None = field(
-        default=None,
-        metadata={
-            "help": "comma-separated attribute columns the model also predicts, on the manifests' 0-1 scale (e.g. "
-            "arousal,valence,dominance: the recipes write them); none: classes only"
-        },
+        default=None, metadata={"help": "attribute columns to predict too (0-1), e.g. arousal,valence,dominance"}
     )
-    attributes_only: bool = field(
-        default=False,
-        metadata={"help": "predict --attributes alone, without classes (the manifest then needs no label column)"},
-    )
+    attributes_only: bool = field(default=False, metadata={"help": "predict --attributes alone, with no classes"})
     max_duration_s: float = field(
         default=TRAINING_CROP_S, metadata={"help": "audio is cropped to its first N seconds"}
     )
@@ -198,10 +191,7 @@ class CrabLossArguments:
     )
     attribute_contrast_bins: int = field(
         default=CrabConfig.attribute_contrast_bins,
-        metadata={
-            "help": "MLCS of an attributes-only model: positives share the bin of every attribute (0-1 cut into N "
-            "equal bins); 0: no MLCS term for such a model"
-        },
+        metadata={"help": "attributes-only MLCS: positives share every attribute's bin (N per 0-1); 0: none"},
     )
 
 
