@@ -1003,6 +1003,7 @@ def train_and_evaluate(
                     attributes,
                     output_dir / f"attributes_{splits[role]}.png",
                     f"{splits[role]} split",
+                    per_split[splits[role]],
                 )
     # how the model was trained, so that a reader of the results (and the model card) can tell
     results.update(

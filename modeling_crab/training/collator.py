@@ -51,7 +51,8 @@ def attribute_labels_of(features: list[dict[str, Any]]) -> torch.Tensor | None:
     rows = [feature.get("attributes") for feature in features]
     if not any(rows):
         return None
-    return torch.tensor([row if row else [float("nan")] * len(next(r for r in rows if r)) for row in rows])
+    missing = [float("nan")] * len(next(row for row in rows if row))
+    return torch.tensor([row or missing for row in rows], dtype=torch.float32)
 
 
 class EpochSeededLengthGroupedSampler(LengthGroupedSampler):

@@ -11,9 +11,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from ..losses import concordance_correlation  # noqa: E402
 
 
 def plot_confusion_matrix(
@@ -106,10 +103,12 @@ def plot_attributes(
     attribute_names: Sequence[str],
     path: str | os.PathLike,
     title: str = "attributes",
+    metrics: dict[str, float] | None = None,
 ) -> None:
     """(N, A) predicted attributes against their labels: the valence-arousal plane when the model has both (each
     clip's label and its prediction, joined by a line), then one predicted-vs-label panel per attribute with the
-    identity line and the CCC. Rows without a label (NaN) are left out."""
+    identity line and its CCC from `metrics` (`metrics.attribute_metrics`' `ccc_<name>`). Rows without a label (NaN)
+    are left out."""
     targets, predictions = np.asarray(targets, dtype=float), np.asarray(predictions, dtype=float)
     names = list(attribute_names)
     plane = "valence" in names and "arousal" in names
@@ -131,8 +130,9 @@ def plot_attributes(
         y, x = targets[rows, i], predictions[rows, i]
         ax.plot([0, 1], [0, 1], color="lightgrey", linewidth=1)
         ax.scatter(y, x, s=10, color="tab:blue")
-        ccc = float(concordance_correlation(torch.from_numpy(x), torch.from_numpy(y))) if len(y) > 1 else float("nan")
-        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=f"{name} label", ylabel="prediction", title=f"{name} (CCC {ccc:.2f})")
+        ccc = (metrics or {}).get(f"ccc_{name}")
+        heading = name if ccc is None else f"{name} (CCC {ccc:.2f})"
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=f"{name} label", ylabel="prediction", title=heading)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
