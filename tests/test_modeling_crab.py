@@ -173,6 +173,20 @@ def test_paper_sized_parameter_counts():
     assert config.audio_config.hidden_size == config.text_config.hidden_size == 1024
 
 
+def test_the_tiny_speech_encoder_hears_loudness(tiny_config):
+    """The CNN layer-norms each frame over its channels; only its bias keeps a clip and the same clip 12 dB louder
+    apart (without one the tiny model cannot hear how loud a voice is, a main cue of anger and sadness)."""
+    cnn = _model(tiny_config).crab.audio_encoder.feature_extractor
+    clip = torch.randn(1, 16000, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        quiet, loud = cnn(0.25 * clip), cnn(clip)
+    assert (loud - quiet).abs().mean() > 0.05 * quiet.abs().mean()
+    tiny_config.audio_config.conv_bias = False
+    cnn = _model(tiny_config).crab.audio_encoder.feature_extractor
+    with torch.no_grad():
+        torch.testing.assert_close(cnn(0.25 * clip), cnn(clip), atol=1e-3, rtol=1e-3)
+
+
 def test_group_norm_encoders_get_no_attention_mask(tiny_config, tiny_batch):
     tiny_config.audio_config.feat_extract_norm = "group"
     tiny_config.audio_config.do_stable_layer_norm = False

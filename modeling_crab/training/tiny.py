@@ -66,6 +66,9 @@ def tiny_crab_config(
         conv_dim=(32, 32, 32, 32),  # total stride 640: 40 ms frames (the real WavLM: 20 ms), a short GRU on CPU
         conv_kernel=(10, 8, 4, 4),
         conv_stride=(5, 8, 4, 4),
+        # As WavLM-large's: each CNN layer's output is layer-normed over its channels frame by frame, and without a
+        # bias that norm would make the encoder blind to loudness (scaling a frame scales its conv output).
+        conv_bias=True,
         hidden_size=64,
         num_hidden_layers=2,
         num_attention_heads=2,
