@@ -22,7 +22,8 @@ NO_DROPOUT = {"hidden_dropout": 0.0, "attention_dropout": 0.0, "activation_dropo
 # Large checkpoints: layer-norm CNN + pre-LN transformer; base checkpoints: group-norm CNN + post-LN transformer.
 VARIANTS = {
     "stable_layer_norm": {"feat_extract_norm": "layer", "do_stable_layer_norm": True},
-    "post_layer_norm": {"feat_extract_norm": "group", "do_stable_layer_norm": False},
+    # without a CNN bias, as in base checkpoints: the group norm would cancel it (its gradient is rounding noise)
+    "post_layer_norm": {"feat_extract_norm": "group", "do_stable_layer_norm": False, "conv_bias": False},
 }
 
 
