@@ -375,7 +375,7 @@ SMALL_MODEL = {
     "classifier_dropout": 0.1,
     "cross_attention_dropout": 0.1,
     "mlcs_weight": 0.2,
-    "weight_decay": 0.05,  # more than the paper's 0.01: unseen voices, docs/training.md ("Small data")
+    "weight_decay": 0.05,  # the paper's 0.01 fits the training voices (docs/training.md, "Small data")
     "num_train_epochs": 10,
     "warmup_steps": 10,
     "gradient_accumulation_steps": 1,
