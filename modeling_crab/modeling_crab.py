@@ -365,6 +365,11 @@ class CrabModel(CrabPreTrainedModel):
         """Apply `config.audio_attention` and `config.fp32_under_autocast` to the speech encoder in place (after
         building or replacing it)."""
         set_wavlm_attention(self.audio_encoder, self.config.audio_attention, strict=False)
+        # WavLM's SpecAugment reads `mask_feature_min_masks` when `mask_feature_prob` > 0, but WavLMConfig (through
+        # transformers 5.x) has no such field; wav2vec 2.0's default (0) keeps feature masking from crashing.
+        audio_config = self.audio_encoder.config
+        if hasattr(audio_config, "mask_feature_prob") and not hasattr(audio_config, "mask_feature_min_masks"):
+            audio_config.mask_feature_min_masks = 0
         cnn = getattr(self.audio_encoder, "feature_extractor", None)
         if cnn is not None and "feature_encoder" in self.config.fp32_under_autocast:
             run_in_fp32_under_autocast(cnn)

@@ -298,6 +298,31 @@ def test_spec_augment_masks_in_training_only_and_its_embedding_exists(tiny_token
     )
 
 
+def test_spec_augment_masks_feature_channels_in_training_only(tiny_tokenizer, tiny_batch):
+    """`--mask_feature_prob` on WavLM, whose config has no `mask_feature_min_masks` of its own for SpecAugment."""
+    train_script = load_train_script()
+    argv = ["--manifest", "m.csv", "--tiny", "--mask_time_prob", "0", "--mask_feature_prob", "0.5"]
+    model_args, _, loss_args, _, augment, training = train_script.parse_arguments(
+        [*argv, "--mask_feature_length", "8"]
+    )
+    model = train_script.build_model(
+        model_args, loss_args, list(LABELS), len(tiny_tokenizer), False, training, augment.spec_augment
+    )
+    audio_encoder = model.crab.audio_encoder
+    seen = []
+    handle = audio_encoder.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    batch = {key: value for key, value in tiny_batch.items() if key != "labels"}
+    try:
+        for mode in (model.eval, model.train):
+            mode()
+            with torch.no_grad():
+                model(**batch)
+    finally:
+        handle.remove()
+    silent = [int((x == 0).all(dim=1).sum()) for x in seen]  # channels zero over every frame, summed over clips
+    assert silent[0] == 0 and silent[1] >= 8
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_resumed_run_trains_on_the_uninterrupted_runs_audio(corpus, tiny_config, tiny_processor, tmp_path, workers):
     """Training end to end with augmentation and random batches (the release recipe's): stopped after step 3 (in
