@@ -13,7 +13,9 @@ chosen on one synthetic corpus is not tuned to it.
 * **Words**: half of the transcripts say the emotion ("I can't stand this noise any more"), half are shared by
   every class ("The bus stops at the corner").
 
-Train, dev and test are spoken by disjoint voices, as in the demo corpus. Usage::
+Train, dev and test are spoken by disjoint voices, as in the demo corpus. Twelve voices (two in dev, two in test) are
+a small sample: `--seed` draws other voices and sentences, and a tiny model's test UAR moved by as much as 0.25 from
+one draw to another (docs/training.md, "Other draws of the harmonic corpus"). Usage::
 
     python -m modeling_crab.recipes.harmonic data/harmonic
     python train.py --manifest data/harmonic/manifest.csv --tiny --output_dir outputs/harmonic
