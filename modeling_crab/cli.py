@@ -165,11 +165,22 @@ def format_table(results: list[dict], show_windows: bool) -> str:
     """One line per file: the best label, its score and the others' (a model with classes), then the attributes
     (a model with attributes)."""
     width = max(len("file"), *(len(r["file"]) for r in results))
-    header = [f"{'emotion':<10}  score  others"] if any(r["scores"] for r in results) else []
-    header += ["attributes"] if any("attributes" in r for r in results) else []
-    lines = ["  ".join([f"{'file'.ljust(width)}", " | ".join(header)])]
-    for result in results:
-        lines.append(f"{result['file'].ljust(width)}  {_scores_text(result)}".rstrip())
+    columns = [_score_parts(r) for r in results]  # (labels, attributes) text of each file
+    header = (
+        f"{'emotion':<10}  score  others" if any(r["scores"] for r in results) else None,
+        "attributes" if any("attributes" in r for r in results) else None,
+    )
+    label_width = max(len(labels or "") for labels, _ in [header, *columns])
+
+    def row(first: str, labels: str | None, attributes: str | None) -> str:
+        """The attributes start in one column on every line, after labels padded to the widest."""
+        if labels is not None and attributes is not None:
+            labels = labels.ljust(label_width)
+        return f"{first.ljust(width)}  {'  |  '.join(p for p in (labels, attributes) if p is not None)}".rstrip()
+
+    lines = [row("file", *header)]
+    for result, (labels, attributes) in zip(results, columns):
+        lines.append(row(result["file"], labels, attributes))
         if result.get("text") and result.get("transcribed"):
             lines.append(f"{'':{width}}  transcript: {result['text']}")
         for window in result.get("windows", []) if show_windows else []:
@@ -178,20 +189,25 @@ def format_table(results: list[dict], show_windows: bool) -> str:
     return "\n".join(lines)
 
 
-def _scores_text(result: dict, top_only: bool = False) -> str:
-    """`angry 0.412  happy 0.300 ...  |  arousal 0.710  valence 0.330`: the labels (the best alone with
-    `top_only`), then the attributes, each part where the model has it."""
-    parts = []
+def _score_parts(result: dict, top_only: bool = False) -> tuple[str | None, str | None]:
+    """(`angry 0.412  happy 0.300 ...`, `arousal 0.710  valence 0.330`): the labels (the best alone with
+    `top_only`) and the attributes, each None where the model has none."""
+    labels = attributes = None
     if result["scores"]:
         best, *others = result["scores"]
         if top_only:
-            parts.append(f"{best['label']} {best['score']:.3f}")
+            labels = f"{best['label']} {best['score']:.3f}"
         else:
             rest = "  ".join(f"{s['label']} {s['score']:.3f}" for s in others)
-            parts.append(f"{best['label']:<10}  {best['score']:.3f}  {rest}".rstrip())
+            labels = f"{best['label']:<10}  {best['score']:.3f}  {rest}".rstrip()
     if "attributes" in result:
-        parts.append("  ".join(f"{name} {value:.3f}" for name, value in result["attributes"].items()))
-    return "  |  ".join(parts)
+        attributes = "  ".join(f"{name} {value:.3f}" for name, value in result["attributes"].items())
+    return labels, attributes
+
+
+def _scores_text(result: dict, top_only: bool = False) -> str:
+    """`angry 0.412  happy 0.300 ...  |  arousal 0.710  valence 0.330`: `_score_parts` on one line."""
+    return "  |  ".join(part for part in _score_parts(result, top_only) if part is not None)
 
 
 def predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -137,6 +137,7 @@ def test_predict_prints_the_attributes_after_the_labels(id2label, tiny_tokenizer
     header, line, *windows = capsys.readouterr().out.splitlines()
     shown = "  ".join(f"{name} {value:.3f}" for name, value in result["attributes"].items())
     assert line.endswith(shown) and header.split()[-1] == "attributes" and len(windows) == 2
+    assert header.index("attributes") == line.index(ATTRIBUTES[0])  # the column heads its values
     if id2label:
         assert header.split()[:3] == ["file", "emotion", "score"] and line.split()[1] in LABELS
         assert line.split()[1] == result["scores"][0]["label"] and " | " in line
