@@ -167,8 +167,8 @@ def format_table(results: list[dict], show_windows: bool) -> str:
     width = max(len("file"), *(len(r["file"]) for r in results))
     columns = [_score_parts(r) for r in results]  # (labels, attributes) text of each file
     header = (
-        f"{'emotion':<10}  score  others" if any(r["scores"] for r in results) else None,
-        "attributes" if any("attributes" in r for r in results) else None,
+        f"{'emotion':<10}  score  others" if any(labels is not None for labels, _ in columns) else None,
+        "attributes" if any(attributes is not None for _, attributes in columns) else None,
     )
     label_width = max(len(labels or "") for labels, _ in [header, *columns])
 

@@ -256,17 +256,24 @@ def test_augmentation_keeps_the_batch_order(corpus, tiny_processor, tmp_path):
 # ---- SpecAugment: the speech encoder's masking -----------------------------------------------------------------------
 
 
-def _masked_frames(model, batch) -> int:
-    """How many frames reach the speech encoder's transformer as `masked_spec_embed` in one forward pass."""
-    audio_encoder = model.crab.audio_encoder
+def _transformer_input(model, batch) -> torch.Tensor:
+    """What reaches the speech encoder's transformer (B, T, D) in one forward pass: SpecAugment has masked it."""
     seen = {}
-    handle = audio_encoder.encoder.register_forward_pre_hook(lambda module, args: seen.setdefault("x", args[0]))
+    hook = model.crab.audio_encoder.encoder.register_forward_pre_hook(
+        lambda module, args: seen.setdefault("x", args[0])
+    )
     try:
         with torch.no_grad():
             model(**batch)
     finally:
-        handle.remove()
-    return int((seen["x"] == audio_encoder.masked_spec_embed).all(dim=-1).sum())
+        hook.remove()
+    return seen["x"]
+
+
+def _masked_frames(model, batch) -> int:
+    """How many frames reach the speech encoder's transformer as `masked_spec_embed` in one forward pass."""
+    frames = _transformer_input(model, batch)
+    return int((frames == model.crab.audio_encoder.masked_spec_embed).all(dim=-1).sum())
 
 
 def test_spec_augment_masks_in_training_only_and_its_embedding_exists(tiny_tokenizer, tiny_batch, tmp_path):
@@ -308,17 +315,8 @@ def test_spec_augment_masks_feature_channels_in_training_only(tiny_tokenizer, ti
     model = train_script.build_model(
         model_args, loss_args, list(LABELS), len(tiny_tokenizer), False, training, augment.spec_augment
     )
-    audio_encoder = model.crab.audio_encoder
-    seen = []
-    handle = audio_encoder.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
     batch = {key: value for key, value in tiny_batch.items() if key != "labels"}
-    try:
-        for mode in (model.eval, model.train):
-            mode()
-            with torch.no_grad():
-                model(**batch)
-    finally:
-        handle.remove()
+    seen = [_transformer_input(model.eval(), batch), _transformer_input(model.train(), batch)]
     silent = [int((x == 0).all(dim=1).sum()) for x in seen]  # channels zero over every frame, summed over clips
     assert silent[0] == 0 and silent[1] >= 8
 
