@@ -238,20 +238,28 @@ class OptimizerArguments:
 class AugmentationArguments:
     _argument_group_name = "AugmentationArguments (training audio only: waveform augmentation, SpecAugment)"
 
+    pitch_prob: float = field(
+        default=WaveformAugmentation.pitch_prob,
+        metadata={"help": "pitch shift probability per clip"},
+    )
+    pitch_semitones: list[float] = field(
+        default_factory=lambda: list(WaveformAugmentation.pitch_semitones),
+        metadata={"help": "LOW HIGH, in semitones"},
+    )
     speed_factors: list[float] = field(
         default_factory=lambda: list(WaveformAugmentation.speed_factors),
         metadata={"help": "speed perturbation: a factor drawn per clip from these (0.9 1.0 1.1); none: off"},
     )
     gain_db: float = field(
         default=WaveformAugmentation.gain_db,
-        metadata={"help": "a gain drawn uniformly in +-N dB (not clipped); 0: off"},
+        metadata={"help": "a gain drawn in +-N dB, not clipped"},
     )
     noise_prob: float = field(
-        default=WaveformAugmentation.noise_prob, metadata={"help": "probability of additive noise per clip; 0: off"}
+        default=WaveformAugmentation.noise_prob, metadata={"help": "noise probability per clip"}
     )
     noise_snr_db: list[float] = field(
         default_factory=lambda: list(WaveformAugmentation.noise_snr_db),
-        metadata={"help": "LOW HIGH: the noise's SNR, drawn uniformly in dB"},
+        metadata={"help": "LOW HIGH: SNR in dB"},
     )
     noise_types: list[str] = field(
         default_factory=lambda: list(WaveformAugmentation.noise_types),
@@ -263,11 +271,11 @@ class AugmentationArguments:
     )
     reverb_prob: float = field(
         default=WaveformAugmentation.reverb_prob,
-        metadata={"help": "probability of a synthetic room reverberation per clip; 0: off"},
+        metadata={"help": "reverberation probability per clip"},
     )
     reverb_rt60_s: list[float] = field(
         default_factory=lambda: list(WaveformAugmentation.reverb_rt60_s),
-        metadata={"help": "LOW HIGH: the reverberation time RT60, drawn uniformly in seconds"},
+        metadata={"help": "LOW HIGH: RT60 in s"},
     )
     mask_time_prob: float | None = field(
         default=None,
@@ -543,8 +551,8 @@ def check_arguments(*arguments) -> list[str]:
         if augmentation.active and values["encoder_cache"]:
             problems.append(
                 "--encoder_cache trains on encoder outputs cached once per clip, which waveform augmentation cannot "
-                "change; drop --encoder_cache, or the augmentation flags (--speed_factors, --gain_db, --noise_prob, "
-                "--reverb_prob)"
+                "change; drop --encoder_cache, or the augmentation flags (--pitch_prob, --speed_factors, --gain_db, "
+                "--noise_prob, --reverb_prob)"
             )
     return problems
 

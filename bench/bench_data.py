@@ -57,12 +57,13 @@ def write_clips(folder: Path, fmt: str, count: int, seed: int) -> tuple[list[Utt
 # one step at a time, then all together, at the settings a small-data run would try
 AUGMENTATIONS = {
     "none": WaveformAugmentation(),
+    "pitch p=1 (+-4 semitones)": WaveformAugmentation(pitch_prob=1.0, pitch_semitones=(-4.0, 4.0)),
     "speed 0.9/1.0/1.1": WaveformAugmentation(speed_factors=(0.9, 1.0, 1.1)),
     "gain +-6 dB": WaveformAugmentation(gain_db=6.0),
     "noise p=1 (white/pink/brown)": WaveformAugmentation(noise_prob=1.0),
     "reverb p=1 (RT60 0.2-0.8 s)": WaveformAugmentation(reverb_prob=1.0),
-    "all (speed, reverb p=1, noise p=1, gain)": WaveformAugmentation(
-        speed_factors=(0.9, 1.0, 1.1), gain_db=6.0, noise_prob=1.0, reverb_prob=1.0
+    "all (pitch p=1, speed, reverb p=1, noise p=1, gain)": WaveformAugmentation(
+        pitch_prob=1.0, speed_factors=(0.9, 1.0, 1.1), gain_db=6.0, noise_prob=1.0, reverb_prob=1.0
     ),
 }
 

@@ -204,6 +204,9 @@ def augmentation_sentence(config: dict) -> str:
         return ""
     settings = config["augmentation"] or {}
     parts = []
+    if settings.get("pitch_prob") and any(settings.get("pitch_semitones") or ()):
+        low, high = settings["pitch_semitones"]
+        parts.append(f"a pitch shift on {settings['pitch_prob']:.0%} of clips ({low:g} to {high:g} semitones)")
     if any(f != 1.0 for f in settings.get("speed_factors") or ()):
         parts.append("speed perturbation (factors " + ", ".join(f"{f:g}" for f in settings["speed_factors"]) + ")")
     if settings.get("reverb_prob"):

@@ -1,4 +1,5 @@
-"""Waveform augmentation of the training audio: speed perturbation, reverberation, additive noise and gain.
+"""Waveform augmentation of the training audio: pitch shift, speed perturbation, reverberation, additive noise and
+gain.
 
 `WaveformAugmentation` says what to do; calling it on one (N,) float32 16 kHz mono waveform with a
 `numpy.random.Generator` does it. `CrabAudioTextDataset(..., augmentation=...)` applies it to the training split only
@@ -10,8 +11,8 @@ SpecAugment is not here: it is the speech encoder's own masking of its hidden st
 (`mask_time_prob`, `mask_time_length`, `mask_feature_prob`, `mask_feature_length` of `CrabConfig.audio_config`),
 which `train.py`'s flags of the same names set.
 
-Order, per clip: speed perturbation (then the crop to `max_duration_s`) -> reverberation -> noise at the drawn SNR
-(relative to the reverberant clip) -> gain. Each step draws from its own child of the item's generator, so turning one
+Order, per clip: pitch shift -> speed perturbation (then the crop to `max_duration_s`) -> reverberation -> noise at the
+drawn SNR (relative to the reverberant clip) -> gain. Each step draws from its own child of the item's generator, so turning one
 step on or off leaves the other steps' draws unchanged.
 """
 
@@ -23,6 +24,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 SAMPLING_RATE = 16_000  # of training audio (`data.load_audio`), which these functions take and return
 # the speech encoder config's SpecAugment settings (`audio_config`), set by train.py's flags of the same names
@@ -33,6 +36,10 @@ NOISE_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 SPEED_RANGE = (0.5, 2.0)
 # RIR length: the time the synthetic tail takes to decay by 60 dB, capped here.
 MAX_RIR_S = 2.0
+# Pitch shifts, in semitones, that `--pitch_semitones` accepts (an octave either way).
+PITCH_RANGE = (-12.0, 12.0)
+# Phase vocoder frames: 32 ms Hann windows, 8 ms apart.
+_VOCODER_FFT, _VOCODER_HOP = 512, 128
 
 
 class AugmentationError(ValueError):
@@ -44,6 +51,11 @@ class WaveformAugmentation:
     """What to do to each training clip. The defaults do nothing; the field names are `train.py`'s flags.
 
     Args:
+        pitch_prob: the probability that a clip is pitch-shifted, by a number of semitones drawn uniformly in
+            `pitch_semitones`, keeping its tempo and length (`pitch_shift`). Voices differ in pitch by more than
+            emotions move it (an octave between speakers, a few semitones between emotions), so a model trained on a
+            few voices learns each voice's pitch; shifting them makes it rely on how the pitch moves instead.
+        pitch_semitones: LOW HIGH, the range of pitch shifts.
         speed_factors: speed perturbation (Kaldi/SpeechBrain style): a factor drawn uniformly from these per clip;
             factor f resamples the clip from round(16000 f) Hz to 16000 Hz with the processor's resampler, so it
             has about N / f samples and its tempo and pitch change together. Empty: none.
@@ -60,6 +72,8 @@ class WaveformAugmentation:
             `reverb_rt60_s`. The output keeps the clip's length and RMS level.
     """
 
+    pitch_prob: float = 0.0
+    pitch_semitones: tuple[float, float] = (-4.0, 4.0)
     speed_factors: tuple[float, ...] = ()
     gain_db: float = 0.0
     noise_prob: float = 0.0
@@ -72,7 +86,7 @@ class WaveformAugmentation:
     _noise_lengths: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        for name in ("speed_factors", "noise_snr_db", "noise_types", "reverb_rt60_s"):
+        for name in ("pitch_semitones", "speed_factors", "noise_snr_db", "noise_types", "reverb_rt60_s"):
             setattr(self, name, tuple(getattr(self, name) or ()))
         self.speed_factors = tuple(float(f) for f in self.speed_factors)
         problems = self.problems()
@@ -87,11 +101,16 @@ class WaveformAugmentation:
             problems.append(f"--speed_factors {list(self.speed_factors)}: pass factors in [{low}, {high}]")
         if not (math.isfinite(self.gain_db) and 0 <= self.gain_db <= 40):
             problems.append(f"--gain_db {self.gain_db!r}: pass a number of dB in [0, 40]")
-        for name in ("noise_prob", "reverb_prob"):
+        for name in ("pitch_prob", "noise_prob", "reverb_prob"):
             value = getattr(self, name)
             if not (0 <= value <= 1):
                 problems.append(f"--{name} {value!r}: pass a probability in [0, 1]")
-        for name, bounds in (("noise_snr_db", (-20.0, 60.0)), ("reverb_rt60_s", (0.05, MAX_RIR_S))):
+        ranges = (
+            ("pitch_semitones", PITCH_RANGE),
+            ("noise_snr_db", (-20.0, 60.0)),
+            ("reverb_rt60_s", (0.05, MAX_RIR_S)),
+        )
+        for name, bounds in ranges:
             value = getattr(self, name)
             if len(value) != 2 or not all(bounds[0] <= v <= bounds[1] for v in value) or value[0] > value[1]:
                 problems.append(
@@ -111,7 +130,8 @@ class WaveformAugmentation:
     def active(self) -> bool:
         """Whether it changes any clip."""
         speed = any(f != 1.0 for f in self.speed_factors)
-        return speed or self.gain_db > 0 or self.noise_prob > 0 or self.reverb_prob > 0
+        pitch = self.pitch_prob > 0 and any(s != 0 for s in self.pitch_semitones)
+        return pitch or speed or self.gain_db > 0 or self.noise_prob > 0 or self.reverb_prob > 0
 
     def to_dict(self) -> dict:
         """The settings, as saved in `config.json` (`CrabConfig.augmentation`) and shown on the model card."""
@@ -146,8 +166,10 @@ class WaveformAugmentation:
     def __call__(self, waveform: np.ndarray, rng: np.random.Generator, max_duration_s: float | None = None):
         """One clip, augmented: (N,) float32 at 16 kHz -> (M,) float32 at 16 kHz, M about N / speed factor, cut to
         `max_duration_s` after the speed perturbation. Finite for finite input (silence included)."""
-        speed_rng, reverb_rng, noise_rng, gain_rng = rng.spawn(4)
+        speed_rng, reverb_rng, noise_rng, gain_rng, pitch_rng = rng.spawn(5)  # the pitch's last: added later
         out = np.asarray(waveform, dtype=np.float32)
+        if self.pitch_prob > 0 and pitch_rng.random() < self.pitch_prob:
+            out = pitch_shift(out, float(pitch_rng.uniform(*self.pitch_semitones)))
         if self.speed_factors:
             out = speed_perturb(out, float(speed_rng.choice(self.speed_factors)))
         if max_duration_s is not None:
@@ -227,6 +249,54 @@ def speed_perturb(waveform: np.ndarray, factor: float) -> np.ndarray:
     return resample(waveform, round(SAMPLING_RATE * factor), SAMPLING_RATE)
 
 
+def pitch_shift(waveform: np.ndarray, semitones: float) -> np.ndarray:
+    """`waveform` (16 kHz) `semitones` higher (lower when negative), with the same tempo, length and RMS level: the
+    phase vocoder (`time_stretch`) makes it f times longer, then `speed_perturb` plays it f times faster, f being
+    2^(semitones / 12) rounded to a multiple of 0.01 (at most 0.09 semitone off; it keeps the resampling ratio
+    small). As librosa's and torchaudio's `pitch_shift`, the formants move with the pitch."""
+    factor = round(2.0 ** (semitones / 12.0), 2)
+    if factor == 1.0 or len(waveform) == 0:
+        return np.asarray(waveform, dtype=np.float32)
+    shifted = speed_perturb(time_stretch(waveform, 1.0 / factor), factor)
+    shifted = np.pad(shifted[: len(waveform)], (0, max(0, len(waveform) - len(shifted))))
+    return _with_rms_of(shifted, waveform)
+
+
+def time_stretch(waveform: np.ndarray, rate: float) -> np.ndarray:
+    """`waveform` played `rate` times faster at the same pitch, round(N / rate) samples: a phase vocoder (as
+    librosa's) over 32 ms frames 8 ms apart, the magnitudes interpolated between frames and each bin's phase advanced
+    by its measured frequency."""
+    x = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
+    length = int(round(len(x) / rate))
+    if rate == 1.0 or len(x) == 0:
+        return x.numpy()
+    pad = max(0, _VOCODER_FFT - len(x))  # the STFT's reflect padding needs a frame's worth of samples
+    window = torch.hann_window(_VOCODER_FFT)
+    spectrum = torch.stft(F.pad(x, (0, pad)), _VOCODER_FFT, _VOCODER_HOP, window=window, return_complex=True).numpy()
+    # numpy for the per-bin arithmetic: its abs and arctan2 are several times faster than torch's complex ones
+    magnitude = np.pad(np.abs(spectrum), ((0, 0), (0, 2)))  # 2 silent frames past the end
+    angle = np.pad(np.arctan2(spectrum.imag, spectrum.real), ((0, 0), (0, 2)))
+    # each bin's phase advance per hop at its centre frequency, plus the deviation measured from one frame to the next
+    expected = np.linspace(0, np.pi * _VOCODER_HOP, len(angle), dtype=np.float32)[:, None]
+    deviation = angle[:, 1:] - angle[:, :-1] - expected
+    deviation -= np.float32(2 * np.pi) * np.round(deviation / np.float32(2 * np.pi))
+    steps = np.arange(0, spectrum.shape[1], rate)
+    frame = steps.astype(np.int64)
+    fraction = (steps - frame).astype(np.float32)
+    magnitude = (1 - fraction) * magnitude[:, frame] + fraction * magnitude[:, frame + 1]
+    advance = np.cumsum(expected + deviation[:, frame], axis=1, dtype=np.float64)
+    phase = np.remainder(angle[:, :1] + np.pad(advance[:, :-1], ((0, 0), (1, 0))), 2 * np.pi).astype(np.float32)
+    stretched = torch.complex(torch.from_numpy(magnitude * np.cos(phase)), torch.from_numpy(magnitude * np.sin(phase)))
+    return torch.istft(stretched, _VOCODER_FFT, _VOCODER_HOP, window=window, length=length).numpy()
+
+
+def _with_rms_of(waveform: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """`waveform` scaled to `reference`'s RMS level (unchanged when either is silent), as float32."""
+    rms = math.sqrt(float(np.mean(np.square(waveform, dtype=np.float64)))) if len(waveform) else 0.0
+    target = math.sqrt(float(np.mean(np.square(reference, dtype=np.float64)))) if len(reference) else 0.0
+    return (waveform * (target / rms) if rms > 0 else waveform).astype(np.float32)
+
+
 def colored_noise(kind: str, num_samples: int, rng: np.random.Generator) -> np.ndarray:
     """(num_samples,) float32 noise of unit RMS: white, pink (power 1/f) or brown (1/f^2), shaped in frequency (over
     a power-of-two length, then cut: an FFT of a prime length is many times slower)."""
@@ -272,11 +342,7 @@ def reverberate(waveform: np.ndarray, rt60_s: float, rng: np.random.Generator) -
     size = 1 << (len(waveform) + length - 2).bit_length()  # a power of two: the FFT's fast case
     dry = np.asarray(waveform, dtype=np.float32)
     wet = np.fft.irfft(np.fft.rfft(dry, size) * np.fft.rfft(rir.astype(np.float32), size), size)[: len(dry)]
-    dry_rms = math.sqrt(float(np.mean(np.square(dry, dtype=np.float64))))
-    wet_rms = math.sqrt(float(np.mean(np.square(wet, dtype=np.float64))))
-    if wet_rms > 0:
-        wet *= dry_rms / wet_rms
-    return wet.astype(np.float32)
+    return _with_rms_of(wet, dry)
 
 
 __all__ = [
@@ -289,6 +355,8 @@ __all__ = [
     "colored_noise",
     "item_rng",
     "noise_files",
+    "pitch_shift",
     "reverberate",
     "speed_perturb",
+    "time_stretch",
 ]

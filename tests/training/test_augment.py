@@ -27,13 +27,17 @@ from modeling_crab.training.augment import (
     add_noise,
     colored_noise,
     item_rng,
+    pitch_shift,
     reverberate,
     speed_perturb,
+    time_stretch,
 )
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
-EVERYTHING = WaveformAugmentation(speed_factors=(0.9, 1.0, 1.1), gain_db=6.0, noise_prob=0.5, reverb_prob=0.5)
+EVERYTHING = WaveformAugmentation(
+    pitch_prob=0.5, speed_factors=(0.9, 1.0, 1.1), gain_db=6.0, noise_prob=0.5, reverb_prob=0.5
+)
 
 
 def _speech_like(seconds: float = 1.0, seed: int = 0) -> np.ndarray:
@@ -57,6 +61,61 @@ def test_speed_perturbation_resamples_tempo_and_pitch_together():
         spectrum = np.abs(np.fft.rfft(out * np.hanning(len(out))))
         peak_hz = np.argmax(spectrum) * 16000 / len(out)
         assert abs(peak_hz - 220 * factor) < 3  # the pitch moves with the tempo
+
+
+def _peak_hz(x: np.ndarray) -> float:
+    return np.argmax(np.abs(np.fft.rfft(x * np.hanning(len(x))))) * 16000 / len(x)
+
+
+def _burst_s(x: np.ndarray) -> float:
+    """Where the energy above `x`'s median level is centred, in seconds (10 ms frames)."""
+    energy = np.square(x[: len(x) // 160 * 160].astype(np.float64)).reshape(-1, 160).sum(axis=1)
+    excess = np.maximum(energy - np.median(energy), 0)
+    return float(np.sum(excess * (np.arange(len(excess)) + 0.5)) / np.sum(excess) * 0.01)
+
+
+def test_pitch_shift_moves_the_pitch_and_keeps_tempo_length_and_level():
+    clip = _speech_like(1.5)
+    clip[8000:12000] *= 4  # a louder stretch at 0.5-0.75 s: where it stays shows the tempo
+    for semitones in (-4.0, -1.0, 2.5, 7.0):
+        out = pitch_shift(clip, semitones)
+        factor = round(2 ** (semitones / 12), 2)
+        assert len(out) == len(clip) and np.isfinite(out).all()
+        assert abs(_peak_hz(out) - 220 * factor) < 3, semitones
+        assert abs(_power_db(out) - _power_db(clip)) < 0.01
+        assert abs(_burst_s(out) - _burst_s(clip)) < 0.02  # a vocoder hop is 8 ms
+    assert abs(_burst_s(speed_perturb(clip, 0.8)) - _burst_s(clip) / 0.8) < 0.02  # 0.16 s later: speed moves it
+    np.testing.assert_array_equal(pitch_shift(clip, 0.05), clip)  # under half a percent: no shift
+    assert not pitch_shift(np.zeros(4000, np.float32), 3.0).any()
+    assert len(pitch_shift(clip[:100], 3.0)) == 100  # shorter than a vocoder frame
+
+
+def test_time_stretch_changes_the_tempo_only():
+    clip = _speech_like(1.0)
+    for rate in (0.8, 1.25):
+        out = time_stretch(clip, rate)
+        assert len(out) == round(16000 / rate)
+        assert abs(_peak_hz(out) - 220) < 3
+
+
+def test_the_pitch_shift_is_the_drawn_one_and_leaves_the_other_draws_alone():
+    clip = _speech_like(1.0)
+    augmentation = WaveformAugmentation(pitch_prob=1.0, pitch_semitones=(-5.0, 5.0))
+    shifts = []
+    for index in range(6):
+        pitch_rng = item_rng(3, 0, index).spawn(5)[4]
+        pitch_rng.random()  # the shift-or-not draw
+        shifts.append(pitch_rng.uniform(-5.0, 5.0))
+        out = augmentation(clip, item_rng(3, 0, index))
+        assert abs(_peak_hz(out) - 220 * round(2 ** (shifts[-1] / 12), 2)) < 3
+    assert max(shifts) - min(shifts) > 3
+    # turning the pitch shift on changes no other step's draw: the same gain, whatever the shift
+    gain_only, both = WaveformAugmentation(gain_db=6.0), WaveformAugmentation(gain_db=6.0, pitch_prob=1.0)
+    for index in range(4):
+        plain = gain_only(clip, item_rng(3, 0, index))
+        shifted = both(clip, item_rng(3, 0, index))
+        assert abs(_power_db(plain) - _power_db(shifted)) < 0.01
+        assert not np.allclose(plain, shifted)
 
 
 def test_added_noise_has_the_drawn_snr():
@@ -167,6 +226,7 @@ def test_dev_and_test_items_are_the_plain_read(corpus, monkeypatch, tmp_path):
     argv = ["--manifest", str(corpus), "--tiny", "--output_dir", str(tmp_path / "run"), "--max_steps", "1"]
     argv += ["--disable_tqdm", "True", "--dataloader_num_workers", "0", "--speed_factors", "0.9", "1.1"]
     argv += ["--gain_db", "6", "--noise_prob", "1", "--reverb_prob", "1", "--mask_time_prob", "0.3"]
+    argv += ["--pitch_prob", "0.5", "--pitch_semitones", "-2", "3"]
     train_script.main(argv)
     assert built["train"].augmentation is not None and built["dev"].augmentation is None
     for index, utterance in enumerate(built["dev"].utterances):
@@ -175,11 +235,13 @@ def test_dev_and_test_items_are_the_plain_read(corpus, monkeypatch, tmp_path):
     for folder in (tmp_path / "run", tmp_path / "run" / "inference"):
         config = json.loads((folder / "config.json").read_text())
         assert config["augmentation"]["speed_factors"] == [0.9, 1.1] and config["augmentation"]["noise_prob"] == 1
+        assert config["augmentation"]["pitch_prob"] == 0.5 and config["augmentation"]["pitch_semitones"] == [-2, 3]
         assert config["audio_config"]["mask_time_prob"] == 0.3
     from modeling_crab.publish import render_model_card
 
     text = " ".join(render_model_card(config, {}, "me/crab").text.split())
-    assert "augmented with speed perturbation (factors 0.9, 1.1)" in text and "probability 0.3" in text
+    assert "augmented with a pitch shift on 50% of clips (-2 to 3 semitones), speed perturbation" in text
+    assert "probability 0.3" in text
 
 
 def test_without_augmentation_flags_nothing_changes():

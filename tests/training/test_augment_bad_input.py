@@ -27,6 +27,9 @@ def _parse_error(argv, capsys) -> str:
     "argv, named",
     [
         (["--noise_prob", "1.5"], "--noise_prob 1.5: pass a probability in [0, 1]"),
+        (["--pitch_prob", "-0.1"], "--pitch_prob -0.1: pass a probability in [0, 1]"),
+        (["--pitch_semitones", "3", "-3"], "--pitch_semitones [3.0, -3.0]: pass LOW HIGH with -12.0 <= LOW <= HIGH"),
+        (["--pitch_semitones", "-24", "0"], "--pitch_semitones [-24.0, 0.0]: pass LOW HIGH with"),
         (["--speed_factors", "0.9", "0"], "--speed_factors [0.9, 0.0]: pass factors in [0.5, 2.0]"),
         (["--noise_snr_db", "20", "5"], "--noise_snr_db [20.0, 5.0]: pass LOW HIGH with"),
         (["--noise_types", "grey"], "--noise_types ['grey']: pass one or more of white, pink, brown"),

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_intra_op_thread")  # many small forwar
         (["--mlcs_taps", "fusion"], r"--mlcs_taps: the checkpoint has \[.*\], this run has \['fusion'\]"),
         (["--freeze_feature_encoder", "true"], r"trainable parameters .*encoders: \d+.*this run has .*encoders: \d+"),
         (["--normalization", "utterance"], r"--normalization: the checkpoint has 'global', this run has 'utterance'"),
-        (["--gain_db", "3"], r"waveform augmentation .*: the checkpoint has None, this run has \{'speed_factors'"),
+        (["--gain_db", "3"], r"waveform augmentation .*: the checkpoint has None, this run has \{.*'gain_db': 3.0"),
         (["--mask_time_prob", "0.2"], r"SpecAugment --mask_time_prob: the checkpoint has 0.05, this run has 0.2"),
     ],
 )
