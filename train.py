@@ -254,9 +254,7 @@ class AugmentationArguments:
         default=WaveformAugmentation.gain_db,
         metadata={"help": "a gain drawn in +-N dB, not clipped"},
     )
-    noise_prob: float = field(
-        default=WaveformAugmentation.noise_prob, metadata={"help": "noise probability per clip"}
-    )
+    noise_prob: float = field(default=WaveformAugmentation.noise_prob, metadata={"help": "noise probability per clip"})
     noise_snr_db: list[float] = field(
         default_factory=lambda: list(WaveformAugmentation.noise_snr_db),
         metadata={"help": "LOW HIGH: SNR in dB"},
