@@ -12,8 +12,8 @@ SpecAugment is not here: it is the speech encoder's own masking of its hidden st
 which `train.py`'s flags of the same names set.
 
 Order, per clip: pitch shift -> speed perturbation (then the crop to `max_duration_s`) -> reverberation -> noise at the
-drawn SNR (relative to the reverberant clip) -> gain. Each step draws from its own child of the item's generator, so turning one
-step on or off leaves the other steps' draws unchanged.
+drawn SNR (relative to the reverberant clip) -> gain. Each step draws from its own child of the item's generator, so
+turning one step on or off leaves the other steps' draws unchanged.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ class WaveformAugmentation:
     def __call__(self, waveform: np.ndarray, rng: np.random.Generator, max_duration_s: float | None = None):
         """One clip, augmented: (N,) float32 at 16 kHz -> (M,) float32 at 16 kHz, M about N / speed factor, cut to
         `max_duration_s` after the speed perturbation. Finite for finite input (silence included)."""
-        speed_rng, reverb_rng, noise_rng, gain_rng, pitch_rng = rng.spawn(5)  # the pitch's last: added later
+        speed_rng, reverb_rng, noise_rng, gain_rng, pitch_rng = rng.spawn(5)  # pitch last: the others as spawn(4)
         out = np.asarray(waveform, dtype=np.float32)
         if self.pitch_prob > 0 and pitch_rng.random() < self.pitch_prob:
             out = pitch_shift(out, float(pitch_rng.uniform(*self.pitch_semitones)))
