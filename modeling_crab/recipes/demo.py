@@ -40,6 +40,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ..dsp import istft, shaped_noise, stft
 from ..manifest import read_manifest, write_manifest
 
 __all__ = [
@@ -387,34 +388,6 @@ def _smooth(x: np.ndarray, width: int) -> np.ndarray:
     return (c[..., width:] - c[..., :-width]) / width
 
 
-def _stft(x: np.ndarray, n_fft: int, hop: int, window: np.ndarray) -> np.ndarray:
-    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]
-    return np.fft.rfft(frames * window, axis=-1)
-
-
-def _istft(spec: np.ndarray, n_fft: int, hop: int, window: np.ndarray, length: int) -> np.ndarray:
-    frames = np.fft.irfft(spec, n=n_fft, axis=-1) * window
-    n_frames, overlap = frames.shape[0], n_fft // hop
-    out = np.zeros((n_frames + overlap - 1, hop))
-    norm = np.zeros((n_frames + overlap - 1, hop))
-    w2 = (window**2).reshape(overlap, hop)
-    for j in range(overlap):
-        out[j : j + n_frames] += frames[:, j * hop : (j + 1) * hop]
-        norm[j : j + n_frames] += w2[j]
-    out = (out / np.maximum(norm, 1e-8)).reshape(-1)
-    return out[:length]
-
-
-def _shaped_noise(n: int, sr: int, rng: np.random.Generator, exponent: float) -> np.ndarray:
-    """Gaussian noise with a 1/f**exponent power spectrum, unit RMS."""
-    m = 1 << int(np.ceil(np.log2(max(n, 2))))  # FFT-friendly length
-    spec = np.fft.rfft(rng.standard_normal(m))
-    f = np.fft.rfftfreq(m, 1.0 / sr)
-    spec *= np.maximum(f, 20.0) ** (-exponent / 2)
-    x = np.fft.irfft(spec, n=m)[:n]
-    return x / (np.sqrt(np.mean(x**2)) + 1e-12)
-
-
 def _build_timeline(text: str, p: dict, speaker: dict, sr: int, rng: np.random.Generator) -> dict:
     """Control tracks for one utterance: per-sample voicing/frication envelopes, per-segment formants, accents."""
     words = re.findall(r"[A-Za-z']+", text)
@@ -549,7 +522,7 @@ def _synthesize(text: str, label: str, speaker: dict, sr: int, rng: np.random.Ge
     def framed(x):
         xp = np.zeros(total)
         xp[pad : pad + n] = x
-        return _stft(xp, n_fft, hop, window)
+        return stft(xp, n_fft, hop, window)
 
     centres = np.clip(np.arange(n_frames) * hop, 0, n - 1)
     f = np.fft.rfftfreq(n_fft, 1.0 / sr)[None, :]
@@ -587,7 +560,7 @@ def _synthesize(text: str, label: str, speaker: dict, sr: int, rng: np.random.Ge
         strong = fric_env[fric_f] > 0.05
         if strong.any():
             spec[fric_f] += s_fric * (fric_env[fric_f][strong].mean() * ref / level(s_fric, strong))
-    y = _istft(spec, n_fft, hop, window, total)[pad : pad + n]
+    y = istft(spec, n_fft, hop, window, total)[pad : pad + n]
 
     # --- loudness, random channel colouring, background noise -------------------------------------------------------
     active = tl["voiced"] > 0.1
@@ -597,7 +570,7 @@ def _synthesize(text: str, label: str, speaker: dict, sr: int, rng: np.random.Ge
         y[1:] = y[1:] - a * y[:-1]
     speech_rms = np.sqrt(np.mean(y**2))
     snr_db = rng.uniform(15.0, 35.0)
-    y += _shaped_noise(n, sr, rng, rng.uniform(0.0, 1.5)) * speech_rms * 10.0 ** (-snr_db / 20.0)
+    y += shaped_noise(n, rng.uniform(0.0, 1.5), rng, sr) * speech_rms * 10.0 ** (-snr_db / 20.0)
     peak = np.max(np.abs(y))
     if peak > 0.9:  # soft limiter
         y = 0.9 * np.tanh(y / 0.9)

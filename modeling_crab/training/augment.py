@@ -24,13 +24,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+from ..dsp import istft, shaped_noise, stft
 
 SAMPLING_RATE = 16_000  # of training audio (`data.load_audio`), which these functions take and return
 # the speech encoder config's SpecAugment settings (`audio_config`), set by train.py's flags of the same names
 SPEC_AUGMENT_KEYS = ("mask_time_prob", "mask_time_length", "mask_feature_prob", "mask_feature_length")
 NOISE_TYPES = ("white", "pink", "brown")
+_NOISE_EXPONENTS = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # power ~ 1/f^exponent
 NOISE_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 # Speed factors are resampling ratios round(16000 f) -> 16000 Hz; outside this range speech stops sounding like speech.
 SPEED_RANGE = (0.5, 2.0)
@@ -38,8 +39,9 @@ SPEED_RANGE = (0.5, 2.0)
 MAX_RIR_S = 2.0
 # Pitch shifts, in semitones, that `--pitch_semitones` accepts (an octave either way).
 PITCH_RANGE = (-12.0, 12.0)
-# Phase vocoder frames: 32 ms Hann windows, 8 ms apart.
+# Phase vocoder frames: 32 ms (periodic) Hann windows, 8 ms apart.
 _VOCODER_FFT, _VOCODER_HOP = 512, 128
+_VOCODER_WINDOW = np.hanning(_VOCODER_FFT + 1)[:-1].astype(np.float32)
 
 
 class AugmentationError(ValueError):
@@ -266,18 +268,19 @@ def time_stretch(waveform: np.ndarray, rate: float) -> np.ndarray:
     """`waveform` played `rate` times faster at the same pitch, round(N / rate) samples: a phase vocoder (as
     librosa's) over 32 ms frames 8 ms apart, the magnitudes interpolated between frames and each bin's phase advanced
     by its measured frequency."""
-    x = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
+    x = np.ascontiguousarray(waveform, dtype=np.float32)
     length = int(round(len(x) / rate))
     if rate == 1.0 or len(x) == 0:
-        return x.numpy()
-    pad = max(0, _VOCODER_FFT - len(x))  # the STFT's reflect padding needs a frame's worth of samples
-    window = torch.hann_window(_VOCODER_FFT)
-    spectrum = torch.stft(F.pad(x, (0, pad)), _VOCODER_FFT, _VOCODER_HOP, window=window, return_complex=True)
-    # numpy for the per-bin arithmetic, frames first: its abs and arctan2 are several times faster than torch's complex
-    # ones, and gathering whole frames is faster than gathering columns. Two silent frames follow the last.
-    spectrum = np.ascontiguousarray(spectrum.numpy().T)
+        return x
+    # frames centred on 0, hop, 2 hop, ...: half a frame reflected at each end (zeros past a clip shorter than that)
+    half = _VOCODER_FFT // 2
+    reflected = min(half, len(x) - 1)
+    padded = np.pad(np.pad(x, reflected, mode="reflect"), half - reflected)
+    spectrum = stft(padded, _VOCODER_FFT, _VOCODER_HOP, _VOCODER_WINDOW)
+    # the per-bin arithmetic frames first (gathering whole frames is faster than gathering columns); two silent
+    # frames follow the last
     magnitude = np.concatenate([np.abs(spectrum), np.zeros((2, spectrum.shape[1]), np.float32)])
-    angle = np.concatenate([np.arctan2(spectrum.imag, spectrum.real), np.zeros((2, spectrum.shape[1]), np.float32)])
+    angle = np.concatenate([np.angle(spectrum), np.zeros((2, spectrum.shape[1]), np.float32)])
     # each bin's phase advance from one frame to the next: the advance of its centre frequency, plus the measured
     # deviation from it (wrapped to +-pi), then wrapped to [0, 2 pi) so that a float32 sum of them stays exact enough
     two_pi = np.float32(2 * np.pi)
@@ -293,9 +296,8 @@ def time_stretch(waveform: np.ndarray, rate: float) -> np.ndarray:
     phase[0] = angle[0]
     np.cumsum(advance[frame[:-1]], axis=0, out=phase[1:])
     phase[1:] += angle[0]
-    stretched = torch.complex(torch.from_numpy(magnitude * np.cos(phase)), torch.from_numpy(magnitude * np.sin(phase)))
-    stretched = stretched.T
-    return torch.istft(stretched, _VOCODER_FFT, _VOCODER_HOP, window=window, length=length).numpy()
+    stretched = magnitude * np.cos(phase) + 1j * (magnitude * np.sin(phase))
+    return istft(stretched, _VOCODER_FFT, _VOCODER_HOP, _VOCODER_WINDOW, half + length)[half:].astype(np.float32)
 
 
 def _with_rms_of(waveform: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -306,19 +308,8 @@ def _with_rms_of(waveform: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def colored_noise(kind: str, num_samples: int, rng: np.random.Generator) -> np.ndarray:
-    """(num_samples,) float32 noise of unit RMS: white, pink (power 1/f) or brown (1/f^2), shaped in frequency (over
-    a power-of-two length, then cut: an FFT of a prime length is many times slower)."""
-    if kind == "white" or num_samples <= 2:
-        noise = rng.standard_normal(num_samples, dtype=np.float32)
-    else:
-        size = 1 << (num_samples - 1).bit_length()
-        spectrum = np.fft.rfft(rng.standard_normal(size, dtype=np.float32))
-        frequency = np.arange(len(spectrum), dtype=np.float32)
-        frequency[0] = np.inf  # no DC
-        spectrum /= frequency ** (0.5 if kind == "pink" else 1.0)
-        noise = np.fft.irfft(spectrum, size)[:num_samples]
-    rms = math.sqrt(float(np.mean(np.square(noise, dtype=np.float64)))) if num_samples else 0.0
-    return (noise / rms if rms > 0 else noise).astype(np.float32)
+    """(num_samples,) float32 noise of unit RMS: white, pink (power 1/f) or brown (1/f^2), flat below 20 Hz."""
+    return shaped_noise(num_samples, _NOISE_EXPONENTS[kind], rng, SAMPLING_RATE).astype(np.float32)
 
 
 def add_noise(waveform: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
