@@ -640,6 +640,38 @@ def build_processor(model_args, data_args, train_texts: list[str], checkpoint: s
     return processor
 
 
+def check_text_length(max_text_length: int, text_config) -> None:
+    """--max_text_length within what the text encoder's position embeddings can number (RoBERTa's start after its
+    padding index: 514 of them read 512 tokens); before anything is encoded or trained."""
+    positions = text_config.max_position_embeddings
+    offset = (text_config.pad_token_id or 0) + 1 if "roberta" in text_config.model_type else 0
+    if max_text_length > positions - offset:
+        print(
+            f"train.py: error: --max_text_length {max_text_length}: the text encoder ({text_config.model_type}) reads "
+            f"at most {positions - offset} tokens; pass --max_text_length {positions - offset} or less",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+
+
+def report_long_transcripts(processor: CrabProcessor, rows: dict[str, list], splits: dict[str, str]) -> None:
+    """Transcripts longer than --max_text_length tokens are cut to their first ones (the paper's truncation): how
+    many in each split (`rows` and `splits` by role), and the longest, once per run."""
+    limit, parts = processor.max_text_length, []
+    for role, part in rows.items():
+        cut = [(n, u.id) for n, u in zip(processor.transcript_lengths([u.text for u in part]), part) if n > limit]
+        if cut:
+            length, uid = max(cut)
+            parts.append(
+                f"split '{splits[role]}' {len(cut)} of {len(part)} (the longest: id '{uid}', {length} tokens)"
+            )
+    if parts:
+        logger.warning(
+            f"transcripts longer than --max_text_length {limit} tokens are cut to their first {limit}, as in the "
+            f"paper's recipe: {'; '.join(parts)}. Raise --max_text_length to keep more of them"
+        )
+
+
 def build_model(
     model_args,
     loss_args,
@@ -923,6 +955,9 @@ def train_and_evaluate(
         attributes,
     )
     model.config.augmentation = None if augmentation is None else augmentation.to_dict()  # for the model card
+    if report:  # not again for the frozen-encoder baseline, on the same rows
+        report_long_transcripts(processor, rows, splits)
+    check_text_length(processor.max_text_length, model.config.text_config)
     if checkpoint is not None:  # before anything is encoded or trained
         check_resume_config(checkpoint, model.config, data_args.normalization)
 

@@ -431,6 +431,7 @@ class CrabEmotionPipeline(Pipeline):
                     stacklevel=3,
                 )
             window_texts = [text] * len(bounds)
+            self._warn_if_cut(text, name, len(bounds))
         names = [name] if len(bounds) == 1 else [f"{name} ({start:.2f}-{end:.2f} s)" for start, end in spans]
         return {
             "waveforms": [waveform[start:end] for start, end in bounds],
@@ -439,6 +440,21 @@ class CrabEmotionPipeline(Pipeline):
             "window_names": names,
             "text": text,
         }
+
+    def _warn_if_cut(self, text: str, name: str, n_windows: int) -> None:
+        """A transcript longer than the processor's `max_text_length` tokens is cut to its first ones, as in
+        training; the caller is told, with what the model reads of it."""
+        limit = self.processor.max_text_length
+        (length,) = self.processor.transcript_lengths([text])
+        if length <= limit:
+            return
+        windows = f"; each of its {n_windows} windows gets those same tokens" if n_windows > 1 else ""
+        warnings.warn(
+            f"the transcript of {name} is {length} tokens, and the model reads only its first {limit} (the "
+            f"processor's max_text_length, as in training){windows}. Pass each clip with its own transcript, or "
+            "text=None to transcribe each window",
+            stacklevel=4,
+        )
 
     def _forward(self, model_inputs, precision: str = "fp32", backend: str = "pytorch"):
         """A batch of windows -> `probabilities` (windows, C) and `attributes` (windows, A), each None where the

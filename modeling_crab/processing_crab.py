@@ -460,6 +460,14 @@ class CrabProcessor(ProcessorMixin):
             )
         return {"input_ids": encoded["input_ids"], "text_attention_mask": encoded["attention_mask"]}
 
+    def transcript_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Each transcript's length in the model's tokens, `<s>` and `</s>` included, before truncation: those
+        over `max_text_length` are cut to their first `max_text_length` tokens (as in training)."""
+        texts = [text.strip() for text in texts]
+        with _TOKENIZER_LOCK:
+            encoded = self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]
+        return [len(ids) for ids in encoded]
+
     def __call__(
         self,
         audio=None,

@@ -143,7 +143,18 @@ def test_pipeline_truncates_long_transcripts(crab):
     audio, long = noise(1), "that is wonderful news " * 200
     ids = crab[1].tokenizer(long, truncation=True, max_length=crab[1].max_text_length)["input_ids"]
     truncated = crab[1].tokenizer.decode(ids[1:-1])  # what the model sees of it: the first 30 tokens
-    np.testing.assert_allclose(scores(crab[2](audio, text=long)), direct(crab, audio, truncated, SR), atol=1e-5)
+    length = len(crab[1].tokenizer(long.strip(), verbose=False)["input_ids"])  # stripped, as in training
+    assert crab[1].transcript_lengths([long, " ", truncated]) == [length, 2, len(ids)]
+    cut = rf"the transcript of audio 0 is {length} tokens, and the model reads only its first {len(ids)} \(the "
+    with pytest.warns(UserWarning, match=cut + r"processor's max_text_length, as in training\)\. Pass each clip"):
+        result = crab[2](audio, text=long)
+    np.testing.assert_allclose(scores(result), direct(crab, audio, truncated, SR), atol=1e-5)
+    with pytest.warns(UserWarning, match=r"; each of its 3 windows gets those same tokens\. Pass each clip") as caught:
+        crab[2](noise(2.5), text=long, chunk_length_s=1.0)
+    assert len([w for w in caught if "tokens, and the model reads" in str(w.message)]) == 1  # once per recording
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        crab[2](audio, text=truncated)  # a transcript within the limit: no warning
 
 
 @pytest.mark.parametrize("transcript", [b"hello", b"caf\xe9 \xff"])

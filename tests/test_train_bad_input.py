@@ -37,3 +37,55 @@ def test_train_arguments_are_checked_where_parsed(tmp_path, capsys, argv, named)
     with pytest.raises(SystemExit) as stop:
         load_train_script().parse_arguments(argv)
     assert stop.value.code == 2 and named in capsys.readouterr().err
+
+
+# ---- transcripts and the text encoder
+def _with_long_transcripts(manifest, ids: set[str], words: int = 240):
+    import csv
+
+    with manifest.open() as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        if row["id"] in ids:
+            row["text"] = " ".join(["that is wonderful news"] * (words // 4))
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+def test_train_counts_the_transcripts_it_cuts(tmp_path, caplog):
+    import re
+
+    from training_helpers import load_train_script, run_argv, write_corpus
+
+    manifest = _with_long_transcripts(write_corpus(tmp_path), {"train_sad_0", "train_happy_2", "dev_angry_0"})
+    with caplog.at_level("WARNING", logger="crab.train"):
+        load_train_script().main(run_argv(manifest, tmp_path / "run", "--max_steps", "1"))
+    warned = [r.getMessage() for r in caplog.records if "are cut to their first" in r.getMessage()]
+    assert len(warned) == 1, warned  # once per run
+    assert warned[0].startswith(
+        "transcripts longer than --max_text_length 128 tokens are cut to their first 128, as in the paper's recipe"
+    )
+    longest = re.search(r"split 'train' 2 of 12 \(the longest: id '(\w+)', (\d+) tokens\)", warned[0])
+    assert longest and longest[1] in {"train_sad_0", "train_happy_2"} and int(longest[2]) > 128
+    assert re.search(r"split 'dev' 1 of 4 \(the longest: id 'dev_angry_0', \d+ tokens\)", warned[0])
+    assert "Raise --max_text_length to keep more of them" in warned[0]
+    assert (tmp_path / "run" / "inference" / "model.safetensors").is_file()  # a warning: the run goes on
+
+
+def test_train_max_text_length_beyond_the_text_encoder(tmp_path, capsys):
+    from training_helpers import load_train_script, run_argv, write_corpus
+
+    train = load_train_script()
+    manifest = write_corpus(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        train.main(run_argv(manifest, tmp_path / "run", "--max_text_length", "300"))
+    assert stop.value.code == 2
+    assert (
+        "train.py: error: --max_text_length 300: the text encoder (roberta) reads at most 158 tokens; pass "
+        "--max_text_length 158 or less" in capsys.readouterr().err
+    )
+    assert not list((tmp_path / "run").glob("checkpoint-*"))  # stopped before training
+    train.main(run_argv(manifest, tmp_path / "longest", "--max_text_length", "158", "--max_steps", "1"))  # the limit
