@@ -36,6 +36,7 @@ from modeling_crab.configuration_crab import (
     TRAINING_CROP_S,
     CrabConfig,
 )
+from modeling_crab.manifest import EMPTY_TRANSCRIPTS
 from modeling_crab.training.augment import NOISE_TYPES, SPEC_AUGMENT_KEYS, AugmentationError, WaveformAugmentation
 
 logger = logging.getLogger("crab.train")
@@ -159,9 +160,16 @@ class DataArguments:
         },
     )
     preprocessing_num_workers: int = field(default=4, metadata={"help": "threads that read audio for the scan"})
+    empty_transcripts: str = field(
+        default="error",
+        metadata={
+            "help": "a row with an empty transcript: error, or audio_only (the release)",
+            "choices": list(EMPTY_TRANSCRIPTS),
+        },
+    )
     skip_bad_rows: bool = field(
         default=False,
-        metadata={"help": "leave bad rows out (listed in output_dir/skipped_rows.csv) instead of stopping"},
+        metadata={"help": "leave bad rows out (output_dir/skipped_rows.csv lists them)"},
     )
     encoder_cache: str | None = field(
         default=None,
@@ -348,6 +356,7 @@ RELEASE_RECIPE = {
     "full_accumulation_divisor": True,  # loss / accumulation steps, also in an epoch's last, shorter step
     "per_device_eval_batch_size": 32,  # dev batched at 4 micro-batches, padded like training
     "test_batch_size": 1,  # test: one clip at a time (no audio padding), argmax
+    "empty_transcripts": "audio_only",  # rows without a transcript are kept, with <s></s> (its fillna(""))
     "bf16": False,  # fp32 throughout, also on GPUs where CRAB_RECIPE turns on bf16 autocast
     "tf32": False,
 }
@@ -919,6 +928,7 @@ def train_and_evaluate(
             name=str(manifest),
             skip_bad_rows=data_args.skip_bad_rows,
             needs_labels=bool(label_names),
+            empty_transcripts=data_args.empty_transcripts,
         )
     if scan.skipped:
         rows = skip_bad_rows(rows, scanned, scan.skipped, output_dir / "skipped_rows.csv")

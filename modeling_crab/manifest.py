@@ -59,6 +59,9 @@ WRITTEN_COLUMNS: tuple[str, ...] = ("id", "audio", "split")  # what a recipe mus
 
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("audio", "text", "label")  # what training needs
+# What the scan before training does with a row whose transcript is empty: stop the run (a bad row), or keep the row
+# for its audio alone, with the empty transcript `<s></s>` (the released code's `fillna("")`).
+EMPTY_TRANSCRIPTS: tuple[str, ...] = ("error", "audio_only")
 COLUMN_ALIASES = {
     "audio": ("path", "file", "filename", "wav", "wav_path", "audio_path", "audio_file", "filepath"),
     "text": ("transcript", "transcription", "sentence", "utterance", "asr", "caption"),

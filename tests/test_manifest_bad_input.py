@@ -99,8 +99,27 @@ def test_manifest_20_minute_clip_reads_only_the_crop(tmp_path):
 @pytest.mark.parametrize("transcript", ['""', '"   "'])
 def test_manifest_empty_or_whitespace_transcript(tmp_path, transcript):
     write(tmp_path / "a.wav", noise(0.5))
-    message = scan_problems(manifest(tmp_path, [f"a,a.wav,{transcript},sad,train"]))
-    assert "line 2 (id 'a', split 'train'): empty transcript; write the transcript" in message
+    write(tmp_path / "b.wav", noise(0.5))
+    rows = [f"a,a.wav,{transcript},sad,train", "b,b.wav,hello,sad,train", f"c,b.wav,{transcript},sad,dev"]
+    message = scan_problems(manifest(tmp_path, rows))
+    assert (
+        "line 2 (id 'a', split 'train'): empty transcript; write the transcript (ASR output is fine), drop the row, "
+        "or pass --empty_transcripts audio_only to use its audio alone" in message
+    )
+    assert "line 4 (id 'c', split 'dev'): empty transcript" in message
+    # audio_only (the release recipe's): kept, counted per split and named in one warning
+    utterances = load_manifest(manifest(tmp_path, rows))
+    with pytest.warns(UserWarning) as caught:
+        scan = scan_manifest(utterances, ["sad"], labelled_splits=["dev"], empty_transcripts="audio_only")
+    assert set(scan.num_samples) == {"a", "b", "c"}
+    (warned,) = [str(w.message) for w in caught if "empty transcript" in str(w.message)]
+    assert warned.startswith(
+        "2 row(s) have an empty transcript (1 of 1 in split 'dev', 1 of 2 in split 'train'); they are trained and "
+        "evaluated on their audio alone (the empty transcript <s></s>)"
+    )
+    assert "line 2 (id 'a', split 'train')" in warned and "line 4 (id 'c', split 'dev')" in warned
+    with pytest.raises(ValueError, match="empty_transcripts='keep'; use one of error, audio_only"):
+        scan_manifest(utterances, ["sad"], empty_transcripts="keep")
 
 
 def test_manifest_long_transcript_is_truncated_in_batches(tmp_path, tiny_processor):

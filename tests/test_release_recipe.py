@@ -192,7 +192,7 @@ def test_the_default_recipe_keeps_our_training_loop():
     clipping at 1.0, biases and norms exempt from decay, batched test, bf16 where the GPU has it."""
     model, data, loss, optimizer, _, training = train_script.parse_arguments(["--manifest", "m.csv"])
     assert model.recipe == "crab" and model.mask_padding is True and model.pass_audio_attention_mask is None
-    assert data.text_padding == "longest" and data.test_batch_size is None
+    assert data.text_padding == "longest" and data.test_batch_size is None and data.empty_transcripts == "error"
     assert training.train_sampling_strategy == "group_by_length" and training.max_grad_norm == 1.0
     assert training.lr_scheduler_type == "cosine" and training.per_device_eval_batch_size == 8
     assert not (optimizer.decay_every_parameter or optimizer.epoch_cosine or optimizer.full_accumulation_divisor)

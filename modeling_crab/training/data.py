@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..manifest import ManifestError, Utterance, class_label_names, report_problems
+from ..manifest import EMPTY_TRANSCRIPTS, ManifestError, Utterance, class_label_names, report_problems
 from ..pipeline_crab import UndecodableAudioError, read_audio
 from ..processing_crab import (
     SILENCE_PEAK_TO_PEAK,
@@ -202,6 +202,7 @@ def scan_manifest(
     name: str = "",
     skip_bad_rows: bool = False,
     needs_labels: bool = True,
+    empty_transcripts: str = "error",
 ) -> ManifestScan:
     """Check every row of `utterances` and read its audio once; call it before training.
 
@@ -216,8 +217,15 @@ def scan_manifest(
     Attributes (`Utterance.attributes`): a row without some attribute is kept (the loss and the metrics leave it
     out) and counted in one warning; a training split without any value of an attribute is an error.
     `needs_labels=False` (an attributes-only model) checks no class labels.
+
+    An empty transcript is a bad row (`empty_transcripts="error"`), or with `"audio_only"` the row is kept, to be
+    trained and evaluated on its audio alone with the empty transcript `<s></s>` (what the released code does with a
+    missing transcript), and counted in one warning.
     """
+    if empty_transcripts not in EMPTY_TRANSCRIPTS:
+        raise ValueError(f"empty_transcripts={empty_transcripts!r}; use one of {', '.join(EMPTY_TRANSCRIPTS)}")
     key = _cache_key(utterances, label_names, max_duration_s, train_split) + ("-skip" if skip_bad_rows else "")
+    key += "" if empty_transcripts == "error" else f"-{empty_transcripts}"
     if cache_path is not None and Path(cache_path).is_file():
         cached = json.loads(Path(cache_path).read_text())
         if cached.get("key") == key:
@@ -229,12 +237,18 @@ def scan_manifest(
     needs_label = {train_split, *labelled_splits} if needs_labels else set()
     id_counts = Counter(u.id for u in utterances)
     row_problems: dict[int, list[str]] = {}  # position -> problems
+    without_text: list[Utterance] = []  # kept with the empty transcript (audio_only)
     for i, u in enumerate(utterances):
         found = list(u.problems)
         if id_counts[u.id] > 1:
             found.append(f"id '{u.id}' is used by {id_counts[u.id]} rows; make ids unique")
-        if not u.text:
-            found.append("empty transcript; write the transcript (ASR output is fine) or drop the row")
+        if not u.text and empty_transcripts == "audio_only":
+            without_text.append(u)
+        elif not u.text:
+            found.append(
+                "empty transcript; write the transcript (ASR output is fine), drop the row, or pass "
+                "--empty_transcripts audio_only to use its audio alone"
+            )
         elif transcript_problem(u.text):
             found.append(f"the transcript {transcript_problem(u.text)}")
         if u.split in needs_label and not u.label:
@@ -284,6 +298,22 @@ def scan_manifest(
         warnings.warn(
             f"{len(silent)} clip(s) are silent (no variation above one 16-bit step); they carry no acoustic "
             "information. Check them:\n  " + "\n  ".join(silent),
+            UserWarning,
+            stacklevel=2,
+        )
+
+    without_text = [u for u in without_text if u.id in scan.num_samples]  # not the rows left out as bad
+    if without_text:
+        kept = Counter(u.split for u in utterances if u.id in scan.num_samples)
+        per_split = Counter(u.split for u in without_text)
+        counts = ", ".join(f"{n} of {kept[split]} in split '{split}'" for split, n in sorted(per_split.items()))
+        more = f"\n  ... and {len(without_text) - 20} more" if len(without_text) > 20 else ""
+        warnings.warn(
+            f"{len(without_text)} row(s) have an empty transcript ({counts}); they are trained and evaluated on "
+            "their audio alone (the empty transcript <s></s>), as the released code does with missing transcripts. "
+            "Write their transcripts (ASR output is fine) to use their words:\n  "
+            + "\n  ".join(u.where for u in without_text[:20])
+            + more,
             UserWarning,
             stacklevel=2,
         )

@@ -27,6 +27,7 @@ from fake_corpora import (  # noqa: E402
 from modeling_crab.attributes import ATTRIBUTE_NAMES  # noqa: E402
 from modeling_crab.manifest import (  # noqa: E402
     MANIFEST_COLUMNS,
+    ManifestError,
     read_manifest,
     resolve_audio_path,
     write_manifest,
@@ -596,6 +597,40 @@ def test_msp_podcast_submission_cli_checks_manifest(tmp_path, capsys):
     assert "1 missing" in capsys.readouterr().err
 
 
+def test_msp_podcast_manifest_with_missing_transcripts_trains_under_the_release_recipe(tmp_path, caplog):
+    """The converter keeps a clip without a transcript with empty text; the release recipe trains on it with the
+    empty transcript (the released code's fillna("")), the default recipe stops with the row and the fix."""
+    from training_helpers import load_train_script
+
+    assert msp_podcast.main(["--root", str(make_msp(tmp_path / "MSP-PODCAST")), "--out", str(tmp_path / "out")]) == 0
+    manifest_path = tmp_path / "out" / "manifest.csv"
+    labels = ",".join(msp_podcast.CLASSES)
+    argv = [
+        "--manifest",
+        str(manifest_path),
+        "--tiny",
+        "--labels",
+        labels,
+        "--test_split",
+        "test1",
+        "--max_steps",
+        "1",
+    ]
+    argv += ["--disable_tqdm", "true", "--mask_time_prob", "0"]  # the fake clips are shorter than a time mask
+    train = load_train_script()
+    with pytest.raises(
+        ManifestError,
+        match=r"id 'MSP-PODCAST_0001_0002', split 'train'\): empty transcript; .*"
+        "--empty_transcripts audio_only",
+    ):
+        train.main([*argv, "--output_dir", str(tmp_path / "crab")])
+    with pytest.warns(UserWarning, match=r"1 row\(s\) have an empty transcript \(1 of 3 in split 'train'\)"):
+        results = train.main([*argv, "--recipe", "release", "--output_dir", str(tmp_path / "release")])
+    assert 0 <= results["eval_uar"] <= 1
+    predictions = (tmp_path / "release" / "predictions_test1.csv").read_text()
+    assert "MSP-PODCAST_0003_0001" in predictions
+
+
 # --------------------------------------------------------------------------------------------- configs
 
 
@@ -620,4 +655,5 @@ def test_reproduction_configs(name, batch, test_split):
     )
     assert model.mask_padding is False and data.text_padding == "max_length" and data.max_text_length == 128
     assert data.max_duration_s == 12.0 and training.metric_for_best_model == "macro_f1" and training.seed == 42
+    assert data.empty_transcripts == "audio_only"  # the release's fillna(""): clips without a transcript stay
     assert (loss.mlcs_weight, loss.mlcs_temperature) == (2.0, 0.1)
