@@ -714,6 +714,7 @@ def build_model(
         "modality_dropout": model_args.modality_dropout,
         "pass_audio_attention_mask": model_args.pass_audio_attention_mask,
         "audio_attention": model_args.audio_attention,
+        "head_init": "pytorch" if model_args.recipe == "release" else "normal",  # the release's plain nn.Module head
     }
     for name in ("classifier_dropout", "cross_attention_dropout"):
         if getattr(model_args, name) is not None:

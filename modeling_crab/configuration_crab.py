@@ -112,6 +112,11 @@ class CrabConfig(PreTrainedConfig):
             speed factors, gain, noise, reverberation), recorded by `train.py` for the model card; `None`: not
             augmented. Not used at inference. SpecAugment is the speech encoder's own setting: `audio_config`'s
             `mask_time_prob`, `mask_time_length`, `mask_feature_prob`, `mask_feature_length`.
+        head_init: how the head's linear and attention layers start (the encoders keep their own initialisation).
+            `"normal"` (default): transformers' convention, weights from N(0, `initializer_range`) and zero biases;
+            `"pytorch"`: PyTorch's own defaults (Linear: Kaiming-uniform weights and biases within 1/sqrt(fan_in);
+            attention: Xavier-uniform input projection, zero biases), which the released head, a plain `nn.Module`,
+            started from. Only a model built from scratch is affected; loaded weights are never re-initialised.
         audio_encoder_name / text_encoder_name: where `from_pretrained_encoders` loads encoder weights from; `None`
             for randomly initialised encoders (the tiny demo model), so that no card names a checkpoint it never saw.
     """
@@ -143,6 +148,7 @@ class CrabConfig(PreTrainedConfig):
     audio_attention: str = "sdpa"
     fp32_under_autocast: list[str] | None = None
     augmentation: dict | None = None
+    head_init: str = "normal"
     audio_encoder_name: str | None = "microsoft/wavlm-large"
     text_encoder_name: str | None = "roberta-large"
     initializer_range: float = 0.02
@@ -162,6 +168,10 @@ class CrabConfig(PreTrainedConfig):
             raise ValueError(f"mlcs_loss='{self.mlcs_loss}'; use 'mpcl' or 'supcon'")
         if self.audio_attention not in ("eager", "sdpa"):
             raise ValueError(f"audio_attention='{self.audio_attention}'; use 'eager' or 'sdpa'")
+        if self.head_init not in ("normal", "pytorch"):
+            raise ValueError(
+                f"head_init='{self.head_init}'; use 'normal' (transformers') or 'pytorch' (the release's)"
+            )
         self.fp32_under_autocast = list(
             FP32_UNDER_AUTOCAST if self.fp32_under_autocast is None else self.fp32_under_autocast
         )

@@ -13,6 +13,7 @@ carries none of their weights.
 
 from __future__ import annotations
 
+import math
 import types
 from dataclasses import dataclass
 
@@ -237,6 +238,30 @@ def _build_text_encoder(text_config) -> nn.Module:
         return AutoModel.from_config(text_config)
 
 
+def _pytorch_default_init(module: nn.Module) -> None:
+    """What `reset_parameters` gives a freshly built `nn.Linear` or `nn.MultiheadAttention` (through transformers'
+    init functions, which leave loaded weights alone). An attention layer's `out_proj`, a Linear initialised before
+    it, keeps its weights and gets a zero bias, as in PyTorch."""
+    if isinstance(module, nn.Linear):
+        init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+        if module.bias is not None:
+            fan_in = module.weight.shape[1]
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+            init.uniform_(module.bias, -bound, bound)
+        return
+    if module._qkv_same_embed_dim:
+        init.xavier_uniform_(module.in_proj_weight)
+    else:
+        for weight in (module.q_proj_weight, module.k_proj_weight, module.v_proj_weight):
+            init.xavier_uniform_(weight)
+    if module.in_proj_bias is not None:
+        init.constant_(module.in_proj_bias, 0.0)
+        init.constant_(module.out_proj.bias, 0.0)
+    for bias in (module.bias_k, module.bias_v):
+        if bias is not None:
+            init.xavier_normal_(bias)
+
+
 class CrabPreTrainedModel(PreTrainedModel):
     config_class = CrabConfig
     config: CrabConfig
@@ -248,7 +273,12 @@ class CrabPreTrainedModel(PreTrainedModel):
     accepts_loss_kwargs = False  # `forward(**kwargs)` takes no loss kwargs; the Trainer must not scale for them
 
     def _init_weights(self, module):
-        super()._init_weights(module)
+        """The head's layers (the encoders, themselves `PreTrainedModel`s, are initialised by their own classes):
+        `config.head_init` "normal" as transformers' models, or "pytorch" as the released `nn.Module` head."""
+        if self.config.head_init == "pytorch" and isinstance(module, (nn.Linear, nn.MultiheadAttention)):
+            _pytorch_default_init(module)
+        else:
+            super()._init_weights(module)
         if module is getattr(getattr(self, "regressor", None), "out_proj", None):  # start at the scale's middle
             init.constant_(module.bias, sum(ATTRIBUTE_RANGE) / 2)
         if isinstance(module, nn.GRU):  # PyTorch's own GRU initialisation

@@ -10,6 +10,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from training_helpers import LABELS, WORDS, load_train_script, write_corpus
 
 from modeling_crab import CrabForEmotionClassification, CrabProcessor
@@ -236,3 +237,55 @@ def test_crab_predict_scores_equal_the_trainers_test_predictions(release_run, ca
     for uid, result in zip(ids, json.loads(capsys.readouterr().out)):
         scores = {row["label"]: row["score"] for row in result["scores"]}
         np.testing.assert_allclose([scores[label] for label in LABELS], expected[uid], atol=1e-5)
+
+
+def test_the_release_head_starts_from_pytorch_defaults(release_run, tiny_config, tmp_path):
+    """The release's head is a plain nn.Module: its Linear layers start Kaiming-uniform (weights and biases within
+    1/sqrt(fan_in)) and its attention Xavier-uniform with zero biases. `head_init="pytorch"` (the release recipe's)
+    gives that; the encoders start as with the default, and loaded weights are never re-initialised."""
+    assert release_run["trainer"][0].model.config.head_init == "pytorch"
+    for recipe, expected in (("crab", "normal"), ("release", "pytorch")):
+        model_args, _, loss_args, _, _, training_args = train_script.parse_arguments(
+            ["--manifest", "m.csv", "--tiny", "--recipe", recipe]
+        )
+        built = train_script.build_model(model_args, loss_args, list(LABELS), 100, False, training_args)
+        assert built.config.head_init == expected
+    models = {}
+    for kind in ("normal", "pytorch"):
+        torch.manual_seed(0)
+        models[kind] = CrabForEmotionClassification(replace_config(tiny_config, head_init=kind))
+    normal, pytorch = (dict(models[kind].named_modules()) for kind in ("normal", "pytorch"))
+    head = [name for name in pytorch if name and "encoder" not in name]
+    linears = [name for name in head if isinstance(pytorch[name], nn.Linear)]
+    assert len(linears) >= 15
+    for name in linears:
+        layer, bound = pytorch[name], pytorch[name].weight.shape[1] ** -0.5
+        assert layer.weight.abs().max() <= bound and layer.bias.abs().max() <= bound, name
+        if layer.weight.numel() >= 4096:  # uniform on +-bound: std bound / sqrt(3)
+            assert abs(layer.weight.std().item() * 3**0.5 / bound - 1) < 0.1, name
+        assert abs(normal[name].weight.std().item() - 0.02) < 0.01 or layer.weight.numel() < 4096, name
+        if name.endswith("attention.out_proj"):
+            assert not layer.bias.any(), name  # zeroed by the attention layer, as in PyTorch
+        else:
+            assert layer.bias.any() and not normal[name].bias.any(), name
+            if layer.bias.numel() >= 16:
+                assert layer.bias.abs().max() > bound / 2, name
+    attentions = [name for name in head if isinstance(pytorch[name], nn.MultiheadAttention)]
+    assert len(attentions) == 2
+    for name in attentions:
+        weight = pytorch[name].in_proj_weight
+        xavier = (6 / sum(weight.shape)) ** 0.5
+        assert weight.abs().max() <= xavier and abs(weight.std().item() * 3**0.5 / xavier - 1) < 0.1
+        assert not pytorch[name].in_proj_bias.any()
+    states = {kind: model.state_dict() for kind, model in models.items()}
+    encoders = [key for key in states["normal"] if "_encoder." in key]
+    assert encoders and all(torch.equal(states["normal"][key], states["pytorch"][key]) for key in encoders)
+    models["pytorch"].save_pretrained(tmp_path / "saved")
+    loaded = CrabForEmotionClassification.from_pretrained(tmp_path / "saved").state_dict()
+    assert all(torch.equal(loaded[key], value) for key, value in states["pytorch"].items())
+    with pytest.raises(ValueError, match="head_init='xavier'; use 'normal'"):
+        replace_config(tiny_config, head_init="xavier")
+
+
+def replace_config(config, **changes):
+    return type(config).from_dict({**config.to_dict(), **changes})
