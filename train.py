@@ -595,6 +595,7 @@ from modeling_crab.training import (  # noqa: E402
     CrabTrainer,
     build_compute_metrics,
     build_tiny_tokenizer,
+    check_label_set,
     classification_metrics,
     compute_class_weights,
     confusion,
@@ -914,6 +915,7 @@ def train_and_evaluate(
         label_names = []
     elif data_args.labels:
         label_names = [name.strip() for name in data_args.labels.split(",") if name.strip()]
+        check_label_set(label_names, "--labels")
     else:
         label_names = label_names_from(utterances, data_args.train_split, manifest)
     scanned = [u for part in rows.values() for u in part]

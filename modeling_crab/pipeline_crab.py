@@ -284,6 +284,13 @@ class CrabEmotionPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         if self.processor is None:
             raise ValueError("the speech-emotion-recognition pipeline needs the Crab processor; pass processor=")
+        tokenizer = self.processor.tokenizer
+        if len(tokenizer) <= len(set(tokenizer.all_special_ids)):  # built without its vocabulary files
+            raise ValueError(
+                f"the model's tokenizer has no vocabulary (only its {len(tokenizer)} special tokens), so every "
+                "transcript would be read as empty: the model folder lacks tokenizer.json (or vocab.json and "
+                "merges.txt); copy or export the model again"
+            )
         self.model.eval()
         self._asr_cache: dict = {}
         self._onnx_sessions: dict[str, OnnxCrabSession] = {}

@@ -117,7 +117,11 @@ def test_cli_models_that_cannot_load(crab, tmp_path, capsys):
     (pickled / "model.safetensors").unlink()
     torch.save({"weights": Path("not a tensor")}, pickled / "pytorch_model.bin")  # a pickle weights_only refuses
     (tmp_path / "not_an_export").mkdir()
+    untokenized = Path(shutil.copytree(checkpoint, tmp_path / "untokenized"))
+    for name in ("tokenizer.json", "vocab.json", "merges.txt"):
+        (untokenized / name).unlink(missing_ok=True)  # the tokenizer is built with its special tokens alone
     cases = [
+        (untokenized, 1, "--model '{}' (the model's tokenizer has no vocabulary (only its", "export the model again"),
         (truncated, 2, "--model '{}': model.safetensors is truncated (", "copy or export the model again"),
         (tmp_path / "gone" / "inference", 2, "--model '{}' is not a folder here", "pass the export folder"),
         (tmp_path / "not_an_export", 2, "--model '{}' has no config.json", "<output_dir>/inference"),

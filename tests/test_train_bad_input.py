@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from training_helpers import LABELS
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")  # many small forward passes (conftest)
 
@@ -89,3 +90,53 @@ def test_train_max_text_length_beyond_the_text_encoder(tmp_path, capsys):
     )
     assert not list((tmp_path / "run").glob("checkpoint-*"))  # stopped before training
     train.main(run_argv(manifest, tmp_path / "longest", "--max_text_length", "158", "--max_steps", "1"))  # the limit
+
+
+# ---- the label set
+@pytest.mark.parametrize(
+    "change, extra, named",
+    [
+        (
+            {"train_angry_1": "Angry"},
+            [],
+            "the labels of split 'train' spell one class in several ways ('Angry' and 'angry'): they would be trained "
+            "as different classes; give each class one spelling in the 'label' column",
+        ),
+        (
+            {"train_sad_0": "Sad ", "train_sad_1": "SAD"},  # a trailing space is stripped: 'Sad' and 'SAD' clash
+            [],
+            "spell one class in several ways ('SAD' and 'Sad' and 'sad')",
+        ),
+        (
+            {},
+            ["--labels", "angry,happy,neutral,sad,sad"],
+            "--labels name ['sad'] more than once; name each class once",
+        ),
+        ({}, ["--labels", "sad"], "--labels hold one class ('sad'); an emotion classifier needs two or more"),
+        (
+            {f"{split}_{label}_{i}": "sad" for split in ("train", "dev") for label in LABELS for i in range(3)},
+            [],
+            "the labels of split 'train' hold one class ('sad'); an emotion classifier needs two or more",
+        ),
+    ],
+)
+def test_train_label_set_is_checked(tmp_path, change, extra, named):
+    import csv
+
+    from training_helpers import load_train_script, run_argv, write_corpus
+
+    from modeling_crab.manifest import ManifestError
+
+    manifest = write_corpus(tmp_path)
+    with manifest.open() as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["label"] = change.get(row["id"], row["label"])
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(ManifestError) as stop:
+        load_train_script().main(run_argv(manifest, tmp_path / "run", *extra))
+    assert named in str(stop.value)
+    assert not (tmp_path / "run" / "manifest_scan.json").exists()  # before any audio is read

@@ -21,6 +21,7 @@ _EXPORTS = {
     "CrabAudioTextDataset": "data",
     "ManifestScan": "data",
     "label_names_from": "data",
+    "check_label_set": "data",
     "load_audio": "data",
     "scan_manifest": "data",
     "WaveformAugmentation": "augment",
@@ -41,6 +42,7 @@ __all__ = [
     "CrabAudioTextDataset",
     "ManifestScan",
     "label_names_from",
+    "check_label_set",
     "load_audio",
     "scan_manifest",
     "WaveformAugmentation",
@@ -59,7 +61,7 @@ if TYPE_CHECKING:
         EpochSeededLengthGroupedSampler,
         EpochSeededRandomSampler,
     )
-    from .data import CrabAudioTextDataset, ManifestScan, label_names_from, load_audio, scan_manifest
+    from .data import CrabAudioTextDataset, ManifestScan, check_label_set, label_names_from, load_audio, scan_manifest
     from .metrics import build_compute_metrics, classification_metrics, confusion
     from .tiny import build_tiny_tokenizer, tiny_crab_config
     from .trainer import CrabTrainer, compute_class_weights

@@ -402,7 +402,31 @@ def label_names_from(utterances: Sequence[Utterance], train_split: str = "train"
         raise ManifestError(
             f"split '{train_split}' has no labelled rows; check the 'split' column or pass --train_split"
         )
+    check_label_set(names, f"the labels of split '{train_split}'")
     return names
+
+
+def check_label_set(names: Sequence[str], source: str) -> None:
+    """A label set names each class once, in one spelling, and has at least two classes; else a `ManifestError`
+    naming `source` (where the names came from) and the fix."""
+    repeated = sorted({name for name in names if list(names).count(name) > 1})
+    if repeated:
+        raise ManifestError(f"{source} name {repeated} more than once; name each class once")
+    spellings: dict[str, list[str]] = {}
+    for name in names:
+        spellings.setdefault(" ".join(name.casefold().split()), []).append(name)
+    clashes = [variants for variants in spellings.values() if len(variants) > 1]
+    if clashes:
+        listed = "; ".join(" and ".join(repr(name) for name in variants) for variants in clashes)
+        raise ManifestError(
+            f"{source} spell one class in several ways ({listed}): they would be trained as different classes; "
+            "give each class one spelling in the 'label' column"
+        )
+    if len(names) < 2:
+        raise ManifestError(
+            f"{source} hold one class ({', '.join(map(repr, names))}); an emotion classifier needs two or more: check "
+            "the 'label' column and --train_split, or pass --attributes_only with --attributes to predict attributes"
+        )
 
 
 __all__ = [
@@ -413,4 +437,5 @@ __all__ = [
     "CrabAudioTextDataset",
     "attribute_row",
     "label_names_from",
+    "check_label_set",
 ]
