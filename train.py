@@ -605,6 +605,7 @@ from modeling_crab.training import (  # noqa: E402
 )
 from modeling_crab.training.checkpoints import (  # noqa: E402
     CheckpointError,
+    check_output_dir,
     check_resume_config,
     check_resume_weights_and_optimizer,
     resolve_resume_checkpoint,
@@ -886,6 +887,9 @@ def train_and_evaluate(
     eval_results.json) and, per split name, the summary table's metrics; `report` prints the table."""
     set_seed(training_args.seed)
     output_dir = Path(training_args.output_dir)
+    if report:  # the run asked for; its frozen-encoder baseline (report=False) retrains in its own subfolder
+        resuming = str(training_args.resume_from_checkpoint or "false").lower() != "false"
+        check_output_dir(output_dir, resuming)
 
     # ---- data: manifest -> validated splits -> datasets ------------------------------------------------------------
     manifest = data_args.manifest

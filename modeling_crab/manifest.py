@@ -206,7 +206,7 @@ def _read_rows(manifest: Any) -> tuple[list[dict[str, Any]], Path, str, str]:
 
     path = Path(manifest)
     if path.is_dir() and datasets is not None:
-        loaded = datasets.load_from_disk(str(path))
+        loaded = _load_saved_dataset(path)
         rows, _, _, numbering = _read_rows(loaded)
         return rows, path.resolve(), f"'{path}'", numbering
     if not path.is_file():
@@ -214,6 +214,14 @@ def _read_rows(manifest: Any) -> tuple[list[dict[str, Any]], Path, str, str]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+        header = reader.fieldnames or []
+        for separator, name in ((";", "semicolons"), ("\t", "tabs")):
+            if len(header) == 1 and header[0].count(separator) >= 2:  # one column: the commas are not separators
+                raise ManifestError(
+                    f"manifest '{path}' separates its columns with {name}, not commas (its header reads "
+                    f"{header[0]!r}); save it as comma-separated CSV (a spreadsheet's 'CSV UTF-8 (comma delimited)'), "
+                    "or as JSONL"
+                )
         rows, last_line = [], 1
         for row in reader:
             first_line, last_line = last_line + 1, reader.line_num
@@ -264,6 +272,21 @@ def _dataset_rows(dataset) -> list[dict[str, Any]]:
     return rows
 
 
+def _load_saved_dataset(path: Path):
+    """A folder written by `datasets`' `save_to_disk`; any other folder is a `ManifestError` naming the fix."""
+    import datasets
+
+    if not ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
+        inside = next((name for name in ("manifest.csv", "manifest.jsonl") if (path / name).is_file()), None)
+        hint = f"; it holds {inside}: pass --manifest {path / inside}" if inside else ""
+        raise ManifestError(
+            f"manifest '{path}' is a folder that datasets' save_to_disk did not write (no dataset_dict.json or "
+            "state.json); pass --manifest with a CSV or JSONL file listing each clip's audio, text and label (a "
+            f"folder of audio files is not a manifest: docs/training.md, 'Data'){hint}"
+        )
+    return datasets.load_from_disk(str(path))
+
+
 def class_label_names(manifest: Any) -> list[str] | None:
     """The class names, in class-id order, of a `datasets` manifest whose `label` column is a `ClassLabel`; None
     for any other manifest."""
@@ -272,7 +295,7 @@ def class_label_names(manifest: Any) -> list[str] | None:
     except ImportError:  # pragma: no cover
         return None
     if isinstance(manifest, (str, os.PathLike)) and Path(manifest).is_dir():
-        manifest = datasets.load_from_disk(str(manifest))
+        manifest = _load_saved_dataset(Path(manifest))
     if isinstance(manifest, datasets.DatasetDict):
         manifest = next(iter(manifest.values()), None)
     if not isinstance(manifest, datasets.Dataset):

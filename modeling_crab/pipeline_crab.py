@@ -49,6 +49,7 @@ from transformers.utils import logging as hf_logging
 
 from .configuration_crab import min_audio_samples
 from .processing_crab import (
+    MIN_AUDIO_S,
     BlockResampler,
     as_waveform_list,
     check_sampling_rate,
@@ -416,8 +417,11 @@ class CrabEmotionPipeline(Pipeline):
         target = self.processor.sampling_rate
         if rate != target:
             waveform = resample(waveform, rate, target)
-        if waveform.size < target // 40:
-            raise ValueError(f"{name} is {waveform.size / target * 1000:.0f} ms long; pass at least 25 ms of speech")
+        if waveform.size < round(MIN_AUDIO_S * target):
+            raise ValueError(
+                f"{name} is {waveform.size / target * 1000:.0f} ms long; pass at least {MIN_AUDIO_S * 1000:.0f} ms of "
+                "speech"
+            )
         if waveform.size < self._min_samples():
             raise ValueError(
                 f"{name} is {waveform.size / target * 1000:.0f} ms long, shorter than one frame of this model's "

@@ -38,6 +38,8 @@ from .configuration_crab import (  # noqa: F401 (re-exported)
 LOWPASS_FILTER_WIDTH = 32
 # A recording whose peak-to-peak amplitude is below one 16-bit step carries no signal: it gets a warning.
 SILENCE_PEAK_TO_PEAK = 2.0**-15
+# The shortest clip classified or trained on: one frame of WavLM's (and wav2vec 2.0's) CNN, 400 samples at 16 kHz.
+MIN_AUDIO_S = 0.025
 # Sampling rates audio can have; outside them a rate is a mistake (kHz given for Hz, a broken header).
 MIN_SAMPLING_RATE = 1_000
 MAX_SAMPLING_RATE = 1_000_000

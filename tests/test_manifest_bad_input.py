@@ -298,3 +298,68 @@ def test_manifest_attribute_columns_and_missing_values(tmp_path):
     path = manifest(tmp_path, rows, header="id,audio,text,label,split,arousal,dominance")
     with pytest.raises(ManifestError, match="split 'train' has no value of attribute 'dominance' in any row"):
         scan_manifest(load_manifest(path, attribute_names=["arousal", "dominance"]), ["sad"], num_workers=1)
+
+
+def test_manifest_clip_shorter_than_one_encoder_frame(tmp_path):
+    """10-24 ms clips (or start/end segments) are bad rows, by the pipeline's rule (MIN_AUDIO_S): the speech encoder
+    cannot make one frame of them. 8 kHz audio is measured after resampling; 25 ms passes."""
+    write(tmp_path / "short.wav", noise(0.012))
+    write(tmp_path / "short_8k.wav", noise(0.02, rate=8000), rate=8000)
+    write(tmp_path / "long.wav", noise(1.0))
+    write(tmp_path / "edge.wav", noise(0.025))
+    rows = [
+        "a,short.wav,hi,sad,train",
+        "b,short_8k.wav,hi,sad,train",
+        "c,long.wav,hi,sad,train,0.5,0.51",
+        "d,edge.wav,hi,sad,train",
+        "e,long.wav,hi,happy,train",
+    ]
+    path = tmp_path / "manifest.csv"
+    path.write_text(
+        "id,audio,text,label,split,start,end\n" + "\n".join(row + ",," * (row.count(",") == 4) for row in rows)
+    )
+    message = scan_problems(path)
+    assert (
+        "line 2 (id 'a', split 'train'): audio '" in message
+        and "short.wav' is 12 ms long, shorter than one frame of the speech encoder (25 ms); remove the row or fix "
+        "the file"
+        in message
+    )
+    assert "line 3 (id 'b', split 'train'): audio '" in message and "short_8k.wav' is 20 ms long" in message
+    assert "line 4 (id 'c', split 'train'): audio '" in message and "long.wav' is 10 ms long" in message
+    assert "id 'd'" not in message and "id 'e'" not in message and message.count("ms long") == 3
+
+
+@pytest.mark.parametrize("separator, name", [(";", "semicolons"), ("\t", "tabs")])
+def test_manifest_csv_with_another_separator(tmp_path, separator, name):
+    """A spreadsheet's 'CSV' in a locale that separates with semicolons, or a TSV named .csv."""
+    write(tmp_path / "a.wav", noise(0.5))
+    path = tmp_path / "manifest.csv"
+    path.write_text(
+        separator.join(["id", "audio", "text", "label", "split"])
+        + "\n"
+        + separator.join(["a", "a.wav", "hello, there", "sad", "train"])
+        + "\n"
+    )
+    with pytest.raises(ManifestError) as error:
+        load_manifest(path)
+    assert str(error.value) == (
+        f"manifest '{path}' separates its columns with {name}, not commas (its header reads "
+        f"{separator.join(['id', 'audio', 'text', 'label', 'split'])!r}); save it as comma-separated CSV (a "
+        "spreadsheet's 'CSV UTF-8 (comma delimited)'), or as JSONL"
+    )
+
+
+def test_manifest_folder_that_is_not_a_saved_dataset(tmp_path):
+    """A folder of audio files (or one holding a manifest) passed as --manifest: not a datasets folder."""
+    (tmp_path / "wavs").mkdir()
+    write(tmp_path / "wavs" / "a.wav", noise(0.5))
+    with pytest.raises(
+        ManifestError,
+        match=r"'.*wavs' is a folder that datasets' save_to_disk did not write .*a "
+        r"folder of audio files is not a manifest: docs/training.md, 'Data'\)$",
+    ):
+        load_manifest(tmp_path / "wavs")
+    (tmp_path / "manifest.csv").write_text("audio,text,label\nwavs/a.wav,hi,sad\n")
+    with pytest.raises(ManifestError, match=rf"; it holds manifest.csv: pass --manifest {tmp_path / 'manifest.csv'}$"):
+        load_manifest(tmp_path)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ..manifest import EMPTY_TRANSCRIPTS, ManifestError, Utterance, class_label_names, report_problems
 from ..pipeline_crab import UndecodableAudioError, read_audio
 from ..processing_crab import (
+    MIN_AUDIO_S,
     SILENCE_PEAK_TO_PEAK,
     TRAINING_CROP_S,
     check_amplitude,
@@ -132,6 +133,11 @@ def _check_audio(utterance: Utterance, max_duration_s: float | None) -> _AudioCh
         return _AudioCheck(problem=f"audio file '{utterance.audio}' is unreadable ({error}); convert it to WAV/FLAC")
     if len(waveform) == 0:
         return _AudioCheck(problem=f"audio '{utterance.audio}' is empty; remove the row or fix the file")
+    if len(waveform) < round(MIN_AUDIO_S * SAMPLING_RATE):
+        return _AudioCheck(
+            problem=f"audio '{utterance.audio}' is {len(waveform) / SAMPLING_RATE * 1000:.0f} ms long, shorter than "
+            f"one frame of the speech encoder ({MIN_AUDIO_S * 1000:.0f} ms); remove the row or fix the file"
+        )
     if not np.isfinite(waveform).all():
         return _AudioCheck(problem=f"audio '{utterance.audio}' contains NaN or infinite samples; re-export the file")
     try:

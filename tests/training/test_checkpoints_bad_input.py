@@ -112,3 +112,34 @@ def test_best_checkpoint_and_its_metrics_survive_rotation_and_kills(tmp_path, mo
     assert best.parent == out and best.is_dir() and checkpoint_problem(best) is None
     best_state = json.loads((best / "trainer_state.json").read_text())
     assert any("eval_loss" in entry for entry in best_state["log_history"])
+
+
+def test_a_new_run_into_a_folder_with_an_earlier_runs_checkpoints(resumable_run, tmp_path):
+    """A run that does not resume stops before it reads anything when --output_dir holds another run's complete
+    checkpoints (their rotation would mix the runs, and its results would overwrite the earlier ones); a file as
+    --output_dir stops it too. Incomplete checkpoints alone (nothing to resume) do not, nor does resuming."""
+    import shutil
+
+    from training_helpers import load_train_script
+
+    from modeling_crab.training.checkpoints import CheckpointError
+
+    manifest, finished = resumable_run
+    earlier = Path(shutil.copytree(finished, tmp_path / "earlier"))
+    before = {path.name: path.stat().st_mtime_ns for path in earlier.rglob("*")}
+    train = load_train_script()
+    with pytest.raises(CheckpointError) as error:
+        train.main(run_argv(manifest, earlier))
+    assert str(error.value) == (
+        f"--output_dir '{earlier}' holds the checkpoints of an earlier run (checkpoint-1, checkpoint-2, checkpoint-3, "
+        "checkpoint-4); continue it with --resume_from_checkpoint last, or pass another --output_dir (or delete that "
+        "folder to start over there)"
+    )
+    assert {path.name: path.stat().st_mtime_ns for path in earlier.rglob("*")} == before  # nothing touched
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(CheckpointError, match=r"--output_dir '.*a_file' is a file; pass a folder"):
+        train.main(run_argv(manifest, tmp_path / "a_file"))
+    incomplete = tmp_path / "incomplete" / "checkpoint-7"
+    incomplete.mkdir(parents=True)  # no weights, no trainer state: left by a kill, nothing to resume
+    train.main(run_argv(manifest, tmp_path / "incomplete", "--max_steps", "1"))
+    assert (tmp_path / "incomplete" / "checkpoint-1").is_dir()
