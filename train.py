@@ -651,6 +651,21 @@ def build_processor(model_args, data_args, train_texts: list[str], checkpoint: s
     return processor
 
 
+def note_classes_missing(rows: dict[str, list], splits: dict[str, str], label_names: list[str], test: bool) -> None:
+    """A class without a clip in the dev (or labelled test) split: its recall counts as 0 in UAR and macro-F1,
+    which average over every class, so the scores there cannot reach 1; said once, with the ceiling."""
+    for role in ("eval", "test") if test else ("eval",):
+        present = {u.label for u in rows.get(role, [])}
+        missing = [name for name in label_names if name not in present]
+        if missing and len(missing) < len(label_names):
+            ceiling = 1 - len(missing) / len(label_names)
+            logger.warning(
+                f"split '{splits[role]}' has no clip of {missing}: their recall counts as 0 in its UAR and macro-F1, "
+                f"which average over all {len(label_names)} classes, so its UAR is at most {ceiling:.2f}; add clips "
+                "of them to compare models on every class"
+            )
+
+
 def check_text_length(max_text_length: int, text_config) -> None:
     """--max_text_length within what the text encoder's position embeddings can number (RoBERTa's start after its
     padding index: 514 of them read 512 tokens); before anything is encoded or trained."""
@@ -939,6 +954,8 @@ def train_and_evaluate(
         )
     if scan.skipped:
         rows = skip_bad_rows(rows, scanned, scan.skipped, output_dir / "skipped_rows.csv")
+    if report:
+        note_classes_missing(rows, splits, label_names, test_has_labels)
     label2id = {name: i for i, name in enumerate(label_names)}
     # the training split only (cached encoder outputs cannot be augmented); a bad noise file stops the run here
     augmentation = None if data_args.encoder_cache else augment_args.waveform

@@ -176,10 +176,19 @@ def write_manifest(rows: list[dict], path: str | os.PathLike) -> Path:
 
 def resolve_audio_path(audio: str, manifest_dir: str | os.PathLike) -> Path:
     """Absolute path of a manifest ``audio`` entry (relative entries are relative to the manifest's folder)."""
-    candidate = Path(audio)
+    candidate = _expand_audio_path(audio)
     if candidate.is_absolute():
         return candidate
     return (Path(manifest_dir) / candidate).resolve()
+
+
+def _expand_audio_path(audio: str) -> Path:
+    """A manifest ``audio`` entry as a path: ``~`` is the home folder, a ``file://`` URL its path."""
+    if audio.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        audio = unquote(urlparse(audio).path)
+    return Path(audio).expanduser()
 
 
 def relative_audio_path(audio: str | os.PathLike, manifest_dir: str | os.PathLike) -> str:
@@ -459,7 +468,7 @@ def load_manifest(
         utterances.append(
             Utterance(
                 id=_as_text(row.get("id")) or f"row{index}",
-                audio=str(Path(audio) if Path(audio).is_absolute() else (base_dir / audio)) if audio else "",
+                audio=str(base_dir / _expand_audio_path(audio)) if audio else "",  # an absolute one stays
                 text=_as_text(row.get("text")),
                 label=_as_text(row.get("label")),
                 split=_as_text(row.get("split")),

@@ -363,3 +363,33 @@ def test_manifest_folder_that_is_not_a_saved_dataset(tmp_path):
     (tmp_path / "manifest.csv").write_text("audio,text,label\nwavs/a.wav,hi,sad\n")
     with pytest.raises(ManifestError, match=rf"; it holds manifest.csv: pass --manifest {tmp_path / 'manifest.csv'}$"):
         load_manifest(tmp_path)
+
+
+def test_manifest_audio_paths_written_another_way(tmp_path, monkeypatch):
+    """`~/...` and `file://` URLs are read as the paths they name; a Windows path with backslashes, and a name whose
+    Unicode is in the other normal form than on disk (macOS writes NFD), are not found, with the spelling that is."""
+    import unicodedata
+    from urllib.parse import quote
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "clips").mkdir(parents=True)
+    (tmp_path / "wavs").mkdir()
+    write(tmp_path / "home" / "clips" / "a.wav", noise(0.5))
+    write(tmp_path / "wavs" / "b c.wav", noise(0.5))
+    write(tmp_path / "wavs" / "d.wav", noise(0.5))
+    nfd = unicodedata.normalize("NFD", "é.wav")
+    write(tmp_path / "wavs" / nfd, noise(0.5))
+    rows = [
+        "a,~/clips/a.wav,hi,sad,train",
+        f"b,file://{quote(str(tmp_path / 'wavs' / 'b c.wav'))},hi,happy,train",
+        "d,wavs\\d.wav,hi,sad,train",
+        f"e,wavs/{unicodedata.normalize('NFC', 'é.wav')},hi,sad,train",
+    ]
+    utterances = load_manifest(manifest(tmp_path, rows))
+    assert utterances[0].audio == str(tmp_path / "home" / "clips" / "a.wav")
+    assert utterances[1].audio == str(tmp_path / "wavs" / "b c.wav")
+    message = scan_problems(manifest(tmp_path, rows))
+    assert "id 'a'" not in message and "id 'b'" not in message
+    assert f"'{tmp_path / 'wavs' / 'd.wav'}' exists: write the path with '/', not '\\'" in message
+    assert "id 'e', split 'train'): audio file" in message
+    assert "the file exists with its name's characters in Unicode NFD: write it as the file system does" in message

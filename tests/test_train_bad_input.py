@@ -140,3 +140,24 @@ def test_train_label_set_is_checked(tmp_path, change, extra, named):
         load_train_script().main(run_argv(manifest, tmp_path / "run", *extra))
     assert named in str(stop.value)
     assert not (tmp_path / "run" / "manifest_scan.json").exists()  # before any audio is read
+
+
+def test_train_dev_split_without_a_class(tmp_path, caplog):
+    import csv
+
+    from training_helpers import load_train_script, run_argv, write_corpus
+
+    manifest = write_corpus(tmp_path)
+    with manifest.open() as handle:
+        rows = [row for row in csv.DictReader(handle) if row["id"] != "dev_sad_0"]
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with caplog.at_level("WARNING", logger="crab.train"):
+        load_train_script().main(run_argv(manifest, tmp_path / "run", "--max_steps", "1"))
+    assert (
+        "split 'dev' has no clip of ['sad']: their recall counts as 0 in its UAR and macro-F1, which average over all "
+        "4 classes, so its UAR is at most 0.75; add clips of them to compare models on every class" in caplog.text
+    )
+    assert (tmp_path / "run" / "eval_results.json").is_file()  # a note: the run goes on

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import unicodedata
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -115,6 +116,8 @@ def _check_audio(utterance: Utterance, max_duration_s: float | None) -> _AudioCh
         found = _found_elsewhere(Path(utterance.audio))
         if found is not None:
             where += f"; '{found[0]}' exists: pass --audio_root {found[1]}"
+        else:
+            where += _spelled_otherwise(utterance.audio)
         return _AudioCheck(problem=f"audio file '{utterance.audio}' not found; fix the path ({where})")
     if not os.access(utterance.audio, os.R_OK):
         return _AudioCheck(
@@ -145,6 +148,18 @@ def _check_audio(utterance: Utterance, max_duration_s: float | None) -> _AudioCh
     except ValueError as error:
         return _AudioCheck(problem=str(error))
     return _AudioCheck(_RunningMoments.of(waveform), silent=bool(np.ptp(waveform) < SILENCE_PEAK_TO_PEAK))
+
+
+def _spelled_otherwise(missing: str) -> str:
+    """A hint when the missing file exists under another spelling of its path: Windows backslashes, or its name's
+    Unicode in the other normal form (macOS writes NFD, most editors NFC)."""
+    if "\\" in missing and os.path.isfile(missing.replace("\\", "/")):
+        return f"; '{missing.replace(chr(92), '/')}' exists: write the path with '/', not '\\'"
+    for form in ("NFC", "NFD"):
+        other = unicodedata.normalize(form, missing)
+        if other != missing and os.path.isfile(other):
+            return f"; the file exists with its name's characters in Unicode {form}: write it as the file system does"
+    return ""
 
 
 def _found_elsewhere(missing: Path, depth: int = 4) -> tuple[Path, Path] | None:
