@@ -310,6 +310,27 @@ def check_device(device: str | None, parser: argparse.ArgumentParser) -> None:
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
+def _missing_model_files(path: Path) -> list[str]:
+    """What a Crab export folder with a config.json lacks to load: weights, the processor's settings, the tokenizer's
+    vocabulary, and the code files its config.json names (`auto_map`)."""
+    missing = []
+    if not (list(path.glob("*.safetensors")) or (path / "pytorch_model.bin").is_file()):
+        missing.append("model.safetensors")
+    if not ((path / "processor_config.json").is_file() or (path / "preprocessor_config.json").is_file()):
+        missing.append("processor_config.json")
+    if not ((path / "tokenizer.json").is_file() or (path / "vocab.json").is_file()):
+        missing.append("tokenizer.json")
+    try:
+        auto_map = json.loads((path / "config.json").read_text()).get("auto_map") or {}
+    except (OSError, ValueError):
+        auto_map = {}
+    for reference in auto_map.values():
+        module = str(reference).split("--")[-1].rsplit(".", 1)[0]  # "repo--module.Class" or "module.Class"
+        if module and not (path / f"{module}.py").is_file() and f"{module}.py" not in missing:
+            missing.append(f"{module}.py")
+    return missing
+
+
 def check_model(model: str, parser: argparse.ArgumentParser, flag: str = "--model") -> None:
     """`--model` (or `flag`): an export folder that holds a whole model, or something that can only be a Hub repo id. A path
     that does not exist is reported here instead of being looked up on the Hub."""
@@ -319,6 +340,12 @@ def check_model(model: str, parser: argparse.ArgumentParser, flag: str = "--mode
             parser.error(
                 f"{flag} '{model}' has no config.json, so it is not a Crab export; pass the folder train.py writes "
                 "as <output_dir>/inference (or a checkpoint-N folder)"
+            )
+        missing = _missing_model_files(path)
+        if missing:
+            parser.error(
+                f"{flag} '{model}' lacks {', '.join(missing)}; copy the whole folder, or export the model again "
+                "(train.py writes <output_dir>/inference)"
             )
         from .training.checkpoints import safetensors_problem
 

@@ -120,8 +120,12 @@ def test_cli_models_that_cannot_load(crab, tmp_path, capsys):
     untokenized = Path(shutil.copytree(checkpoint, tmp_path / "untokenized"))
     for name in ("tokenizer.json", "vocab.json", "merges.txt"):
         (untokenized / name).unlink(missing_ok=True)  # the tokenizer is built with its special tokens alone
+    unprocessed = Path(shutil.copytree(checkpoint, tmp_path / "unprocessed"))
+    (unprocessed / "processor_config.json").unlink()
+    (unprocessed / "modeling_crab.py").unlink()
     cases = [
-        (untokenized, 1, "--model '{}' (the model's tokenizer has no vocabulary (only its", "export the model again"),
+        (untokenized, 2, "--model '{}' lacks tokenizer.json; copy the whole folder", "export the model again"),
+        (unprocessed, 2, "--model '{}' lacks processor_config.json, modeling_crab.py; copy", "<output_dir>/inference"),
         (truncated, 2, "--model '{}': model.safetensors is truncated (", "copy or export the model again"),
         (tmp_path / "gone" / "inference", 2, "--model '{}' is not a folder here", "pass the export folder"),
         (tmp_path / "not_an_export", 2, "--model '{}' has no config.json", "<output_dir>/inference"),

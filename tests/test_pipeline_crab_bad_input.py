@@ -395,3 +395,21 @@ def test_long_work_shows_progress_on_a_terminal_only(crab, tmp_path, monkeypatch
         output = stream.getvalue()
         assert ("checking the manifest" in output and "classifying windows" in output) == shown, output
         assert shown or output == ""
+
+
+def test_pipeline_model_folder_without_its_tokenizer_vocabulary(crab, tmp_path):
+    """Without tokenizer.json the processor's tokenizer is built from its special tokens alone and would read every
+    transcript as empty: the pipeline refuses it."""
+    import shutil
+
+    from transformers import pipeline
+
+    folder = Path(shutil.copytree(crab[3], tmp_path / "untokenized"))
+    for name in ("tokenizer.json", "vocab.json", "merges.txt"):
+        (folder / name).unlink(missing_ok=True)
+    with pytest.raises(
+        ValueError,
+        match=r"the model's tokenizer has no vocabulary \(only its \d+ special tokens\), so "
+        r"every transcript would be read as empty: the model folder lacks tokenizer.json",
+    ):
+        pipeline("speech-emotion-recognition", model=str(folder), trust_remote_code=True)
