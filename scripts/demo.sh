@@ -4,12 +4,12 @@
 # Measured times: README.md ("Two commands").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/venv.sh ""
 out=${1:-outputs/demo}
 if [ -e "$out" ]; then  # before anything is installed: an earlier run's results are never overwritten
   echo "$out holds an earlier demo run; run the demo into another folder (bash scripts/demo.sh outputs/demo2), or delete $out to run it there again" >&2
   exit 1
 fi
+. scripts/venv.sh ""
 step "training a tiny Crab on the synthetic corpus into $out (dev and test results at the end)"
 python train.py --output_dir "$out" --disable_tqdm True
 step "two demo clips, classified by the exported model ($out/inference); every test clip: $out/predictions_test.csv"
