@@ -136,13 +136,13 @@ def _check_audio(utterance: Utterance, max_duration_s: float | None) -> _AudioCh
         return _AudioCheck(problem=f"audio file '{utterance.audio}' is unreadable ({error}); convert it to WAV/FLAC")
     if len(waveform) == 0:
         return _AudioCheck(problem=f"audio '{utterance.audio}' is empty; remove the row or fix the file")
+    if not np.isfinite(waveform).all():
+        return _AudioCheck(problem=f"audio '{utterance.audio}' contains NaN or infinite samples; re-export the file")
     if len(waveform) < round(MIN_AUDIO_S * SAMPLING_RATE):
         return _AudioCheck(
             problem=f"audio '{utterance.audio}' is {len(waveform) / SAMPLING_RATE * 1000:.0f} ms long, shorter than "
             f"one frame of the speech encoder ({MIN_AUDIO_S * 1000:.0f} ms); remove the row or fix the file"
         )
-    if not np.isfinite(waveform).all():
-        return _AudioCheck(problem=f"audio '{utterance.audio}' contains NaN or infinite samples; re-export the file")
     try:
         check_amplitude(waveform, f"audio '{utterance.audio}'")
     except ValueError as error:
