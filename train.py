@@ -903,8 +903,7 @@ def train_and_evaluate(
     set_seed(training_args.seed)
     output_dir = Path(training_args.output_dir)
     if report:  # the run asked for; its frozen-encoder baseline (report=False) retrains in its own subfolder
-        resuming = str(training_args.resume_from_checkpoint or "false").lower() != "false"
-        check_output_dir(output_dir, resuming)
+        check_output_dir(output_dir, training_args.resume_from_checkpoint)
 
     # ---- data: manifest -> validated splits -> datasets ------------------------------------------------------------
     manifest = data_args.manifest

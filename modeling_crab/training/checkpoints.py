@@ -172,14 +172,19 @@ def find_checkpoint(output_dir: str | os.PathLike) -> str:
     raise CheckpointError(f"--resume_from_checkpoint: no checkpoint-* folder in '{output_dir}' to resume from")
 
 
-def check_output_dir(output_dir: str | os.PathLike, resuming: bool) -> None:
+def _resumes(value: str | None) -> bool:
+    """Whether a `--resume_from_checkpoint` value asks to resume (anything but unset or "false")."""
+    return value is not None and value.lower() != "false"
+
+
+def check_output_dir(output_dir: str | os.PathLike, resume_from_checkpoint: str | None) -> None:
     """Before a run reads anything: `output_dir` is a folder (or not there yet), and a run that does not resume does
     not write into a folder holding another run's complete checkpoints (checkpoint rotation would then delete one
     run's checkpoints and keep the other's, and the earlier results would be overwritten)."""
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise CheckpointError(f"--output_dir '{output_dir}' is a file; pass a folder (it is created when missing)")
-    if resuming:
+    if _resumes(resume_from_checkpoint):
         return
     complete = [
         path.name for path in sorted(_checkpoint_folders(output_dir), key=_step) if not checkpoint_problem(path)
@@ -195,7 +200,7 @@ def check_output_dir(output_dir: str | os.PathLike, resuming: bool) -> None:
 def resolve_resume_checkpoint(value: str | None, output_dir: str | os.PathLike) -> str | None:
     """`--resume_from_checkpoint`: `last`/`true` -> the newest complete checkpoint of `output_dir`; a path -> that
     path, if it is a complete checkpoint."""
-    if value is None or value.lower() == "false":
+    if not _resumes(value):
         return None
     if value.lower() in ("true", "last"):
         return find_checkpoint(output_dir)

@@ -430,7 +430,7 @@ def label_names_from(utterances: Sequence[Utterance], train_split: str = "train"
 def check_label_set(names: Sequence[str], source: str) -> None:
     """A label set names each class once, in one spelling, and has at least two classes; else a `ManifestError`
     naming `source` (where the names came from) and the fix."""
-    repeated = sorted({name for name in names if list(names).count(name) > 1})
+    repeated = sorted(name for name, count in Counter(names).items() if count > 1)
     if repeated:
         raise ManifestError(f"{source} name {repeated} more than once; name each class once")
     spellings: dict[str, list[str]] = {}
