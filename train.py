@@ -608,6 +608,7 @@ from modeling_crab.training.checkpoints import (  # noqa: E402
     check_output_dir,
     check_resume_config,
     check_resume_weights_and_optimizer,
+    clear_checkpoints,
     resolve_resume_checkpoint,
 )
 from modeling_crab.training.feature_cache import (  # noqa: E402
@@ -663,6 +664,46 @@ def note_classes_missing(rows: dict[str, list], splits: dict[str, str], label_na
                 f"split '{splits[role]}' has no clip of {missing}: their recall counts as 0 in its UAR and macro-F1, "
                 f"which average over all {len(label_names)} classes, so its UAR is at most {ceiling:.2f}; add clips "
                 "of them to compare models on every class"
+            )
+
+
+def note_reused_audio(rows: dict[str, list], splits: dict[str, str], shown: int = 5) -> None:
+    """One clip (the same audio file and segment) in several rows is said once per kind, with the rows; nothing is
+    dropped: in training and in dev or test, in dev and test, under different labels, or twice in one split."""
+    clips: dict[tuple, dict[str, object]] = {}
+    for part in rows.values():
+        for u in part:  # keyed by row: a split in two roles (--eval_split = --train_split) counts each row once
+            clips.setdefault((os.path.realpath(u.audio), u.start, u.end), {})[u.where] = u
+    train = splits["train"]
+    held_out = {splits[role] for role in ("eval", "test") if role in splits} - {train}
+    kinds = {
+        f"in split '{train}' and in {' or '.join(map(repr, sorted(held_out)))}": "scores there count clips the model "
+        "was trained on, not unseen ones",
+        "in both evaluation splits": "the test scores count clips the best checkpoint was chosen on",
+        "under different labels": "the model is trained or scored on contradictory answers",
+        "twice in one split": "it counts twice in training or in the scores",
+    }
+    found: dict[str, list[str]] = {kind: [] for kind in kinds}
+    for same in clips.values():
+        if len(same) < 2:
+            continue
+        names = [u.split for u in same.values()]
+        listed = " = ".join(same)
+        flags = (
+            train in names and bool(held_out & set(names)),
+            len(held_out & set(names)) > 1,
+            len({u.label for u in same.values() if u.label}) > 1,
+            len(names) > len(set(names)),
+        )
+        for what, flagged in zip(kinds, flags):
+            if flagged:
+                found[what].append(listed)
+    for what, listed in found.items():
+        if listed:
+            more = f"\n  ... and {len(listed) - shown} more" if len(listed) > shown else ""
+            logger.warning(
+                f"{len(listed)} clip(s) (the same audio file and segment) are {what}: {kinds[what]}. Keep each clip "
+                "in one row, or fix the path:\n  " + "\n  ".join(listed[:shown]) + more
             )
 
 
@@ -884,6 +925,8 @@ def frozen_baseline(
     the augmentation flags."""
     out = Path(training_args.output_dir) / "frozen_baseline"
     logger.info(f"--frozen_baseline: training the head alone on frozen encoders into {out}")
+    if training_args.should_save:  # it starts over each time: an earlier baseline's checkpoints leave its rotation
+        clear_checkpoints(out)
     return train_and_evaluate(
         replace(model_args, frozen_baseline=False),
         replace(data_args, manifest=manifest, encoder_cache=str(out / "encoder_cache")),
@@ -955,6 +998,7 @@ def train_and_evaluate(
         rows = skip_bad_rows(rows, scanned, scan.skipped, output_dir / "skipped_rows.csv")
     if report:
         note_classes_missing(rows, splits, label_names, test_has_labels)
+        note_reused_audio(rows, splits)
     label2id = {name: i for i, name in enumerate(label_names)}
     # the training split only (cached encoder outputs cannot be augmented); a bad noise file stops the run here
     augmentation = None if data_args.encoder_cache else augment_args.waveform

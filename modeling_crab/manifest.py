@@ -440,6 +440,8 @@ def load_manifest(
     columns to read (`Utterance.attributes`; an empty cell is a missing attribute, a non-number or a value off the
     0-1 scale a row problem); `needs_label=False` (an attributes-only model) makes the `label` column optional.
     """
+    from .processing_crab import clean_transcript  # here: the processor needs torch, writing a manifest does not
+
     rows, base_dir, name, numbering = _read_rows(manifest)
     _check_columns(rows, name, attribute_names, needs_label)
     base_dir = Path(audio_root).resolve() if audio_root is not None else base_dir
@@ -469,7 +471,7 @@ def load_manifest(
             Utterance(
                 id=_as_text(row.get("id")) or f"row{index}",
                 audio=str(base_dir / _expand_audio_path(audio)) if audio else "",  # an absolute one stays
-                text=_as_text(row.get("text")),
+                text=clean_transcript(_as_text(row.get("text"))),  # nothing visible: the empty transcript
                 label=_as_text(row.get("label")),
                 split=_as_text(row.get("split")),
                 speaker=_as_text(row.get("speaker")),

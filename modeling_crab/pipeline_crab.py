@@ -54,6 +54,7 @@ from .processing_crab import (
     as_waveform_list,
     check_sampling_rate,
     check_transcript,
+    clean_transcript,
     mono_float32,
     pcm_to_float32,
     resample,
@@ -115,6 +116,9 @@ def _check_whole_number(name: str, value, meaning: str) -> None:
         raise ValueError(f"{name}={value!r}; pass a whole number >= 1 ({meaning})")
 
 
+# an `end` up to this far past a file's end is read to the end (annotation times rounded, or timed on another decode
+# of the file); further, it is an error: times in another unit, or the wrong file
+SEGMENT_END_SLACK_S = 0.1
 BLOCK_FRAMES = 1 << 18  # frames decoded at a time (5.5 s at 48 kHz): decoding, downmixing and resampling go by block
 
 
@@ -184,6 +188,11 @@ def _frame_range(
     first = round((start_s or 0.0) * rate)
     if first > 0 and first >= total:
         raise ValueError(f"start={start_s}s is past the end of {name} ({total / rate:.2f}s)")
+    if end_s is not None and end_s * rate > total + SEGMENT_END_SLACK_S * rate:
+        raise ValueError(
+            f"end={end_s}s is past the end of {name} ({total / rate:.2f}s); segment times are seconds from the file's "
+            "start: check their unit (milliseconds?) and that the row names the right file"
+        )
     last = total if end_s is None else min(total, round(end_s * rate))
     num_output = None
     if max_duration_s is not None:
@@ -411,8 +420,8 @@ class CrabEmotionPipeline(Pipeline):
         """One recording -> its windows (16 kHz waveforms), their time spans and the transcript of each."""
         if text is not None:
             check_transcript(text, f"the transcript of {name}")  # the processor's check, before any audio is read
-        if text is not None and not text.strip():
-            text = ""  # whitespace only: the empty transcript (audio only)
+        if text is not None and not clean_transcript(text):
+            text = ""  # nothing visible: the empty transcript (audio only)
         waveform, rate = self._load_audio(inputs, sampling_rate, name)
         target = self.processor.sampling_rate
         if rate != target:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import unicodedata
 import warnings
 from collections.abc import Sequence
 
@@ -283,6 +284,15 @@ def check_processor_settings(
         raise ValueError(f"max_text_length={max_text_length!r}; pass a whole number of tokens >= 2 (<s> and </s>)")
 
 
+def clean_transcript(text: str) -> str:
+    """A transcript as the model reads it: stripped of surrounding whitespace, and the empty transcript (audio only)
+    when nothing visible is left: spaces, zero-width spaces, byte-order marks and other invisible format or control
+    characters alone are no words."""
+    text = text.strip()
+    visible = any(not char.isspace() and unicodedata.category(char) not in ("Cf", "Cc") for char in text)
+    return text if visible else ""
+
+
 def transcript_problem(text: str) -> str | None:
     """What makes a transcript string untokenizable (lone surrogates, which UTF-8 cannot encode), or None."""
     try:
@@ -455,7 +465,7 @@ class CrabProcessor(ProcessorMixin):
     ) -> dict[str, np.ndarray]:
         for i, text in enumerate(texts):
             check_transcript(text, f"the transcript of {names[i]}" if names else f"transcript {i}")
-        texts = [text.strip() for text in texts]  # as in training; whitespace only becomes the empty transcript
+        texts = [clean_transcript(text) for text in texts]  # as in training: nothing visible is the empty one
         with _TOKENIZER_LOCK:
             encoded = self.tokenizer(
                 texts, padding=text_padding, truncation=True, max_length=max_text_length, return_tensors="np"
@@ -465,7 +475,7 @@ class CrabProcessor(ProcessorMixin):
     def transcript_lengths(self, texts: Sequence[str]) -> list[int]:
         """Each transcript's length in the model's tokens, `<s>` and `</s>` included, before truncation: those
         over `max_text_length` are cut to their first `max_text_length` tokens (as in training)."""
-        texts = [text.strip() for text in texts]
+        texts = [clean_transcript(text) for text in texts]
         with _TOKENIZER_LOCK:
             encoded = self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]
         return [len(ids) for ids in encoded]

@@ -96,7 +96,7 @@ def test_manifest_20_minute_clip_reads_only_the_crop(tmp_path):
     assert scan.num_samples["a"] == 12 * SR
 
 
-@pytest.mark.parametrize("transcript", ['""', '"   "'])
+@pytest.mark.parametrize("transcript", ['""', '"   "', '"\u200b"', '"\ufeff \u200b\u00ad"'])  # invisible: no words
 def test_manifest_empty_or_whitespace_transcript(tmp_path, transcript):
     write(tmp_path / "a.wav", noise(0.5))
     write(tmp_path / "b.wav", noise(0.5))
@@ -328,6 +328,32 @@ def test_manifest_clip_shorter_than_one_encoder_frame(tmp_path):
     assert "line 3 (id 'b', split 'train'): audio '" in message and "short_8k.wav' is 20 ms long" in message
     assert "line 4 (id 'c', split 'train'): audio '" in message and "long.wav' is 10 ms long" in message
     assert "id 'd'" not in message and "id 'e'" not in message and message.count("ms long") == 3
+
+
+def test_manifest_segment_end_past_the_end_of_its_file(tmp_path):
+    """An `end` more than 0.1 s past its file's end (times in milliseconds, or the wrong file) is a bad row; one
+    within 0.1 s (rounded annotation times) is read to the file's end."""
+    write(tmp_path / "one_second.wav", noise(1.0))
+    rows = [
+        "a,one_second.wav,hi,sad,train,0.2,1.05",
+        "b,one_second.wav,hi,happy,train,0.2,2.5",
+        "c,one_second.wav,hi,sad,train,200,900",
+        "d,one_second.wav,hi,happy,train,0.1,0.9",
+    ]
+    message = scan_problems(manifest(tmp_path, rows, header="id,audio,text,label,split,start,end"))
+    assert (
+        "line 3 (id 'b', split 'train'): end=2.5s is past the end of audio file '" in message
+        and "one_second.wav' (1.00s); segment times are seconds from the file's start: check their unit "
+        "(milliseconds?) and that the row names the right file"
+        in message
+    )
+    assert "line 4 (id 'c', split 'train'): start=200.0s is past the end" in message
+    assert "id 'a'" not in message and "id 'd'" not in message
+    rows = [rows[0], rows[3]]
+    scan = scan_manifest(
+        load_manifest(manifest(tmp_path, rows, "id,audio,text,label,split,start,end")), ["sad", "happy"], num_workers=1
+    )
+    assert scan.num_samples == {"a": 0.8 * SR, "d": 0.8 * SR}
 
 
 @pytest.mark.parametrize("separator, name", [(";", "semicolons"), ("\t", "tabs")])

@@ -131,7 +131,7 @@ def test_pipeline_windows_20_minutes_with_one_copy(crab, monkeypatch):
     assert peak < recording + 10 * window_batch, f"{peak / 1e6:.0f} MB for a {recording / 1e6:.0f} MB recording"
 
 
-@pytest.mark.parametrize("transcript", ["", "  \t "])
+@pytest.mark.parametrize("transcript", ["", "  \t ", "\u200b", "\ufeff \u200d\u2060"])  # invisible: no words
 def test_pipeline_empty_or_whitespace_transcript_is_audio_only(crab, transcript):
     audio = noise(1)
     with pytest.warns(UserWarning, match="empty transcript asks for audio-only prediction"):

@@ -146,11 +146,13 @@ def test_processor_settings_are_checked_when_used(tiny_processor, setting, value
         type(tiny_processor)(tiny_processor.feature_extractor, tiny_processor.tokenizer, **{setting: value})
 
 
-@pytest.mark.parametrize("transcript", ["", "   ", "\n\t "])
+@pytest.mark.parametrize("transcript", ["", "   ", "\n\t ", "\u200b", "\ufeff\u200c \u2060"])
 def test_processor_empty_or_whitespace_transcript_is_audio_only(tiny_processor, transcript):
-    batch = tiny_processor(text=[transcript])
+    """Whitespace, or invisible characters only (zero-width spaces and joiners, byte-order marks): no words."""
+    batch = tiny_processor(text=[transcript, "\u200bhi"])
     tokenizer = tiny_processor.tokenizer
-    assert batch["input_ids"][0].tolist() == [tokenizer.bos_token_id, tokenizer.eos_token_id]
+    assert batch["input_ids"][0].tolist()[:2] == [tokenizer.bos_token_id, tokenizer.eos_token_id]
+    assert batch["text_attention_mask"][0].sum() == 2 and batch["text_attention_mask"][1].sum() > 3  # words kept
 
 
 def test_processor_truncates_long_transcripts(tiny_processor):

@@ -416,7 +416,10 @@ def test_the_frozen_baseline_is_trained_beside_and_shown_in_the_summary(tmp_path
     manifest = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1, "test": 1})
     out = tmp_path / "out"
     argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(out), "--max_steps", "2"]
+    stale = out / "frozen_baseline" / "checkpoint-99"  # an earlier baseline's: the baseline starts over each time
+    stale.mkdir(parents=True)
     results = train_script.main([*argv, "--frozen_baseline", "true", "--disable_tqdm", "True"])
+    assert not stale.exists() and list((out / "frozen_baseline").glob("checkpoint-*"))
     printed = capsys.readouterr().out
     summary = printed.split("Crab results")[-1]
     assert printed.count("Crab results") == 1  # the baseline's run prints no table of its own

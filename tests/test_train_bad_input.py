@@ -161,3 +161,44 @@ def test_train_dev_split_without_a_class(tmp_path, caplog):
         "4 classes, so its UAR is at most 0.75; add clips of them to compare models on every class" in caplog.text
     )
     assert (tmp_path / "run" / "eval_results.json").is_file()  # a note: the run goes on
+
+
+def test_train_the_same_clip_in_several_rows(tmp_path, caplog):
+    import csv
+
+    from training_helpers import load_train_script, run_argv, write_corpus
+
+    manifest = write_corpus(tmp_path, {"train": 3, "dev": 1, "test": 1})
+    with manifest.open() as handle:
+        rows = list(csv.DictReader(handle))
+    audio = {row["id"]: row["audio"] for row in rows}
+    for row in rows:
+        if row["id"] in ("dev_sad_0", "dev_happy_0"):  # dev clips the model trains on
+            row["audio"] = audio[row["id"].replace("dev", "train")]
+        if row["id"] == "test_angry_0":  # a test clip that is also a dev clip
+            row["audio"] = audio["dev_angry_0"]
+    rows.append({**rows[0], "id": "again", "label": "happy"})  # train_angry_0 twice, under two labels
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with caplog.at_level("WARNING", logger="crab.train"):
+        load_train_script().main(run_argv(manifest, tmp_path / "run", "--max_steps", "1"))
+    warned = {
+        r.getMessage().split(":")[0]: r.getMessage()
+        for r in caplog.records
+        if "audio file and segment" in r.getMessage()
+    }
+    assert set(warned) == {
+        "2 clip(s) (the same audio file and segment) are in split 'train' and in 'dev' or 'test'",
+        "1 clip(s) (the same audio file and segment) are in both evaluation splits",
+        "1 clip(s) (the same audio file and segment) are under different labels",
+        "1 clip(s) (the same audio file and segment) are twice in one split",
+    }, warned
+    leaked = warned["2 clip(s) (the same audio file and segment) are in split 'train' and in 'dev' or 'test'"]
+    assert "scores there count clips the model was trained on, not unseen ones. Keep each clip in one row" in leaked
+    assert "(id 'train_sad_0', split 'train') = line 17 (id 'dev_sad_0', split 'dev')" in leaked
+    assert (
+        "(id 'again', split 'train')" in warned["1 clip(s) (the same audio file and segment) are twice in one split"]
+    )
+    assert (tmp_path / "run" / "eval_results.json").is_file()  # a note: the run goes on

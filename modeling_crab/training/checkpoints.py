@@ -87,10 +87,22 @@ def rotate_checkpoints(output_dir: Path, save_total_limit: int | None, best_chec
             break
         if checkpoint.resolve() in protected:
             continue
-        doomed = checkpoint.with_name(f".deleting-{checkpoint.name}")
-        os.replace(checkpoint, doomed)
-        shutil.rmtree(doomed, ignore_errors=True)
+        _delete(checkpoint)
         excess -= 1
+
+
+def clear_checkpoints(output_dir: Path) -> None:
+    """Delete every checkpoint in `output_dir`: for a run that always starts over there (the frozen-encoder
+    baseline), so that an earlier run's checkpoints do not enter its rotation. Each is renamed aside first."""
+    for checkpoint in _checkpoint_folders(output_dir):
+        _delete(checkpoint)
+
+
+def _delete(checkpoint: Path) -> None:
+    """Rename aside, then delete: a kill in between leaves no half-deleted folder under a checkpoint's name."""
+    doomed = checkpoint.with_name(f".deleting-{checkpoint.name}")
+    os.replace(checkpoint, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
