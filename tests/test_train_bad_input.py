@@ -41,19 +41,27 @@ def test_train_arguments_are_checked_where_parsed(tmp_path, capsys, argv, named)
 
 
 # ---- transcripts and the text encoder
-def _with_long_transcripts(manifest, ids: set[str], words: int = 240):
+def _edit_rows(manifest, edit):
+    """Rewrite `manifest` (a CSV) with `edit(rows)`, the list of its rows as dicts."""
     import csv
 
     with manifest.open() as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        if row["id"] in ids:
-            row["text"] = " ".join(["that is wonderful news"] * (words // 4))
+        rows = edit(list(csv.DictReader(handle)))
     with manifest.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     return manifest
+
+
+def _with_long_transcripts(manifest, ids: set[str], words: int = 240):
+    def lengthen(rows):
+        for row in rows:
+            if row["id"] in ids:
+                row["text"] = " ".join(["that is wonderful news"] * (words // 4))
+        return rows
+
+    return _edit_rows(manifest, lengthen)
 
 
 def test_train_counts_the_transcripts_it_cuts(tmp_path, caplog):
@@ -121,21 +129,13 @@ def test_train_max_text_length_beyond_the_text_encoder(tmp_path, capsys):
     ],
 )
 def test_train_label_set_is_checked(tmp_path, change, extra, named):
-    import csv
-
     from training_helpers import load_train_script, run_argv, write_corpus
 
     from modeling_crab.manifest import ManifestError
 
-    manifest = write_corpus(tmp_path)
-    with manifest.open() as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        row["label"] = change.get(row["id"], row["label"])
-    with manifest.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    manifest = _edit_rows(
+        write_corpus(tmp_path), lambda rows: [{**row, "label": change.get(row["id"], row["label"])} for row in rows]
+    )
     with pytest.raises(ManifestError) as stop:
         load_train_script().main(run_argv(manifest, tmp_path / "run", *extra))
     assert named in str(stop.value)
@@ -143,17 +143,9 @@ def test_train_label_set_is_checked(tmp_path, change, extra, named):
 
 
 def test_train_dev_split_without_a_class(tmp_path, caplog):
-    import csv
-
     from training_helpers import load_train_script, run_argv, write_corpus
 
-    manifest = write_corpus(tmp_path)
-    with manifest.open() as handle:
-        rows = [row for row in csv.DictReader(handle) if row["id"] != "dev_sad_0"]
-    with manifest.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    manifest = _edit_rows(write_corpus(tmp_path), lambda rows: [row for row in rows if row["id"] != "dev_sad_0"])
     with caplog.at_level("WARNING", logger="crab.train"):
         load_train_script().main(run_argv(manifest, tmp_path / "run", "--max_steps", "1"))
     assert (
@@ -164,24 +156,18 @@ def test_train_dev_split_without_a_class(tmp_path, caplog):
 
 
 def test_train_the_same_clip_in_several_rows(tmp_path, caplog):
-    import csv
-
     from training_helpers import load_train_script, run_argv, write_corpus
 
-    manifest = write_corpus(tmp_path, {"train": 3, "dev": 1, "test": 1})
-    with manifest.open() as handle:
-        rows = list(csv.DictReader(handle))
-    audio = {row["id"]: row["audio"] for row in rows}
-    for row in rows:
-        if row["id"] in ("dev_sad_0", "dev_happy_0"):  # dev clips the model trains on
-            row["audio"] = audio[row["id"].replace("dev", "train")]
-        if row["id"] == "test_angry_0":  # a test clip that is also a dev clip
-            row["audio"] = audio["dev_angry_0"]
-    rows.append({**rows[0], "id": "again", "label": "happy"})  # train_angry_0 twice, under two labels
-    with manifest.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    def reuse(rows):
+        audio = {row["id"]: row["audio"] for row in rows}
+        for row in rows:
+            if row["id"] in ("dev_sad_0", "dev_happy_0"):  # dev clips the model trains on
+                row["audio"] = audio[row["id"].replace("dev", "train")]
+            if row["id"] == "test_angry_0":  # a test clip that is also a dev clip
+                row["audio"] = audio["dev_angry_0"]
+        return [*rows, {**rows[0], "id": "again", "label": "happy"}]  # train_angry_0 twice, under two labels
+
+    manifest = _edit_rows(write_corpus(tmp_path, {"train": 3, "dev": 1, "test": 1}), reuse)
     with caplog.at_level("WARNING", logger="crab.train"):
         load_train_script().main(run_argv(manifest, tmp_path / "run", "--max_steps", "1"))
     warned = {
