@@ -993,6 +993,7 @@ def train_and_evaluate(
             skip_bad_rows=data_args.skip_bad_rows,
             needs_labels=bool(label_names),
             empty_transcripts=data_args.empty_transcripts,
+            waveform_stats="release" if model_args.recipe == "release" else "crops",  # the release's own rule
         )
     if scan.skipped:
         rows = skip_bad_rows(rows, scanned, scan.skipped, output_dir / "skipped_rows.csv")

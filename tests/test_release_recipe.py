@@ -122,6 +122,18 @@ def test_text_is_padded_to_128_in_training_dev_and_test(release_run):
     assert processor.text_padding == "max_length" and processor.max_text_length == 128
 
 
+def test_the_waveform_is_normalised_by_the_release_statistics(release_run):
+    """The release's statistics (`release_waveform_stats`: whole training files, std + 1e-6) travel with the
+    exported processor."""
+    from modeling_crab.manifest import load_manifest
+    from modeling_crab.training.data import release_waveform_stats
+
+    training = [u for u in load_manifest(release_run["corpus"] / "manifest.csv") if u.split == "train"]
+    processor = CrabProcessor.from_pretrained(release_run["out"] / "inference")
+    mean, std = release_waveform_stats(training)
+    assert (processor.normalization, processor.waveform_mean, processor.waveform_std) == ("global", mean, std)
+
+
 def test_the_test_split_is_evaluated_one_clip_at_a_time(release_run):
     """The test protocol is batch size 1 (no audio padding), whatever the dev batch size."""
     test_batches = release_run["eval_batches"][-len(LABELS) :]

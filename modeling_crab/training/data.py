@@ -38,6 +38,12 @@ from ..processing_crab import (
 )
 from .augment import SAMPLING_RATE, WaveformAugmentation, item_rng
 
+# How the global waveform statistics are computed: "crops", from every training clip as cropped for training;
+# "release", as the released code's `LazyWavSet.compute_norm_stats` (`release_waveform_stats`)
+WAVEFORM_STATS = ("crops", "release")
+RELEASE_STATS_CLIPS = 5000  # the released train_crab.py's sample of training files for the statistics
+RELEASE_STD_EPS = 1e-6  # its dataset divides by std + 1e-6
+
 
 @dataclass
 class ManifestScan:
@@ -150,6 +156,24 @@ def _check_audio(utterance: Utterance, max_duration_s: float | None) -> _AudioCh
     return _AudioCheck(_RunningMoments.of(waveform), silent=bool(np.ptp(waveform) < SILENCE_PEAK_TO_PEAK))
 
 
+def release_waveform_stats(training: Sequence[Utterance], num_workers: int = 4) -> tuple[float, float]:
+    """The released code's waveform statistics (`LazyWavSet.compute_norm_stats` in its train_crab.py): over at most
+    `RELEASE_STATS_CLIPS` training clips, drawn by `np.random.RandomState(42).choice` without replacement from the
+    training rows in manifest order, each read whole (not cropped to 12 s); the mean, and the standard deviation plus
+    the `RELEASE_STD_EPS` its dataset divides by, so that dividing by it is the release's normalisation."""
+    chosen = range(len(training))
+    if len(training) > RELEASE_STATS_CLIPS:
+        chosen = np.random.RandomState(42).choice(len(training), size=RELEASE_STATS_CLIPS, replace=False)
+    moments = _RunningMoments()
+    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+        for clip in pool.map(
+            lambda i: _RunningMoments.of(load_audio(training[i].audio, training[i].start, training[i].end)), chosen
+        ):
+            moments.merge(clip)
+    variance = max(moments.m2 / moments.count, 1e-10) if moments.count else 1.0
+    return moments.mean, math.sqrt(variance) + RELEASE_STD_EPS
+
+
 def _spelled_otherwise(missing: str) -> str:
     """A hint when the missing file exists under another spelling of its path: Windows backslashes, or its name's
     Unicode in the other normal form (macOS writes NFD, most editors NFC)."""
@@ -224,6 +248,7 @@ def scan_manifest(
     skip_bad_rows: bool = False,
     needs_labels: bool = True,
     empty_transcripts: str = "error",
+    waveform_stats: str = "crops",
 ) -> ManifestScan:
     """Check every row of `utterances` and read its audio once; call it before training.
 
@@ -242,11 +267,17 @@ def scan_manifest(
     An empty transcript is a bad row (`empty_transcripts="error"`), or with `"audio_only"` the row is kept, to be
     trained and evaluated on its audio alone with the empty transcript `<s></s>` (what the released code does with a
     missing transcript), and counted in one warning.
+
+    `waveform_stats="release"` computes the waveform mean/std as the released code did (`release_waveform_stats`:
+    whole files of up to 5000 training clips, std + 1e-6) instead of from every training clip as cropped.
     """
+    if waveform_stats not in WAVEFORM_STATS:
+        raise ValueError(f"waveform_stats={waveform_stats!r}; use one of {', '.join(WAVEFORM_STATS)}")
     if empty_transcripts not in EMPTY_TRANSCRIPTS:
         raise ValueError(f"empty_transcripts={empty_transcripts!r}; use one of {', '.join(EMPTY_TRANSCRIPTS)}")
     key = _cache_key(utterances, label_names, max_duration_s, train_split) + ("-skip" if skip_bad_rows else "")
     key += "" if empty_transcripts == "error" else f"-{empty_transcripts}"
+    key += "" if waveform_stats == "crops" else f"-{waveform_stats}-stats"
     if cache_path is not None and Path(cache_path).is_file():
         cached = json.loads(Path(cache_path).read_text())
         if cached.get("key") == key:
@@ -340,6 +371,9 @@ def scan_manifest(
         )
 
     scan.waveform_mean, scan.waveform_std = moments.mean, moments.std
+    if waveform_stats == "release":
+        training = [u for u in utterances if u.split == train_split and u.id in scan.num_samples]
+        scan.waveform_mean, scan.waveform_std = release_waveform_stats(training, num_workers)
     scan.num_training_samples = moments.count
     if cache_path is not None:
         Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
@@ -455,6 +489,7 @@ __all__ = [
     "ManifestScan",
     "load_audio",
     "scan_manifest",
+    "release_waveform_stats",
     "CrabAudioTextDataset",
     "attribute_row",
     "label_names_from",

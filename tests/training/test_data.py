@@ -120,6 +120,36 @@ def test_scan_computes_lengths_and_global_statistics_of_the_training_audio(tmp_p
     assert all(scan.num_samples[u.id] == len(load_audio(u.audio)) for u in utterances)
 
 
+def test_release_waveform_statistics_follow_the_released_code(tmp_path, monkeypatch):
+    """`waveform_stats="release"`: the released `LazyWavSet.compute_norm_stats`, written out here as it is there
+    (whole files of a RandomState(42) sample of the training files, sums and sums of squares, std + 1e-6), not the
+    crops that training reads."""
+    from modeling_crab.training import data
+
+    monkeypatch.setattr(data, "RELEASE_STATS_CLIPS", 5)  # 8 training clips: a sample of 5, as of 5000 in the release
+    utterances = load_manifest(write_corpus(tmp_path, {"train": 2, "dev": 1}))
+    training = [u for u in utterances if u.split == "train"]
+    for u in training:  # louder towards the end: the whole files and their 0.5 s crops differ
+        wav, rate = sf.read(u.audio)
+        sf.write(u.audio, wav * np.linspace(0.2, 1.0, len(wav)), rate)
+    count = wav_sum = wav_sqsum = 0.0
+    for index in np.random.RandomState(42).choice(len(training), size=5, replace=False):
+        wav = load_audio(training[index].audio)  # the whole file
+        wav_sum, wav_sqsum, count = wav_sum + np.sum(wav), wav_sqsum + np.sum(wav**2), count + len(wav)
+    mean = wav_sum / count
+    std = np.sqrt(max(wav_sqsum / count - mean**2, 1e-10))
+    cache, scans = tmp_path / "scan.json", {}
+    for stats in ("release", "crops", "release"):  # the cache tells them apart
+        scans[stats] = scan_manifest(
+            utterances, list(LABELS), max_duration_s=0.5, num_workers=1, cache_path=cache, waveform_stats=stats
+        )
+    assert scans["release"].waveform_mean == pytest.approx(mean, rel=1e-5)
+    assert scans["release"].waveform_std == pytest.approx(std + 1e-6, rel=1e-5)
+    assert scans["crops"].waveform_std < 0.9 * scans["release"].waveform_std  # the quieter 0.5 s crops
+    with pytest.raises(ValueError, match="waveform_stats='whole'; use one of crops, release"):
+        scan_manifest(utterances, list(LABELS), waveform_stats="whole")
+
+
 def test_scan_cache_is_reused_for_the_same_rows(tmp_path):
     utterances = load_manifest(write_corpus(tmp_path, {"train": 1}))
     cache = tmp_path / "scan.json"
