@@ -35,6 +35,7 @@ from modeling_crab.configuration_crab import (
     TEXT_PADDINGS,
     TRAINING_CROP_S,
     CrabConfig,
+    min_audio_samples,
 )
 from modeling_crab.manifest import EMPTY_TRANSCRIPTS
 from modeling_crab.training.augment import NOISE_TYPES, SPEC_AUGMENT_KEYS, AugmentationError, WaveformAugmentation
@@ -584,7 +585,13 @@ if __name__ == "__main__" and {"-h", "--help"} & set(sys.argv[1:]):
     parse_arguments(sys.argv[1:])
 
 import transformers  # noqa: E402
-from transformers import EarlyStoppingCallback, RobertaTokenizerFast, Wav2Vec2FeatureExtractor, set_seed  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoConfig,
+    EarlyStoppingCallback,
+    RobertaTokenizerFast,
+    Wav2Vec2FeatureExtractor,
+    set_seed,
+)
 
 from modeling_crab import CrabForEmotionClassification, CrabProcessor, export_for_inference  # noqa: E402
 from modeling_crab.attributes import ATTRIBUTE_NAMES  # noqa: E402
@@ -705,6 +712,16 @@ def note_reused_audio(rows: dict[str, list], splits: dict[str, str], shown: int 
                 f"{len(listed)} clip(s) (the same audio file and segment) are {what}: {kinds[what]}. Keep each clip "
                 "in one row, or fix the path:\n  " + "\n  ".join(listed[:shown]) + more
             )
+
+
+def speech_encoder_config(model_args):
+    """The config of the speech encoder the run will build, read before any audio: its CNN sets the shortest clip
+    the scan accepts (`min_audio_samples`: 25 ms for WavLM, 40 ms for `--tiny`)."""
+    if model_args.model_name_or_path:
+        return CrabConfig.from_pretrained(model_args.model_name_or_path).audio_config
+    if model_args.tiny:
+        return tiny_crab_config(2).audio_config
+    return AutoConfig.from_pretrained(model_args.audio_encoder)
 
 
 def check_text_length(max_text_length: int, text_config) -> None:
@@ -994,6 +1011,7 @@ def train_and_evaluate(
             needs_labels=bool(label_names),
             empty_transcripts=data_args.empty_transcripts,
             waveform_stats="release" if model_args.recipe == "release" else "crops",  # the release's own rule
+            min_samples=min_audio_samples(speech_encoder_config(model_args)),
         )
     if scan.skipped:
         rows = skip_bad_rows(rows, scanned, scan.skipped, output_dir / "skipped_rows.csv")

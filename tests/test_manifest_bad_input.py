@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from bad_input import SR, manifest, noise, scan_problems, truncate, write
 
+from modeling_crab.configuration_crab import min_audio_samples
 from modeling_crab.manifest import ManifestError, load_manifest
 from modeling_crab.training.data import load_audio, scan_manifest
+from modeling_crab.training.tiny import tiny_crab_config
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")  # many small forward passes (conftest)
 
@@ -328,6 +330,11 @@ def test_manifest_clip_shorter_than_one_encoder_frame(tmp_path):
     assert "line 3 (id 'b', split 'train'): audio '" in message and "short_8k.wav' is 20 ms long" in message
     assert "line 4 (id 'c', split 'train'): audio '" in message and "long.wav' is 10 ms long" in message
     assert "id 'd'" not in message and "id 'e'" not in message and message.count("ms long") == 3
+    # a speech encoder whose CNN needs more: --tiny's, 645 samples (40 ms); train.py passes the model's own
+    tiny = min_audio_samples(tiny_crab_config(2).audio_config)
+    message = scan_problems(path, min_samples=tiny)
+    assert tiny == 645 and "edge.wav' is 25 ms long, shorter than one frame of the speech encoder (40 ms)" in message
+    assert "id 'e'" not in message
 
 
 def test_manifest_segment_end_past_the_end_of_its_file(tmp_path):

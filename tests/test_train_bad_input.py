@@ -188,3 +188,18 @@ def test_train_the_same_clip_in_several_rows(tmp_path, caplog):
         "(id 'again', split 'train')" in warned["1 clip(s) (the same audio file and segment) are twice in one split"]
     )
     assert (tmp_path / "run" / "eval_results.json").is_file()  # a note: the run goes on
+
+
+def test_train_clip_shorter_than_the_models_encoder_frame(tmp_path):
+    """The scan's shortest clip is the speech encoder's own frame: 40 ms for --tiny's CNN (WavLM's: 25 ms)."""
+    import numpy as np
+    import soundfile as sf
+    from training_helpers import load_train_script, run_argv, write_corpus
+
+    from modeling_crab.manifest import ManifestError
+
+    manifest = write_corpus(tmp_path)
+    sf.write(tmp_path / "wavs" / "train_sad_0.wav", np.full(480, 0.1) * np.sin(np.arange(480)), 16000)  # 30 ms
+    with pytest.raises(ManifestError) as stop:
+        load_train_script().main(run_argv(manifest, tmp_path / "run"))
+    assert "train_sad_0.wav' is 30 ms long, shorter than one frame of the speech encoder (40 ms)" in str(stop.value)

@@ -111,7 +111,7 @@ class _AudioCheck:
     silent: bool = False
 
 
-def _check_audio(utterance: Utterance, max_duration_s: float | None) -> _AudioCheck:
+def _check_audio(utterance: Utterance, max_duration_s: float | None, min_samples: int) -> _AudioCheck:
     """Read one row's audio as training will, and say what is wrong with it."""
     if not utterance.audio:
         return _AudioCheck(problem="empty 'audio'; give the audio file's path")
@@ -144,10 +144,11 @@ def _check_audio(utterance: Utterance, max_duration_s: float | None) -> _AudioCh
         return _AudioCheck(problem=f"audio '{utterance.audio}' is empty; remove the row or fix the file")
     if not np.isfinite(waveform).all():
         return _AudioCheck(problem=f"audio '{utterance.audio}' contains NaN or infinite samples; re-export the file")
-    if len(waveform) < round(MIN_AUDIO_S * SAMPLING_RATE):
+    if len(waveform) < min_samples:
         return _AudioCheck(
             problem=f"audio '{utterance.audio}' is {len(waveform) / SAMPLING_RATE * 1000:.0f} ms long, shorter than "
-            f"one frame of the speech encoder ({MIN_AUDIO_S * 1000:.0f} ms); remove the row or fix the file"
+            f"one frame of the speech encoder ({min_samples / SAMPLING_RATE * 1000:.0f} ms); remove the row or fix "
+            "the file"
         )
     try:
         check_amplitude(waveform, f"audio '{utterance.audio}'")
@@ -249,6 +250,7 @@ def scan_manifest(
     needs_labels: bool = True,
     empty_transcripts: str = "error",
     waveform_stats: str = "crops",
+    min_samples: int | None = None,
 ) -> ManifestScan:
     """Check every row of `utterances` and read its audio once; call it before training.
 
@@ -268,6 +270,9 @@ def scan_manifest(
     trained and evaluated on its audio alone with the empty transcript `<s></s>` (what the released code does with a
     missing transcript), and counted in one warning.
 
+    A clip shorter than `min_samples` (16 kHz samples; the speech encoder's one frame, `min_audio_samples` of its
+    config; at least `MIN_AUDIO_S`, WavLM's 25 ms) is a bad row.
+
     `waveform_stats="release"` computes the waveform mean/std as the released code did (`release_waveform_stats`:
     whole files of up to 5000 training clips, std + 1e-6) instead of from every training clip as cropped.
     """
@@ -278,6 +283,8 @@ def scan_manifest(
     key = _cache_key(utterances, label_names, max_duration_s, train_split) + ("-skip" if skip_bad_rows else "")
     key += "" if empty_transcripts == "error" else f"-{empty_transcripts}"
     key += "" if waveform_stats == "crops" else f"-{waveform_stats}-stats"
+    min_samples = max(round(MIN_AUDIO_S * SAMPLING_RATE), min_samples or 0)
+    key += f"-min{min_samples}"
     if cache_path is not None and Path(cache_path).is_file():
         cached = json.loads(Path(cache_path).read_text())
         if cached.get("key") == key:
@@ -319,7 +326,7 @@ def scan_manifest(
     scan = ManifestScan()
     silent: list[str] = []
     with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
-        results = pool.map(lambda u: _check_audio(u, max_duration_s), utterances)
+        results = pool.map(lambda u: _check_audio(u, max_duration_s, min_samples), utterances)
         progress = tqdm(results, total=len(utterances), desc="checking the manifest", unit="row", disable=None)
         for i, (utterance, check) in enumerate(zip(utterances, progress)):
             if utterance.problems:
