@@ -714,19 +714,24 @@ def note_reused_audio(rows: dict[str, list], splits: dict[str, str], shown: int 
             )
 
 
-def speech_encoder_config(model_args):
-    """The config of the speech encoder the run will build, read before any audio: its CNN sets the shortest clip
-    the scan accepts (`min_audio_samples`: 25 ms for WavLM, 40 ms for `--tiny`)."""
+def encoder_configs(model_args) -> tuple:
+    """The configs of the speech and text encoders the run will build, read before any audio or weights: the
+    speech CNN sets the shortest clip the scan accepts (`min_audio_samples`: 25 ms for WavLM, 40 ms for `--tiny`),
+    the text encoder's positions the longest `--max_text_length` (`check_text_length`)."""
     if model_args.model_name_or_path:
-        return CrabConfig.from_pretrained(model_args.model_name_or_path).audio_config
-    if model_args.tiny:
-        return tiny_crab_config(2).audio_config
-    return AutoConfig.from_pretrained(model_args.audio_encoder)
+        config = CrabConfig.from_pretrained(model_args.model_name_or_path)
+    elif model_args.tiny:
+        config = tiny_crab_config(2)
+    else:
+        return AutoConfig.from_pretrained(model_args.audio_encoder), AutoConfig.from_pretrained(
+            model_args.text_encoder
+        )
+    return config.audio_config, config.text_config
 
 
 def check_text_length(max_text_length: int, text_config) -> None:
     """--max_text_length within what the text encoder's position embeddings can number (RoBERTa's start after its
-    padding index: 514 of them read 512 tokens); before anything is encoded or trained."""
+    padding index: 514 of them read 512 tokens); before any audio is read or weights are loaded."""
     positions = text_config.max_position_embeddings
     offset = (text_config.pad_token_id or 0) + 1 if "roberta" in text_config.model_type else 0
     if max_text_length > positions - offset:
@@ -997,6 +1002,9 @@ def train_and_evaluate(
     else:
         label_names = label_names_from(utterances, data_args.train_split, manifest)
     scanned = [u for part in rows.values() for u in part]
+    with training_args.main_process_first(desc="reading the encoders' configs"):
+        audio_config, text_config = encoder_configs(model_args)
+    check_text_length(data_args.max_text_length, text_config)
     with training_args.main_process_first(desc="checking the manifest and reading the training audio"):
         scan = scan_manifest(
             scanned,
@@ -1011,7 +1019,7 @@ def train_and_evaluate(
             needs_labels=bool(label_names),
             empty_transcripts=data_args.empty_transcripts,
             waveform_stats="release" if model_args.recipe == "release" else "crops",  # the release's own rule
-            min_samples=min_audio_samples(speech_encoder_config(model_args)),
+            min_samples=min_audio_samples(audio_config),
         )
     if scan.skipped:
         rows = skip_bad_rows(rows, scanned, scan.skipped, output_dir / "skipped_rows.csv")
@@ -1053,7 +1061,6 @@ def train_and_evaluate(
     model.config.augmentation = None if augmentation is None else augmentation.to_dict()  # for the model card
     if report:  # not again for the frozen-encoder baseline, on the same rows
         report_long_transcripts(processor, rows, splits)
-    check_text_length(processor.max_text_length, model.config.text_config)
     if checkpoint is not None:  # before anything is encoded or trained
         check_resume_config(checkpoint, model.config, data_args.normalization)
 
