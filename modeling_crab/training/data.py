@@ -157,19 +157,26 @@ def _check_audio(utterance: Utterance, max_duration_s: float | None, min_samples
     return _AudioCheck(_RunningMoments.of(waveform), silent=bool(np.ptp(waveform) < SILENCE_PEAK_TO_PEAK))
 
 
-def release_waveform_stats(training: Sequence[Utterance], num_workers: int = 4) -> tuple[float, float]:
+def release_waveform_stats(
+    training: Sequence[Utterance], num_workers: int = 4, whole: dict[str, _RunningMoments] | None = None
+) -> tuple[float, float]:
     """The released code's waveform statistics (`LazyWavSet.compute_norm_stats` in its train_crab.py): over at most
     `RELEASE_STATS_CLIPS` training clips, drawn by `np.random.RandomState(42).choice` without replacement from the
     training rows in manifest order, each read whole (not cropped to 12 s); the mean, and the standard deviation plus
-    the `RELEASE_STD_EPS` its dataset divides by, so that dividing by it is the release's normalisation."""
+    the `RELEASE_STD_EPS` its dataset divides by, so that dividing by it is the release's normalisation. `whole`:
+    the moments of clips already read whole (by id, from the scan); only the others are read."""
+    whole = whole or {}
     chosen = range(len(training))
     if len(training) > RELEASE_STATS_CLIPS:
         chosen = np.random.RandomState(42).choice(len(training), size=RELEASE_STATS_CLIPS, replace=False)
+
+    def clip_moments(i: int) -> _RunningMoments:
+        u = training[i]
+        return whole[u.id] if u.id in whole else _RunningMoments.of(load_audio(u.audio, u.start, u.end))
+
     moments = _RunningMoments()
     with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
-        for clip in pool.map(
-            lambda i: _RunningMoments.of(load_audio(training[i].audio, training[i].start, training[i].end)), chosen
-        ):
+        for clip in pool.map(clip_moments, chosen):
             moments.merge(clip)
     variance = max(moments.m2 / moments.count, 1e-10) if moments.count else 1.0
     return moments.mean, math.sqrt(variance) + RELEASE_STD_EPS
@@ -323,6 +330,8 @@ def scan_manifest(
     split_problems: list[str] = []
 
     moments = _RunningMoments()
+    whole: dict[str, _RunningMoments] = {}  # training clips shorter than the crop: read whole by the scan
+    crop = None if max_duration_s is None else round(max_duration_s * SAMPLING_RATE)
     scan = ManifestScan()
     silent: list[str] = []
     with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
@@ -341,6 +350,8 @@ def scan_manifest(
             scan.num_samples[utterance.id] = check.moments.count
             if utterance.split == train_split:
                 moments.merge(check.moments)
+                if crop is None or check.moments.count < crop:
+                    whole[utterance.id] = check.moments
     split_problems += _attribute_coverage(
         [u for i, u in enumerate(utterances) if i not in row_problems and not u.problems], train_split
     )
@@ -380,7 +391,7 @@ def scan_manifest(
     scan.waveform_mean, scan.waveform_std = moments.mean, moments.std
     if waveform_stats == "release":
         training = [u for u in utterances if u.split == train_split and u.id in scan.num_samples]
-        scan.waveform_mean, scan.waveform_std = release_waveform_stats(training, num_workers)
+        scan.waveform_mean, scan.waveform_std = release_waveform_stats(training, num_workers, whole)
     scan.num_training_samples = moments.count
     if cache_path is not None:
         Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
