@@ -16,50 +16,107 @@ never stored for backward. Same function: fp32 outputs and gradients match eager
     set_wavlm_attention(model, "eager")  # back to eager (needed for `output_attentions`)
 
 The swap changes the class of each `WavLMAttention` module to `WavLMSdpaAttention` (a subclass with the same
-parameters), so state dicts, checkpoints and `isinstance` checks are unaffected. It relies on transformers' private
-`WavLMAttention` (its `forward` signature and outputs, `compute_bias`, `gru_rel_pos_*`), so it is used only with the
-transformers versions it was checked against (`CHECKED_TRANSFORMERS`); with any other, a one-line warning names the
-version and WavLM keeps transformers' own (eager) attention, which computes the same function, more slowly.
+parameters), so state dicts, checkpoints and `isinstance` checks are unaffected. It replaces transformers' private
+`WavLMAttention.forward` and relies on how WavLM's encoder layers call it, so it is used only where the installed
+transformers' code is the code it reproduces: `upstream_fingerprint()` hashes that code (the attention's `forward`
+and `torch_multi_head_self_attention`, the two encoder layers' `forward`; syntax only: annotations, docstrings,
+comments and formatting do not count), and `REPRODUCED_UPSTREAM` lists the fingerprints whose eager and SDPA
+outputs and gradients tests/test_fast_path.py compared. Any transformers release with that code keeps the fast path;
+a changed one gets a one-line warning and WavLM keeps transformers' own (eager) attention.
 """
 
 from __future__ import annotations
 
+import ast
+import copy
 import functools
+import hashlib
+import inspect
 import logging
-import re
 import warnings
 
 import torch
 import torch.nn.functional as F
 import transformers
 from torch import nn
+from transformers.models.wavlm import modeling_wavlm
 from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 
 logger = logging.getLogger(__name__)
 
-# (major, minor) range of the transformers releases whose WavLMAttention this file was checked against (tests run
-# eager vs SDPA outputs and gradients): pyproject's lower bound through the newest tested. Widen it after running
-# tests/test_fast_path.py on a newer release.
-CHECKED_TRANSFORMERS = ((5, 17), (5, 24))
+# Fingerprints of the upstream WavLM attention code (`upstream_fingerprint`) this file reproduces, each with the
+# transformers releases it was read from. A new one is added after tests/test_fast_path.py passes on that release.
+REPRODUCED_UPSTREAM = {
+    "1e00b3504c7f335c": "transformers 5.16-5.25",
+}
+# The upstream functions the fingerprint covers: the one the fused path replaces and its callers.
+_UPSTREAM_FUNCTIONS = (
+    ("WavLMAttention", "forward"),
+    ("WavLMAttention", "torch_multi_head_self_attention"),
+    ("WavLMEncoderLayer", "forward"),
+    ("WavLMEncoderLayerStableLayerNorm", "forward"),
+)
 
 
-def sdpa_is_checked(version: str | None = None) -> bool:
-    """Whether this transformers release (`transformers.__version__` unless given) is one the SDPA attention was
-    checked against."""
-    version = transformers.__version__ if version is None else version
-    match = re.match(r"(\d+)\.(\d+)", version)
-    if match is None:
-        return False
-    major_minor = (int(match.group(1)), int(match.group(2)))
-    return CHECKED_TRANSFORMERS[0] <= major_minor <= CHECKED_TRANSFORMERS[1]
+class _Normalised(ast.NodeTransformer):
+    """Drops what does not change the computation: annotations and docstrings (comments and formatting are not in
+    the syntax tree)."""
+
+    def visit_arg(self, node: ast.arg) -> ast.arg:
+        node.annotation = None
+        return node
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.FunctionDef:
+        node.returns = None
+        body = node.body
+        if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+            if isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+        self.generic_visit(node)
+        return node
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST:
+        if node.value is None:
+            return ast.Pass()
+        return ast.Assign(targets=[node.target], value=node.value)
+
+
+def upstream_fingerprint(source: str | None = None) -> str:
+    """16 hex digits identifying the WavLM attention code of `source` (the text of a `modeling_wavlm.py`; the
+    installed transformers' by default): `_UPSTREAM_FUNCTIONS`, their syntax trees without annotations or
+    docstrings. A function missing from the source counts as changed."""
+    if source is None:
+        return _installed_fingerprint()
+    classes = {node.name: node for node in ast.parse(source).body if isinstance(node, ast.ClassDef)}
+    digest = hashlib.sha256()
+    for class_name, function_name in _UPSTREAM_FUNCTIONS:
+        methods = {
+            node.name: node
+            for node in getattr(classes.get(class_name), "body", [])
+            if isinstance(node, ast.FunctionDef)
+        }
+        function = methods.get(function_name)
+        text = "missing" if function is None else ast.dump(_Normalised().visit(copy.deepcopy(function)))
+        digest.update(f"{class_name}.{function_name}:{text}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 @functools.cache
-def _warn_unchecked(version: str) -> None:
-    low, high = (".".join(map(str, v)) for v in CHECKED_TRANSFORMERS)
+def _installed_fingerprint() -> str:
+    return upstream_fingerprint(inspect.getsource(modeling_wavlm))
+
+
+def sdpa_reproduces_upstream() -> bool:
+    """Whether the installed transformers' WavLM attention is code the SDPA attention was checked to reproduce."""
+    return upstream_fingerprint() in REPRODUCED_UPSTREAM
+
+
+@functools.cache
+def _warn_changed(version: str, fingerprint: str) -> None:
     logger.warning(
-        f"transformers {version} is outside {low}-{high}, the versions Crab's SDPA WavLM attention was checked "
-        "against: WavLM uses transformers' own (eager) attention"
+        f"transformers {version}'s WavLM attention code (fingerprint {fingerprint}) is not the code Crab's SDPA "
+        f"attention reproduces ({', '.join(REPRODUCED_UPSTREAM.values())}): WavLM uses transformers' own (eager) "
+        "attention, the same function, more slowly"
     )
 
 
@@ -126,7 +183,8 @@ def _wavlm_attention_modules(model: nn.Module) -> list[WavLMAttention]:
 
 def set_wavlm_attention(model: nn.Module, implementation: str, strict: bool = True) -> nn.Module:
     """Switch every WavLM self-attention inside `model` to `"sdpa"` or back to `"eager"`; returns `model`. On a
-    transformers release outside `CHECKED_TRANSFORMERS`, `"sdpa"` warns once and keeps (or restores) eager.
+    transformers release whose WavLM attention code is not one it reproduces (`REPRODUCED_UPSTREAM`), `"sdpa"` warns
+    once and keeps (or restores) eager.
 
     Works on any module (a `WavLMModel`, a Crab model, a training wrapper) and needs no config. With `strict`, raises
     if `model` holds no WavLM attention, so a misdirected call on a wav2vec 2.0 / HuBERT encoder does not pass
@@ -137,8 +195,8 @@ def set_wavlm_attention(model: nn.Module, implementation: str, strict: bool = Tr
     modules = _wavlm_attention_modules(model)
     if not modules and strict:
         raise ValueError(f"{type(model).__name__} holds no WavLMAttention module; is the speech encoder WavLM?")
-    if implementation == "sdpa" and modules and not sdpa_is_checked():
-        _warn_unchecked(transformers.__version__)
+    if implementation == "sdpa" and modules and not sdpa_reproduces_upstream():
+        _warn_changed(transformers.__version__, upstream_fingerprint())
         implementation = "eager"
     target = WavLMSdpaAttention if implementation == "sdpa" else WavLMAttention
     for module in modules:
@@ -160,8 +218,9 @@ def quiet_eager_mask_warning() -> None:
 
 
 __all__ = [
-    "CHECKED_TRANSFORMERS",
-    "sdpa_is_checked",
+    "REPRODUCED_UPSTREAM",
+    "upstream_fingerprint",
+    "sdpa_reproduces_upstream",
     "WavLMSdpaAttention",
     "set_wavlm_attention",
     "wavlm_attention_implementation",

@@ -3,7 +3,9 @@ logits and MLCS), and the frozen-encoder mode's head on cached encoder outputs v
 
 from __future__ import annotations
 
+import ast
 import copy
+import inspect
 
 import pytest
 import torch
@@ -139,28 +141,72 @@ def test_enable_and_disable_swap_every_layer_and_keep_the_weights(tiny_config):
     set_wavlm_attention(model.crab.text_encoder, "sdpa", strict=False)  # a config switch on a non-WavLM encoder
 
 
-def test_an_unchecked_transformers_release_falls_back_to_eager_attention(tiny_config, monkeypatch, caplog):
-    """The SDPA attention replaces a private transformers class: on a release outside the checked range a model
-    asking for it warns once, naming the version, and keeps transformers' own attention (the same function)."""
+def test_the_installed_transformers_wavlm_attention_is_the_reproduced_code():
+    """A fresh install's default path is the fused attention: the installed transformers' WavLM attention code is
+    one the SDPA attention reproduces. When a transformers release changes it, this fails here, not for a user: run
+    this file on that release and, if the eager/SDPA comparisons above pass, add its fingerprint to
+    REPRODUCED_UPSTREAM."""
     import transformers
 
     from modeling_crab import wavlm_attention
 
-    assert wavlm_attention.sdpa_is_checked()  # this environment's release
-    assert wavlm_attention.sdpa_is_checked("5.17.0") and wavlm_attention.sdpa_is_checked("5.24.1")
-    assert not any(map(wavlm_attention.sdpa_is_checked, ["5.16.2", "5.25.0.dev0", "6.0.0", "unknown"]))
+    fingerprint = wavlm_attention.upstream_fingerprint()
+    assert wavlm_attention.sdpa_reproduces_upstream(), (
+        f"transformers {transformers.__version__}'s WavLM attention has fingerprint {fingerprint}, not in "
+        f"REPRODUCED_UPSTREAM {wavlm_attention.REPRODUCED_UPSTREAM}"
+    )
+
+
+def test_the_upstream_fingerprint_follows_the_computation_not_the_spelling():
+    """Annotations, docstrings, comments and formatting leave the fingerprint alone; a changed line of the
+    attention or of the layers calling it changes it, as does a function gone."""
+    from transformers.models.wavlm import modeling_wavlm
+
+    from modeling_crab.wavlm_attention import upstream_fingerprint
+
+    source = inspect.getsource(modeling_wavlm)
+    original = upstream_fingerprint(source)
+    respelled = (
+        source.replace("hidden_states: torch.Tensor", "hidden_states: 'torch.FloatTensor'")
+        .replace("hidden_states: torch.FloatTensor", "hidden_states: 'torch.Tensor'")
+        .replace(
+            "        attn_residual = hidden_states\n", "        # a comment\n        attn_residual = (hidden_states)\n"
+        )
+    )
+    assert respelled != source and upstream_fingerprint(respelled) == original
+    changed_layer = source.replace(
+        "        attn_residual = hidden_states\n", "        attn_residual = 2 * hidden_states\n", 1
+    )
+    assert changed_layer != source and upstream_fingerprint(changed_layer) != original
+    tree = ast.parse(source)
+    attention = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "WavLMAttention")
+    attention.body = [n for n in attention.body if getattr(n, "name", None) != "torch_multi_head_self_attention"]
+    assert upstream_fingerprint(ast.unparse(tree)) != original
+
+
+def test_a_changed_upstream_attention_falls_back_to_eager_attention(tiny_config, monkeypatch, caplog):
+    """The SDPA attention replaces a private transformers class: on a release whose WavLM attention code differs
+    from the reproduced code, a model asking for it warns once, naming the release, and keeps transformers' own
+    attention (the same function)."""
+    import transformers
+
+    from modeling_crab import wavlm_attention
+
     torch.manual_seed(0)
-    sdpa = CrabForEmotionClassification(tiny_config)  # built while the release is a checked one
+    sdpa = CrabForEmotionClassification(tiny_config)  # built while the code is the reproduced one
+    assert wavlm_attention_implementation(sdpa) == "sdpa"
     monkeypatch.setattr(transformers, "__version__", "5.99.0")
-    wavlm_attention._warn_unchecked.cache_clear()
+    monkeypatch.setattr(wavlm_attention, "_installed_fingerprint", lambda: "0123456789abcdef")
+    wavlm_attention._warn_changed.cache_clear()
     with caplog.at_level("WARNING", logger=wavlm_attention.__name__):
         model = CrabForEmotionClassification(tiny_config)  # audio_attention="sdpa", the default
         set_wavlm_attention(sdpa, "sdpa")  # an SDPA model asked again: back to eager
     assert tiny_config.audio_attention == "sdpa"
     assert wavlm_attention_implementation(model) == wavlm_attention_implementation(sdpa) == "eager"
     messages = [record.getMessage() for record in caplog.records if record.name == wavlm_attention.__name__]
-    assert len(messages) == 1 and "transformers 5.99.0" in messages[0] and "eager" in messages[0]
-    wavlm_attention._warn_unchecked.cache_clear()
+    assert len(messages) == 1, messages
+    assert "transformers 5.99.0" in messages[0] and "0123456789abcdef" in messages[0] and "eager" in messages[0]
+    wavlm_attention._warn_changed.cache_clear()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
