@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Set up a virtual environment with everything the tests need, then run them. Offline apart from the package
-# registries: PyPI, and Debian's packages for the browser (Space test) and ffmpeg (MELD recipe test) when root.
+# registries: PyPI (packages, and transformers' source distribution for its common test mixins), and Debian's
+# packages for the browser (Space test) and ffmpeg (MELD recipe test) when root.
+# With no arguments, the model tests then run once more on the lowest transformers pyproject.toml admits, in
+# .venv-lowest: the suite holds on every transformers the dependency range promises, not only the newest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -15,3 +18,13 @@ fi
 . scripts/venv.sh "dev,space,onnx"
 ruff check .
 python -m pytest -q "$@"
+if [ $# -eq 0 ]; then
+  lowest=$(python -c "import re; print(re.search(r'\"transformers>=([0-9.]+)', open('pyproject.toml').read())[1])")
+  deactivate
+  . scripts/venv.sh "dev" .venv-lowest "transformers==$lowest"
+  step "the model tests on transformers $(python -c 'import transformers; print(transformers.__version__)'), the lowest pyproject.toml admits"
+  python -m pytest -q -p no:cacheprovider tests/test_modeling_crab.py tests/test_fast_path.py \
+    tests/test_transformers_modeling_common.py tests/test_transformers_configuration_common.py \
+    tests/test_transformers_processing_common.py tests/test_processing_crab.py tests/test_export.py \
+    tests/test_pipeline_crab.py
+fi
