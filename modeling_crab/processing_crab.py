@@ -8,9 +8,11 @@ the batch, or always to `max_text_length` as the released code did); a whitespac
 (`<s></s>`, audio only).
 The normalisation statistics (SPEC §3: one global mean/std computed on the training audio) are saved with the
 processor, so users never copy them into their code.
-"""
 
-from __future__ import annotations
+A call takes transformers' processor keywords (`CrabProcessorKwargs`: flat, or nested in `text_kwargs` /
+`audio_kwargs`); those it leaves unset fall back to the saved settings, so a call without keywords processes as the
+model was trained. Every keyword is honoured or refused with an error naming it: none is ignored.
+"""
 
 import math
 import os
@@ -18,12 +20,15 @@ import threading
 import unicodedata
 import warnings
 from collections.abc import Sequence
+from typing import TypedDict
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import BatchFeature
-from transformers.processing_utils import ProcessorMixin
+from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, TextKwargs, Unpack
+from transformers.tokenization_utils_base import PaddingStrategy, TruncationStrategy
+from transformers.utils import TensorType
 
 from .configuration_crab import (  # noqa: F401 (re-exported)
     MAX_TEXT_TOKENS,
@@ -335,6 +340,123 @@ def check_transcript(text, name: str = "transcript") -> None:
         raise ValueError(f"{name} {problem}")
 
 
+class CrabAudioKwargs(TypedDict, total=False):
+    """The audio keywords of a call. Audio is cropped in seconds (`max_duration_s`, as the saved setting), so
+    transformers' audio `max_length` / `truncation` (in samples) are not among them: flat, those two reach the
+    tokenizer only, and a length in tokens never crops the audio."""
+
+    sampling_rate: int | None
+    max_duration_s: int | float | None
+    padding: bool | str | PaddingStrategy | None
+    pad_to_multiple_of: int | None
+    return_attention_mask: bool | None
+    return_tensors: str | TensorType | None
+
+
+class CrabProcessorKwargs(ProcessingKwargs, total=False):
+    """`CrabProcessor.__call__`'s keywords: transformers' text keywords (`TextKwargs`) and Crab's audio keywords,
+    each flat or nested (`text_kwargs={...}`, `audio_kwargs={...}`); a flat keyword of both (`padding`,
+    `pad_to_multiple_of`, `return_attention_mask`, `return_tensors`) goes to both. Unset ones fall back to the saved
+    settings (see `CrabProcessor.__call__`)."""
+
+    audio_kwargs: CrabAudioKwargs
+
+
+TEXT_KEYWORDS = frozenset(TextKwargs.__annotations__)
+AUDIO_KEYWORDS = frozenset(CrabAudioKwargs.__annotations__)
+# Standard text keywords that ask for inputs Crab does not have or outputs its model does not take: refused unless off
+# (False, 0 or None), with the way to get what they ask for.
+_ONE_TRANSCRIPT = "Crab reads one transcript per utterance: pass each as one string"
+_TEXT_EXTRAS = {
+    "text_pair": _ONE_TRANSCRIPT,
+    "text_target": _ONE_TRANSCRIPT,
+    "text_pair_target": _ONE_TRANSCRIPT,
+    "is_split_into_words": _ONE_TRANSCRIPT,
+    "stride": "a transcript over max_length is cut to its first tokens, as in training; for the overflow call "
+    "processor.tokenizer(text, return_overflowing_tokens=True, stride=...)",
+    "return_overflowing_tokens": "a transcript over max_length is cut to its first tokens, as in training; for the "
+    "overflow call processor.tokenizer(text, return_overflowing_tokens=True)",
+    "return_token_type_ids": "RoBERTa and Crab's model take no token type ids",
+    "return_special_tokens_mask": "Crab's model takes none; call processor.tokenizer(text, "
+    "return_special_tokens_mask=True)",
+    "return_offsets_mapping": "Crab's model takes none; call processor.tokenizer(text, return_offsets_mapping=True)",
+    "return_length": "use processor.transcript_lengths(texts), or the text_attention_mask's row sums",
+    "return_mm_token_type_ids": "Crab's transcripts hold no image, video or audio placeholder tokens",
+    "return_text_replacement_offsets": "Crab's transcripts hold no image, video or audio placeholder tokens",
+    "sanitize_control_tokens": "Crab has no chat template and no control tokens",
+}
+# Keywords of other processors, and the processor's saved settings that are no per-call keywords: refused with the fix.
+_NO_IMAGES = "Crab reads speech and its transcript: no images or videos"
+_SAVED_NORMALIZATION = (
+    "the waveform normalisation is the model's (a saved setting, not a per-call one): set processor.normalization, "
+    "or processor.set_waveform_stats(mean, std)"
+)
+_AUDIO_LENGTH = "audio is cropped in seconds: pass max_duration_s= (None keeps the whole waveform)"
+_REFUSED = {
+    "images": _NO_IMAGES,
+    "videos": _NO_IMAGES,
+    "images_kwargs": _NO_IMAGES,
+    "videos_kwargs": _NO_IMAGES,
+    "audios": "pass the waveforms as audio=",
+    "raw_speech": "pass the waveforms as audio=",
+    "device": "the processor prepares batches on the CPU; move one with batch.to(device)",
+    "load_audio_backend": "the processor takes waveforms, not files or URLs: read them first (soundfile.read) or "
+    "use the speech-emotion-recognition pipeline",
+    "normalization": _SAVED_NORMALIZATION,
+    "waveform_mean": _SAVED_NORMALIZATION,
+    "waveform_std": _SAVED_NORMALIZATION,
+}
+# `common_kwargs` (transformers' keywords for every modality) takes the keywords of both
+_GROUPS = {
+    "text_kwargs": TEXT_KEYWORDS,
+    "audio_kwargs": AUDIO_KEYWORDS,
+    "common_kwargs": TEXT_KEYWORDS & AUDIO_KEYWORDS,
+}
+# Crab's former names of two text keywords (FutureWarning; they act on the text only, as they did): the new name and
+# the call that does the same
+_RENAMED = {
+    "text_padding": ("padding", "text_kwargs={{'padding': {value!r}}} (a flat padding= pads the audio too)"),
+    "max_text_length": ("max_length", "max_length={value!r}"),
+}
+
+
+def _strategy(value):
+    """A `PaddingStrategy` / `TruncationStrategy` / `TensorType` as its string; anything else as it is."""
+    return value.value if isinstance(value, (PaddingStrategy, TruncationStrategy, TensorType)) else value
+
+
+def _unexpected_keyword(key: str, group: str | None = None) -> TypeError:
+    hint = _AUDIO_LENGTH if group == "audio_kwargs" and key in ("max_length", "truncation") else _REFUSED.get(key)
+    hint = f" ({hint})" if hint else ""
+    if group is None:
+        return TypeError(
+            f"CrabProcessor got an unexpected keyword argument '{key}'{hint}. It takes the text keywords "
+            f"{', '.join(sorted(TEXT_KEYWORDS))} and the audio keywords {', '.join(sorted(AUDIO_KEYWORDS))}, flat or "
+            "nested as text_kwargs={...} / audio_kwargs={...}"
+        )
+    return TypeError(
+        f"CrabProcessor got an unexpected keyword '{key}' in {group}{hint}; {group} takes "
+        f"{', '.join(sorted(_GROUPS[group]))}"
+    )
+
+
+def _check_pad_to_multiple_of(value) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"pad_to_multiple_of={value!r}; pass a positive whole number, or None")
+
+
+def _check_flag(key: str, value) -> None:
+    if value is not None and not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{key}={value!r}; pass True or False")
+
+
+def _unpadded_batch_error(padding, what: str, limit: str) -> ValueError:
+    return ValueError(
+        f"padding={padding!r} leaves the {what} of a batch at different lengths, which no tensor holds; pass "
+        f"padding=True (to the longest) or 'max_length' (to {limit})"
+    )
+
+
 class CrabProcessor(ProcessorMixin):
     r"""
     Args:
@@ -355,6 +477,12 @@ class CrabProcessor(ProcessorMixin):
     sampling rate, a transcript that is not a string); a silent waveform (no variation above one 16-bit step) gets a
     warning naming it. docs/bad_input.md lists every case.
     """
+
+    valid_processor_kwargs = CrabProcessorKwargs
+    # transformers' defaults for a call (`_merge_kwargs`), under the keywords a call gives; the saved settings fill
+    # what stays unset
+    text_kwargs = {"return_tensors": "pt"}
+    audio_kwargs = {"return_tensors": "pt"}
 
     def __init__(
         self,
@@ -391,6 +519,15 @@ class CrabProcessor(ProcessorMixin):
 
         AutoConfig.register(CrabConfig.model_type, CrabConfig, exist_ok=True)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        # transformers writes the registered Auto class (`auto_map`) into processor_config.json by setting it on the
+        # processor, and `from_pretrained` drops it: dropped here too, so saving leaves the processor's settings as
+        # they were and the loaded processor equals the saved one
+        try:
+            return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        finally:
+            self.__dict__.pop("auto_map", None)
 
     @property
     def sampling_rate(self) -> int:
@@ -448,8 +585,45 @@ class CrabProcessor(ProcessorMixin):
             check_processor_settings(normalization=self.normalization)
         return waveform.astype(np.float32, copy=False)
 
-    def _pad_audio(self, waveforms: list[np.ndarray], pad_to_multiple_of: int | None) -> dict[str, np.ndarray]:
-        longest = max(len(w) for w in waveforms)
+    def _audio_padding(
+        self,
+        max_duration_s: float | None,
+        padding=None,
+        pad_to_multiple_of: int | None = None,
+        return_attention_mask: bool | None = None,
+    ) -> dict:
+        """The call's audio padding keywords, checked: `length` is the length to pad to (None: the longest waveform;
+        `padding="max_length"`: the crop, `max_duration_s`)."""
+        padding = _strategy(padding)
+        if padding in (False, "do_not_pad"):
+            raise _unpadded_batch_error(padding, "waveforms", "max_duration_s")
+        if padding not in (None, True, "longest", "max_length"):
+            raise ValueError(f"audio padding={padding!r}; use True ('longest') or 'max_length' (to max_duration_s)")
+        length = None
+        if padding == "max_length":
+            if max_duration_s is None:
+                raise ValueError(
+                    "audio padding='max_length' pads to the crop, max_duration_s, and this call keeps whole waveforms "
+                    "(max_duration_s=None); pass max_duration_s= or pad audio to the longest: "
+                    "audio_kwargs={'padding': True}"
+                )
+            length = int(round(max_duration_s * self.sampling_rate))
+        _check_pad_to_multiple_of(pad_to_multiple_of)
+        _check_flag("return_attention_mask", return_attention_mask)
+        return {
+            "length": length,
+            "pad_to_multiple_of": pad_to_multiple_of,
+            "return_attention_mask": True if return_attention_mask is None else bool(return_attention_mask),
+        }
+
+    def _pad_audio(
+        self,
+        waveforms: list[np.ndarray],
+        length: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        return_attention_mask: bool = True,
+    ) -> dict[str, np.ndarray]:
+        longest = max(len(w) for w in waveforms) if length is None else length
         if pad_to_multiple_of:
             longest = math.ceil(longest / pad_to_multiple_of) * pad_to_multiple_of
         input_values = np.full((len(waveforms), longest), self.feature_extractor.padding_value, dtype=np.float32)
@@ -457,19 +631,72 @@ class CrabProcessor(ProcessorMixin):
         for i, waveform in enumerate(waveforms):
             input_values[i, : len(waveform)] = waveform
             attention_mask[i, : len(waveform)] = 1
+        if not return_attention_mask:
+            return {"input_values": input_values}
         return {"input_values": input_values, "attention_mask": attention_mask}
 
     # -- text -------------------------------------------------------------------------------------------------
+    def _tokenizer_options(
+        self,
+        padding=None,
+        max_length: int | None = None,
+        truncation=None,
+        padding_side: str | None = None,
+        return_attention_mask: bool | None = None,
+        **options,
+    ) -> dict:
+        """The call's text keywords -> the tokenizer's (unset ones: the saved `text_padding` and `max_text_length`,
+        truncation on), checked; `return_attention_mask` says whether the batch keeps `text_attention_mask`."""
+        padding = self.text_padding if padding is None else _strategy(padding)
+        padding = "longest" if padding is True else padding
+        if padding in (False, "do_not_pad"):
+            raise _unpadded_batch_error(padding, "transcripts", "max_length")
+        if padding not in TEXT_PADDINGS:
+            raise ValueError(f"padding={padding!r}; use True ('longest') or 'max_length' (to max_length)")
+        max_length = self.max_text_length if max_length is None else max_length
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+            raise ValueError(f"max_length={max_length!r}; pass a whole number of tokens >= 2 (<s> and </s>)")
+        truncation = True if truncation is None else _strategy(truncation)
+        if truncation == "only_second":
+            raise ValueError(f"truncation='only_second' cuts a second text ({_ONE_TRANSCRIPT}); pass truncation=True")
+        if padding_side not in (None, "right"):
+            raise ValueError(
+                f"padding_side={padding_side!r}: Crab's model reads each transcript from position 0 (its head's GRUs "
+                "run over the first text_attention_mask.sum() tokens), so transcripts are padded on the right; leave "
+                "padding_side unset"
+            )
+        _check_pad_to_multiple_of(options.get("pad_to_multiple_of"))
+        _check_flag("return_attention_mask", return_attention_mask)
+        for key in ("add_special_tokens", "verbose"):
+            _check_flag(key, options.get(key))
+        for key in list(options):
+            if key in _TEXT_EXTRAS:
+                value = options.pop(key)
+                if value:
+                    raise ValueError(f"{key}={value!r} is not supported: {_TEXT_EXTRAS[key]}")
+            elif key not in ("add_special_tokens", "pad_to_multiple_of", "verbose"):
+                raise _unexpected_keyword(key, "text_kwargs")
+        truncate = truncation not in (False, "do_not_truncate")
+        return {
+            "padding": padding,
+            "truncation": truncation,
+            # without truncation, max_length only sets the padded length
+            "max_length": max_length if truncate or padding == "max_length" else None,
+            "padding_side": "right",
+            "return_attention_mask": True if return_attention_mask is None else bool(return_attention_mask),
+            **options,
+        }
+
     def _tokenize(
-        self, texts: list[str], text_padding: bool | str, max_text_length: int, names: Sequence[str] | None = None
+        self, texts: list[str], names: Sequence[str] | None = None, return_attention_mask: bool = True, **options
     ) -> dict[str, np.ndarray]:
         for i, text in enumerate(texts):
             check_transcript(text, f"the transcript of {names[i]}" if names else f"transcript {i}")
         texts = [clean_transcript(text) for text in texts]  # as in training: nothing visible is the empty one
         with _TOKENIZER_LOCK:
-            encoded = self.tokenizer(
-                texts, padding=text_padding, truncation=True, max_length=max_text_length, return_tensors="np"
-            )
+            encoded = self.tokenizer(texts, return_tensors="np", **options)
+        if not return_attention_mask:
+            return {"input_ids": encoded["input_ids"]}
         return {"input_ids": encoded["input_ids"], "text_attention_mask": encoded["attention_mask"]}
 
     def transcript_lengths(self, texts: Sequence[str]) -> list[int]:
@@ -480,19 +707,84 @@ class CrabProcessor(ProcessorMixin):
             encoded = self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]
         return [len(ids) for ids in encoded]
 
+    # -- keywords ---------------------------------------------------------------------------------------------
+    def _call_keywords(self, kwargs: dict, audio_name: str | None) -> dict:
+        """A call's keywords checked (an unknown one is an error naming it and the accepted ones), renamed ones
+        given transformers' names, and the sampling rate checked with the errors of `check_sampling_rate`, which
+        name the first utterance (`audio_name`; None: the call has no audio)."""
+        kwargs = dict(kwargs)
+        for group in ("text_kwargs", "audio_kwargs", "common_kwargs"):
+            if group in kwargs:
+                if not isinstance(kwargs[group], dict):
+                    raise TypeError(
+                        f"{group} is {type(kwargs[group]).__name__}; pass a dict of keywords, e.g. "
+                        f"{group}={{'return_tensors': 'np'}}"
+                    )
+                kwargs[group] = dict(kwargs[group])
+        for old, (new, fix) in _RENAMED.items():
+            if old not in kwargs:
+                continue
+            if new in kwargs or new in kwargs.get("text_kwargs", {}):
+                raise ValueError(f"got both {old}= and {new}=; pass {new}= only")
+            value = kwargs.pop(old)
+            warnings.warn(
+                f"CrabProcessor's {old}= is now the transcripts' {new}= (transformers' name): pass "
+                f"{fix.format(value=value)}",
+                FutureWarning,
+                stacklevel=3,
+            )
+            kwargs.setdefault("text_kwargs", {})[new] = value
+        for key in kwargs:
+            if key not in _GROUPS and key not in TEXT_KEYWORDS | AUDIO_KEYWORDS:
+                raise _unexpected_keyword(key)
+        for group, accepted in _GROUPS.items():
+            for key in kwargs.get(group, {}):
+                if key not in accepted:
+                    raise _unexpected_keyword(key, group)
+        if audio_name is not None:
+            for keywords in (kwargs, kwargs.get("audio_kwargs", {})):
+                if keywords.get("sampling_rate") is not None:
+                    keywords["sampling_rate"] = check_sampling_rate(keywords["sampling_rate"], audio_name)
+        return kwargs
+
+    def _merged_keywords(self, kwargs: dict) -> dict[str, dict]:
+        """transformers' merge (`ProcessorMixin._merge_kwargs`): the call's keywords > `common_kwargs` > the class's
+        defaults; a value of the wrong type is a TypeError naming the keyword. The tokenizer's init keywords, which
+        transformers ranks above the class's defaults, are left out: a fast tokenizer saves the truncation and
+        padding of its last call in tokenizer.json and loads them back as init keywords, so they would let whatever
+        call preceded a save set the truncation of every later call instead of the saved `max_text_length`."""
+        try:
+            return self._merge_kwargs(CrabProcessorKwargs, tokenizer_init_kwargs=None, **kwargs)
+        except Exception as error:  # huggingface_hub's StrictDataclassFieldValidationError, no TypeError subclass
+            if type(error).__name__ != "StrictDataclassFieldValidationError":
+                raise
+            raise TypeError(f"CrabProcessor: {error}") from error
+
+    @staticmethod
+    def _tensor_type(merged: dict[str, dict], has_audio: bool, has_text: bool) -> str:
+        """The one `return_tensors` of the batch: 'pt' or 'np', the same for both modalities."""
+        asked = [_strategy(merged["audio_kwargs"].pop("return_tensors", "pt"))]
+        asked.append(_strategy(merged["text_kwargs"].pop("return_tensors", "pt")))
+        asked = [value for value, present in zip(asked, (has_audio, has_text)) if present]
+        for value in asked:
+            if value not in ("pt", "np"):
+                raise ValueError(
+                    f"return_tensors={value!r}; CrabProcessor returns batches as 'pt' (torch tensors, the default) or "
+                    "'np' (numpy arrays)"
+                )
+        if len(set(asked)) > 1:
+            raise ValueError(
+                f"audio_kwargs and text_kwargs ask for return_tensors {asked[0]!r} and {asked[1]!r}, and one batch "
+                "holds both; pass return_tensors= once"
+            )
+        return asked[0]
+
     def __call__(
         self,
         audio=None,
         text: str | Sequence[str] | None = None,
-        sampling_rate: int | None = None,
-        return_tensors: str | None = "pt",
-        padding: bool = True,
-        text_padding: bool | str | None = None,
-        max_duration_s: float | None = ...,
-        max_text_length: int | None = None,
-        pad_to_multiple_of: int | None = None,
         names: Sequence[str] | None = None,
-        **kwargs,
+        **kwargs: Unpack[CrabProcessorKwargs],
     ) -> BatchFeature:
         """Process one utterance or a batch.
 
@@ -501,21 +793,46 @@ class CrabProcessor(ProcessorMixin):
                 samples), downmixed to mono); or a 2-D array/tensor (B, N), read as B waveforms. Wrap one
                 multichannel recording in a list.
             text: the transcript(s), one per waveform.
-            sampling_rate: the rate of `audio`; it is resampled to the model's rate when different.
-            text_padding: `None` pads as the model was trained (the saved `text_padding`); `True`/`"longest"` pads to
-                the longest transcript; `"max_length"` pads to `max_text_length`, as the released code did.
-            max_duration_s / max_text_length: override the saved crop and truncation lengths for this call.
             names: what to call each utterance in errors and warnings (default `audio 0`, `audio 1`, ...).
+            **kwargs: transformers' processor keywords (`CrabProcessorKwargs`), flat or nested in `text_kwargs` /
+                `audio_kwargs`, for this call only; unset ones process as the model was trained:
+                - `sampling_rate`: the rate of `audio`, resampled to the model's when different (unset: a warning,
+                  and the model's rate is assumed).
+                - `max_duration_s` (audio): the crop in seconds (unset: the saved `max_duration_s`; `None`: whole
+                  waveforms).
+                - `padding`: `True`/`"longest"` pads to the longest of the batch; `"max_length"` pads transcripts to
+                  `max_length` and audio to `max_duration_s`. Unset: the saved `text_padding` for transcripts, the
+                  longest for audio. No padding (`False`) is refused: a batch is one tensor per input.
+                - `max_length` / `truncation` (text): transcripts are cut at `max_length` tokens (unset: the saved
+                  `max_text_length`); `truncation=False` keeps them whole.
+                - `pad_to_multiple_of`, `return_attention_mask` (unset: True), `add_special_tokens`, `verbose`.
+                - `return_tensors`: `"pt"` (default) or `"np"`.
+                A keyword Crab cannot honour (an image keyword, `padding_side="left"`, `return_offsets_mapping=True`,
+                an unknown one) is an error naming it and the fix. `text_padding=` / `max_text_length=`, Crab's
+                former names of the transcripts' `padding=` / `max_length=`, still work, with a FutureWarning.
         Returns:
             `input_values` (B, N), `attention_mask` (B, N), `input_ids` (B, L), `text_attention_mask` (B, L).
         """
         if audio is None and text is None:
             raise ValueError("CrabProcessor needs `audio`, `text`, or both")
         check_processor_settings(self.normalization, self.max_duration_s, self.max_text_length, self.text_padding)
-        check_processor_settings(None, max_duration_s, max_text_length)
+        kwargs = self._call_keywords(kwargs, None if audio is None else names[0] if names else "audio 0")
+        merged = self._merged_keywords(kwargs)
+        return_tensors = self._tensor_type(merged, audio is not None, text is not None)
+        audio_kwargs, text_kwargs = merged["audio_kwargs"], merged["text_kwargs"]
+        for key in ("return_mm_token_type_ids", "return_text_replacement_offsets"):
+            if merged.get(key):
+                raise ValueError(f"{key}=True is not supported: {_TEXT_EXTRAS[key]}")
         data: dict[str, np.ndarray] = {}
         batch_array = isinstance(audio, (np.ndarray, torch.Tensor)) and np.ndim(audio) == 2
+        if text is not None:
+            tokenizer_options = self._tokenizer_options(**text_kwargs)  # checked before any audio is processed
         if audio is not None:
+            sampling_rate = audio_kwargs.pop("sampling_rate", None)
+            max_duration_s = audio_kwargs.pop("max_duration_s", ...)
+            check_processor_settings(max_duration_s=max_duration_s)
+            crop_s = self.max_duration_s if max_duration_s is ... else max_duration_s
+            audio_padding = self._audio_padding(crop_s, **audio_kwargs)  # checked before any audio is processed
             single = isinstance(audio, (str, os.PathLike, bytes)) or (
                 isinstance(audio, (np.ndarray, torch.Tensor)) and np.ndim(audio) == 1
             )
@@ -534,8 +851,7 @@ class CrabProcessor(ProcessorMixin):
             for i, waveform in enumerate(waveforms):  # a loop, not a comprehension: warnings point at the caller
                 name = names[i] if names else f"audio {i}"
                 prepared.append(self.prepare_waveform(waveform, sampling_rate, name, max_duration_s))
-            waveforms = prepared
-            data.update(self._pad_audio(waveforms, pad_to_multiple_of))
+            data.update(self._pad_audio(prepared, **audio_padding))
         if text is not None:
             texts = [text] if isinstance(text, (str, bytes, bytearray)) else list(text)
             if audio is not None and len(texts) != len(data["input_values"]):
@@ -548,8 +864,7 @@ class CrabProcessor(ProcessorMixin):
                 raise ValueError(f"got {len(data['input_values'])} waveforms but {len(texts)} transcripts{hint}")
             if names is not None and len(names) != len(texts):
                 raise ValueError(f"got {len(texts)} transcripts but {len(names)} names")
-            padding = self.text_padding if text_padding is None else text_padding
-            data.update(self._tokenize(texts, padding, max_text_length or self.max_text_length, names))
+            data.update(self._tokenize(texts, names, **tokenizer_options))
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def batch_decode(self, *args, **kwargs):
@@ -561,6 +876,8 @@ class CrabProcessor(ProcessorMixin):
 
 __all__ = [
     "CrabProcessor",
+    "CrabProcessorKwargs",
+    "CrabAudioKwargs",
     "TRAINING_CROP_S",
     "MAX_TEXT_TOKENS",
     "TEXT_PADDINGS",

@@ -107,8 +107,7 @@ def test_threads_sharing_a_processor_get_the_sequential_batches(shared_pipeline)
             "audio": [rng.standard_normal(4000 + 3000 * (i % 4)).astype(np.float32) for _ in range(2)],
             "text": [SENTENCES[i % 5] * (1 + i % 3), SENTENCES[(i + 2) % 5]],
             "sampling_rate": (16000, 8000)[i % 2],
-            "text_padding": "max_length" if i % 2 else True,
-            "max_text_length": (8, 16, 24, 40)[i % 4],
+            "text_kwargs": {"padding": "max_length" if i % 2 else True, "max_length": (8, 16, 24, 40)[i % 4]},
             "return_tensors": "np",
         }
         for i in range(16)

@@ -80,7 +80,7 @@ def test_text_truncation_and_padding(tiny_processor):
     assert batch["input_ids"].shape[1] == 32  # max_text_length of the fixture
     assert batch["text_attention_mask"].sum(1).tolist()[0] == 32
     assert batch["input_ids"][0, -1].item() == tiny_processor.tokenizer.eos_token_id
-    released = tiny_processor(text=["hi"], text_padding="max_length", max_text_length=128)
+    released = tiny_processor(text=["hi"], padding="max_length", max_length=128)
     assert released["input_ids"].shape == (1, 128)
 
 
@@ -118,7 +118,7 @@ def test_the_saved_text_padding_is_the_default_of_every_call(tiny_processor, tmp
     loaded = CrabProcessor.from_pretrained(tmp_path)
     assert loaded.text_padding == "max_length"
     assert loaded(text=["hi", "that is wonderful news"])["input_ids"].shape == (2, 32)
-    assert loaded(text=["hi"], text_padding=True)["input_ids"].shape[1] < 32
+    assert loaded(text=["hi"], padding=True)["input_ids"].shape[1] < 32
     assert (
         CrabProcessor(tiny_processor.feature_extractor, tiny_processor.tokenizer)(text=["hi"])["input_ids"].shape[1]
         < 32
@@ -151,3 +151,142 @@ def test_loading_beside_a_crab_config_warns_of_no_unknown_model(tiny_processor, 
     with CaptureLogger(logger) as captured:
         CrabProcessor.from_pretrained(tmp_path)
     assert "instantiate a model of type" not in captured.out
+
+
+# ---- Keywords: transformers' processor keywords (`CrabProcessorKwargs`) act on one call; the saved settings otherwise
+LONG_TEXT = "that is wonderful news " * 20  # over the fixture's max_text_length (32 tokens)
+
+
+def _given(style: str, group: str, **keywords) -> dict:
+    """`keywords` as a call gives them: flat, or nested in `group` (`text_kwargs` / `audio_kwargs`)."""
+    return keywords if style == "flat" else {group: keywords}
+
+
+def test_a_call_without_keywords_processes_as_the_saved_settings(tiny_processor):
+    """What the pipeline, the collator and every test get: the saved crop, truncation and text padding, both masks,
+    torch tensors; the same batch as the saved settings spelled out as keywords."""
+    tiny_processor.text_padding = "max_length"
+    audio, text = [_sine(200.0, 16000, 13.0), _sine(300.0, 16000, 1.0)], [LONG_TEXT, "hi"]
+    batch = tiny_processor(audio=audio, text=text, sampling_rate=16000)
+    assert list(batch) == ["input_values", "attention_mask", "input_ids", "text_attention_mask"]
+    assert [batch[key].dtype for key in batch] == [torch.float32, torch.int64, torch.int64, torch.int64]
+    assert batch["attention_mask"].sum(1).tolist() == [12 * 16000, 16000]  # cropped at the saved 12 s
+    assert batch["input_ids"].shape == (2, 32) and batch["text_attention_mask"].sum(1)[0] == 32
+    spelled_out = tiny_processor(
+        audio=audio,
+        text=text,
+        audio_kwargs={"sampling_rate": 16000, "max_duration_s": 12.0, "padding": True, "return_attention_mask": True},
+        text_kwargs={"padding": "max_length", "max_length": 32, "truncation": True, "add_special_tokens": True},
+        return_tensors="pt",
+    )
+    for key in batch:
+        torch.testing.assert_close(spelled_out[key], batch[key])
+
+
+@pytest.mark.parametrize("style", ["flat", "nested"])
+def test_text_keywords_reach_the_tokenizer(tiny_processor, style):
+    def call(text, **keywords):
+        return tiny_processor(text=text, **_given(style, "text_kwargs", **keywords))
+
+    short = ["hi", "that is wonderful news"]
+    assert call(short)["input_ids"].shape[1] < 32  # the saved padding: to the longest
+    assert call(short, padding="max_length")["input_ids"].shape == (2, 32)  # to the saved max_text_length
+    assert call(short, padding="max_length", max_length=40)["input_ids"].shape == (2, 40)
+    cut = call([LONG_TEXT], max_length=8)["input_ids"]
+    assert cut.shape == (1, 8) and cut[0, -1] == tiny_processor.tokenizer.eos_token_id
+    whole = call([LONG_TEXT], truncation=False)["input_ids"]
+    assert whole.shape == (1, tiny_processor.transcript_lengths([LONG_TEXT])[0]) and whole.shape[1] > 32
+    bare = call(["hi"], add_special_tokens=False)["input_ids"][0].tolist()
+    assert bare == tiny_processor.tokenizer("hi", add_special_tokens=False)["input_ids"]
+    assert call(short, pad_to_multiple_of=16)["input_ids"].shape[1] == 16
+    assert "text_attention_mask" not in call(short, return_attention_mask=False)
+    assert isinstance(call(short, return_tensors="np")["input_ids"], np.ndarray)
+
+
+@pytest.mark.parametrize("style", ["flat", "nested"])
+def test_audio_keywords_reach_the_audio(tiny_processor, style):
+    def call(audio, **keywords):
+        return tiny_processor(audio=audio, **_given(style, "audio_kwargs", **keywords))
+
+    tiny_processor.normalization = "none"
+    at_8k = call([_sine(440.0, 8000)], sampling_rate=8000)["input_values"]
+    np.testing.assert_allclose(at_8k[0, 200:-200].numpy(), _sine(440.0, 16000)[200:-200], atol=5e-3)  # resampled
+    long_audio = [_sine(200.0, 16000, 13.0)]
+    assert call(long_audio, sampling_rate=16000, max_duration_s=0.5)["input_values"].shape == (1, 8000)
+    assert call(long_audio, sampling_rate=16000, max_duration_s=None)["input_values"].shape == (1, 13 * 16000)
+    one_second = [_sine(200.0, 16000)]
+    padded = call(one_second, sampling_rate=16000, padding="max_length")  # to the crop, the saved 12 s
+    assert padded["input_values"].shape == (1, 12 * 16000) and padded["attention_mask"].sum() == 16000
+    assert call(one_second, sampling_rate=16000, pad_to_multiple_of=5000)["input_values"].shape == (1, 20000)
+    assert "attention_mask" not in call(one_second, sampling_rate=16000, return_attention_mask=False)
+    assert isinstance(call(one_second, sampling_rate=16000, return_tensors="np")["input_values"], np.ndarray)
+
+
+def test_a_flat_keyword_of_both_modalities_reaches_both(tiny_processor):
+    """As in transformers' processors: flat `padding`, `pad_to_multiple_of`, `return_attention_mask` and
+    `return_tensors` act on both modalities; nested, on one. Flat `max_length` / `truncation` are the text's only:
+    audio is cropped in seconds (`max_duration_s`)."""
+    audio, text = [_sine(200.0, 16000)[:1003]], ["hi"]  # 1003 samples, 3 tokens
+    both = tiny_processor(audio=audio, text=text, sampling_rate=16000, padding="max_length")
+    assert both["input_values"].shape == (1, 12 * 16000) and both["input_ids"].shape == (1, 32)
+    text_only = tiny_processor(audio=audio, text=text, sampling_rate=16000, text_kwargs={"padding": "max_length"})
+    assert text_only["input_values"].shape == (1, 1003) and text_only["input_ids"].shape == (1, 32)
+    multiple = tiny_processor(audio=audio, text=text, sampling_rate=16000, pad_to_multiple_of=8)
+    assert multiple["input_values"].shape == (1, 1008) and multiple["input_ids"].shape == (1, 8)
+    assert list(tiny_processor(audio=audio, text=text, sampling_rate=16000, return_attention_mask=False)) == [
+        "input_values",
+        "input_ids",
+    ]
+    cut = tiny_processor(audio=audio, text=[LONG_TEXT], sampling_rate=16000, max_length=8, truncation=True)
+    assert cut["input_values"].shape == (1, 1003) and cut["input_ids"].shape == (1, 8)
+
+
+def test_a_keyword_overrides_its_saved_setting_for_one_call_only(tiny_processor):
+    tiny_processor.text_padding = "max_length"
+    assert tiny_processor(text=["hi"], max_length=8)["input_ids"].shape == (1, 8)  # the saved padding, to 8
+    assert tiny_processor(text=["hi"], padding=True)["input_ids"].shape[1] < 8
+    assert tiny_processor(text=["hi"])["input_ids"].shape == (1, 32)  # the next call: the saved settings again
+    assert (tiny_processor.text_padding, tiny_processor.max_text_length) == ("max_length", 32)
+
+
+@pytest.mark.parametrize(
+    "keywords, named",
+    [
+        ({"paddding": True}, "unexpected keyword argument 'paddding'"),
+        ({"text_kwargs": {"max_len": 8}}, "unexpected keyword 'max_len' in text_kwargs"),
+        ({"audio_kwargs": {"do_normalize": False}}, "unexpected keyword 'do_normalize' in audio_kwargs"),
+    ],
+)
+def test_an_unknown_keyword_is_refused_with_the_accepted_ones(tiny_processor, keywords, named):
+    with pytest.raises(TypeError, match=named) as error:
+        tiny_processor(audio=[_sine(200.0, 16000)], text=["hi"], sampling_rate=16000, **keywords)
+    assert "max_duration_s" in str(error.value) or "max_length" in str(error.value)  # the accepted ones
+
+
+def test_the_former_keyword_names_still_work_with_a_future_warning(tiny_processor):
+    """`text_padding=` / `max_text_length=` in a call were Crab's names of the transcripts' `padding=` /
+    `max_length=`: they act on the text only, as they did."""
+    with pytest.warns(FutureWarning, match=r"text_padding= is now the transcripts' padding="):
+        former = tiny_processor(text=["hi"], text_padding="max_length", max_text_length=16)
+    current = tiny_processor(text=["hi"], text_kwargs={"padding": "max_length", "max_length": 16})
+    assert former["input_ids"].shape == (1, 16) and torch.equal(former["input_ids"], current["input_ids"])
+
+
+def test_saving_keeps_the_processor_equal_to_the_loaded_one(tiny_processor, tmp_path):
+    """Saving writes the registered Auto class into processor_config.json without leaving it on the processor:
+    the loaded processor equals the saved one (transformers' round trip)."""
+    tiny_processor.save_pretrained(tmp_path)
+    assert CrabProcessor.from_pretrained(tmp_path).to_dict() == tiny_processor.to_dict()
+    assert "auto_map" not in vars(tiny_processor)
+
+
+def test_the_tokenizers_saved_call_state_does_not_override_the_saved_settings(tiny_processor, tmp_path):
+    """A fast tokenizer keeps the truncation and padding of its last call, saves them in tokenizer.json and loads
+    them back as init keywords (here max_length=128); the loaded processor still truncates and pads by its own
+    saved settings, so no call made before a save changes the calls after it."""
+    tiny_processor(text=["hi"], padding="max_length", max_length=128)
+    tiny_processor.save_pretrained(tmp_path)
+    loaded = CrabProcessor.from_pretrained(tmp_path)
+    assert loaded.tokenizer.init_kwargs.get("max_length") == 128  # the stale call state, as transformers loads it
+    assert loaded(text=["that is wonderful news " * 20])["input_ids"].shape == (1, 32)
+    assert loaded(text=["hi"])["input_ids"].shape[1] < 32

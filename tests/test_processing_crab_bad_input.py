@@ -157,7 +157,7 @@ def test_processor_empty_or_whitespace_transcript_is_audio_only(tiny_processor, 
 
 def test_processor_truncates_long_transcripts(tiny_processor):
     long = "that is wonderful news " * 200  # far over 128 tokens
-    batch = tiny_processor(text=[long, "hi"], max_text_length=128)
+    batch = tiny_processor(text=[long, "hi"], max_length=128)
     assert batch["input_ids"].shape == (2, 128)
     assert batch["input_ids"][0, -1] == tiny_processor.tokenizer.eos_token_id
     assert tiny_processor(text=[long])["input_ids"].shape == (1, tiny_processor.max_text_length)
@@ -169,3 +169,68 @@ def test_processor_rejects_bytes_transcripts(tiny_processor, transcript):
         tiny_processor(text=transcript)
     with pytest.raises(TypeError, match=r"the transcript of clip-b is bytes.*errors='replace'"):
         tiny_processor(audio=[noise(1)] * 2, text=["ok", transcript], sampling_rate=SR, names=["clip-a", "clip-b"])
+
+
+# ---- Processor keywords
+@pytest.mark.parametrize(
+    "keywords, named",
+    [
+        ({"paddding": True}, "unexpected keyword argument 'paddding'. It takes the text keywords add_special_tokens,"),
+        ({"text_kwargs": {"max_len": 8}}, "unexpected keyword 'max_len' in text_kwargs; text_kwargs takes"),
+        (
+            {"audio_kwargs": {"max_length": 16000}},
+            "'max_length' in audio_kwargs (audio is cropped in seconds: pass max_duration_s= (None keeps the whole",
+        ),
+        ({"images_kwargs": {"do_resize": True}}, "'images_kwargs' (Crab reads speech and its transcript: no images"),
+        ({"normalization": "none"}, "'normalization' (the waveform normalisation is the model's (a saved setting"),
+        ({"text_kwargs": "max_length"}, "text_kwargs is str; pass a dict of keywords"),
+    ],
+)
+def test_processor_refuses_an_unknown_keyword(tiny_processor, keywords, named):
+    """A keyword the processor does not take is an error naming it and what it takes, never ignored."""
+    with pytest.raises(TypeError, match=re.escape(named)):
+        tiny_processor(audio=[noise(0.5)], text=["hi"], sampling_rate=SR, **keywords)
+
+
+@pytest.mark.parametrize(
+    "keywords, named",
+    [
+        ({"padding": False}, "padding=False leaves the transcripts of a batch at different lengths, which no tensor"),
+        ({"audio_kwargs": {"padding": "do_not_pad"}}, "padding='do_not_pad' leaves the waveforms of a batch at"),
+        ({"padding_side": "left"}, "padding_side='left': Crab's model reads each transcript from position 0"),
+        ({"return_tensors": "tf"}, "return_tensors='tf'; CrabProcessor returns batches as 'pt' (torch tensors"),
+        ({"return_tensors": None}, "return_tensors=None; CrabProcessor returns batches as 'pt'"),
+        ({"return_offsets_mapping": True}, "processor.tokenizer(text, return_offsets_mapping=True)"),
+        ({"text_pair": ["b"]}, "text_pair=['b'] is not supported: Crab reads one transcript per utterance"),
+        ({"return_token_type_ids": True}, "RoBERTa and Crab's model take no token type ids"),
+        ({"max_length": 1}, "max_length=1; pass a whole number of tokens >= 2"),
+        ({"verbose": "yes"}, "verbose='yes'; pass True or False"),
+        (
+            {"audio_kwargs": {"padding": "max_length", "max_duration_s": None}},
+            "audio padding='max_length' pads to the crop, max_duration_s, and this call keeps whole waveforms",
+        ),
+    ],
+)
+def test_processor_refuses_a_keyword_it_cannot_honour(tiny_processor, keywords, named):
+    """A standard keyword that would break the model's inputs (no padding, left padding, extra outputs, another
+    framework) is an error naming it and the fix."""
+    with pytest.raises((TypeError, ValueError), match=re.escape(named)):
+        tiny_processor(
+            audio=[noise(0.5), noise(0.3)], text=["hi", "that is wonderful news"], sampling_rate=SR, **keywords
+        )
+
+
+@pytest.mark.parametrize(
+    "keywords, named",
+    [
+        ({"padding": True, "text_kwargs": {"padding": "max_length"}}, "Keyword argument padding was passed two times"),
+        ({"text_padding": "max_length", "padding": True}, "got both text_padding= and padding=; pass padding= only"),
+        (
+            {"audio_kwargs": {"return_tensors": "np"}, "text_kwargs": {"return_tensors": "pt"}},
+            "audio_kwargs and text_kwargs ask for return_tensors 'np' and 'pt', and one batch holds both",
+        ),
+    ],
+)
+def test_processor_refuses_a_keyword_given_twice(tiny_processor, keywords, named):
+    with pytest.raises(ValueError, match=re.escape(named)):
+        tiny_processor(audio=[noise(0.5)], text=["hi"], sampling_rate=SR, **keywords)

@@ -34,7 +34,6 @@ class CrabDataCollator:
             sampling_rate=self.sampling_rate,
             max_duration_s=None,
             return_tensors="pt",
-            padding=True,
         )
         batch = dict(batch)
         labels = [feature.get("label") for feature in features]
