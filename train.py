@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import sys
-from argparse import SUPPRESS, ArgumentDefaultsHelpFormatter, RawDescriptionHelpFormatter
+from argparse import SUPPRESS, ArgumentDefaultsHelpFormatter, Namespace, RawDescriptionHelpFormatter
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -316,7 +316,8 @@ WAVEFORM_FLAGS = [f.name for f in fields(WaveformAugmentation) if f.init]
 # ---- defaults: each written once. The dataclasses above hold those of Crab's own arguments; the recipes below hold
 # TrainingArguments' values and whatever a recipe changes. Layers, lowest first: dataclass defaults < CRAB_RECIPE
 # (+ the GPU's settings) < RELEASE_RECIPE with --recipe release < SMALL_MODEL with --tiny < DEMO without a manifest
-# < a config file < command-line flags. `python train.py [config] [flags] --help` shows the result.
+# < RELEASE_DERIVED's values of a source the file or the flags set < a config file < command-line flags.
+# `python train.py [config] [flags] --help` shows the result.
 
 # "crab", the default: the paper's hyperparameters (SPEC §3; effective batch 32, 20 epochs, AdamW 0.01, cosine, best
 # dev macro-F1, seed 42) with our training loop (masked padding, length-grouped batches, Trainer's cosine per step).
@@ -355,13 +356,25 @@ RELEASE_RECIPE = {
     "max_grad_norm": 0.0,  # no gradient clipping
     "train_sampling_strategy": "random",  # shuffled batches; dev and test in manifest order
     "full_accumulation_divisor": True,  # loss / accumulation steps, also in an epoch's last, shorter step
-    "per_device_eval_batch_size": 32,  # dev batched at 4 micro-batches, padded like training
+    "per_device_eval_batch_size": 32,  # dev batched at 4 micro-batches, padded like training (RELEASE_DERIVED)
+    # the dev epoch kept: sklearn's default f1_score(average="macro"), over the classes in the dev labels or
+    # predictions; `macro_f1` (crab) averages over the whole label set, an absent class counting 0 (SPEC §4)
+    "metric_for_best_model": "macro_f1_present",
     "test_batch_size": 1,  # test: one clip at a time (no audio padding), argmax
     "empty_transcripts": "audio_only",  # rows without a transcript are kept, with <s></s> (its fillna(""))
     "bf16": False,  # fp32 throughout, also on GPUs where CRAB_RECIPE turns on bf16 autocast
     "tf32": False,
 }
 RECIPE_SETTINGS = {"crab": {}, "release": RELEASE_RECIPE}
+# What the release derives from another setting unless it is set itself (train_crab.py's argument defaults): target
+# -> (source, rule). A source set in a config file or on the command line carries its target along, above every
+# preset (SMALL_MODEL's one learning rate included); a target set there itself wins. Otherwise the presets stand,
+# which agree with the rules (1e-6 = 1e-5 / 10, 32 = 4 x 8).
+RELEASE_DERIVED = {
+    "encoder_learning_rate": ("learning_rate", lambda lr: lr / 10),  # its encoders' lr: --lr / 10
+    "per_device_eval_batch_size": ("per_device_train_batch_size", lambda batch: 4 * batch),  # dev: 4 micro-batches
+}
+RECIPE_DERIVED = {"crab": {}, "release": RELEASE_DERIVED}  # crab: 1e-6 and 8 whatever the head's lr and batch
 
 
 def gpu_defaults() -> dict:
@@ -477,7 +490,13 @@ def parse_arguments(
         defaults.update(DEMO)
     if chosen.attributes_only:
         defaults.update(ATTRIBUTES_ONLY)
-    parser.set_defaults(**{**defaults, **file_values})
+    explicit = set(file_values) | given_on_command_line(parser, without_help)
+    derived = {
+        target: rule(getattr(chosen, source))
+        for target, (source, rule) in RECIPE_DERIVED[chosen.recipe].items()
+        if source in explicit and target not in explicit
+    }
+    parser.set_defaults(**{**defaults, **derived, **file_values})
     if "-h" in argv or "--help" in argv:  # show this run's values, the command line's included
         parser.set_defaults(**vars(parser.parse_known_args(without_help)[0]))
     try:
@@ -488,6 +507,13 @@ def parse_arguments(
     if problems:  # without argparse's usage: it lists every TrainingArguments flag
         parser.exit(2, "train.py: error: " + "\n  ".join(problems) + "\n")
     return arguments
+
+
+def given_on_command_line(parser: HfArgumentParser, argv: list[str]) -> set[str]:
+    """The arguments `argv` sets itself (abbreviated and `--no_X` flags included), not by a default."""
+    unset = object()
+    given, _ = parser.parse_known_args(argv, namespace=Namespace(**{action.dest: unset for action in parser._actions}))
+    return {name for name, value in vars(given).items() if value is not unset}
 
 
 # Enumerated options: a value from a config file never meets argparse's `choices`, so every one is checked here.

@@ -282,7 +282,8 @@ def test_the_release_head_starts_from_pytorch_defaults(release_run, tiny_config,
             assert layer.bias.any() and not normal[name].bias.any(), name
             if layer.bias.numel() >= 16:
                 assert layer.bias.abs().max() > bound / 2, name
-    attentions = [name for name in head if isinstance(pytorch[name], nn.MultiheadAttention)]
+    # torch's nn.MultiheadAttention or a module with its parameters (in_proj_weight rows q | k | v, out_proj)
+    attentions = [name for name in head if isinstance(getattr(pytorch[name], "in_proj_weight", None), nn.Parameter)]
     assert len(attentions) == 2
     for name in attentions:
         weight = pytorch[name].in_proj_weight
@@ -301,3 +302,78 @@ def test_the_release_head_starts_from_pytorch_defaults(release_run, tiny_config,
 
 def replace_config(config, **changes):
     return type(config).from_dict({**config.to_dict(), **changes})
+
+
+# ---- what the release derives unless it is set: the encoders' lr (--learning_rate / 10) and the dev batch (4 x the
+# training micro-batch). A source the user sets (config file or flag) carries its target; a target set wins.
+
+
+def _parsed(argv: list[str]) -> tuple[float, float, int, int]:
+    """(head lr, encoders' lr, training micro-batch, dev batch) of a run with these arguments."""
+    _, _, _, optimizer, _, training = train_script.parse_arguments(argv)
+    lrs = (training.learning_rate, optimizer.encoder_learning_rate)
+    return (*lrs, training.per_device_train_batch_size, training.per_device_eval_batch_size)
+
+
+def _config(tmp_path, **values) -> str:
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"recipe": "release", "manifest": "m.csv", **values}))
+    return str(path)
+
+
+def test_the_release_presets_agree_with_its_derived_settings():
+    """Nothing set: the release's 1e-5 / 1e-6 and 8 / 32, which are its rules applied to the presets."""
+    head, encoders, train, dev = _parsed(["--manifest", "m.csv", "--recipe", "release"])
+    assert (head, encoders, train, dev) == (1e-5, 1e-6, 8, 32)
+    for target, (source, rule) in train_script.RELEASE_DERIVED.items():
+        assert rule({"learning_rate": head, "per_device_train_batch_size": train}[source]) == pytest.approx(
+            {"encoder_learning_rate": encoders, "per_device_eval_batch_size": dev}[target]
+        )
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--learning_rate", "3e-5"], (3e-5, 3e-5 / 10, 8, 32)),
+        (["--learning_rate=3e-5", "--encoder_learning_rate", "2e-7"], (3e-5, 2e-7, 8, 32)),
+        (["--per_device_train_batch_size", "2"], (1e-5, 1e-6, 2, 8)),
+        (["--per_device_train_b", "2", "--per_device_eval_batch_size", "3"], (1e-5, 1e-6, 2, 3)),  # abbreviated
+        (["--per_device_eval_batch_size", "5"], (1e-5, 1e-6, 8, 5)),
+        (["--tiny", "--learning_rate", "1e-3"], (1e-3, 1e-4, 8, 32)),  # above SMALL_MODEL's one lr
+    ],
+)
+def test_release_flags_carry_their_derived_settings(flags, expected):
+    assert _parsed(["--manifest", "m.csv", "--recipe", "release", *flags]) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "written, flags, expected",
+    [
+        ({"per_device_train_batch_size": 4}, [], (1e-5, 1e-6, 4, 16)),  # the file's micro-batch: dev follows it
+        ({"per_device_train_batch_size": 4}, ["--per_device_eval_batch_size", "6"], (1e-5, 1e-6, 4, 6)),
+        ({"per_device_eval_batch_size": 6}, [], (1e-5, 1e-6, 8, 6)),  # the file's dev batch wins
+        ({"per_device_eval_batch_size": 6}, ["--per_device_train_batch_size", "2"], (1e-5, 1e-6, 2, 6)),
+        ({"learning_rate": 4e-5}, [], (4e-5, 4e-6, 8, 32)),
+        ({"encoder_learning_rate": 5e-7}, ["--learning_rate", "4e-5"], (4e-5, 5e-7, 8, 32)),
+        ({"learning_rate": 4e-5, "encoder_learning_rate": 5e-7}, [], (4e-5, 5e-7, 8, 32)),
+    ],
+)
+def test_a_config_files_values_carry_their_derived_settings_and_win_over_them(tmp_path, written, flags, expected):
+    assert _parsed([_config(tmp_path, **written), *flags]) == pytest.approx(expected)
+
+
+def test_help_shows_the_derived_settings(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train_script.parse_arguments(
+            [_config(tmp_path, per_device_train_batch_size=4), "--learning_rate", "3e-5", "-h"]
+        )
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, value in (("--per_device_eval_batch_size", "16"), ("--encoder_learning_rate", str(3e-5 / 10))):
+        section = text[text.index(f" {flag} ") :]
+        assert f"(default: {value})" in section[: section.index("(default:") + len(value) + 12], flag
+
+
+def test_the_default_recipe_derives_nothing():
+    """crab: the encoders keep 1e-6 and dev its batch of 8, whatever the head's lr and the micro-batch."""
+    flags = ["--learning_rate", "3e-5", "--per_device_train_batch_size", "2"]
+    assert _parsed(["--manifest", "m.csv", *flags]) == pytest.approx((3e-5, 1e-6, 2, 8))

@@ -4,7 +4,9 @@ score), Pearson's correlation and the mean absolute error, per attribute, on the
 
 Computed with scikit-learn, which works offline (`evaluate.load` fetches metric scripts from the Hub). Every metric
 runs over ALL classes of the label set (`labels=range(C)`, `zero_division=0`): a class absent from the split
-counts as recall 0 in UAR and F1 0 in macro-F1, it is never dropped.
+counts as recall 0 in UAR and F1 0 in macro-F1, it is never dropped. One exception, beside them: `macro_f1_present`
+is sklearn's default `f1_score(average="macro")`, over the classes present in the split's labels or predictions, by
+which the released code keeps its best dev epoch (`--recipe release` selects by it).
 """
 
 from __future__ import annotations
@@ -23,14 +25,18 @@ from ..losses import concordance_correlation
 def classification_metrics(
     label_ids: Sequence[int] | np.ndarray, predicted_ids: Sequence[int] | np.ndarray, label_names: Sequence[str]
 ) -> dict[str, float]:
-    """`war`, `uar`, `macro_f1`, `weighted_f1` and `recall_<class>` for every class of `label_names`."""
+    """`war`, `uar`, `macro_f1`, `weighted_f1` and `recall_<class>` for every class of `label_names`, and
+    `macro_f1_present`: the macro-F1 over the classes present in the labels or the predictions only (sklearn's
+    default), which differs from `macro_f1` where a class is neither."""
     y_true, y_pred = np.asarray(label_ids), np.asarray(predicted_ids)
     classes = list(range(len(label_names)))
+    present = [c for c in classes if c in y_true or c in y_pred]
     recalls = recall_score(y_true, y_pred, labels=classes, average=None, zero_division=0)
     metrics = {
         "war": float(accuracy_score(y_true, y_pred)),
         "uar": float(np.mean(recalls)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)),
+        "macro_f1_present": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
         "weighted_f1": float(f1_score(y_true, y_pred, labels=classes, average="weighted", zero_division=0)),
     }
     metrics.update({f"recall_{name}": float(recall) for name, recall in zip(label_names, recalls)})
@@ -108,10 +114,14 @@ def confusion(label_ids: Sequence[int], predicted_ids: Sequence[int], num_labels
 def summary_table(
     results: dict[str, dict[str, float]], label_names: Sequence[str], attribute_names: Sequence[str] = ()
 ) -> str:
-    """A plain-text table: metrics (rows) by split (columns), from `{"dev": {"war": ...}, "test": {...}}`."""
+    """A plain-text table: metrics (rows) by split (columns), from `{"dev": {"war": ...}, "test": {...}}`. The
+    macro-F1 over the present classes only has a row where it differs from the one over all classes."""
     rows = []
     if label_names:
-        rows += [("WAR", "war"), ("UAR", "uar"), ("macro-F1", "macro_f1"), ("weighted-F1", "weighted_f1")]
+        rows += [("WAR", "war"), ("UAR", "uar"), ("macro-F1", "macro_f1")]
+        if any("macro_f1_present" in s and s["macro_f1_present"] != s["macro_f1"] for s in results.values()):
+            rows.append(("macro-F1, present classes", "macro_f1_present"))
+        rows.append(("weighted-F1", "weighted_f1"))
         rows += [(f"recall {name}", f"recall_{name}") for name in label_names]
     for name in attribute_names:
         rows += [

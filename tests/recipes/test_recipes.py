@@ -654,6 +654,6 @@ def test_reproduction_configs(name, batch, test_split):
         training.learning_rate == 1e-5 and optimizer.encoder_learning_rate == 1e-6 and training.num_train_epochs == 20
     )
     assert model.mask_padding is False and data.text_padding == "max_length" and data.max_text_length == 128
-    assert data.max_duration_s == 12.0 and training.metric_for_best_model == "macro_f1" and training.seed == 42
+    assert data.max_duration_s == 12.0 and training.metric_for_best_model == "macro_f1_present" and training.seed == 42
     assert data.empty_transcripts == "audio_only"  # the release's fillna(""): clips without a transcript stay
     assert (loss.mlcs_weight, loss.mlcs_temperature) == (2.0, 0.1)
