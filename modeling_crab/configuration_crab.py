@@ -103,7 +103,9 @@ class CrabConfig(PreTrainedConfig):
             pretrained on zero padding without one. `True`: always, as the released code did.
         audio_attention: WavLM self-attention, `"sdpa"` (`wavlm_attention.py`: transformers' function through
             `scaled_dot_product_attention`, fused kernels, no (B, H, T, T) weights kept for backward) or `"eager"`
-            (transformers' own, needed for `output_attentions`); no effect on other speech encoders.
+            (transformers' own); no effect on other speech encoders. A model loaded with `attn_implementation="eager"`
+            (what `output_attentions` needs: fused attention returns no weights) runs eager WavLM attention whatever
+            this says.
         fp32_under_autocast: parts that run in fp32 when the model is called under bf16/fp16 autocast:
             `"feature_encoder"` (the speech encoder's CNN: in bf16 it alone moves base-size logits by more than
             1e-2) and `"gru"` (the unimodal GRUs: a recurrence over hundreds of frames compounds rounding). No
@@ -114,9 +116,10 @@ class CrabConfig(PreTrainedConfig):
             `mask_time_prob`, `mask_time_length`, `mask_feature_prob`, `mask_feature_length`.
         head_init: how the head's linear and attention layers start (the encoders keep their own initialisation).
             `"normal"` (default): transformers' convention, weights from N(0, `initializer_range`) and zero biases;
-            `"pytorch"`: PyTorch's own defaults (Linear: Kaiming-uniform weights and biases within 1/sqrt(fan_in);
-            attention: Xavier-uniform input projection, zero biases), which the released head, a plain `nn.Module`,
-            started from. Only a model built from scratch is affected; loaded weights are never re-initialised.
+            `"pytorch"`: PyTorch's own defaults (Kaiming-uniform weights and biases within 1/sqrt(fan_in)), which the
+            released head, a plain `nn.Module`, started from. In both, the cross-attention starts as
+            `nn.MultiheadAttention` does: Xavier-uniform input projection, zero biases. Only a model built from
+            scratch is affected; loaded weights are never re-initialised.
         audio_encoder_name / text_encoder_name: where `from_pretrained_encoders` loads encoder weights from; `None`
             for randomly initialised encoders (the tiny demo model), so that no card names a checkpoint it never saw.
     """

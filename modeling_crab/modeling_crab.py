@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -23,12 +23,14 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
+from transformers.utils.generic import can_return_tuple
 
 from .attributes import ATTRIBUTE_RANGE
 from .configuration_crab import CrabConfig
 from .losses import crab_objective
-from .wavlm_attention import set_wavlm_attention
+from .wavlm_attention import set_wavlm_attention, wavlm_attention_implementation
 
 
 @dataclass
@@ -36,9 +38,24 @@ class CrabModelOutput(ModelOutput):
     """
     pooled_output: (B, 4h) bimodal embedding, `[audio_pooled, text_pooled]`.
     audio_pooled / text_pooled: (B, 2h) attention-pooled cross-modal features.
-    audio_hidden_states / text_hidden_states: (B, T, 2h) / (B, L, 2h) cross-modal block outputs.
+    audio_hidden_states / text_hidden_states: (B, T, 2h) / (B, L, 2h) cross-modal block outputs (always returned: the
+        pooling's input).
     audio_frame_mask / text_token_mask: (B, T) / (B, L) booleans, True on real frames and tokens.
     audio_unimodal / text_unimodal: (B, h) pre-GRU or (B, 2h) post-GRU time-means feeding the unimodal CSLs.
+
+    With `output_hidden_states` (argument or config), each stream's per-frame states, one tuple per stream:
+    audio_encoder_hidden_states / text_encoder_hidden_states: the encoders' own `hidden_states`, as `WavLMModel` /
+        `RobertaModel` return them: the input of the first layer, then each layer's output, (B, T, Da) / (B, L, Dt)
+        each. None when precomputed `encoder_outputs` replace the encoders.
+    audio_head_hidden_states / text_head_hidden_states: the head's blocks in forward order: the unimodal projection
+        (B, T, h), the bi-GRU (B, T, 2h), the cross-modal block (B, T, 2h) (text: L for T).
+
+    With `output_attentions` (needs `attn_implementation="eager"`; fused attention returns no weights):
+    audio_encoder_attentions / text_encoder_attentions: the encoders' own `attentions`, one (B, heads, T, T) /
+        (B, heads, L, L) per layer. None when precomputed `encoder_outputs` replace the encoders.
+    cross_attentions: the two cross-modal blocks' single-head attention weights, after dropout as transformers'
+        eager attention returns them: (speech queries over text keys (B, 1, T, L), text queries over speech keys
+        (B, 1, L, T)).
     """
 
     pooled_output: torch.FloatTensor | None = None
@@ -50,6 +67,30 @@ class CrabModelOutput(ModelOutput):
     text_token_mask: torch.BoolTensor | None = None
     audio_unimodal: torch.FloatTensor | None = None
     text_unimodal: torch.FloatTensor | None = None
+    audio_encoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    text_encoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    audio_head_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    text_head_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    audio_encoder_attentions: tuple[torch.FloatTensor, ...] | None = None
+    text_encoder_attentions: tuple[torch.FloatTensor, ...] | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+# What `output_hidden_states` / `output_attentions` add to an output, `CrabModelOutput`'s and `CrabClassifierOutput`'s
+HIDDEN_STATES_FIELDS = (
+    "audio_encoder_hidden_states",
+    "text_encoder_hidden_states",
+    "audio_head_hidden_states",
+    "text_head_hidden_states",
+)
+ATTENTIONS_FIELDS = ("audio_encoder_attentions", "text_encoder_attentions", "cross_attentions")
+# The encoders' part of them, which `CrabModel.encode` returns beside the head's inputs
+ENCODER_STATES = (
+    "audio_encoder_hidden_states",
+    "text_encoder_hidden_states",
+    "audio_encoder_attentions",
+    "text_encoder_attentions",
+)
 
 
 @dataclass
@@ -63,6 +104,8 @@ class CrabClassifierOutput(ModelOutput):
         categories-only model.
     csl_embeddings: tap name -> (B, contrastive_dim), present in training or when asked for.
     ce_loss / mlcs_loss / attribute_loss: the objective's terms (None where the model or the batch has none).
+    audio_encoder_hidden_states ... cross_attentions: with `output_hidden_states` / `output_attentions`, as in
+        `CrabModelOutput`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -72,6 +115,13 @@ class CrabClassifierOutput(ModelOutput):
     ce_loss: torch.FloatTensor | None = None
     mlcs_loss: torch.FloatTensor | None = None
     attribute_loss: torch.FloatTensor | None = None
+    audio_encoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    text_encoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    audio_head_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    text_head_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    audio_encoder_attentions: tuple[torch.FloatTensor, ...] | None = None
+    text_encoder_attentions: tuple[torch.FloatTensor, ...] | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -166,17 +216,81 @@ class CrabUnimodalBlock(nn.Module):
         return gru_path(x, mask)(self.gru, x, mask)
 
 
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention written out, for `attn_implementation="eager"`: (B, H, Tq, D), (B, H, Tk, D) x2 and a boolean mask
+    (True: attend) broadcastable to (B, H, Tq, Tk) -> the output (B, Tq, H, D) and the weights (B, H, Tq, Tk)."""
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling  # (B, H, Tq, Tk)
+    if attention_mask is not None:
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    weights = scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype)  # fp32 softmax under autocast too
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+class CrabCrossAttention(nn.Module):
+    """Single-head attention of one modality's frames (queries) over the other's (keys and values): the function and
+    the parameters of the released head's `nn.MultiheadAttention(2h, num_heads=1, batch_first=True)` (`in_proj_weight`
+    (3W, W), rows q | k | v, `in_proj_bias` (3W,), `out_proj`), so its checkpoints load unchanged. Unlike
+    `nn.MultiheadAttention`, which hands `out_proj.weight` to `F.multi_head_attention_forward`, every weight is used
+    by the module that owns it, which is what accelerate's offload hooks (`device_map` with "cpu" or "disk") need.
+    The attention itself is `config._attn_implementation`'s: "sdpa" (fused) or "eager" (returns the weights)."""
+
+    def __init__(self, config: CrabConfig, width: int):
+        super().__init__()
+        self.config = config
+        self.width = width
+        self.scaling = width**-0.5  # one head: head_dim = width
+        self.attention_dropout = config.cross_attention_dropout
+        self.is_causal = False
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * width))
+        self.out_proj = nn.Linear(width, width)
+
+    def forward(
+        self, hidden_states: torch.Tensor, key_value_states: torch.Tensor, key_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, Tq, W) queries, (B, Tk, W) keys/values, (B, Tk) bool key mask (True: real; None: attend to all) ->
+        (B, Tq, W) and the weights (B, 1, Tq, Tk) where the attention function returns them (eager), else None."""
+        batch_size, query_length, width = hidden_states.shape
+        query_weight, key_value_weight = self.in_proj_weight.split([width, 2 * width])
+        query_bias, key_value_bias = self.in_proj_bias.split([width, 2 * width])
+        query = F.linear(hidden_states, query_weight, query_bias)[:, None]  # (B, 1, Tq, W)
+        key, value = F.linear(key_value_states, key_value_weight, key_value_bias)[:, None].chunk(2, dim=-1)
+        mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, Tk)
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        attended, weights = attention(
+            self,
+            query,
+            key,
+            value,
+            mask,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+        )  # (B, Tq, 1, W), (B, 1, Tq, Tk) or None
+        return self.out_proj(attended.reshape(batch_size, query_length, width)), weights
+
+
 class CrabCrossModalBlock(nn.Module):
     """Single-head attention, query = own modality, key/value = the other, plus a residual; no FFN, no norm."""
 
-    def __init__(self, width: int, dropout: float):
+    def __init__(self, config: CrabConfig, width: int):
         super().__init__()
-        self.attention = nn.MultiheadAttention(width, num_heads=1, dropout=dropout, batch_first=True)
+        self.attention = CrabCrossAttention(config, width)
 
-    def forward(self, own: torch.Tensor, other: torch.Tensor, other_mask: torch.Tensor | None) -> torch.Tensor:
-        key_padding_mask = None if other_mask is None else ~other_mask
-        attended, _ = self.attention(own, other, other, key_padding_mask=key_padding_mask, need_weights=False)
-        return own + attended  # (B, T_own, 2h)
+    def forward(
+        self, own: torch.Tensor, other: torch.Tensor, other_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attended, weights = self.attention(own, other, other_mask)
+        return own + attended, weights  # (B, T_own, 2h), (B, 1, T_own, T_other) or None
 
 
 class CrabAttentionPooling(nn.Module):
@@ -239,9 +353,9 @@ def _build_text_encoder(text_config) -> nn.Module:
 
 
 def _pytorch_default_init(module: nn.Module) -> None:
-    """What `reset_parameters` gives a freshly built `nn.Linear` or `nn.MultiheadAttention` (through transformers'
-    init functions, which leave loaded weights alone). An attention layer's `out_proj`, a Linear initialised before
-    it, keeps its weights and gets a zero bias, as in PyTorch."""
+    """What `reset_parameters` gives a freshly built `nn.Linear`, and `nn.MultiheadAttention` a `CrabCrossAttention`
+    (through transformers' init functions, which leave loaded weights alone). An attention layer's `out_proj`, a
+    Linear initialised before it, keeps its weights and gets a zero bias, as in PyTorch."""
     if isinstance(module, nn.Linear):
         init.kaiming_uniform_(module.weight, a=math.sqrt(5))
         if module.bias is not None:
@@ -249,17 +363,15 @@ def _pytorch_default_init(module: nn.Module) -> None:
             bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
             init.uniform_(module.bias, -bound, bound)
         return
-    if module._qkv_same_embed_dim:
-        init.xavier_uniform_(module.in_proj_weight)
-    else:
-        for weight in (module.q_proj_weight, module.k_proj_weight, module.v_proj_weight):
-            init.xavier_uniform_(weight)
-    if module.in_proj_bias is not None:
-        init.constant_(module.in_proj_bias, 0.0)
-        init.constant_(module.out_proj.bias, 0.0)
-    for bias in (module.bias_k, module.bias_v):
-        if bias is not None:
-            init.xavier_normal_(bias)
+    _attention_init(module)
+
+
+def _attention_init(module: CrabCrossAttention) -> None:
+    """`nn.MultiheadAttention._reset_parameters`: Xavier-uniform input projection, zero biases (its `out_proj`
+    weight is the Linear's own)."""
+    init.xavier_uniform_(module.in_proj_weight)
+    init.zeros_(module.in_proj_bias)
+    init.zeros_(module.out_proj.bias)
 
 
 class CrabPreTrainedModel(PreTrainedModel):
@@ -269,13 +381,29 @@ class CrabPreTrainedModel(PreTrainedModel):
     main_input_name = "input_values"
     input_modalities = ("audio", "text")
     supports_gradient_checkpointing = True
-    _supports_sdpa = True  # the head; WavLM has no SDPA path in transformers: see `config.audio_attention`
-    accepts_loss_kwargs = False  # `forward(**kwargs)` takes no loss kwargs; the Trainer must not scale for them
+    # The head's cross-attention runs `config._attn_implementation` ("sdpa" by default, or "eager"); the text encoder
+    # its own; WavLM, which has no SDPA path in transformers, runs Crab's (`config.audio_attention`) unless "eager".
+    _supports_sdpa = True
+    accepts_loss_kwargs = False  # `forward` takes no loss kwargs; the Trainer must not scale for them
+    # Blocks kept whole on one device under `device_map`: the head's, and WavLM's layers (their attention hands its
+    # projections' weights to functions directly); RoBERTa's come from its own `_no_split_modules`.
+    _no_split_modules = [
+        "CrabUnimodalBlock",
+        "CrabCrossModalBlock",
+        "CrabAttentionPooling",
+        "CrabClassifier",
+        "CrabContrastiveLeg",
+        "WavLMEncoderLayer",
+        "WavLMEncoderLayerStableLayerNorm",
+    ]
 
     def _init_weights(self, module):
         """The head's layers (the encoders, themselves `PreTrainedModel`s, are initialised by their own classes):
-        `config.head_init` "normal" as transformers' models, or "pytorch" as the released `nn.Module` head."""
-        if self.config.head_init == "pytorch" and isinstance(module, (nn.Linear, nn.MultiheadAttention)):
+        `config.head_init` "normal" as transformers' models, or "pytorch" as the released `nn.Module` head. The
+        cross-attention starts as `nn.MultiheadAttention` does in both."""
+        if isinstance(module, CrabCrossAttention):
+            _attention_init(module)
+        elif self.config.head_init == "pytorch" and isinstance(module, nn.Linear):
             _pytorch_default_init(module)
         else:
             super()._init_weights(module)
@@ -285,6 +413,14 @@ class CrabPreTrainedModel(PreTrainedModel):
             bound = module.hidden_size**-0.5
             for parameter in module.parameters():
                 init.uniform_(parameter, -bound, bound)
+
+    def set_attn_implementation(self, attn_implementation: str | dict, *args, **kwargs) -> None:
+        """`PreTrainedModel.set_attn_implementation`, which sets the head's and the text encoder's attention; WavLM's
+        follows (see `CrabModel.set_audio_attention`)."""
+        super().set_attn_implementation(attn_implementation, *args, **kwargs)
+        for module in self.modules():
+            if isinstance(module, CrabModel):
+                module.set_audio_attention()
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus what `pipeline("speech-emotion-recognition", ...)` and
@@ -385,8 +521,8 @@ class CrabModel(CrabPreTrainedModel):
         if "gru" in config.fp32_under_autocast:
             run_in_fp32_under_autocast(self.audio_unimodal, "recurrence")
             run_in_fp32_under_autocast(self.text_unimodal, "recurrence")
-        self.audio_cross = CrabCrossModalBlock(2 * h, config.cross_attention_dropout)
-        self.text_cross = CrabCrossModalBlock(2 * h, config.cross_attention_dropout)
+        self.audio_cross = CrabCrossModalBlock(config, 2 * h)
+        self.text_cross = CrabCrossModalBlock(config, 2 * h)
         self.audio_pooling = CrabAttentionPooling(2 * h)
         self.text_pooling = CrabAttentionPooling(2 * h)
         self.post_init()
@@ -394,7 +530,7 @@ class CrabModel(CrabPreTrainedModel):
     def configure_audio_encoder(self) -> None:
         """Apply `config.audio_attention` and `config.fp32_under_autocast` to the speech encoder in place (after
         building or replacing it)."""
-        set_wavlm_attention(self.audio_encoder, self.config.audio_attention, strict=False)
+        self.set_audio_attention()
         # WavLM's SpecAugment reads `mask_feature_min_masks` when `mask_feature_prob` > 0, but WavLMConfig (through
         # transformers 5.x) has no such field; wav2vec 2.0's default (0) keeps feature masking from crashing.
         audio_config = self.audio_encoder.config
@@ -404,11 +540,41 @@ class CrabModel(CrabPreTrainedModel):
         if cnn is not None and "feature_encoder" in self.config.fp32_under_autocast:
             run_in_fp32_under_autocast(cnn)
 
+    def set_audio_attention(self) -> None:
+        """WavLM's self-attention: `config.audio_attention` ("sdpa": Crab's fused one), except in a model that runs
+        eager attention (`attn_implementation="eager"`, what `output_attentions` needs), where it is transformers'
+        own. No effect on other speech encoders."""
+        eager = self.config._attn_implementation == "eager"
+        set_wavlm_attention(self.audio_encoder, "eager" if eager else self.config.audio_attention, strict=False)
+
+    def get_input_embeddings(self) -> nn.Module:
+        """The text encoder's token embeddings (the model's only ones), for `resize_token_embeddings`."""
+        return self.text_encoder.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.text_encoder.set_input_embeddings(value)
+
     def audio_frame_mask(self, attention_mask: torch.Tensor | None, num_frames: int) -> torch.Tensor | None:
         """Sample-level (B, N) mask -> frame-level (B, T) bool mask, by the encoder's own output-length rule."""
         if attention_mask is None:
             return None
         return self.audio_encoder._get_feature_vector_attention_mask(num_frames, attention_mask).bool()
+
+    def _refuse_fused_attention(self, encoders: bool = True) -> None:
+        """What transformers does when `output_attentions` meets attention that returns no weights (SDPA): a
+        ValueError naming the fix. `encoders`: whether the encoders run (not with precomputed `encoder_outputs`)."""
+        kinds = {"the cross-modal blocks": self.config._attn_implementation}
+        if encoders:
+            wavlm = wavlm_attention_implementation(self.audio_encoder)  # None: not WavLM
+            kinds["the speech encoder"] = self.audio_encoder.config._attn_implementation if wavlm is None else wavlm
+            kinds["the text encoder"] = self.text_encoder.config._attn_implementation
+        fused = [f"{part} ({kind})" for part, kind in kinds.items() if kind != "eager"]
+        if fused:
+            raise ValueError(
+                f"output_attentions=True is not supported when {', '.join(fused)} run fused attention, which returns "
+                "no attention weights. Set the attention implementation to 'eager': "
+                '`from_pretrained(..., attn_implementation="eager")` or `model.set_attn_implementation("eager")`'
+            )
 
     def encode(
         self,
@@ -416,10 +582,15 @@ class CrabModel(CrabPreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         text_attention_mask: torch.Tensor | None = None,
+        *,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
     ) -> dict[str, torch.Tensor | None]:
         """Both encoders: waveforms (B, N) and token ids (B, L), with their padding masks, as the processor returns
         them -> the encoder outputs `forward_head` takes: `{"speech_frames": (B, T, Da), "frame_mask": (B, T) bool,
-        "text_tokens": (B, L, Dt), "token_mask": (B, L) bool}` (a mask is None when its input had none)."""
+        "text_tokens": (B, L, Dt), "token_mask": (B, L) bool}` (a mask is None when its input had none). With
+        `output_hidden_states` / `output_attentions` also the encoders' own (`ENCODER_STATES`, see
+        `CrabModelOutput`), which `forward` passes on to its output."""
         if input_values is None:
             raise ValueError(
                 "no input_values (waveforms) were given; pass the processor's audio= output (precomputed encoder "
@@ -438,16 +609,26 @@ class CrabModel(CrabPreTrainedModel):
                 f"input_values hold {input_values.shape[-1]} samples, fewer than the speech encoder's CNN needs "
                 "for one frame; pad or drop clips this short"
             )
+        flags = {"output_hidden_states": output_hidden_states, "output_attentions": output_attentions}
         audio_kwargs = {"attention_mask": attention_mask} if self.config.audio_feeds_attention_mask else {}
-        speech_frames = self.audio_encoder(input_values, **audio_kwargs).last_hidden_state  # (B, T, Da)
-        text_tokens = self.text_encoder(input_ids, attention_mask=text_attention_mask).last_hidden_state  # (B, L, Dt)
-        return {
+        speech = self.audio_encoder(input_values, **audio_kwargs, **flags, return_dict=True)
+        text = self.text_encoder(input_ids, attention_mask=text_attention_mask, **flags, return_dict=True)
+        speech_frames, text_tokens = speech.last_hidden_state, text.last_hidden_state  # (B, T, Da), (B, L, Dt)
+        encoded = {
             "speech_frames": speech_frames,
             "frame_mask": self.audio_frame_mask(attention_mask, speech_frames.shape[1]),
             "text_tokens": text_tokens,
             "token_mask": None if text_attention_mask is None else text_attention_mask.bool(),
         }
+        if output_hidden_states:
+            encoded.update(
+                audio_encoder_hidden_states=speech.hidden_states, text_encoder_hidden_states=text.hidden_states
+            )
+        if output_attentions:
+            encoded.update(audio_encoder_attentions=speech.attentions, text_encoder_attentions=text.attentions)
+        return encoded
 
+    @can_return_tuple
     def forward(
         self,
         input_values: torch.Tensor | None = None,
@@ -455,14 +636,35 @@ class CrabModel(CrabPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         text_attention_mask: torch.Tensor | None = None,
         encoder_outputs: dict[str, torch.Tensor | None] | None = None,
-        **kwargs,
-    ) -> CrabModelOutput:
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> CrabModelOutput | tuple:
         """Waveforms (`input_values`, `attention_mask`) and token ids (`input_ids`, `text_attention_mask`), as the
         processor returns them: `encode`, then `forward_head`. `encoder_outputs` (precomputed, e.g. the frozen-encoder
-        mode's cache) replaces `encode` and the processor's inputs, as in transformers' encoder-decoder models."""
+        mode's cache) replaces `encode` and the processor's inputs, as in transformers' encoder-decoder models.
+        `output_attentions` / `output_hidden_states` (None: the config's) add the fields `CrabModelOutput` lists;
+        `return_dict=False` (or `config.return_dict=False`) returns `CrabModelOutput.to_tuple()`."""
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        if output_attentions:
+            self._refuse_fused_attention(encoders=encoder_outputs is None)
         if encoder_outputs is None:
-            encoder_outputs = self.encode(input_values, input_ids, attention_mask, text_attention_mask)
-        return self.forward_head(**encoder_outputs)
+            encoder_outputs = self.encode(
+                input_values,
+                input_ids,
+                attention_mask,
+                text_attention_mask,
+                output_hidden_states=output_hidden_states,
+                output_attentions=output_attentions,
+            )
+        head_inputs = dict(encoder_outputs)
+        encoder_states = {key: head_inputs.pop(key) for key in ENCODER_STATES if key in head_inputs}
+        output = self.forward_head(
+            **head_inputs, output_hidden_states=output_hidden_states, output_attentions=output_attentions
+        )
+        return replace(output, **encoder_states) if encoder_states else output
 
     def forward_head(
         self,
@@ -470,10 +672,13 @@ class CrabModel(CrabPreTrainedModel):
         frame_mask: torch.Tensor | None = None,
         text_tokens: torch.Tensor | None = None,
         token_mask: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
     ) -> CrabModelOutput:
         """The Crab head on both encoders' outputs (`encode`'s, or precomputed: `training.feature_cache`): speech
         frames (B, T, Da) and text tokens (B, L, Dt), their masks True or 1 on real frames and tokens (None: no
-        padding). The one way precomputed encoder outputs enter the model."""
+        padding). The one way precomputed encoder outputs enter the model. With `output_hidden_states` /
+        `output_attentions`, the head's blocks' outputs and cross-attention weights (see `CrabModelOutput`)."""
         frame_mask = None if frame_mask is None else frame_mask.bool()
         token_mask = None if token_mask is None else token_mask.bool()
         if not self.config.mask_padding:  # the released head masks nothing
@@ -484,8 +689,8 @@ class CrabModel(CrabPreTrainedModel):
         audio_projected, audio_recurrent = self.audio_unimodal(speech_frames, head_frame_mask)  # (B,T,h), (B,T,2h)
         text_projected, text_recurrent = self.text_unimodal(text_tokens, head_token_mask)  # (B,L,h), (B,L,2h)
 
-        audio_cross = self.audio_cross(audio_recurrent, text_recurrent, head_token_mask)  # (B, T, 2h)
-        text_cross = self.text_cross(text_recurrent, audio_recurrent, head_frame_mask)  # (B, L, 2h)
+        audio_cross, audio_weights = self.audio_cross(audio_recurrent, text_recurrent, head_token_mask)  # (B, T, 2h)
+        text_cross, text_weights = self.text_cross(text_recurrent, audio_recurrent, head_frame_mask)  # (B, L, 2h)
         audio_pooled = self.audio_pooling(audio_cross, head_frame_mask)  # (B, 2h)
         text_pooled = self.text_pooling(text_cross, head_token_mask)  # (B, 2h)
 
@@ -506,6 +711,9 @@ class CrabModel(CrabPreTrainedModel):
             text_token_mask=token_mask,
             audio_unimodal=audio_unimodal,
             text_unimodal=text_unimodal,
+            audio_head_hidden_states=(audio_projected, audio_recurrent, audio_cross) if output_hidden_states else None,
+            text_head_hidden_states=(text_projected, text_recurrent, text_cross) if output_hidden_states else None,
+            cross_attentions=(audio_weights, text_weights) if output_attentions else None,
         )
 
 
@@ -545,6 +753,7 @@ class CrabForEmotionClassification(CrabPreTrainedModel):
             )
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_values: torch.Tensor | None = None,
@@ -555,24 +764,33 @@ class CrabForEmotionClassification(CrabPreTrainedModel):
         output_csl_embeddings: bool | None = None,
         encoder_outputs: dict[str, torch.Tensor | None] | None = None,
         attribute_labels: torch.Tensor | None = None,
-        **kwargs,
-    ) -> CrabClassifierOutput:
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> CrabClassifierOutput | tuple:
         """Logits and attributes from waveforms and token ids, as the processor returns them (or from
         `encoder_outputs`, see `CrabModel.forward`); CSL embeddings in training (`output_csl_embeddings` None: in
         training when the model has CSL legs and `config.mlcs_weight > 0`); with `labels` (B,) and/or
         `attribute_labels` (B, A; NaN where a row lacks an attribute), the Crab objective as `loss` and its terms
-        (`losses.crab_objective`)."""
-        dropping = self.training and self.config.modality_dropout > 0
-        if encoder_outputs is None:
-            if dropping:
+        (`losses.crab_objective`). `output_attentions` / `output_hidden_states` and `return_dict` as in
+        `CrabModel.forward`."""
+        if self.training and self.config.modality_dropout > 0:
+            if encoder_outputs is None:
                 input_ids, text_attention_mask = self.drop_transcripts(input_ids, text_attention_mask)
-            encoder_outputs = self.crab.encode(input_values, input_ids, attention_mask, text_attention_mask)
-        elif dropping:
-            text_tokens, token_mask = self.drop_transcripts(
-                encoder_outputs["text_tokens"], encoder_outputs.get("token_mask")
-            )
-            encoder_outputs = {**encoder_outputs, "text_tokens": text_tokens, "token_mask": token_mask}
-        features = self.crab.forward_head(**encoder_outputs)
+            else:
+                text_tokens, token_mask = self.drop_transcripts(
+                    encoder_outputs["text_tokens"], encoder_outputs.get("token_mask")
+                )
+                encoder_outputs = {**encoder_outputs, "text_tokens": text_tokens, "token_mask": token_mask}
+        features = self.crab(
+            input_values,
+            input_ids,
+            attention_mask,
+            text_attention_mask,
+            encoder_outputs=encoder_outputs,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
         logits = attributes = None
         if self.regressor is not None:
             attributes, fusion = self.regressor(features.pooled_output)  # (B, A), (B, h)
@@ -609,6 +827,7 @@ class CrabForEmotionClassification(CrabPreTrainedModel):
             ce_loss=ce_loss,
             mlcs_loss=mlcs_loss,
             attribute_loss=attribute_loss,
+            **{name: getattr(features, name) for name in HIDDEN_STATES_FIELDS + ATTENTIONS_FIELDS},
         )
 
     def drop_transcripts(

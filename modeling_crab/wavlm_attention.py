@@ -13,7 +13,7 @@ never stored for backward. Same function: fp32 outputs and gradients match eager
 
     from modeling_crab.wavlm_attention import set_wavlm_attention
     set_wavlm_attention(model, "sdpa")   # any module holding WavLM layers: a WavLMModel, a Crab model, ...
-    set_wavlm_attention(model, "eager")  # back to eager (needed for `output_attentions`)
+    set_wavlm_attention(model, "eager")  # back to eager (attn_implementation="eager" for `output_attentions`)
 
 The swap changes the class of each `WavLMAttention` module to `WavLMSdpaAttention` (a subclass with the same
 parameters), so state dicts, checkpoints and `isinstance` checks are unaffected. It replaces transformers' private
@@ -143,12 +143,11 @@ class WavLMSdpaAttention(WavLMAttention):
         elif position_bias.dim() == 3:
             position_bias = position_bias.view(-1, heads, length, length)[:1]
 
-        # Gate per (b, h, i). gru_rel_pos_linear's 8 outputs are summed in two groups of 4; summing its weight rows
-        # first gives the same two numbers with a (hd -> 2) projection.
+        # Gate per (b, h, i): gru_rel_pos_linear's 8 outputs summed in two groups of 4, as eager. The Linear is called
+        # as a module (not its weight read directly), so accelerate's offload hooks can serve it under `device_map`.
         per_head = hidden_states.view(batch_size, length, heads, head_dim).transpose(1, 2)  # (B, H, T, hd)
-        weight = self.gru_rel_pos_linear.weight.view(2, 4, head_dim).sum(dim=1)  # (2, hd)
-        bias = self.gru_rel_pos_linear.bias.view(2, 4).sum(dim=1)  # (2,)
-        gate_a, gate_b = torch.sigmoid(F.linear(per_head, weight, bias)).chunk(2, dim=-1)  # (B, H, T, 1) each
+        gates = self.gru_rel_pos_linear(per_head).view(batch_size, heads, length, 2, 4).sum(dim=-1)  # (B, H, T, 2)
+        gate_a, gate_b = torch.sigmoid(gates).chunk(2, dim=-1)  # (B, H, T, 1) each
         gate = gate_a * (gate_b * self.gru_rel_pos_const - 1.0) + 2.0  # (B, H, T, 1)
 
         query = self.q_proj(hidden_states).view(batch_size, length, heads, head_dim).transpose(1, 2)  # (B, H, T, hd)

@@ -45,7 +45,8 @@ def test_batched_equals_one_by_one_with_masking(tiny_config, tiny_batch):
 
 
 def _released_head_logits(model: CrabForEmotionClassification, inputs) -> tuple[torch.Tensor, dict]:
-    """The released head, written out directly: no packing, no key masks, pooling and means over padding."""
+    """The released head, written out directly: no packing, no key masks, pooling and means over padding, and
+    `nn.MultiheadAttention` for the cross-modal attention."""
     crab = model.crab
     speech = crab.audio_encoder(inputs["input_values"], attention_mask=inputs["attention_mask"]).last_hidden_state
     text = crab.text_encoder(inputs["input_ids"], attention_mask=inputs["text_attention_mask"]).last_hidden_state
@@ -54,8 +55,10 @@ def _released_head_logits(model: CrabForEmotionClassification, inputs) -> tuple[
         projected = block.layer_norm(block.projection(x))
         return projected, block.gru(projected)[0]
 
-    def cross(block, q, kv):
-        return q + block.attention(q, kv, kv, need_weights=False)[0]
+    def cross(block, q, kv):  # the released layer itself, with our block's weights
+        released = torch.nn.MultiheadAttention(q.shape[-1], num_heads=1, batch_first=True).eval()
+        released.load_state_dict(block.attention.state_dict())
+        return q + released(q, kv, kv, need_weights=False)[0]
 
     def pool(block, x):
         return (block.score(x).softmax(dim=1) * x).sum(dim=1)
@@ -514,3 +517,173 @@ def test_a_model_without_attributes_is_unchanged(tiny_config, tiny_batch, tmp_pa
     assert reloaded.config.attribute_names == [] and reloaded.regressor is None
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**_inputs(tiny_batch)).logits, out.logits)
+
+
+# ---- transformers' output conventions: hidden states, attentions, tuples, strict keywords
+
+
+def test_output_hidden_states_returns_every_stream(tiny_config, tiny_batch):
+    """`output_hidden_states` (argument or config) returns each encoder's own hidden states (embeddings + one per
+    layer, as the encoder alone returns them) and the head's three blocks per stream; nothing without it."""
+    model = _model(tiny_config)
+    inputs = _inputs(tiny_batch)
+    h, layers = tiny_config.fusion_hidden_size, tiny_config.audio_config.num_hidden_layers
+    with torch.no_grad():
+        out = model(**inputs, output_hidden_states=True)
+        plain = model(**inputs)
+        speech_alone = model.crab.audio_encoder(
+            inputs["input_values"], attention_mask=inputs["attention_mask"], output_hidden_states=True
+        )
+    frames, tokens = out.audio_head_hidden_states[0].shape[1], inputs["input_ids"].shape[1]
+    assert len(out.audio_encoder_hidden_states) == layers + 1
+    for got, expected in zip(out.audio_encoder_hidden_states, speech_alone.hidden_states):
+        torch.testing.assert_close(got, expected)
+    assert len(out.text_encoder_hidden_states) == tiny_config.text_config.num_hidden_layers + 1
+    assert out.text_encoder_hidden_states[-1].shape == (4, tokens, tiny_config.text_config.hidden_size)
+    assert [s.shape for s in out.audio_head_hidden_states] == [(4, frames, h), (4, frames, 2 * h), (4, frames, 2 * h)]
+    assert [s.shape for s in out.text_head_hidden_states] == [(4, tokens, h), (4, tokens, 2 * h), (4, tokens, 2 * h)]
+    torch.testing.assert_close(out.logits, plain.logits)
+    assert plain.audio_encoder_hidden_states is None and plain.text_head_hidden_states is None
+    model.config.output_hidden_states = True  # or from the config
+    with torch.no_grad():
+        via_config = model.crab(**inputs)
+    assert len(via_config.text_encoder_hidden_states) == layers + 1
+    torch.testing.assert_close(via_config.audio_head_hidden_states[-1], via_config.audio_hidden_states)
+
+
+def test_output_attentions_needs_eager_attention(tiny_config, tiny_batch, tmp_path):
+    """Fused (SDPA) attention returns no weights: asked for them, the model refuses with transformers' error naming
+    the fix. Eager (`attn_implementation="eager"` at load, `set_attn_implementation`, or `output_attentions` in the
+    config) returns every encoder layer's and both cross-modal blocks' weights, and the same logits."""
+    model = _model(tiny_config)
+    inputs = _inputs(tiny_batch)
+    with pytest.raises(ValueError, match=r"output_attentions=True .* attn_implementation=\"eager\""):
+        model(**inputs, output_attentions=True)
+    with torch.no_grad():
+        fused = model(**inputs).logits
+    model.save_pretrained(tmp_path)
+    eager = CrabForEmotionClassification.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    assert wavlm_attention_implementation(eager) == "eager"
+    with torch.no_grad():
+        out = eager(**inputs, output_attentions=True)
+    torch.testing.assert_close(out.logits, fused, atol=1e-5, rtol=1e-4)
+    heads = tiny_config.audio_config.num_attention_heads
+    frames, tokens = out.cross_attentions[0].shape[2], inputs["input_ids"].shape[1]
+    assert [a.shape for a in out.audio_encoder_attentions] == [(4, heads, frames, frames)] * 2
+    assert [a.shape for a in out.text_encoder_attentions] == [(4, heads, tokens, tokens)] * 2
+    speech_to_text, text_to_speech = out.cross_attentions
+    assert speech_to_text.shape == (4, 1, frames, tokens) and text_to_speech.shape == (4, 1, tokens, frames)
+    torch.testing.assert_close(speech_to_text.sum(-1), torch.ones(4, 1, frames))
+    padded = ~tiny_batch["text_attention_mask"].bool()
+    assert speech_to_text.masked_select(padded[:, None, None, :]).abs().max() == 0  # no weight on pad tokens
+    with torch.no_grad():  # precomputed encoder outputs: only the head's attention runs
+        head_only = eager(encoder_outputs=eager.crab.encode(**inputs), output_attentions=True)
+    assert head_only.audio_encoder_attentions is None and len(head_only.cross_attentions) == 2
+    assert CrabForEmotionClassification.from_pretrained(tmp_path, output_attentions=True)(**inputs).cross_attentions
+    model.set_attn_implementation("eager")
+    assert wavlm_attention_implementation(model) == "eager"
+    assert len(model(**inputs, output_attentions=True).text_encoder_attentions) == 2
+
+
+def test_set_attn_implementation_switches_every_attention(tiny_config, tiny_batch):
+    """`set_attn_implementation` sets the head's and the text encoder's attention, and WavLM's follows: eager with
+    "eager", `config.audio_attention` otherwise. The function is the same either way."""
+    from modeling_crab.wavlm_attention import sdpa_reproduces_upstream
+
+    model = _model(tiny_config)
+    crab = model.crab
+    fused_wavlm = "sdpa" if sdpa_reproduces_upstream() else "eager"
+    assert (crab.config._attn_implementation, crab.text_encoder.config._attn_implementation) == ("sdpa", "sdpa")
+    assert wavlm_attention_implementation(model) == fused_wavlm
+    with torch.no_grad():
+        fused = model(**_inputs(tiny_batch)).logits
+        model.set_attn_implementation("eager")
+        kinds = {crab.config._attn_implementation, crab.text_encoder.config._attn_implementation}
+        assert kinds == {"eager"} and wavlm_attention_implementation(model) == "eager"
+        torch.testing.assert_close(model(**_inputs(tiny_batch)).logits, fused, atol=1e-5, rtol=1e-4)
+        model.set_attn_implementation("sdpa")
+    assert wavlm_attention_implementation(model) == fused_wavlm
+
+
+def test_return_dict_false_returns_the_tuple(tiny_config, tiny_batch):
+    """`return_dict=False` (argument or config) returns `to_tuple()`: the set fields in their order, loss first."""
+    model = _model(tiny_config)
+    inputs = {**_inputs(tiny_batch), "labels": tiny_batch["labels"]}
+    with torch.no_grad():
+        as_dict = model(**inputs)
+        as_tuple = model(**inputs, return_dict=False)
+        features = model.crab(**_inputs(tiny_batch), return_dict=False)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == len(as_dict.to_tuple())
+    loss, logits = as_tuple[:2]
+    torch.testing.assert_close(loss, as_dict.loss)
+    torch.testing.assert_close(logits, as_dict.logits)
+    assert isinstance(features, tuple) and features[0].shape == (4, 4 * tiny_config.fusion_hidden_size)
+    model.config.return_dict = False
+    with torch.no_grad():
+        assert isinstance(model(**inputs), tuple)
+        assert isinstance(model(**inputs, return_dict=True), type(as_dict))
+
+
+def test_unknown_keywords_are_refused(tiny_config, tiny_batch):
+    """A misspelt input is an error, not silently ignored."""
+    model = _model(tiny_config)
+    inputs = _inputs(tiny_batch)
+    mask = inputs.pop("attention_mask")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'atention_mask'"):
+        model(**inputs, atention_mask=mask)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'label'"):
+        model(**inputs, attention_mask=mask, label=tiny_batch["labels"])
+    with pytest.raises(TypeError, match="unexpected keyword argument 'atention_mask'"):
+        model.crab(**inputs, atention_mask=mask)
+
+
+# ---- the cross-modal attention: nn.MultiheadAttention's parameters and function, servable by offload hooks
+
+
+def test_cross_attention_has_the_released_layers_parameters_and_init(tiny_config):
+    """The same state dict keys as `nn.MultiheadAttention` (so released checkpoints load as they are), and
+    `head_init="pytorch"` gives it the same weights as `nn.MultiheadAttention`'s own initialisation."""
+    from modeling_crab.modeling_crab import CrabCrossAttention, _pytorch_default_init
+
+    width = 2 * tiny_config.fusion_hidden_size
+    released = torch.nn.MultiheadAttention(width, num_heads=1, dropout=0.5, batch_first=True)
+    ours = CrabCrossAttention(tiny_config, width)
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in released.state_dict().items()}
+    torch.manual_seed(3)
+    released.out_proj.reset_parameters()  # what nn.MultiheadAttention's constructor does, in its order
+    released._reset_parameters()
+    torch.manual_seed(3)
+    _pytorch_default_init(ours.out_proj)  # the order `_init_weights` visits them: children first
+    _pytorch_default_init(ours)
+    for name, tensor in released.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[name], tensor, atol=0, rtol=0, msg=name)
+    model = _model(tiny_config, head_init="normal")  # both head inits start the attention as PyTorch does
+    attention = model.crab.audio_cross.attention
+    xavier = (6 / sum(attention.in_proj_weight.shape)) ** 0.5
+    assert attention.in_proj_weight.abs().max() <= xavier and not attention.in_proj_bias.any()
+
+
+def test_disk_offloaded_head_gives_the_same_logits(tiny_config, tiny_batch, tmp_path):
+    """`from_pretrained(device_map=..., offload_folder=...)` with the head and the text encoder on disk (accelerate
+    loads each layer's weights when that layer runs): the same logits as a normal load. WavLM stays on the execution
+    device: its attention layers read their child layers' weights directly (transformers' eager one passes them to
+    `F.multi_head_attention_forward`), which the hooks cannot serve."""
+    model = _model(tiny_config)
+    model.save_pretrained(tmp_path / "saved")
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "saved" / "model.safetensors", "pt") as saved:
+        keys = set(saved.keys())
+    assert {f"crab.audio_cross.attention.{name}" for name in ("in_proj_weight", "in_proj_bias")} <= keys
+    assert {"crab.text_cross.attention.out_proj.weight", "crab.text_cross.attention.out_proj.bias"} <= keys
+    on_disk = ["text_encoder", "text_unimodal", "audio_cross", "text_cross", "audio_pooling", "text_pooling"]
+    device_map = {"crab.audio_encoder": "cpu", "crab.audio_unimodal": "cpu", "classifier": "disk", "csl_legs": "disk"}
+    device_map.update({f"crab.{name}": "disk" for name in on_disk})
+    offloaded = CrabForEmotionClassification.from_pretrained(
+        tmp_path / "saved", device_map=device_map, offload_folder=tmp_path / "offload"
+    ).eval()
+    assert offloaded.hf_device_map["crab.audio_cross"] == "disk"
+    assert offloaded.crab.audio_cross.attention.out_proj.weight.device.type == "meta"  # served by the hook
+    with torch.no_grad():
+        expected = model(**_inputs(tiny_batch)).logits
+        torch.testing.assert_close(offloaded(**_inputs(tiny_batch)).logits, expected, atol=1e-6, rtol=1e-5)

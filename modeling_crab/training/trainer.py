@@ -97,7 +97,7 @@ class CrabTrainer(Trainer):
         self.epoch_cosine_floors = epoch_cosine_floors
         self.full_accumulation_divisor = full_accumulation_divisor
         self._update_steps_per_epoch: int | None = None
-        self.model_accepts_loss_kwargs = False  # Crab's forward takes **kwargs, which Trainer reads as "yes"
+        self.model_accepts_loss_kwargs = False  # Crab's forward takes no loss kwargs; explicit for the Trainer
         self.encoder_learning_rate = (
             self.args.learning_rate if encoder_learning_rate is None else encoder_learning_rate
         )
