@@ -1,4 +1,4 @@
-"""The two resamplers side by side: the processor's windowed-sinc `resample` (travels with checkpoints) and soxr (what
+"""The two resamplers side by side: the windowed-sinc `audio.resample` (travels with checkpoints) and soxr (what
 training used), by speed and by error against an ideal band-limited signal.
 
     python bench/bench_resample.py                      # 60 s at 44.1, 48 and 8 kHz -> 16 kHz
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from common import format_table, record
 
-from modeling_crab.processing_crab import LOWPASS_FILTER_WIDTH, resample
+from modeling_crab.audio import LOWPASS_FILTER_WIDTH, resample
 
 TARGET_SR = 16_000
 FREQUENCIES_HZ = (110.0, 440.0, 1234.5, 3000.0, 5500.0, 6900.0)  # all below 7 kHz

@@ -505,7 +505,7 @@ def _audio_source(value: Any, problems: list[str]) -> str:
         if array is not None:
             import soundfile as sf
 
-            from .processing_crab import check_sampling_rate  # here: the processor needs torch, a manifest does not
+            from .audio import check_sampling_rate  # here: audio.py needs torch, a manifest does not
 
             try:
                 rate = check_sampling_rate(value.get("sampling_rate"), "its decoded audio")

@@ -29,37 +29,26 @@ probabilities, and of the window attributes, weighted by window duration (`durat
 pass goes with every window (truncated at the processor's `max_text_length` tokens); an automatic transcript is split
 between windows by its timestamps.
 
-Only torch, transformers, numpy and the standard library are imported at module level: transformers refuses remote
-code whose imports are not installed (`soundfile`, for non-WAV files, is imported by name when needed).
+Files are read by `audio.read_audio`, which travels with this file. Only torch, transformers, numpy and the standard
+library are imported at module level: transformers refuses remote code whose imports are not installed
+(`soundfile`, for non-WAV files, is imported by name when `read_audio` needs it).
 """
 
 from __future__ import annotations
 
 import importlib
-import io
 import math
 import os
 import warnings
-import wave
 
 import numpy as np
 import torch
 from transformers import Pipeline, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
+from .audio import MIN_AUDIO_S, as_waveform_list, check_sampling_rate, crop_length, mono_float32, read_audio, resample
 from .configuration_crab import min_audio_samples
-from .processing_crab import (
-    MIN_AUDIO_S,
-    BlockResampler,
-    as_waveform_list,
-    check_sampling_rate,
-    check_transcript,
-    clean_transcript,
-    mono_float32,
-    pcm_to_float32,
-    resample,
-    resample_input_length,
-)
+from .processing_crab import check_transcript, clean_transcript
 
 PIPELINE_TASK = "speech-emotion-recognition"
 # config.json `custom_pipelines`: what `pipeline(PIPELINE_TASK, model=..., trust_remote_code=True)` loads; every
@@ -114,132 +103,6 @@ def _check_whole_number(name: str, value, meaning: str) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name}={value!r}; pass a whole number >= 1 ({meaning})")
-
-
-# an `end` up to this far past a file's end is read to the end (annotation times rounded, or timed on another decode
-# of the file); further, it is an error: times in another unit, or the wrong file
-SEGMENT_END_SLACK_S = 0.1
-BLOCK_FRAMES = 1 << 18  # frames decoded at a time (5.5 s at 48 kHz): decoding, downmixing and resampling go by block
-
-
-class UndecodableAudioError(ValueError):
-    """A file no decoder reads (corrupt, or not audio); the decoder's reason is its `__cause__`."""
-
-
-def read_audio(
-    source: str | os.PathLike | bytes,
-    name: str | None = None,
-    target_rate: int | None = None,
-    start_s: float | None = None,
-    end_s: float | None = None,
-    max_duration_s: float | None = None,
-) -> tuple[np.ndarray, int]:
-    """A file path or the bytes of an audio file -> (mono float32 waveform, sampling rate); with `target_rate`,
-    resampled to it. The one audio file reader: the pipeline's, and training's (`training.data.load_audio`).
-
-    `start_s`/`end_s` cut a segment (seconds); `max_duration_s` keeps its first seconds (at `target_rate`). Only the
-    frames they keep are read (with the resampling filter's reach), so a 20-minute file cropped to 12 s costs 12 s.
-    PCM WAV is read with the standard library; other formats (FLAC, OGG, MP3, float WAV) need `soundfile`. The file
-    is decoded, downmixed and resampled in blocks of `BLOCK_FRAMES`, so memory holds the result, not the file's
-    samples (a 30-minute 48 kHz stereo file costs about what its 16 kHz mono waveform does). A WAV file cut short
-    (fewer frames than its header says) is read up to its last whole frame, with a warning.
-    """
-    name = name or (f"audio file '{source}'" if isinstance(source, (str, os.PathLike)) else "audio bytes")
-    if isinstance(source, (str, os.PathLike)):
-        if os.path.isdir(source):
-            raise IsADirectoryError(f"{name} is a folder, not an audio file; pass the path of a WAV/FLAC file")
-        if not os.path.isfile(source):
-            raise FileNotFoundError(f"{name} does not exist; pass the path of a WAV/FLAC file, bytes or a waveform")
-        if not os.access(source, os.R_OK):
-            raise PermissionError(f"{name} cannot be read (permission denied); make it readable (chmod a+r)")
-    cut = (start_s, end_s, max_duration_s)
-    try:
-        with wave.open(io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source), "rb") as wav:
-            channels, width, rate = wav.getnchannels(), wav.getsampwidth(), wav.getframerate()
-            rate = check_sampling_rate(rate, name)  # a broken header (0 or 1 Hz) is refused before reading
-            total = wav.getnframes()
-            first, last, num_output = _frame_range(total, rate, target_rate or rate, name, *cut)
-            wav.setpos(first)
-            resampler = BlockResampler(rate, target_rate or rate, num_input=last - first)
-            frames_read = 0
-            while frames_read < last - first:
-                frames = wav.readframes(min(BLOCK_FRAMES, last - first - frames_read))
-                whole = len(frames) // (width * channels) * width * channels  # a cut file ends mid-frame
-                if not whole:
-                    break
-                resampler.push(_pcm_block(frames[:whole], width, channels))
-                frames_read += whole // (width * channels)
-    except (wave.Error, EOFError):  # not RIFF/PCM (e.g. FLAC, MP3, float WAV)
-        return _read_with_soundfile(source, name, target_rate, *cut)
-    if frames_read < last - first:
-        warnings.warn(
-            f"{name} is truncated: its header promises {total} frames but it holds "
-            f"{first + frames_read}; classifying the frames present (re-export the file to silence this)",
-            stacklevel=3,
-        )
-    return resampler.finish()[:num_output], target_rate or rate
-
-
-def _frame_range(
-    total: int, rate: int, target_rate: int, name: str, start_s=None, end_s=None, max_duration_s=None
-) -> tuple[int, int, int | None]:
-    """(first frame, frame after the last, output samples kept or None) of a file of `total` frames at `rate`: the
-    [start_s, end_s) segment, cut to the input its first `max_duration_s` seconds at `target_rate` depend on."""
-    first = round((start_s or 0.0) * rate)
-    if first > 0 and first >= total:
-        raise ValueError(f"start={start_s}s is past the end of {name} ({total / rate:.2f}s)")
-    if end_s is not None and end_s * rate > total + SEGMENT_END_SLACK_S * rate:
-        raise ValueError(
-            f"end={end_s}s is past the end of {name} ({total / rate:.2f}s); segment times are seconds from the file's "
-            "start: check their unit (milliseconds?) and that the row names the right file"
-        )
-    last = total if end_s is None else min(total, round(end_s * rate))
-    num_output = None
-    if max_duration_s is not None:
-        num_output = int(round(max_duration_s * target_rate))
-        last = min(last, first + resample_input_length(num_output, rate, target_rate))
-    return first, max(first, last), num_output
-
-
-def _pcm_block(frames: bytes, width: int, channels: int) -> np.ndarray:
-    """Interleaved PCM bytes -> mono float32 (the channel mean)."""
-    if width == 1:
-        samples = pcm_to_float32(np.frombuffer(frames, np.uint8))  # 8-bit WAV is unsigned, centred on 128
-    elif width == 3:  # 24-bit little-endian: the three bytes become the top of an int32
-        widened = np.zeros((len(frames) // 3, 4), np.uint8)
-        widened[:, 1:] = np.frombuffer(frames, np.uint8).reshape(-1, 3)
-        samples = pcm_to_float32(widened.view("<i4").reshape(-1))
-    else:
-        samples = pcm_to_float32(np.frombuffer(frames, {2: "<i2", 4: "<i4"}[width]))
-    if channels == 1:
-        return samples
-    return samples.reshape(-1, channels).mean(axis=1, dtype=np.float32)
-
-
-def _read_with_soundfile(source, name: str, target_rate: int | None = None, *cut) -> tuple[np.ndarray, int]:
-    try:  # optional, so imported by name: a checkpoint's code may import only torch, transformers and numpy
-        soundfile = importlib.import_module("soundfile")
-    except ImportError:
-        raise ValueError(
-            f"{name} is not a PCM WAV file, and reading other formats needs `soundfile`: `pip install soundfile`, "
-            "or convert it to 16-bit WAV (ffmpeg -i in.mp3 -ar 16000 -ac 1 out.wav)"
-        ) from None
-    try:
-        with soundfile.SoundFile(io.BytesIO(source) if isinstance(source, bytes) else source) as audio:
-            rate = check_sampling_rate(audio.samplerate, name)
-            first, last, num_output = _frame_range(audio.frames, rate, target_rate or rate, name, *cut)
-            if first:
-                audio.seek(first)
-            resampler = BlockResampler(rate, target_rate or rate, num_input=last - first if audio.seekable() else None)
-            for block in audio.blocks(blocksize=BLOCK_FRAMES, frames=last - first, dtype="float32", always_2d=True):
-                resampler.push(block.mean(axis=1, dtype=np.float32))
-    except ValueError as error:
-        if "sampling_rate" in str(error) or "past the end" in str(error):
-            raise
-        raise UndecodableAudioError(f"{name} could not be decoded ({error}); pass WAV, FLAC or OGG audio") from error
-    except Exception as error:
-        raise UndecodableAudioError(f"{name} could not be decoded ({error}); pass WAV, FLAC or OGG audio") from error
-    return resampler.finish()[:num_output], target_rate or rate
 
 
 def duration_weighted_mean(values: np.ndarray, durations: np.ndarray) -> np.ndarray:
@@ -438,7 +301,7 @@ class CrabEmotionPipeline(Pipeline):
             )
         if chunk_length_s is None:
             chunk_length_s = self.processor.max_duration_s
-        bounds = window_bounds(len(waveform), int(round(chunk_length_s * target)) if chunk_length_s else None)
+        bounds = window_bounds(len(waveform), crop_length(chunk_length_s or None, target))
         spans = [(start / target, end / target) for start, end in bounds]
 
         if text is None:

@@ -1,7 +1,8 @@
 """CrabProcessor: pairs a speech feature extractor with a RoBERTa tokenizer.
 
 Audio goes through: validation -> crop to `max_duration_s` -> mono downmix -> resampling to the extractor's rate
-(16 kHz) -> waveform normalisation -> zero padding. The crop comes first (only the input samples the kept seconds
+(16 kHz) -> waveform normalisation -> zero padding; the steps up to the resampling are `audio.py`'s, the one home
+of audio. The crop comes first (only the input samples the kept seconds
 depend on are read), so an hour-long recording costs no more than its first `max_duration_s`. Text is tokenised,
 truncated at `max_text_length` and padded as the model was trained (`text_padding`: to the longest transcript of
 the batch, or always to `max_text_length` as the released code did); a whitespace-only transcript is the empty one
@@ -24,12 +25,21 @@ from typing import TypedDict
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, TextKwargs, Unpack
 from transformers.tokenization_utils_base import PaddingStrategy, TruncationStrategy
 from transformers.utils import TensorType
 
+from .audio import (
+    SILENCE_PEAK_TO_PEAK,
+    as_waveform_list,
+    check_amplitude,
+    check_sampling_rate,
+    crop_length,
+    mono_float32,
+    resample,
+    resample_input_length,
+)
 from .configuration_crab import (  # noqa: F401 (re-exported)
     MAX_TEXT_TOKENS,
     NORMALIZATIONS,
@@ -37,234 +47,8 @@ from .configuration_crab import (  # noqa: F401 (re-exported)
     TRAINING_CROP_S,
 )
 
-# The processor's resampler is the one resampler, for training and serving alike (it travels with checkpoints; soxr,
-# which training used before, does not): 32 zero crossings of the Hann-windowed sinc measured as close to a
-# band-limited reference as soxr HQ (max error 1.3e-4 at 44.1 -> 16 kHz; 6 crossings: 2.7e-2) and, at 270-1250x real
-# time on one CPU thread (soxr: 5000x and more), fast enough: a 12 s crop takes under 50 ms (bench/bench_resample.py).
-LOWPASS_FILTER_WIDTH = 32
-# A recording whose peak-to-peak amplitude is below one 16-bit step carries no signal: it gets a warning.
-SILENCE_PEAK_TO_PEAK = 2.0**-15
-# The shortest clip classified or trained on: one frame of WavLM's (and wav2vec 2.0's) CNN, 400 samples at 16 kHz.
-MIN_AUDIO_S = 0.025
-# Sampling rates audio can have; outside them a rate is a mistake (kHz given for Hz, a broken header).
-MIN_SAMPLING_RATE = 1_000
-MAX_SAMPLING_RATE = 1_000_000
-# Largest |sample| accepted: past integer PCM's scale (2**31) by a margin; the encoders' statistics of larger values
-# overflow float32 into NaN.
-MAX_ABS_SAMPLE = 2.0**32
-# Rate pairs with a large reduced ratio (44101 -> 16000 Hz) would need a polyphase table of gigabytes; above this many
-# entries `resample` evaluates the same windowed sinc at each output sample instead.
-_MAX_POLYPHASE_TABLE = 1 << 20
 # Fast tokenizers keep truncation and padding settings in shared state: concurrent calls would mix them up.
 _TOKENIZER_LOCK = threading.Lock()
-
-
-def resample(
-    waveform: np.ndarray, orig_sr: int, target_sr: int, lowpass_filter_width: int = LOWPASS_FILTER_WIDTH
-) -> np.ndarray:
-    """Band-limited (Hann-windowed sinc) polyphase resampling of a 1-D float32 waveform."""
-    if orig_sr == target_sr:
-        return waveform
-    g = math.gcd(int(orig_sr), int(target_sr))
-    orig, new = int(orig_sr) // g, int(target_sr) // g
-    if _polyphase_too_large(orig, new, lowpass_filter_width):
-        return _resample_direct(waveform, orig, new, lowpass_filter_width)
-    kernels, width = _polyphase_kernels(orig, new, lowpass_filter_width)
-
-    x = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
-    x = F.pad(x[None, None], (width, width + orig))  # (1, 1, N + K - 1 + ...)
-    y = F.conv1d(x, kernels[:, None, :], stride=orig)  # (1, new, frames)
-    y = y.transpose(1, 2).reshape(-1)
-    return y[: math.ceil(new * len(waveform) / orig)].numpy()
-
-
-def _polyphase_too_large(orig: int, new: int, lowpass_filter_width: int) -> bool:
-    return new * (2 * math.ceil(lowpass_filter_width * orig / (min(orig, new) * 0.99)) + orig) > _MAX_POLYPHASE_TABLE
-
-
-def _polyphase_kernels(orig: int, new: int, lowpass_filter_width: int) -> tuple[torch.Tensor, int]:
-    """(new, K) float32 kernels, one per output phase, and the filter's half-width in input samples."""
-    cutoff = min(orig, new) * 0.99  # just below the lower Nyquist rate
-    width = math.ceil(lowpass_filter_width * orig / cutoff)
-    taps = torch.arange(-width, width + orig, dtype=torch.float64) / orig  # (K,)
-    phase = -torch.arange(new, dtype=torch.float64)[:, None] / new  # (new, 1)
-    t = ((phase + taps[None, :]) * cutoff).clamp(-lowpass_filter_width, lowpass_filter_width)  # (new, K)
-    window = torch.cos(t * math.pi / lowpass_filter_width / 2) ** 2
-    t = t * math.pi
-    sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / torch.where(t == 0, torch.ones_like(t), t))
-    return (sinc * window * cutoff / orig).float(), width
-
-
-class BlockResampler:
-    """`resample` fed one block of a long recording at a time: the same filter and (up to float rounding) the same
-    output, holding only the output, one block and the filter's reach of input; never the whole input.
-
-        resampler = BlockResampler(48_000, 16_000)
-        for block in blocks:            # mono float32 blocks, in order
-            resampler.push(block)
-        waveform = resampler.finish()   # == resample(np.concatenate(blocks), 48_000, 16_000)
-    """
-
-    def __init__(
-        self,
-        orig_sr: int,
-        target_sr: int,
-        lowpass_filter_width: int = LOWPASS_FILTER_WIDTH,
-        num_input: int | None = None,
-    ):
-        self.orig_sr, self.target_sr, self.lowpass_filter_width = int(orig_sr), int(target_sr), lowpass_filter_width
-        g = math.gcd(self.orig_sr, self.target_sr)
-        self.orig, self.new = self.orig_sr // g, self.target_sr // g
-        self.identity = self.orig_sr == self.target_sr
-        # a rate pair whose table would be huge (rare rates): the blocks are kept and resampled at the end
-        self.direct = not self.identity and _polyphase_too_large(self.orig, self.new, lowpass_filter_width)
-        self.kernels, self.width = (None, 0)
-        if not (self.identity or self.direct):
-            self.kernels, self.width = _polyphase_kernels(self.orig, self.new, lowpass_filter_width)
-        self.pending = np.zeros(self.width, dtype=np.float32)  # the left zero padding of `resample`
-        self.num_input = 0
-        # the output, allocated once when the input length is known (a file's header), else gathered in pieces
-        expected = None if num_input is None or self.direct else math.ceil(self.new * num_input / self.orig) + self.new
-        self.output = np.empty(expected, np.float32) if expected else None
-        self.filled = 0
-        self.pieces: list[np.ndarray] = []
-
-    def push(self, block: np.ndarray) -> None:
-        block = np.ascontiguousarray(block, dtype=np.float32)
-        self.num_input += len(block)
-        if self.identity or self.direct:
-            self._emit(block)
-            return
-        self.pending = np.concatenate([self.pending, block])
-        self._convolve()
-
-    def _emit(self, samples: np.ndarray) -> None:
-        if self.output is not None and self.filled + len(samples) <= len(self.output):
-            self.output[self.filled : self.filled + len(samples)] = samples
-        else:
-            if self.output is not None:  # more input than announced: gather in pieces from here on
-                self.pieces.append(self.output[: self.filled])
-                self.output = None
-            self.pieces.append(samples.copy())
-        self.filled += len(samples)
-
-    def _convolve(self) -> None:
-        size = 2 * self.width + self.orig  # K: the input one output frame (of `new` samples) reads
-        if len(self.pending) < size:
-            return
-        frames = (len(self.pending) - size) // self.orig + 1
-        x = torch.from_numpy(self.pending[: (frames - 1) * self.orig + size])
-        y = F.conv1d(x[None, None], self.kernels[:, None, :], stride=self.orig)  # (1, new, frames)
-        self._emit(y.transpose(1, 2).reshape(-1).numpy())
-        self.pending = self.pending[frames * self.orig :].copy()
-
-    def _joined(self) -> np.ndarray:
-        if self.output is not None:
-            return self.output[: self.filled]
-        return np.concatenate(self.pieces) if self.pieces else np.zeros(0, np.float32)
-
-    def finish(self) -> np.ndarray:
-        if self.identity:
-            return self._joined()
-        if self.direct:
-            return resample(self._joined(), self.orig_sr, self.target_sr, self.lowpass_filter_width)
-        self.pending = np.concatenate([self.pending, np.zeros(self.width + self.orig, np.float32)])
-        self._convolve()
-        return self._joined()[: math.ceil(self.new * self.num_input / self.orig)]
-
-
-def _resample_direct(waveform: np.ndarray, orig: int, new: int, lowpass_filter_width: int) -> np.ndarray:
-    """`resample`'s kernel evaluated at each output time (reduced rates `orig` -> `new`), in chunks of outputs."""
-    scale = min(orig, new) * 0.99 / orig  # the cutoff, per input sample
-    reach = math.ceil(lowpass_filter_width / scale) + 1  # kernel half-width in input samples, rounded up
-    x = F.pad(torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32)), (reach, reach + 1))
-    offsets = torch.arange(1 - reach, reach + 1)  # (taps,) around floor(output time)
-    num_output = -(-len(waveform) * new // orig)
-    output = torch.empty(num_output, dtype=torch.float32)
-    for start in range(0, num_output, 1 << 14):
-        times = torch.arange(start, min(start + (1 << 14), num_output), dtype=torch.float64) * orig / new  # (c,)
-        positions = times.floor().long()[:, None] + offsets  # (c, taps) input samples
-        t = ((positions - times[:, None]) * scale).clamp(-lowpass_filter_width, lowpass_filter_width)
-        kernels = torch.cos(t * math.pi / lowpass_filter_width / 2) ** 2 * torch.special.sinc(t) * scale
-        output[start : start + len(times)] = (x[positions + reach] * kernels.float()).sum(dim=1)
-    return output.numpy()
-
-
-def resample_input_length(num_output: int, orig_sr: int, target_sr: int) -> int:
-    """How many input samples the first `num_output` samples of `resample(..., orig_sr, target_sr)` depend on."""
-    if orig_sr == target_sr:
-        return num_output
-    reach = LOWPASS_FILTER_WIDTH / (0.99 * min(1.0, target_sr / orig_sr))
-    return math.ceil(num_output * orig_sr / target_sr + reach) + 1
-
-
-def check_sampling_rate(sampling_rate, name: str = "audio") -> int:
-    """A whole number of Hz that audio can have (`MIN_SAMPLING_RATE` to `MAX_SAMPLING_RATE`), as an int; anything
-    else (0, negative, fractional, a rate in kHz, a header claiming 1 Hz) is an error that names the input. Every
-    rate, given or read from a file's header, goes through here."""
-    try:
-        rate = float(sampling_rate)
-    except (TypeError, ValueError):
-        rate = float("nan")
-    if not (math.isfinite(rate) and rate > 0 and rate.is_integer()):
-        raise ValueError(f"{name} has sampling_rate={sampling_rate!r}; pass the audio's rate in Hz (e.g. 16000)")
-    if not MIN_SAMPLING_RATE <= rate <= MAX_SAMPLING_RATE:
-        hint = f" (in Hz: {int(rate * 1000)}, not {int(rate)})" if 8 <= rate <= 384 else ""  # given in kHz
-        raise ValueError(
-            f"{name} has sampling_rate={sampling_rate!r}, which no audio has ({MIN_SAMPLING_RATE} Hz to "
-            f"{MAX_SAMPLING_RATE // 1000} kHz); pass the audio's rate in Hz{hint}, or fix the file's header"
-        )
-    return int(rate)
-
-
-def check_amplitude(waveform: np.ndarray, name: str = "audio") -> None:
-    """Finite samples within any audio scale: float audio lies in [-1, 1] and integer PCM, once converted, too; a
-    waveform beyond `MAX_ABS_SAMPLE` (values that were never audio, or far out of scale) would overflow the
-    encoders into NaN scores."""
-    if not np.isfinite(waveform).all():
-        raise ValueError(f"{name} contains NaN or infinite samples; clean or drop this audio")
-    peak = float(np.abs(waveform).max()) if waveform.size else 0.0
-    if peak > MAX_ABS_SAMPLE:
-        raise ValueError(
-            f"{name} has samples up to {peak:.3g}, beyond any audio scale (float audio lies in [-1, 1]); rescale it "
-            "(e.g. audio / abs(audio).max())"
-        )
-
-
-def mono_float32(audio, name: str = "audio", max_samples: int | None = None) -> np.ndarray:
-    """An array or tensor of float or integer PCM samples, 1-D or (samples, channels) as soundfile reads it or
-    (channels, samples) as torchaudio does (the shorter axis is channels) -> mono float32, integer PCM scaled to
-    [-1, 1). With `max_samples`, only the first `max_samples` samples are converted. A dtype or shape that is not
-    audio is an error naming `name`; the processor and the pipeline both check arrays here."""
-    if isinstance(audio, torch.Tensor):
-        audio = audio.detach().cpu()
-        waveform = (audio.float() if audio.dtype == torch.bfloat16 else audio).numpy()
-    else:
-        waveform = np.asarray(audio)
-    if waveform.dtype.kind not in "iuf":
-        raise TypeError(f"{name} has dtype {waveform.dtype}; pass float or integer PCM samples")
-    if waveform.ndim not in (1, 2):
-        raise ValueError(f"{name} has shape {waveform.shape}; pass a 1-D waveform or a (samples, channels) array")
-    if waveform.size == 0:
-        return np.zeros(0, np.float32)
-    channel_axis = None if waveform.ndim == 1 else (1 if waveform.shape[1] <= waveform.shape[0] else 0)
-    if max_samples is not None:
-        waveform = waveform[:, :max_samples] if channel_axis == 0 else waveform[:max_samples]
-    waveform = pcm_to_float32(waveform)
-    if channel_axis is not None:
-        waveform = waveform.mean(axis=channel_axis, dtype=np.float32)
-    return waveform
-
-
-def as_waveform_list(audio: np.ndarray | torch.Tensor) -> list:
-    """A bare 2-D array or tensor is a batch (B, N) of B waveforms, in the processor and the pipeline alike (one
-    multichannel recording goes in a list: `[audio]`). A shape that cannot be a batch, (16000, 2), is an error."""
-    if 1 < audio.shape[1] <= 8 < audio.shape[0]:
-        raise ValueError(
-            f"audio has shape {tuple(audio.shape)}: a 2-D array is read as {audio.shape[0]} waveforms of "
-            f"{audio.shape[1]} samples; for one (samples, channels) recording pass [audio]"
-        )
-    return list(audio)
 
 
 def check_processor_settings(
@@ -311,20 +95,6 @@ def transcript_problem(text: str) -> str | None:
     return None
 
 
-def pcm_to_float32(samples: np.ndarray) -> np.ndarray:
-    """Float samples as float32; integer PCM scaled to [-1, 1) (unsigned PCM, as in 8-bit WAV, is centred on its
-    midpoint), in one copy."""
-    if samples.dtype.kind == "f":
-        return samples.astype(np.float32, copy=False)
-    info = np.iinfo(samples.dtype)
-    half_range = (float(info.max) - float(info.min) + 1.0) / 2.0  # 2 ** (bits - 1)
-    converted = samples.astype(np.float32)
-    if info.min == 0:
-        converted -= np.float32(half_range)
-    converted /= np.float32(half_range)
-    return converted
-
-
 def check_transcript(text, name: str = "transcript") -> None:
     """A transcript is a string the tokenizer can encode; anything else is an error naming it and the fix. The
     processor and the pipeline both check transcripts here."""
@@ -360,6 +130,9 @@ class CrabProcessorKwargs(ProcessingKwargs, total=False):
     settings (see `CrabProcessor.__call__`)."""
 
     audio_kwargs: CrabAudioKwargs
+    # transformers' defaults for a call (`_merge_kwargs`), under the keywords a call gives; the saved settings fill
+    # what stays unset. Read from here by transformers before 5.2x, from the processor's class attributes after.
+    _defaults = {"text_kwargs": {"return_tensors": "pt"}, "audio_kwargs": {"return_tensors": "pt"}}
 
 
 TEXT_KEYWORDS = frozenset(TextKwargs.__annotations__)
@@ -479,10 +252,8 @@ class CrabProcessor(ProcessorMixin):
     """
 
     valid_processor_kwargs = CrabProcessorKwargs
-    # transformers' defaults for a call (`_merge_kwargs`), under the keywords a call gives; the saved settings fill
-    # what stays unset
-    text_kwargs = {"return_tensors": "pt"}
-    audio_kwargs = {"return_tensors": "pt"}
+    text_kwargs = CrabProcessorKwargs._defaults["text_kwargs"]  # transformers' call defaults, written once above
+    audio_kwargs = CrabProcessorKwargs._defaults["audio_kwargs"]
 
     def __init__(
         self,
@@ -559,17 +330,15 @@ class CrabProcessor(ProcessorMixin):
             )
         rate = self.sampling_rate if sampling_rate is None else check_sampling_rate(sampling_rate, name)
         max_duration_s = self.max_duration_s if max_duration_s is ... else max_duration_s
-        keep = None
-        if max_duration_s is not None:
-            num_output = int(round(max_duration_s * self.sampling_rate))
-            keep = resample_input_length(num_output, rate, self.sampling_rate)
+        num_output = crop_length(max_duration_s, self.sampling_rate)
+        keep = None if num_output is None else resample_input_length(num_output, rate, self.sampling_rate)
         waveform = mono_float32(audio, name, keep)
         if waveform.size == 0:
             raise ValueError(f"{name} is empty (0 samples); pass a non-empty waveform")
         check_amplitude(waveform, name)
         if rate != self.sampling_rate:
             waveform = resample(waveform, rate, self.sampling_rate)
-        if max_duration_s is not None:
+        if num_output is not None:
             waveform = waveform[:num_output]
         if np.ptp(waveform) < SILENCE_PEAK_TO_PEAK:
             warnings.warn(
@@ -607,7 +376,7 @@ class CrabProcessor(ProcessorMixin):
                     "(max_duration_s=None); pass max_duration_s= or pad audio to the longest: "
                     "audio_kwargs={'padding': True}"
                 )
-            length = int(round(max_duration_s * self.sampling_rate))
+            length = crop_length(max_duration_s, self.sampling_rate)
         _check_pad_to_multiple_of(pad_to_multiple_of)
         _check_flag("return_attention_mask", return_attention_mask)
         return {
@@ -881,15 +650,7 @@ __all__ = [
     "TRAINING_CROP_S",
     "MAX_TEXT_TOKENS",
     "TEXT_PADDINGS",
-    "resample",
-    "resample_input_length",
-    "check_sampling_rate",
-    "BlockResampler",
-    "check_amplitude",
-    "as_waveform_list",
-    "mono_float32",
     "check_processor_settings",
     "transcript_problem",
     "check_transcript",
-    "pcm_to_float32",
 ]

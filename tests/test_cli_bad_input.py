@@ -12,8 +12,8 @@ import pytest
 import torch
 from bad_input import SR, direct, noise, predict, scores, truncate, write
 
+from modeling_crab.audio import read_audio
 from modeling_crab.cli import main
-from modeling_crab.pipeline_crab import read_audio
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")  # many small forward passes (conftest)
 

@@ -25,7 +25,8 @@ from transformers import (
     pipeline,
 )
 
-from modeling_crab.pipeline_crab import read_audio, window_bounds
+from modeling_crab.audio import read_audio
+from modeling_crab.pipeline_crab import window_bounds
 
 
 def write_wav(path, samples: np.ndarray, rate: int, width: int = 2, channels: int = 1) -> None:

@@ -15,9 +15,9 @@ import soundfile as sf
 import torch
 from bad_input import SR, direct, manifest, noise, predict, scan_problems, scores, truncate, write
 
+from modeling_crab.audio import read_audio
 from modeling_crab.cli import main
 from modeling_crab.manifest import load_manifest
-from modeling_crab.pipeline_crab import read_audio
 from modeling_crab.training.data import load_audio, scan_manifest
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")  # many small forward passes (conftest)
@@ -357,7 +357,7 @@ def test_long_files_are_decoded_downmixed_and_resampled_in_blocks(tmp_path):
     """A 3-minute 48 kHz stereo file: peak allocations stay near the 16 kHz mono result's (whole-file decoding
     held the file's bytes, its float32 samples and the mono copy: over 9 times the result), with the same values as
     resampling the whole downmixed waveform."""
-    from modeling_crab.processing_crab import resample
+    from modeling_crab.audio import resample
 
     rate, seconds = 48_000, 180
     stereo = (np.random.default_rng(0).standard_normal((rate * seconds, 2)) * 3000).astype(np.int16)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from modeling_crab import CrabProcessor
-from modeling_crab.processing_crab import resample
+from modeling_crab.audio import resample
 
 
 def _sine(freq: float, sr: int, seconds: float = 1.0) -> np.ndarray:

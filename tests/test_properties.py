@@ -119,7 +119,7 @@ def test_cropping_first_equals_resampling_the_whole_recording(raw_processor, rat
 @settings(max_examples=15, deadline=None)
 @given(rate=rates, frequency=st.floats(100.0, 3000.0))
 def test_resampling_keeps_a_tone_at_any_rate(rate, frequency):
-    from modeling_crab.processing_crab import resample
+    from modeling_crab.audio import resample
 
     t = np.arange(int(0.5 * rate)) / rate
     out = resample((0.5 * np.sin(2 * np.pi * frequency * t)).astype(np.float32), rate, SR)

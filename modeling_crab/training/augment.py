@@ -59,8 +59,8 @@ class WaveformAugmentation:
             few voices learns each voice's pitch; shifting them makes it rely on how the pitch moves instead.
         pitch_semitones: LOW HIGH, the range of pitch shifts.
         speed_factors: speed perturbation (Kaldi/SpeechBrain style): a factor drawn uniformly from these per clip;
-            factor f resamples the clip from round(16000 f) Hz to 16000 Hz with the processor's resampler, so it
-            has about N / f samples and its tempo and pitch change together. Empty: none.
+            factor f resamples the clip from round(16000 f) Hz to 16000 Hz with the one resampler
+            (`audio.resample`), so it has about N / f samples and its tempo and pitch change together. Empty: none.
         gain_db: a gain drawn uniformly in [-gain_db, +gain_db] dB. Not clipped: the waveform is float and the
             processor normalises it next; clipping would add a distortion the gain is not meant to model.
         noise_prob: the probability that a clip gets additive noise, at an SNR (signal power over noise power, both
@@ -143,14 +143,14 @@ class WaveformAugmentation:
         """How many seconds of a clip to read so that, after the fastest speed factor, `max_duration_s` remain."""
         if max_duration_s is None or not self.speed_factors:
             return max_duration_s
-        from ..processing_crab import resample_input_length  # on use: train.py --help imports this module
+        from ..audio import crop_length, resample_input_length  # on use: train.py --help imports this module
 
         fastest = max(self.speed_factors)
-        kept = int(round(max_duration_s * SAMPLING_RATE))
+        kept = crop_length(max_duration_s, SAMPLING_RATE)
         return resample_input_length(kept, round(SAMPLING_RATE * fastest), SAMPLING_RATE) / SAMPLING_RATE
 
     def load_noise(self) -> None:
-        """Read every file of `noise_dir` once (with the pipeline's reader), keeping their lengths: an unreadable,
+        """Read every file of `noise_dir` once (with `audio.read_audio`), keeping their lengths: an unreadable,
         empty or silent file raises `AugmentationError` naming it, before training. No-op without `noise_dir`."""
         if self.noise_dir is None or self._noise_lengths is not None:
             return
@@ -175,7 +175,9 @@ class WaveformAugmentation:
         if self.speed_factors:
             out = speed_perturb(out, float(speed_rng.choice(self.speed_factors)))
         if max_duration_s is not None:
-            out = out[: int(round(max_duration_s * SAMPLING_RATE))]
+            from ..audio import crop_length  # on use: train.py --help imports this module
+
+            out = out[: crop_length(max_duration_s, SAMPLING_RATE)]
         if self.reverb_prob > 0 and reverb_rng.random() < self.reverb_prob:
             out = reverberate(out, float(reverb_rng.uniform(*self.reverb_rt60_s)), reverb_rng)
         if self.noise_prob > 0 and noise_rng.random() < self.noise_prob:
@@ -232,7 +234,7 @@ def noise_files(folder: str | os.PathLike) -> list[Path]:
 
 
 def _read_noise(path, start_s: float | None = None, end_s: float | None = None) -> np.ndarray:
-    from ..pipeline_crab import read_audio  # on use: train.py --help imports this module
+    from ..audio import read_audio  # on use: train.py --help imports this module
 
     try:
         waveform, _ = read_audio(path, f"noise file '{path}'", SAMPLING_RATE, start_s, end_s)
@@ -245,8 +247,9 @@ def _read_noise(path, start_s: float | None = None, end_s: float | None = None) 
 
 def speed_perturb(waveform: np.ndarray, factor: float) -> np.ndarray:
     """Play `waveform` (16 kHz) `factor` times faster: resampled from round(16000 factor) Hz to 16000 Hz by the
-    processor's resampler, so tempo and pitch change together and the output has ceil(N / factor) samples."""
-    from ..processing_crab import resample  # on use: train.py --help imports this module
+    one resampler (`audio.resample`), so tempo and pitch change together and the output has ceil(N / factor)
+    samples."""
+    from ..audio import resample  # on use: train.py --help imports this module
 
     return resample(waveform, round(SAMPLING_RATE * factor), SAMPLING_RATE)
 
@@ -315,7 +318,7 @@ def colored_noise(kind: str, num_samples: int, rng: np.random.Generator) -> np.n
 def add_noise(waveform: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
     """`waveform` + `noise` scaled so that mean(waveform^2) / mean(scaled noise^2) is `snr_db`; unchanged when the
     waveform is silent (peak-to-peak below one 16-bit step: no SNR is defined) or the noise is all zeros."""
-    from ..processing_crab import SILENCE_PEAK_TO_PEAK  # on use: train.py --help imports this module
+    from ..audio import SILENCE_PEAK_TO_PEAK  # on use: train.py --help imports this module
 
     if len(waveform) == 0 or np.ptp(waveform) < SILENCE_PEAK_TO_PEAK:
         return waveform

@@ -1,7 +1,7 @@
 """Audio loading, the pre-training scan and the training dataset, over the rows of a manifest (`..manifest`).
 
-Audio is read by the pipeline's reader (`pipeline_crab.read_audio`, with the processor's resampler; not the
-`datasets` Audio feature, which needs torchcodec + FFmpeg): cut to start/end, cropped to the first `max_duration_s`
+Audio is read by the one audio file reader, serving's too (`audio.read_audio`; not the `datasets` Audio feature,
+which needs torchcodec + FFmpeg): cut to start/end, cropped to the first `max_duration_s`
 seconds (only those frames are read), downmixed to mono and resampled to 16 kHz, as in serving.
 
 `scan_manifest` reads every used row once before training: it reports every bad row in one `ManifestError`, and
@@ -27,15 +27,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..manifest import EMPTY_TRANSCRIPTS, ManifestError, Utterance, class_label_names, report_problems
-from ..pipeline_crab import UndecodableAudioError, read_audio
-from ..processing_crab import (
+from ..audio import (
     MIN_AUDIO_S,
     SILENCE_PEAK_TO_PEAK,
-    TRAINING_CROP_S,
+    UndecodableAudioError,
     check_amplitude,
-    transcript_problem,
+    crop_length,
+    read_audio,
 )
+from ..manifest import EMPTY_TRANSCRIPTS, ManifestError, Utterance, class_label_names, report_problems
+from ..processing_crab import TRAINING_CROP_S, transcript_problem
 from .augment import SAMPLING_RATE, WaveformAugmentation, item_rng
 
 # How the global waveform statistics are computed: "crops", from every training clip as cropped for training;
@@ -70,7 +71,7 @@ def load_audio(
 ) -> np.ndarray:
     """A (N,) float32 mono waveform at `sampling_rate`: the [start, end) segment in seconds, its first
     `max_duration_s` seconds (the one crop of training: the collator's processor does not crop again). Reads only
-    the frames it needs, with the pipeline's reader."""
+    the frames it needs, with the one audio file reader (`audio.read_audio`)."""
     waveform, _ = read_audio(path, f"audio file '{path}'", sampling_rate, start, end, max_duration_s)
     return waveform
 
@@ -331,7 +332,7 @@ def scan_manifest(
 
     moments = _RunningMoments()
     whole: dict[str, _RunningMoments] = {}  # training clips shorter than the crop: read whole by the scan
-    crop = None if max_duration_s is None else round(max_duration_s * SAMPLING_RATE)
+    crop = crop_length(max_duration_s, SAMPLING_RATE)
     scan = ManifestScan()
     silent: list[str] = []
     with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
