@@ -29,11 +29,14 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 
 from modeling_crab.configuration_crab import (
+    AUDIO_ATTENTIONS,
     MAX_TEXT_TOKENS,
+    MLCS_LOSSES,
     MLCS_TAPS,
     NORMALIZATIONS,
     TEXT_PADDINGS,
     TRAINING_CROP_S,
+    UNIMODAL_TAPS,
     CrabConfig,
     min_audio_samples,
 )
@@ -72,7 +75,7 @@ class ModelArguments:
     )
     unimodal_tap: str = field(
         default=CrabConfig.unimodal_tap,
-        metadata={"help": "pre_gru (released code) or post_gru (paper)", "choices": ["pre_gru", "post_gru"]},
+        metadata={"help": "pre_gru (released code) or post_gru (paper)", "choices": list(UNIMODAL_TAPS)},
     )
     freeze_feature_encoder: bool = field(default=True, metadata={"help": "freeze the speech encoder's CNN"})
     classifier_dropout: float | None = field(
@@ -100,7 +103,8 @@ class ModelArguments:
         },
     )
     audio_attention: str = field(
-        default="sdpa", metadata={"help": "WavLM self-attention: sdpa (fused) or eager", "choices": ["sdpa", "eager"]}
+        default="sdpa",
+        metadata={"help": "WavLM self-attention: sdpa (fused) or eager", "choices": list(AUDIO_ATTENTIONS)},
     )
     frozen_baseline: bool = field(
         default=False,
@@ -190,7 +194,7 @@ class CrabLossArguments:
     mlcs_weight: float = field(default=CrabConfig.mlcs_weight, metadata={"help": "alpha; 0 trains with CE alone"})
     mlcs_temperature: float = field(default=CrabConfig.mlcs_temperature, metadata={"help": "tau of MPCL/SupCon"})
     mlcs_loss: str = field(
-        default=CrabConfig.mlcs_loss, metadata={"help": "mpcl (paper) or supcon", "choices": ["mpcl", "supcon"]}
+        default=CrabConfig.mlcs_loss, metadata={"help": "mpcl (paper) or supcon", "choices": list(MLCS_LOSSES)}
     )
     mlcs_taps: list[str] = field(default_factory=lambda: list(MLCS_TAPS), metadata={"help": "active CSL taps"})
     mlcs_gather: bool = field(default=False, metadata={"help": "contrast over the global batch of all DDP ranks"})

@@ -7,6 +7,12 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 FP32_UNDER_AUTOCAST = ("feature_encoder", "gru")
 MLCS_TAPS = ("audio_unimodal", "text_unimodal", "audio_pooled", "text_pooled", "fusion")
+# Each enumerated switch's allowed values, written once: the config checks them, train.py's parser offers them, the
+# loss and the WavLM attention switch accept them.
+UNIMODAL_TAPS = ("pre_gru", "post_gru")  # released code, paper text
+MLCS_LOSSES = ("mpcl", "supcon")
+AUDIO_ATTENTIONS = ("sdpa", "eager")
+HEAD_INITS = ("normal", "pytorch")  # transformers', the release's
 # The processor's input settings of the paper's recipe (SPEC §3): the training crop and the transcript length, and the
 # two ways of padding transcripts. Defined here, not in processing_crab, so that `train.py --help` shows them without
 # importing the processor (which loads transformers' model code: seconds).
@@ -163,15 +169,15 @@ class CrabConfig(PreTrainedConfig):
         unknown = [tap for tap in self.mlcs_taps if tap not in MLCS_TAPS]
         if unknown:
             raise ValueError(f"mlcs_taps {unknown} are not CSL taps; choose from {list(MLCS_TAPS)}")
-        if self.unimodal_tap not in ("pre_gru", "post_gru"):
+        if self.unimodal_tap not in UNIMODAL_TAPS:
             raise ValueError(
                 f"unimodal_tap='{self.unimodal_tap}'; use 'pre_gru' (released code) or 'post_gru' (paper)"
             )
-        if self.mlcs_loss not in ("mpcl", "supcon"):
+        if self.mlcs_loss not in MLCS_LOSSES:
             raise ValueError(f"mlcs_loss='{self.mlcs_loss}'; use 'mpcl' or 'supcon'")
-        if self.audio_attention not in ("eager", "sdpa"):
+        if self.audio_attention not in AUDIO_ATTENTIONS:
             raise ValueError(f"audio_attention='{self.audio_attention}'; use 'eager' or 'sdpa'")
-        if self.head_init not in ("normal", "pytorch"):
+        if self.head_init not in HEAD_INITS:
             raise ValueError(
                 f"head_init='{self.head_init}'; use 'normal' (transformers') or 'pytorch' (the release's)"
             )

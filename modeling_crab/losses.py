@@ -24,6 +24,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from .configuration_crab import MLCS_LOSSES
+
 # Stands in for -inf on the excluded self-similarity; finite so a batch of one gives a zero loss, not NaN.
 _EXCLUDED = -1e4
 
@@ -67,7 +69,7 @@ def mlcs_loss(
     taps: list[str] | None = None,
 ) -> torch.Tensor:
     """The MLCS term: the mean over the active taps (all of `csl_embeddings` unless `taps` names a subset)."""
-    if loss_type not in ("mpcl", "supcon"):
+    if loss_type not in MLCS_LOSSES:
         raise ValueError(f"loss_type='{loss_type}'; use 'mpcl' or 'supcon'")
     loss_fn = multi_positive_contrastive_loss if loss_type == "mpcl" else supcon_loss
     names = list(csl_embeddings) if taps is None else list(taps)

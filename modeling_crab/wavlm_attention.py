@@ -42,6 +42,8 @@ from torch import nn
 from transformers.models.wavlm import modeling_wavlm
 from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 
+from .configuration_crab import AUDIO_ATTENTIONS
+
 logger = logging.getLogger(__name__)
 
 # Fingerprints of the upstream WavLM attention code (`upstream_fingerprint`) this file reproduces, each with the
@@ -189,7 +191,7 @@ def set_wavlm_attention(model: nn.Module, implementation: str, strict: bool = Tr
     if `model` holds no WavLM attention, so a misdirected call on a wav2vec 2.0 / HuBERT encoder does not pass
     silently; `strict=False` leaves such models unchanged (for a config switch that applies to any speech encoder).
     """
-    if implementation not in ("sdpa", "eager"):
+    if implementation not in AUDIO_ATTENTIONS:
         raise ValueError(f"WavLM attention implementation '{implementation}'; use 'sdpa' or 'eager'")
     modules = _wavlm_attention_modules(model)
     if not modules and strict:
