@@ -15,6 +15,7 @@ _EXPORTS = {
     "CrabForEmotionClassification": "modeling_crab",
     "CrabModelOutput": "modeling_crab",
     "CrabClassifierOutput": "modeling_crab",
+    "CrabFeatureExtractor": "feature_extraction_crab",
     "CrabProcessor": "processing_crab",
     "export_for_inference": "export",
     "register_auto_classes": "export",
@@ -28,6 +29,7 @@ __all__ = [
     "CrabForEmotionClassification",
     "CrabModelOutput",
     "CrabClassifierOutput",
+    "CrabFeatureExtractor",
     "CrabProcessor",
     "export_for_inference",
     "register_auto_classes",
@@ -37,6 +39,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .configuration_crab import MLCS_TAPS, CrabConfig
     from .export import export_for_inference, register_auto_classes, save_with_code
+    from .feature_extraction_crab import CrabFeatureExtractor
     from .modeling_crab import CrabClassifierOutput, CrabForEmotionClassification, CrabModel, CrabModelOutput
     from .processing_crab import CrabProcessor
 

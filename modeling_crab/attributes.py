@@ -20,4 +20,10 @@ def to_attribute_scale(value: float, low: float, high: float) -> float:
     return bottom + (float(value) - low) / (high - low) * (top - bottom)
 
 
-__all__ = ["ATTRIBUTE_NAMES", "ATTRIBUTE_RANGE", "to_attribute_scale"]
+def attribute_list(names: str | None) -> list[str]:
+    """A comma-separated list of attribute names (train.py's `--attributes`) as a list; "none" or empty: none."""
+    listed = [name.strip() for name in (names or "").split(",") if name.strip()]
+    return [] if listed in ([], ["none"]) else listed
+
+
+__all__ = ["ATTRIBUTE_NAMES", "ATTRIBUTE_RANGE", "attribute_list", "to_attribute_scale"]

@@ -26,6 +26,8 @@ import re
 import sys
 from pathlib import Path
 
+from .heads import HEADS
+
 
 class CliError(Exception):
     """A failure `crab predict` reports on one line, naming the input and the fix."""
@@ -162,25 +164,24 @@ def pair_inputs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tu
 
 
 def format_table(results: list[dict], show_windows: bool) -> str:
-    """One line per file: the best label, its score and the others' (a model with classes), then the attributes
-    (a model with attributes)."""
+    """One line per file: each output head's part (`OutputHead.cli_text`: the best label, its score and the others';
+    the attributes), each part starting in one column on every line."""
     width = max(len("file"), *(len(r["file"]) for r in results))
-    columns = [_score_parts(r) for r in results]  # (labels, attributes) text of each file
-    header = (
-        f"{'emotion':<10}  score  others" if any(labels is not None for labels, _ in columns) else None,
-        "attributes" if any(attributes is not None for _, attributes in columns) else None,
-    )
-    label_width = max(len(labels or "") for labels, _ in [header, *columns])
+    columns = [_score_parts(r) for r in results]  # each file's text per head, None where it has none
+    header = [
+        kind.cli_header if any(parts[i] is not None for parts in columns) else None for i, kind in enumerate(HEADS)
+    ]
+    widths = [max(len(parts[i] or "") for parts in [header, *columns]) for i in range(len(HEADS))]
 
-    def row(first: str, labels: str | None, attributes: str | None) -> str:
-        """The attributes start in one column on every line, after labels padded to the widest."""
-        if labels is not None and attributes is not None:
-            labels = labels.ljust(label_width)
-        return f"{first.ljust(width)}  {'  |  '.join(p for p in (labels, attributes) if p is not None)}".rstrip()
+    def row(first: str, parts: list[str | None]) -> str:
+        """The parts padded to the widest of their column, but the last on the line."""
+        present = [i for i, part in enumerate(parts) if part is not None]
+        cells = [parts[i] if i == present[-1] else parts[i].ljust(widths[i]) for i in present]
+        return f"{first.ljust(width)}  {'  |  '.join(cells)}".rstrip()
 
-    lines = [row("file", *header)]
-    for result, (labels, attributes) in zip(results, columns):
-        lines.append(row(result["file"], labels, attributes))
+    lines = [row("file", header)]
+    for result, parts in zip(results, columns):
+        lines.append(row(result["file"], parts))
         if result.get("text") and result.get("transcribed"):
             lines.append(f"{'':{width}}  transcript: {result['text']}")
         for window in result.get("windows", []) if show_windows else []:
@@ -189,20 +190,10 @@ def format_table(results: list[dict], show_windows: bool) -> str:
     return "\n".join(lines)
 
 
-def _score_parts(result: dict, top_only: bool = False) -> tuple[str | None, str | None]:
-    """(`angry 0.412  happy 0.300 ...`, `arousal 0.710  valence 0.330`): the labels (the best alone with
-    `top_only`) and the attributes, each None where the model has none."""
-    labels = attributes = None
-    if result["scores"]:
-        best, *others = result["scores"]
-        if top_only:
-            labels = f"{best['label']} {best['score']:.3f}"
-        else:
-            rest = "  ".join(f"{s['label']} {s['score']:.3f}" for s in others)
-            labels = f"{best['label']:<10}  {best['score']:.3f}  {rest}".rstrip()
-    if "attributes" in result:
-        attributes = "  ".join(f"{name} {value:.3f}" for name, value in result["attributes"].items())
-    return labels, attributes
+def _score_parts(result: dict, top_only: bool = False) -> list[str | None]:
+    """Each output head's text of one file or window, in `HEADS` order (`angry 0.412  happy 0.300 ...` (the best
+    alone with `top_only`), `arousal 0.710  valence 0.330`), None where the model has none."""
+    return [kind.cli_text(result.get(kind.window_key), top_only) for kind in HEADS]
 
 
 def _scores_text(result: dict, top_only: bool = False) -> str:
@@ -262,10 +253,9 @@ def predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     results = []
     for path, text, output in zip(files, texts, outputs):
         answer = output["aggregate"]  # ranked labels, or {"labels", "attributes"} for a model with attributes
-        scores = answer["labels"] if isinstance(answer, dict) else answer
-        result = {"file": path, "text": output["text"], "transcribed": text is None, "scores": scores}
-        if isinstance(answer, dict):
-            result["attributes"] = answer["attributes"]
+        parts = answer if isinstance(answer, dict) else {HEADS[0].answer_key: answer}
+        result = {"file": path, "text": output["text"], "transcribed": text is None}
+        result.update({kind.window_key: parts[kind.answer_key] for kind in HEADS if kind.answer_key in parts})
         if args.windows:
             result["windows"] = output["windows"]
         results.append(result)

@@ -5,21 +5,29 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-FP32_UNDER_AUTOCAST = ("feature_encoder", "gru")
-MLCS_TAPS = ("audio_unimodal", "text_unimodal", "audio_pooled", "text_pooled", "fusion")
-# Each enumerated switch's allowed values, written once: the config checks them, train.py's parser offers them, the
-# loss and the WavLM attention switch accept them.
-UNIMODAL_TAPS = ("pre_gru", "post_gru")  # released code, paper text
-MLCS_LOSSES = ("mpcl", "supcon")
-AUDIO_ATTENTIONS = ("sdpa", "eager")
-HEAD_INITS = ("normal", "pytorch")  # transformers', the release's
-# The processor's input settings of the paper's recipe (SPEC §3): the training crop and the transcript length, and the
-# two ways of padding transcripts. Defined here, not in processing_crab, so that `train.py --help` shows them without
-# importing the processor (which loads transformers' model code: seconds).
-TRAINING_CROP_S = 12.0
-MAX_TEXT_TOKENS = 128
-TEXT_PADDINGS = ("longest", "max_length")
-NORMALIZATIONS = ("global", "utterance", "none")
+from .options import (  # each allowed value written once, without torch (train.py --help reads them there)
+    AUDIO_ENCODER,
+    FP32_UNDER_AUTOCAST,
+    MAX_TEXT_TOKENS,
+    MLCS_TAPS,
+    NORMALIZATIONS,
+    TEXT_ENCODER,
+    TEXT_PADDINGS,
+    TRAINING_CROP_S,
+    HeadOptions,
+    option_problems,
+)
+
+__all__ = [
+    "CrabConfig",
+    "FP32_UNDER_AUTOCAST",
+    "MAX_TEXT_TOKENS",
+    "MLCS_TAPS",
+    "NORMALIZATIONS",
+    "TEXT_PADDINGS",
+    "TRAINING_CROP_S",
+    "min_audio_samples",
+]
 
 # Sub-config defaults shaped like the paper's encoders; `from_pretrained_encoders` replaces them with the real ones.
 WAVLM_LARGE = {
@@ -70,7 +78,7 @@ def min_audio_samples(audio_config: PreTrainedConfig) -> int:
     return samples
 
 
-class CrabConfig(PreTrainedConfig):
+class CrabConfig(PreTrainedConfig, HeadOptions):
     r"""
     Configuration of a Crab model: `audio_config` (WavLM, or any `AutoModel` speech encoder with a CNN feature
     encoder such as wav2vec 2.0 or HuBERT), `text_config` (RoBERTa or another `AutoModel` text encoder), and the head.
@@ -137,50 +145,23 @@ class CrabConfig(PreTrainedConfig):
     text_config: dict | PreTrainedConfig | None = None
     fusion_hidden_size: int = 512
     contrastive_dim: int = 512
-    cross_attention_dropout: float = 0.5
-    classifier_dropout: float = 0.5
-    mask_padding: bool = True
-    unimodal_tap: str = "pre_gru"
-    mlcs_taps: list[str] | None = None
-    mlcs_temperature: float = 0.1
-    mlcs_weight: float = 2.0
-    mlcs_loss: str = "mpcl"
-    mlcs_gather: bool = False
     class_weights: list[float] | None = None
     label_smoothing: float = 0.0
     attribute_names: list[str] | None = None
-    attribute_loss_weight: float = 1.0
-    attribute_contrast_bins: int = 3
     use_csl_legs: bool = True
-    modality_dropout: float = 0.0
-    pass_audio_attention_mask: bool | None = None
-    audio_attention: str = "sdpa"
     fp32_under_autocast: list[str] | None = None
     augmentation: dict | None = None
-    head_init: str = "normal"
-    audio_encoder_name: str | None = "microsoft/wavlm-large"
-    text_encoder_name: str | None = "roberta-large"
+    audio_encoder_name: str | None = AUDIO_ENCODER
+    text_encoder_name: str | None = TEXT_ENCODER
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
         self.audio_config = _as_sub_config(self.audio_config, WAVLM_LARGE)
         self.text_config = _as_sub_config(self.text_config, ROBERTA_LARGE)
         self.mlcs_taps = list(MLCS_TAPS if self.mlcs_taps is None else self.mlcs_taps)
-        unknown = [tap for tap in self.mlcs_taps if tap not in MLCS_TAPS]
-        if unknown:
-            raise ValueError(f"mlcs_taps {unknown} are not CSL taps; choose from {list(MLCS_TAPS)}")
-        if self.unimodal_tap not in UNIMODAL_TAPS:
-            raise ValueError(
-                f"unimodal_tap='{self.unimodal_tap}'; use 'pre_gru' (released code) or 'post_gru' (paper)"
-            )
-        if self.mlcs_loss not in MLCS_LOSSES:
-            raise ValueError(f"mlcs_loss='{self.mlcs_loss}'; use 'mpcl' or 'supcon'")
-        if self.audio_attention not in AUDIO_ATTENTIONS:
-            raise ValueError(f"audio_attention='{self.audio_attention}'; use 'eager' or 'sdpa'")
-        if self.head_init not in HEAD_INITS:
-            raise ValueError(
-                f"head_init='{self.head_init}'; use 'normal' (transformers') or 'pytorch' (the release's)"
-            )
+        problems = option_problems(self, prefix="")  # HeadOptions' fields, as train.py checks its flags
+        if problems:
+            raise ValueError("CrabConfig: " + "; ".join(problems))
         self.fp32_under_autocast = list(
             FP32_UNDER_AUTOCAST if self.fp32_under_autocast is None else self.fp32_under_autocast
         )
@@ -189,8 +170,6 @@ class CrabConfig(PreTrainedConfig):
             raise ValueError(f"fp32_under_autocast {unknown}: choose from {list(FP32_UNDER_AUTOCAST)}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if not 0.0 <= self.modality_dropout < 1.0:
-            raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
         if self.fusion_hidden_size % 2:
             raise ValueError(
                 f"fusion_hidden_size must be even (the unimodal legs use h/2), got {self.fusion_hidden_size}"
@@ -198,8 +177,6 @@ class CrabConfig(PreTrainedConfig):
         self.attribute_names = [str(name) for name in (self.attribute_names or [])]
         if len(set(self.attribute_names)) != len(self.attribute_names) or not all(self.attribute_names):
             raise ValueError(f"attribute_names {self.attribute_names} must be distinct, non-empty names")
-        if self.attribute_loss_weight < 0 or self.attribute_contrast_bins < 0:
-            raise ValueError("attribute_loss_weight and attribute_contrast_bins must be >= 0")
         super().__post_init__(**kwargs)
         if self.num_labels == 0 and not self.attribute_names:
             raise ValueError("a Crab model needs classes (id2label), attributes (attribute_names) or both")

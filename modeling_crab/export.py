@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from .configuration_crab import CrabConfig
+from .feature_extraction_crab import CrabFeatureExtractor
 from .modeling_crab import CrabForEmotionClassification, CrabModel
 from .pipeline_crab import PIPELINE_TASK
 from .processing_crab import CrabProcessor
@@ -19,12 +20,18 @@ AUTO_MAP = {
 
 def register_auto_classes() -> None:
     """Have `save_pretrained` write the Crab code next to every checkpoint, with `auto_map` entries for
-    `AutoConfig`, `AutoModel`, `AutoModelForAudioClassification` and `AutoProcessor`; and register the
-    `speech-emotion-recognition` pipeline in this process."""
+    `AutoConfig`, `AutoModel`, `AutoModelForAudioClassification`, `AutoProcessor` and `AutoFeatureExtractor` (the
+    processor's `feature_extraction_crab.py` travels with it); and register, in this process, the feature extractor
+    under its name (so `AutoFeatureExtractor` finds it without remote code) and the `speech-emotion-recognition`
+    pipeline."""
+    from transformers import AutoFeatureExtractor
+
     CrabConfig.register_for_auto_class()
     CrabModel.register_for_auto_class("AutoModel")
     CrabForEmotionClassification.register_for_auto_class("AutoModelForAudioClassification")
     CrabProcessor.register_for_auto_class("AutoProcessor")
+    CrabFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
+    AutoFeatureExtractor.register(CrabConfig, CrabFeatureExtractor, exist_ok=True)
     register_pipeline()
 
 

@@ -4,7 +4,8 @@
 Objective (SPEC §2): L = WCE(logits, y) + alpha * MLCS, class weights `config.class_weights`, alpha
 `config.mlcs_weight`. A model with emotional attributes (`config.attribute_names`) adds beta * mean_a (1 - CCC_a),
 beta `config.attribute_loss_weight`, the concordance correlation coefficient of each attribute over the batch's rows
-that have it (`concordance_loss`). Multi Layer Contrastive Supervision (MLCS): a multi-positive contrastive loss (MPCL) at every
+that have it (`concordance_loss`). Each output head's term and weight are the head's own (`heads.OutputHead.loss`,
+`loss_weight`); `crab_objective` sums them and MLCS. Multi Layer Contrastive Supervision (MLCS): a multi-positive contrastive loss (MPCL) at every
 active CSL tap.
 
 MPCL (SPEC §2), per CSL output e (B, d) with labels y (B,):
@@ -18,13 +19,12 @@ the mean and the loss is scaled by tau / base_tau.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .configuration_crab import MLCS_LOSSES
+from .heads import HEADS
+from .options import MLCS_LOSSES
 
 # Stands in for -inf on the excluded self-similarity; finite so a batch of one gives a zero loss, not NaN.
 _EXCLUDED = -1e4
@@ -165,63 +165,87 @@ def attribute_bins(attribute_labels: torch.Tensor, bins: int) -> torch.Tensor:
     return torch.where(missing, own, joint)
 
 
-class CrabObjective(NamedTuple):
-    """The objective and its terms; a term is None where the model or the batch has none."""
+class CrabObjective(tuple):
+    """The objective and its terms, a term None where the model or the batch has none: `loss`, then the terms by name
+    (`ce_loss`, `mlcs_loss`, `attribute_loss`, ...: `CrabClassifierOutput`'s fields), as attributes or, in that order,
+    as a tuple (`loss, ce_loss, mlcs_loss, attribute_loss = objective`)."""
 
-    loss: torch.Tensor
-    ce_loss: torch.Tensor | None
-    mlcs_loss: torch.Tensor | None
-    attribute_loss: torch.Tensor | None
+    def __new__(cls, loss: torch.Tensor, terms: dict[str, torch.Tensor | None]):
+        objective = super().__new__(cls, (loss, *terms.values()))
+        objective.terms = dict(terms)
+        return objective
+
+    @property
+    def loss(self) -> torch.Tensor:
+        return self[0]
+
+    def __getattr__(self, name: str):
+        terms = self.__dict__.get("terms", {})
+        if name in terms:
+            return terms[name]
+        raise AttributeError(f"the objective has no term '{name}'; it has {list(terms)}")
+
+
+MLCS_TERM = "mlcs_loss"
+
+
+def objective_terms() -> list[str]:
+    """The objective's terms, in `CrabObjective`'s order: the first output head's (`ce_loss`), MLCS, the other
+    heads' (`attribute_loss`, ...)."""
+    first, *others = (kind.loss_name for kind in HEADS)
+    return [first, MLCS_TERM, *others]
 
 
 def crab_objective(
-    logits: torch.Tensor | None,
-    labels: torch.Tensor | None,
-    csl_embeddings: dict[str, torch.Tensor] | None,
-    config,
+    logits: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    csl_embeddings: dict[str, torch.Tensor] | None = None,
+    config=None,
     attributes: torch.Tensor | None = None,
     attribute_labels: torch.Tensor | None = None,
+    **other_heads: torch.Tensor | None,
 ) -> CrabObjective:
-    """The Crab objective, `CrabObjective(loss, ce_loss, mlcs_loss, attribute_loss)`:
+    """The Crab objective over the heads whose outputs are given, each output and its labels under the head's names
+    (`heads.HEADS`: `logits` and `labels` (B,) for the classes, `attributes` and `attribute_labels` (B, A; NaN: a row
+    without that attribute) for the attributes, `other_heads` for any further head):
 
-    - class-weighted CE (`config.class_weights`, None for plain CE; label smoothing `config.label_smoothing`) on the
-      (B, C) logits, for a model with classes;
-    - `config.attribute_loss_weight` times `concordance_loss` of the (B, A) `attributes` against
-      `attribute_labels` (NaN: a row without that attribute), for a model with attributes;
+    - each head's term (`OutputHead.loss`) times its weight (`OutputHead.loss_weight`): the class-weighted CE
+      (`config.class_weights`, None for plain CE; label smoothing `config.label_smoothing`) with weight 1;
+      `config.attribute_loss_weight` times `concordance_loss`;
     - `config.mlcs_weight` times the MLCS term (`config.mlcs_loss`, tau `config.mlcs_temperature`) when there are
-      CSL embeddings and the weight is positive. Its positives share a class; in an attributes-only model they share
-      the bins of every attribute (`attribute_bins`, `config.attribute_contrast_bins`; 0: no MLCS term). The
-      embeddings and contrastive labels are first all-gathered across data-parallel ranks when `config.mlcs_gather`
-      (see `gather_csl_embeddings`).
+      CSL embeddings and the weight is positive. Its positives are the first given head's `contrast_labels`: they
+      share a class; in an attributes-only model they share the bins of every attribute (`attribute_bins`,
+      `config.attribute_contrast_bins`; 0: no MLCS term). The embeddings and contrastive labels are first
+      all-gathered across data-parallel ranks when `config.mlcs_gather` (see `gather_csl_embeddings`).
 
-    Computed in fp32, also when the model runs under bf16/fp16 autocast."""
-    reference = logits if logits is not None else attributes
+    Returns `CrabObjective(loss, terms)`, a term for every head of `HEADS` (None where not given), in order: the
+    first head's, MLCS, the other heads'. Computed in
+    fp32, also when the model runs under bf16/fp16 autocast."""
+    given = {"logits": logits, "labels": labels, "attributes": attributes, "attribute_labels": attribute_labels}
+    given.update(other_heads)
+    heads = [kind([]) for kind in HEADS if given.get(kind.output) is not None]
+    reference = given[heads[0].output]
     with torch.autocast(reference.device.type, enabled=False):
-        ce = attribute = contrastive = None
-        if logits is not None and labels is not None:
-            weights = (
-                None if config.class_weights is None else logits.new_tensor(config.class_weights, dtype=torch.float32)
-            )
-            ce = F.cross_entropy(logits.float(), labels, weight=weights, label_smoothing=config.label_smoothing)
-        if attributes is not None and attribute_labels is not None:
-            attribute = concordance_loss(attributes.float(), attribute_labels.float())
-        contrast_labels = labels if logits is not None else None
-        if contrast_labels is None and attribute_labels is not None and config.attribute_contrast_bins > 0:
-            contrast_labels = attribute_bins(attribute_labels, config.attribute_contrast_bins)
+        terms, weighted = dict.fromkeys(objective_terms()), []
+        for head in heads:
+            head_labels = given.get(head.label_key)
+            if head_labels is not None:
+                terms[head.loss_name] = term = head.loss(given[head.output], head_labels, config)
+                if term is not None:
+                    weighted.append(term * head.loss_weight(config))
+        contrastive = None
+        contrast_labels = heads[0].contrast_labels(given.get(heads[0].label_key), config)
         if csl_embeddings and config.mlcs_weight > 0 and contrast_labels is not None:
             if config.mlcs_gather:
                 csl_embeddings, contrast_labels = gather_csl_embeddings(csl_embeddings, contrast_labels)
             contrastive = mlcs_loss(
                 csl_embeddings, contrast_labels, temperature=config.mlcs_temperature, loss_type=config.mlcs_loss
             )
-        terms = [
-            term * weight
-            for term, weight in ((ce, 1), (attribute, config.attribute_loss_weight), (contrastive, config.mlcs_weight))
-            if term is not None
-        ]
-        if not terms:  # an attributes-only batch whose rows lack every attribute: a zero that keeps the graph
-            terms = [reference.float().sum() * 0.0]
-        return CrabObjective(sum(terms[1:], terms[0]), ce, contrastive, attribute)
+            weighted.append(contrastive * config.mlcs_weight)
+        terms[MLCS_TERM] = contrastive
+        if not weighted:  # an attributes-only batch whose rows lack every attribute: a zero that keeps the graph
+            weighted = [reference.float().sum() * 0.0]
+        return CrabObjective(sum(weighted[1:], weighted[0]), terms)
 
 
 __all__ = [
@@ -233,5 +257,6 @@ __all__ = [
     "concordance_loss",
     "attribute_bins",
     "CrabObjective",
+    "objective_terms",
     "crab_objective",
 ]

@@ -29,11 +29,13 @@ import difflib
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import re
 import tempfile
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,14 +43,14 @@ from typing import Any
 
 import numpy as np
 
-from .attributes import ATTRIBUTE_RANGE
+from .attributes import ATTRIBUTE_NAMES, ATTRIBUTE_RANGE
+from .text import clean_transcript, transcript_problem
 
+logger = logging.getLogger(__name__)
+
+RECIPE_COLUMNS: tuple[str, ...] = ("id", "audio", "text", "label", "split")  # in every recipe's manifest
 MANIFEST_COLUMNS: tuple[str, ...] = (
-    "id",
-    "audio",
-    "text",
-    "label",
-    "split",
+    *RECIPE_COLUMNS,
     "speaker",
     "session",
     "gender",
@@ -440,7 +442,6 @@ def load_manifest(
     columns to read (`Utterance.attributes`; an empty cell is a missing attribute, a non-number or a value off the
     0-1 scale a row problem); `needs_label=False` (an attributes-only model) makes the `label` column optional.
     """
-    from .processing_crab import clean_transcript  # here: the processor needs torch, writing a manifest does not
 
     rows, base_dir, name, numbering = _read_rows(manifest)
     _check_columns(rows, name, attribute_names, needs_label)
@@ -546,6 +547,50 @@ def _where(index: int, numbering: str, row: dict[str, Any]) -> str:
     uid, split = _as_text(row.get("id")), _as_text(row.get("split"))
     details = ", ".join(part for part in (f"id '{uid}'" if uid else "", f"split '{split}'" if split else "") if part)
     return f"{position} ({details})" if details else position
+
+
+def check_rows(
+    utterances: Sequence[Utterance],
+    label_names: Sequence[str],
+    train_split: str = "train",
+    labelled_splits: Sequence[str] = (),
+    needs_labels: bool = True,
+    empty_transcripts: str = "error",
+) -> tuple[dict[int, list[str]], list[Utterance]]:
+    """Every row's problems that its fields show, by position in `utterances`: those `load_manifest` found, an id
+    used twice, an empty transcript (unless `empty_transcripts="audio_only"`) or one that is not text, an empty label
+    in `train_split` or `labelled_splits`, a label outside `label_names` (`needs_labels=False`: an attributes-only
+    run checks no labels). Also the rows kept with the empty transcript. The audio is the scan's
+    (`training.data.scan_manifest`)."""
+    known_labels = set(label_names)
+    needs_label = {train_split, *labelled_splits} if needs_labels else set()
+    id_counts = Counter(u.id for u in utterances)
+    row_problems: dict[int, list[str]] = {}  # position -> problems
+    without_text: list[Utterance] = []  # kept with the empty transcript (audio_only)
+    for i, u in enumerate(utterances):
+        found = list(u.problems)
+        if id_counts[u.id] > 1:
+            found.append(f"id '{u.id}' is used by {id_counts[u.id]} rows; make ids unique")
+        if not u.text and empty_transcripts == "audio_only":
+            without_text.append(u)
+        elif not u.text:
+            found.append(
+                "empty transcript; write the transcript (ASR output is fine), drop the row, or pass "
+                "--empty_transcripts audio_only to use its audio alone"
+            )
+        elif transcript_problem(u.text):
+            found.append(f"the transcript {transcript_problem(u.text)}")
+        if u.split in needs_label and not u.label:
+            hint = "" if u.split == train_split else " (a split with no labels at all gets a predictions file)"
+            found.append(f"empty label in split '{u.split}'; label the row or drop it{hint}")
+        elif needs_labels and u.label and u.label not in known_labels:
+            found.append(
+                f"unknown label '{u.label}' (label set: {', '.join(label_names)}); fix the spelling, "
+                "drop the row, or add the class to the label set"
+            )
+        if found:
+            row_problems[i] = found
+    return row_problems, without_text
 
 
 def report_problems(name: str, problems: list[str]) -> str:
@@ -657,11 +702,79 @@ def column_names(manifest: Any) -> set[str]:
 
 def read_manifest(path: str | os.PathLike) -> list[dict[str, str]]:
     """A manifest file's rows as dicts of strings, as a recipe wrote them (no training checks). Raises
-    `ManifestError` on a missing file or a missing column of `MANIFEST_COLUMNS[:5]`."""
+    `ManifestError` on a missing file or a missing column of `RECIPE_COLUMNS`."""
     rows, _, name, _ = _read_rows(path)
     records = [{key: format_value(value) for key, value in row.items() if key not in _PRIVATE_KEYS} for row in rows]
     for index, record in enumerate(records):
-        missing = [column for column in MANIFEST_COLUMNS[:5] if column not in record]
+        missing = [column for column in RECIPE_COLUMNS if column not in record]
         if missing:
             raise ManifestError(f"manifest {name} row {index} lacks the column(s) {', '.join(missing)}")
     return records
+
+
+# ---- notes on a run's splits: said once, nothing dropped ---------------------------------------------------------
+
+
+def note_missing_classes(rows: dict[str, list], splits: dict[str, str], label_names: list[str], test: bool) -> None:
+    """A class without a clip in the dev (or labelled test) split: its recall counts as 0 in UAR and macro-F1,
+    which average over every class, so the scores there cannot reach 1; said once, with the ceiling."""
+    for role in ("eval", "test") if test else ("eval",):
+        present = {u.label for u in rows.get(role, [])}
+        missing = [name for name in label_names if name not in present]
+        if missing and len(missing) < len(label_names):
+            ceiling = 1 - len(missing) / len(label_names)
+            logger.warning(
+                f"split '{splits[role]}' has no clip of {missing}: their recall counts as 0 in its UAR and macro-F1, "
+                f"which average over all {len(label_names)} classes, so its UAR is at most {ceiling:.2f}; add clips "
+                "of them to compare models on every class"
+            )
+
+
+def note_reused_audio(rows: dict[str, list], splits: dict[str, str], shown: int = 5) -> None:
+    """One clip (the same audio file and segment) in several rows is said once per kind, with the rows; nothing is
+    dropped: in training and in dev or test, in dev and test, under different labels, or twice in one split."""
+    clips: dict[tuple, dict[str, object]] = {}
+    for part in rows.values():
+        for u in part:  # keyed by row: a split in two roles (--eval_split = --train_split) counts each row once
+            clips.setdefault((os.path.realpath(u.audio), u.start, u.end), {})[u.where] = u
+    train = splits["train"]
+    held_out = {splits[role] for role in ("eval", "test") if role in splits} - {train}
+    kinds = {
+        f"in split '{train}' and in {' or '.join(map(repr, sorted(held_out)))}": "scores there count clips the model "
+        "was trained on, not unseen ones",
+        "in both evaluation splits": "the test scores count clips the best checkpoint was chosen on",
+        "under different labels": "the model is trained or scored on contradictory answers",
+        "twice in one split": "it counts twice in training or in the scores",
+    }
+    found: dict[str, list[str]] = {kind: [] for kind in kinds}
+    for same in clips.values():
+        if len(same) < 2:
+            continue
+        names = [u.split for u in same.values()]
+        listed = " = ".join(same)
+        flags = (
+            train in names and bool(held_out & set(names)),
+            len(held_out & set(names)) > 1,
+            len({u.label for u in same.values() if u.label}) > 1,
+            len(names) > len(set(names)),
+        )
+        for what, flagged in zip(kinds, flags):
+            if flagged:
+                found[what].append(listed)
+    for what, listed in found.items():
+        if listed:
+            more = f"\n  ... and {len(listed) - shown} more" if len(listed) > shown else ""
+            logger.warning(
+                f"{len(listed)} clip(s) (the same audio file and segment) are {what}: {kinds[what]}. Keep each clip "
+                "in one row, or fix the path:\n  " + "\n  ".join(listed[:shown]) + more
+            )
+
+
+def note_unused_attribute_columns(manifest) -> None:
+    """Say so when the manifest has attribute columns the run leaves unused (no --attributes)."""
+    present = [name for name in ATTRIBUTE_NAMES if name in column_names(manifest)]
+    if present:
+        logger.info(
+            f"the manifest has the attribute column(s) {', '.join(present)}; this run predicts the classes only. "
+            f"Pass --attributes {','.join(present)} to predict them too"
+        )

@@ -27,8 +27,8 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
-from .attributes import ATTRIBUTE_RANGE
 from .configuration_crab import CrabConfig
+from .heads import HEADS, heads_of
 from .losses import crab_objective
 from .wavlm_attention import set_wavlm_attention, wavlm_attention_implementation
 
@@ -407,8 +407,9 @@ class CrabPreTrainedModel(PreTrainedModel):
             _pytorch_default_init(module)
         else:
             super()._init_weights(module)
-        if module is getattr(getattr(self, "regressor", None), "out_proj", None):  # start at the scale's middle
-            init.constant_(module.bias, sum(ATTRIBUTE_RANGE) / 2)
+        for kind in HEADS:  # a head's own starting bias (the attributes': the scale's middle)
+            if kind.initial_bias is not None and module is getattr(getattr(self, kind.layer, None), "out_proj", None):
+                init.constant_(module.bias, kind.initial_bias)
         if isinstance(module, nn.GRU):  # PyTorch's own GRU initialisation
             bound = module.hidden_size**-0.5
             for parameter in module.parameters():
@@ -456,7 +457,7 @@ class CrabPreTrainedModel(PreTrainedModel):
         crab = self.crab if hasattr(self, "crab") else self
         regions = [*_encoder_layers(crab.audio_encoder), *_encoder_layers(crab.text_encoder)]
         regions += [crab.audio_cross, crab.text_cross, crab.audio_pooling, crab.text_pooling]
-        regions += [getattr(self, "classifier", None), getattr(self, "regressor", None)]
+        regions += [getattr(self, kind.layer, None) for kind in HEADS]
         for region in regions:
             if region is not None:
                 region.compile(**compile_kwargs)
@@ -508,7 +509,7 @@ class CrabModel(CrabPreTrainedModel):
     """Encoders + unimodal, cross-modal and pooling blocks: the pooled bimodal embedding, without a classifier."""
 
     # `AutoModel` on a classification checkpoint: its classifier is left out on purpose, not reported as unexpected
-    _keys_to_ignore_on_load_unexpected = [r"^classifier\.", r"^regressor\."]
+    _keys_to_ignore_on_load_unexpected = [rf"^{kind.layer}\." for kind in HEADS]
 
     def __init__(self, config: CrabConfig):
         super().__init__(config)
@@ -718,22 +719,20 @@ class CrabModel(CrabPreTrainedModel):
 
 
 class CrabForEmotionClassification(CrabPreTrainedModel):
-    """Crab with its classifier (a model with classes), its attribute regressor (a model with
-    `config.attribute_names`) and, while `config.use_csl_legs`, the training-only CSL legs. The `fusion` CSL tap is
-    the classifier's, or the regressor's in an attributes-only model."""
+    """Crab with a layer per output head (`heads.heads_of(config)`: the `classifier` of a model with classes, the
+    attribute `regressor` of a model with `config.attribute_names`) and, while `config.use_csl_legs`, the
+    training-only CSL legs. The `fusion` CSL tap is the first head's: the classifier's, or the regressor's in an
+    attributes-only model."""
 
     def __init__(self, config: CrabConfig):
         super().__init__(config)
         h = config.fusion_hidden_size
         self.crab = CrabModel(config)
-        self.classifier = (
-            CrabClassifier(4 * h, h, config.num_labels, config.classifier_dropout) if config.num_labels else None
-        )
-        self.regressor = (
-            CrabClassifier(4 * h, h, config.num_attributes, config.classifier_dropout)
-            if config.num_attributes
-            else None
-        )
+        heads = {type(head): head for head in heads_of(config)}
+        for kind in HEADS:  # each head's layer (`classifier`, `regressor`), None where the model lacks the head
+            head = heads.get(kind)
+            layer = None if head is None else CrabClassifier(4 * h, h, head.width, config.classifier_dropout)
+            setattr(self, kind.layer, layer)
         self.csl_legs = None
         if config.use_csl_legs:
             unimodal_width = h if config.unimodal_tap == "pre_gru" else 2 * h
@@ -791,11 +790,10 @@ class CrabForEmotionClassification(CrabPreTrainedModel):
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        logits = attributes = None
-        if self.regressor is not None:
-            attributes, fusion = self.regressor(features.pooled_output)  # (B, A), (B, h)
-        if self.classifier is not None:
-            logits, fusion = self.classifier(features.pooled_output)  # (B, C), (B, h)
+        heads = heads_of(self.config)
+        predictions = {}  # output field -> (B, K): logits (B, C), attributes (B, A)
+        for head in reversed(heads):  # last to first: the fusion tap is the first head's
+            predictions[head.output], fusion = getattr(self, head.layer)(features.pooled_output)  # (B, K), (B, h)
 
         if output_csl_embeddings is None:
             output_csl_embeddings = self.training and self.csl_legs is not None and self.config.mlcs_weight > 0
@@ -815,18 +813,15 @@ class CrabForEmotionClassification(CrabPreTrainedModel):
             }
             csl_embeddings = {tap: leg(taps[tap]) for tap, leg in self.csl_legs.items()}  # (B, contrastive_dim)
 
-        objective = (None,) * 4
-        if (labels is not None and logits is not None) or (attribute_labels is not None and attributes is not None):
-            objective = crab_objective(logits, labels, csl_embeddings, self.config, attributes, attribute_labels)
-        loss, ce_loss, mlcs_loss, attribute_loss = objective
+        head_labels = {"labels": labels, "attribute_labels": attribute_labels}  # each head's `label_key`
+        objective = {}
+        if any(head_labels[head.label_key] is not None for head in heads):
+            objective = crab_objective(**predictions, **head_labels, csl_embeddings=csl_embeddings, config=self.config)
+            objective = {"loss": objective.loss, **objective.terms}
         return CrabClassifierOutput(
-            loss=loss,
-            logits=logits,
-            attributes=attributes,
+            **objective,
+            **predictions,
             csl_embeddings=csl_embeddings,
-            ce_loss=ce_loss,
-            mlcs_loss=mlcs_loss,
-            attribute_loss=attribute_loss,
             **{name: getattr(features, name) for name in HIDDEN_STATES_FIELDS + ATTENTIONS_FIELDS},
         )
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .configuration_crab import min_audio_samples
+from .heads import heads_of
 from .pipeline_crab import BACKENDS, OnnxCrabSession
 
 OPSET = 18
@@ -117,10 +118,9 @@ def _exportable(model: nn.Module) -> Iterator[None]:
 
 
 def graph_outputs(config) -> list[str]:
-    """The graph's outputs for a model with this config: `logits` where it has classes, `attributes` where it has
-    emotional attributes (`config.attribute_names`)."""
-    names = ["logits"] if config.num_labels else []
-    return names + (["attributes"] if getattr(config, "attribute_names", None) else [])
+    """The graph's outputs for a model with this config, one per output head (`OutputHead.output`): `logits` where
+    it has classes, `attributes` where it has emotional attributes (`config.attribute_names`)."""
+    return [head.output for head in heads_of(config)]
 
 
 class _GraphOutputs(nn.Module):

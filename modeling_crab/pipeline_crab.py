@@ -48,7 +48,8 @@ from transformers.utils import logging as hf_logging
 
 from .audio import MIN_AUDIO_S, as_waveform_list, check_sampling_rate, crop_length, mono_float32, read_audio, resample
 from .configuration_crab import min_audio_samples
-from .processing_crab import check_transcript, clean_transcript
+from .heads import answer, heads_of, window_answer
+from .text import check_transcript, clean_transcript
 
 PIPELINE_TASK = "speech-emotion-recognition"
 # config.json `custom_pipelines`: what `pipeline(PIPELINE_TASK, model=..., trust_remote_code=True)` loads; every
@@ -243,7 +244,7 @@ class CrabEmotionPipeline(Pipeline):
         # processor's saved `text_padding`)
         windows = [w for p in prepared for w in zip(p["waveforms"], p["window_texts"], p["window_names"])]
         order = sorted(range(len(windows)), key=lambda i: -len(windows[i][0]))
-        heads = {"probabilities": [], "attributes": []}  # each (windows, K) where the model has that head
+        scores = {head.scores_key: [] for head in heads_of(self.model.config)}  # each head's (windows, K) batches
         starts = range(0, len(windows), batch_size)
         if len(starts) > 1:  # long audio, or many files: progress on a terminal (transformers' tqdm), quiet elsewhere
             starts = hf_logging.tqdm(starts, desc="classifying windows", unit="batch", disable=None)
@@ -266,14 +267,14 @@ class CrabEmotionPipeline(Pipeline):
                     "speech at a normal level (float audio lies in [-1, 1])"
                 )
             for key, value in chunk_outputs.items():
-                heads[key].append(value)
+                scores[key].append(value)
         input_order = np.argsort(order)
-        heads = {key: torch.cat(values).numpy()[input_order] for key, values in heads.items() if values}
+        scores = {key: torch.cat(values).numpy()[input_order] for key, values in scores.items() if values}
 
         outputs, offset = [], 0
         for p in prepared:
             count = len(p["waveforms"])
-            window_outputs = {key: values[offset : offset + count] for key, values in heads.items()}
+            window_outputs = {key: values[offset : offset + count] for key, values in scores.items()}
             outputs.append(self.postprocess({**p, **window_outputs}, **postprocess))
             offset += count
         return outputs[0] if single else outputs
@@ -340,47 +341,46 @@ class CrabEmotionPipeline(Pipeline):
         )
 
     def _forward(self, model_inputs, precision: str = "fp32", backend: str = "pytorch"):
-        """A batch of windows -> `probabilities` (windows, C) and `attributes` (windows, A), each None where the
-        model lacks that head."""
+        """A batch of windows -> each output head's window scores (`OutputHead.scores`) by its `scores_key`:
+        `probabilities` (windows, C), `attributes` (windows, A)."""
+        heads = heads_of(self.model.config)
         if BACKENDS[backend] is not None:
             if precision != "fp32":
                 raise ValueError(f"precision={precision!r} is for the PyTorch backend; backend={backend!r} runs fp32")
             outputs = self._onnx_session(backend)(**model_inputs)
-            logits, attributes = (outputs.get(name) for name in ("logits", "attributes"))
-            logits, attributes = (None if x is None else torch.from_numpy(x) for x in (logits, attributes))
+            predictions = {head.scores_key: outputs.get(head.output) for head in heads}
+            predictions = {key: torch.from_numpy(value) for key, value in predictions.items() if value is not None}
         else:
             dtype = next(self.model.parameters()).dtype
             model_inputs["input_values"] = model_inputs["input_values"].to(dtype)
             device_type = model_inputs["input_values"].device.type
             with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 output = self.model(**model_inputs)
-            # code saved before attributes existed (an old export's own model class) has no `attributes` output
-            logits, attributes = output.logits, getattr(output, "attributes", None)  # (windows, C), (windows, A)
+            # code saved before a head existed (an old export's own model class) has no output for it
+            predictions = {head.scores_key: getattr(output, head.output, None) for head in heads}
         return {
-            "probabilities": None if logits is None else logits.float().softmax(dim=-1),
-            "attributes": None if attributes is None else attributes.float(),
+            head.scores_key: head.scores(predictions[head.scores_key])
+            for head in heads
+            if predictions.get(head.scores_key) is not None
         }
 
     def postprocess(self, model_outputs, top_k=None, return_windows=False):
-        """Window probabilities (windows, C) and attributes (windows, A), where the model has them -> the answer
-        (`_answer`); the aggregate is their duration-weighted mean over the windows."""
-        probabilities, attributes = model_outputs.get("probabilities"), model_outputs.get("attributes")
+        """Each output head's window scores (windows, K), by `scores_key` -> the answer (`heads.answer`); the aggregate
+        is their duration-weighted mean over the windows."""
+        heads = [head for head in heads_of(self.model.config) if model_outputs.get(head.scores_key) is not None]
         spans = model_outputs["spans"]
         durations = np.array([end - start for start, end in spans])
-        result = self._answer(
-            None if probabilities is None else duration_weighted_mean(probabilities, durations),
-            None if attributes is None else duration_weighted_mean(attributes, durations),
-            top_k,
-        )
+        aggregate = {
+            head.scores_key: duration_weighted_mean(model_outputs[head.scores_key], durations) for head in heads
+        }
+        result = answer(heads, aggregate, top_k)
         if not return_windows:
             return result
         windows = []
         for i, ((start, end), text) in enumerate(zip(spans, model_outputs["window_texts"])):
-            scores = [] if probabilities is None else self._ranked(probabilities[i], top_k)
-            window = {"start": round(start, 3), "end": round(end, 3), "text": text, "scores": scores}
-            if attributes is not None:
-                window["attributes"] = self._named_attributes(attributes[i])
-            windows.append(window)
+            window_scores = {head.scores_key: model_outputs[head.scores_key][i] for head in heads}
+            window = {"start": round(start, 3), "end": round(end, 3), "text": text}
+            windows.append({**window, **window_answer(heads, window_scores, top_k)})
         return {"aggregate": result, "windows": windows, "text": model_outputs["text"]}
 
     # -- helpers --------------------------------------------------------------------------------------------------
@@ -411,23 +411,6 @@ class CrabEmotionPipeline(Pipeline):
 
     def _min_samples(self) -> int:
         return min_audio_samples(self.model.config.audio_config)
-
-    def _answer(self, probabilities: np.ndarray | None, attributes: np.ndarray | None, top_k: int | None):
-        """One input's answer: the ranked labels for a model with classes only; `{"labels", "attributes"}` for a
-        model with attributes (labels `[]` without classes)."""
-        labels = [] if probabilities is None else self._ranked(probabilities, top_k)
-        if attributes is None:
-            return labels
-        return {"labels": labels, "attributes": self._named_attributes(attributes)}
-
-    def _named_attributes(self, attributes: np.ndarray) -> dict[str, float]:
-        """(A,) -> {name: value} in `config.attribute_names` order."""
-        return {name: float(value) for name, value in zip(self.model.config.attribute_names, attributes)}
-
-    def _ranked(self, probabilities: np.ndarray, top_k: int | None) -> list[dict]:
-        order = np.argsort(-probabilities, kind="stable")[: top_k or None]
-        id2label = self.model.config.id2label
-        return [{"label": id2label[int(i)], "score": float(probabilities[i])} for i in order]
 
     @staticmethod
     def _name(item, index: int) -> str:

@@ -1,24 +1,17 @@
-"""CrabProcessor: pairs a speech feature extractor with a RoBERTa tokenizer.
+"""CrabProcessor: routes audio to the Crab feature extractor and transcripts to a RoBERTa tokenizer.
 
-Audio goes through: validation -> crop to `max_duration_s` -> mono downmix -> resampling to the extractor's rate
-(16 kHz) -> waveform normalisation -> zero padding; the steps up to the resampling are `audio.py`'s, the one home
-of audio. The crop comes first (only the input samples the kept seconds
-depend on are read), so an hour-long recording costs no more than its first `max_duration_s`. Text is tokenised,
-truncated at `max_text_length` and padded as the model was trained (`text_padding`: to the longest transcript of
-the batch, or always to `max_text_length` as the released code did); a whitespace-only transcript is the empty one
-(`<s></s>`, audio only).
-The normalisation statistics (SPEC §3: one global mean/std computed on the training audio) are saved with the
-processor, so users never copy them into their code.
+Everything about waveforms (checks, the crop to `max_duration_s`, resampling, normalisation and its statistics,
+padding) is `CrabFeatureExtractor`'s (`feature_extraction_crab.py`) and saved with it. The processor owns the text
+side: transcripts are checked, tokenised, truncated at `max_text_length` and padded as the model was trained
+(`text_padding`: to the longest transcript of the batch, or always to `max_text_length` as the released code did);
+a whitespace-only transcript is the empty one (`<s></s>`, audio only).
 
 A call takes transformers' processor keywords (`CrabProcessorKwargs`: flat, or nested in `text_kwargs` /
 `audio_kwargs`); those it leaves unset fall back to the saved settings, so a call without keywords processes as the
 model was trained. Every keyword is honoured or refused with an error naming it: none is ignored.
 """
 
-import math
-import os
 import threading
-import unicodedata
 import warnings
 from collections.abc import Sequence
 from typing import TypedDict
@@ -30,25 +23,34 @@ from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, Text
 from transformers.tokenization_utils_base import PaddingStrategy, TruncationStrategy
 from transformers.utils import TensorType
 
-from .audio import (
-    SILENCE_PEAK_TO_PEAK,
-    as_waveform_list,
-    check_amplitude,
-    check_sampling_rate,
-    crop_length,
-    mono_float32,
-    resample,
-    resample_input_length,
+from .audio import check_sampling_rate
+from .feature_extraction_crab import (
+    AUDIO_LENGTH_HINT,
+    CrabFeatureExtractor,
+    as_crab_feature_extractor,
+    check_audio_settings,
+    check_flag,
+    check_pad_to_multiple_of,
+    unpadded_batch_error,
 )
-from .configuration_crab import (  # noqa: F401 (re-exported)
-    MAX_TEXT_TOKENS,
-    NORMALIZATIONS,
-    TEXT_PADDINGS,
-    TRAINING_CROP_S,
-)
+from .options import MAX_TEXT_TOKENS, TEXT_PADDINGS
+from .text import check_transcript, clean_transcript
 
 # Fast tokenizers keep truncation and padding settings in shared state: concurrent calls would mix them up.
 _TOKENIZER_LOCK = threading.Lock()
+
+
+class _FeatureExtractorSetting:
+    """A processor attribute that is its feature extractor's setting of the same name (read and written there)."""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, processor, owner=None):
+        return self if processor is None else getattr(processor.feature_extractor, self.name)
+
+    def __set__(self, processor, value) -> None:
+        setattr(processor.feature_extractor, self.name, value)
 
 
 def check_processor_settings(
@@ -57,57 +59,15 @@ def check_processor_settings(
     max_text_length: int | None = None,
     text_padding: str | None = None,
 ) -> None:
-    """The processor's options, checked where they are set or used (attributes can be assigned directly)."""
-    if normalization is not None and normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization={normalization!r}; use one of {', '.join(NORMALIZATIONS)}")
+    """The processor's options, checked where they are set or used (attributes can be assigned directly): the
+    text ones here, the audio ones by the feature extractor's `check_audio_settings`."""
+    check_audio_settings(normalization, max_duration_s)
     if text_padding is not None and text_padding not in TEXT_PADDINGS:
         raise ValueError(f"text_padding={text_padding!r}; use one of {TEXT_PADDINGS}")
-    if max_duration_s is not ... and max_duration_s is not None:
-        if isinstance(max_duration_s, bool) or not isinstance(max_duration_s, (int, float)):
-            raise TypeError(f"max_duration_s={max_duration_s!r}; pass seconds (a positive number) or None")
-        if not (math.isfinite(max_duration_s) and max_duration_s > 0):
-            raise ValueError(f"max_duration_s={max_duration_s!r}; pass a positive number of seconds, or None")
     if max_text_length is not None and (
         isinstance(max_text_length, bool) or not isinstance(max_text_length, int) or max_text_length < 2
     ):
         raise ValueError(f"max_text_length={max_text_length!r}; pass a whole number of tokens >= 2 (<s> and </s>)")
-
-
-def clean_transcript(text: str) -> str:
-    """A transcript as the model reads it: stripped of surrounding whitespace, and the empty transcript (audio only)
-    when nothing visible is left: spaces, zero-width spaces, byte-order marks and other invisible format or control
-    characters alone are no words."""
-    text = text.strip()
-    visible = any(not char.isspace() and unicodedata.category(char) not in ("Cf", "Cc") for char in text)
-    return text if visible else ""
-
-
-def transcript_problem(text: str) -> str | None:
-    """What makes a transcript string untokenizable (lone surrogates, which UTF-8 cannot encode), or None."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as error:
-        return (
-            f"contains a lone surrogate ({text[error.start]!r} at character {error.start}), which is not text: it "
-            "comes from bytes decoded with errors='surrogateescape'; decode the original bytes with their real "
-            "encoding, or replace it: text.encode('utf-8', 'replace').decode('utf-8')"
-        )
-    return None
-
-
-def check_transcript(text, name: str = "transcript") -> None:
-    """A transcript is a string the tokenizer can encode; anything else is an error naming it and the fix. The
-    processor and the pipeline both check transcripts here."""
-    if isinstance(text, (bytes, bytearray)):
-        raise TypeError(
-            f"{name} is bytes, not a string; decode it first: text.decode('utf-8') "
-            "(or .decode('utf-8', errors='replace') when it is not valid UTF-8)"
-        )
-    if not isinstance(text, str):
-        raise TypeError(f"{name} is {type(text).__name__}, not a string; pass the utterance's text")
-    problem = transcript_problem(text)
-    if problem:
-        raise ValueError(f"{name} {problem}")
 
 
 class CrabAudioKwargs(TypedDict, total=False):
@@ -164,7 +124,6 @@ _SAVED_NORMALIZATION = (
     "the waveform normalisation is the model's (a saved setting, not a per-call one): set processor.normalization, "
     "or processor.set_waveform_stats(mean, std)"
 )
-_AUDIO_LENGTH = "audio is cropped in seconds: pass max_duration_s= (None keeps the whole waveform)"
 _REFUSED = {
     "images": _NO_IMAGES,
     "videos": _NO_IMAGES,
@@ -199,7 +158,7 @@ def _strategy(value):
 
 
 def _unexpected_keyword(key: str, group: str | None = None) -> TypeError:
-    hint = _AUDIO_LENGTH if group == "audio_kwargs" and key in ("max_length", "truncation") else _REFUSED.get(key)
+    hint = AUDIO_LENGTH_HINT if group == "audio_kwargs" and key in ("max_length", "truncation") else _REFUSED.get(key)
     hint = f" ({hint})" if hint else ""
     if group is None:
         return TypeError(
@@ -213,42 +172,27 @@ def _unexpected_keyword(key: str, group: str | None = None) -> TypeError:
     )
 
 
-def _check_pad_to_multiple_of(value) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"pad_to_multiple_of={value!r}; pass a positive whole number, or None")
-
-
-def _check_flag(key: str, value) -> None:
-    if value is not None and not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{key}={value!r}; pass True or False")
-
-
-def _unpadded_batch_error(padding, what: str, limit: str) -> ValueError:
-    return ValueError(
-        f"padding={padding!r} leaves the {what} of a batch at different lengths, which no tensor holds; pass "
-        f"padding=True (to the longest) or 'max_length' (to {limit})"
-    )
-
-
 class CrabProcessor(ProcessorMixin):
     r"""
     Args:
-        feature_extractor: a `Wav2Vec2FeatureExtractor` (its `sampling_rate`, 16 kHz, is the model's rate).
+        feature_extractor: a `CrabFeatureExtractor`, which owns the audio settings; a `Wav2Vec2FeatureExtractor`
+            (an encoder's, or one saved by earlier Crab releases) becomes one with its `sampling_rate` and
+            `padding_value`.
         tokenizer: a RoBERTa tokenizer.
-        max_duration_s: audio longer than this is cropped to its first `max_duration_s` seconds (12 s in training);
-            `None` keeps the whole waveform.
         max_text_length: transcripts are truncated at this many tokens (128 in the paper).
         text_padding: `"longest"` pads transcripts to the longest of the batch; `"max_length"` always pads them to
             `max_text_length`, as the released code did in training and testing. A model whose head does not mask
             padding (`mask_padding=False`) computes another function under other padding, so training saves the
             padding it used here and every caller (pipeline, `crab predict`, handler, Space) inherits it.
-        normalization: `"global"` (subtract `waveform_mean`, divide by `waveform_std`, the statistics of the
-            training audio), `"utterance"` (zero mean, unit variance per utterance) or `"none"`.
-        waveform_mean / waveform_std: the global statistics, set by training through `set_waveform_stats`.
+        max_duration_s / normalization / waveform_mean / waveform_std: the feature extractor's settings (see
+            `CrabFeatureExtractor`), set on it when given (on a copy of a `CrabFeatureExtractor` passed in, so
+            processors sharing one do not change each other). Unset: the feature extractor's own. Processors
+            saved by earlier Crab releases keep them here, in `processor_config.json`; they load into the feature
+            extractor, which saves them from then on.
 
-    Bad input gets an error naming the input and the fix (empty, NaN/inf, wrong dtype or shape, a non-positive
-    sampling rate, a transcript that is not a string); a silent waveform (no variation above one 16-bit step) gets a
-    warning naming it. docs/bad_input.md lists every case.
+    `max_duration_s`, `normalization`, `waveform_mean`, `waveform_std`, `set_waveform_stats` and `sampling_rate`
+    read and write the feature extractor's. Bad input gets an error naming the input and the fix (the audio's from
+    the feature extractor; a transcript that is not a string from here). docs/bad_input.md lists every case.
     """
 
     valid_processor_kwargs = CrabProcessorKwargs
@@ -259,36 +203,43 @@ class CrabProcessor(ProcessorMixin):
         self,
         feature_extractor,
         tokenizer,
-        max_duration_s: float | None = TRAINING_CROP_S,
+        max_duration_s: float | None = ...,
         max_text_length: int = MAX_TEXT_TOKENS,
-        normalization: str = "utterance",
+        normalization: str | None = None,
         text_padding: str = "longest",
-        waveform_mean: float = 0.0,
-        waveform_std: float = 1.0,
+        waveform_mean: float | None = None,
+        waveform_std: float | None = None,
         **kwargs,
     ):
-        check_processor_settings(normalization, max_duration_s, max_text_length, text_padding)
-        if not waveform_std > 0:
-            raise ValueError(f"waveform_std must be positive, got {waveform_std}")
+        check_processor_settings(max_text_length=max_text_length, text_padding=text_padding)
+        audio_settings = {
+            key: value
+            for key, value in [
+                ("normalization", normalization),
+                ("waveform_mean", waveform_mean),
+                ("waveform_std", waveform_std),
+            ]
+            if value is not None
+        }
+        if max_duration_s is not ...:
+            audio_settings["max_duration_s"] = max_duration_s
         self.text_padding = text_padding
-        self.max_duration_s = max_duration_s
         self.max_text_length = max_text_length
-        self.normalization = normalization
-        self.waveform_mean = float(waveform_mean)
-        self.waveform_std = float(waveform_std)
-        super().__init__(feature_extractor, tokenizer, **kwargs)
+        super().__init__(as_crab_feature_extractor(feature_extractor, **audio_settings), tokenizer, **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         # the folder's config.json names the Crab model code in `auto_map`; the tokenizer and feature extractor
         # need none of it, so loading them should not ask whether to run it
         kwargs.setdefault("trust_remote_code", False)
-        # the tokenizer's loader reads config.json: known as a Crab config, it is not taken for an unknown model
-        from transformers import AutoConfig
+        # the tokenizer's loader reads config.json: known as a Crab config, it is not taken for an unknown model;
+        # the feature extractor saved as `CrabFeatureExtractor` is found by that name
+        from transformers import AutoConfig, AutoFeatureExtractor
 
         from .configuration_crab import CrabConfig
 
         AutoConfig.register(CrabConfig.model_type, CrabConfig, exist_ok=True)
+        AutoFeatureExtractor.register(CrabConfig, CrabFeatureExtractor, exist_ok=True)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
@@ -301,108 +252,30 @@ class CrabProcessor(ProcessorMixin):
             self.__dict__.pop("auto_map", None)
 
     @property
-    def sampling_rate(self) -> int:
-        return self.feature_extractor.sampling_rate
-
-    @property
     def model_input_names(self) -> list[str]:
         return ["input_values", "attention_mask", "input_ids", "text_attention_mask"]
 
-    def set_waveform_stats(self, mean: float, std: float) -> None:
-        """Store the global waveform statistics of the training audio and switch to global normalisation."""
-        if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
-            raise ValueError(f"waveform statistics must be finite with std > 0, got mean={mean}, std={std}")
-        self.waveform_mean, self.waveform_std, self.normalization = float(mean), float(std), "global"
+    # -- audio: the feature extractor's settings --------------------------------------------------------------
+    @property
+    def sampling_rate(self) -> int:
+        return self.feature_extractor.sampling_rate
 
-    # -- audio ------------------------------------------------------------------------------------------------
+    # the audio settings are the feature extractor's: set here, they are set there
+    max_duration_s = _FeatureExtractorSetting()
+    normalization = _FeatureExtractorSetting()
+    waveform_mean = _FeatureExtractorSetting()
+    waveform_std = _FeatureExtractorSetting()
+
+    def set_waveform_stats(self, mean: float, std: float) -> None:
+        """The feature extractor's `set_waveform_stats`: global statistics of the training audio, global
+        normalisation."""
+        self.feature_extractor.set_waveform_stats(mean, std)
+
     def prepare_waveform(
         self, audio, sampling_rate: int | None, name: str = "audio", max_duration_s: float | None = ...
     ) -> np.ndarray:
-        """One waveform -> mono float32 at the model's rate, cropped and normalised. `name` labels errors.
-
-        Only the input samples that the kept `max_duration_s` depend on are converted, checked and resampled.
-        """
-        if isinstance(audio, (str, os.PathLike, bytes)):
-            what = f"a path ('{audio}')" if isinstance(audio, (str, os.PathLike)) else "bytes"
-            raise TypeError(
-                f"{name} is {what}; the processor takes waveforms: read the file first (soundfile.read) or use the "
-                "speech-emotion-recognition pipeline, which reads files"
-            )
-        rate = self.sampling_rate if sampling_rate is None else check_sampling_rate(sampling_rate, name)
-        max_duration_s = self.max_duration_s if max_duration_s is ... else max_duration_s
-        num_output = crop_length(max_duration_s, self.sampling_rate)
-        keep = None if num_output is None else resample_input_length(num_output, rate, self.sampling_rate)
-        waveform = mono_float32(audio, name, keep)
-        if waveform.size == 0:
-            raise ValueError(f"{name} is empty (0 samples); pass a non-empty waveform")
-        check_amplitude(waveform, name)
-        if rate != self.sampling_rate:
-            waveform = resample(waveform, rate, self.sampling_rate)
-        if num_output is not None:
-            waveform = waveform[:num_output]
-        if np.ptp(waveform) < SILENCE_PEAK_TO_PEAK:
-            warnings.warn(
-                f"{name} is silent (no variation above one 16-bit step), so its scores carry no information from the "
-                "speech; check the recording",
-                stacklevel=3,
-            )
-        if self.normalization == "global":
-            waveform = (waveform - self.waveform_mean) / self.waveform_std
-        elif self.normalization == "utterance":  # statistics in float64: large samples must not overflow
-            waveform = (waveform - waveform.mean(dtype=np.float64)) / np.sqrt(waveform.var(dtype=np.float64) + 1e-7)
-        elif self.normalization != "none":
-            check_processor_settings(normalization=self.normalization)
-        return waveform.astype(np.float32, copy=False)
-
-    def _audio_padding(
-        self,
-        max_duration_s: float | None,
-        padding=None,
-        pad_to_multiple_of: int | None = None,
-        return_attention_mask: bool | None = None,
-    ) -> dict:
-        """The call's audio padding keywords, checked: `length` is the length to pad to (None: the longest waveform;
-        `padding="max_length"`: the crop, `max_duration_s`)."""
-        padding = _strategy(padding)
-        if padding in (False, "do_not_pad"):
-            raise _unpadded_batch_error(padding, "waveforms", "max_duration_s")
-        if padding not in (None, True, "longest", "max_length"):
-            raise ValueError(f"audio padding={padding!r}; use True ('longest') or 'max_length' (to max_duration_s)")
-        length = None
-        if padding == "max_length":
-            if max_duration_s is None:
-                raise ValueError(
-                    "audio padding='max_length' pads to the crop, max_duration_s, and this call keeps whole waveforms "
-                    "(max_duration_s=None); pass max_duration_s= or pad audio to the longest: "
-                    "audio_kwargs={'padding': True}"
-                )
-            length = crop_length(max_duration_s, self.sampling_rate)
-        _check_pad_to_multiple_of(pad_to_multiple_of)
-        _check_flag("return_attention_mask", return_attention_mask)
-        return {
-            "length": length,
-            "pad_to_multiple_of": pad_to_multiple_of,
-            "return_attention_mask": True if return_attention_mask is None else bool(return_attention_mask),
-        }
-
-    def _pad_audio(
-        self,
-        waveforms: list[np.ndarray],
-        length: int | None = None,
-        pad_to_multiple_of: int | None = None,
-        return_attention_mask: bool = True,
-    ) -> dict[str, np.ndarray]:
-        longest = max(len(w) for w in waveforms) if length is None else length
-        if pad_to_multiple_of:
-            longest = math.ceil(longest / pad_to_multiple_of) * pad_to_multiple_of
-        input_values = np.full((len(waveforms), longest), self.feature_extractor.padding_value, dtype=np.float32)
-        attention_mask = np.zeros((len(waveforms), longest), dtype=np.int64)
-        for i, waveform in enumerate(waveforms):
-            input_values[i, : len(waveform)] = waveform
-            attention_mask[i, : len(waveform)] = 1
-        if not return_attention_mask:
-            return {"input_values": input_values}
-        return {"input_values": input_values, "attention_mask": attention_mask}
+        """The feature extractor's `prepare_waveform`: one waveform as the model reads it, unpadded."""
+        return self.feature_extractor.prepare_waveform(audio, sampling_rate, name, max_duration_s)
 
     # -- text -------------------------------------------------------------------------------------------------
     def _tokenizer_options(
@@ -419,7 +292,7 @@ class CrabProcessor(ProcessorMixin):
         padding = self.text_padding if padding is None else _strategy(padding)
         padding = "longest" if padding is True else padding
         if padding in (False, "do_not_pad"):
-            raise _unpadded_batch_error(padding, "transcripts", "max_length")
+            raise unpadded_batch_error(padding, "transcripts", "max_length")
         if padding not in TEXT_PADDINGS:
             raise ValueError(f"padding={padding!r}; use True ('longest') or 'max_length' (to max_length)")
         max_length = self.max_text_length if max_length is None else max_length
@@ -434,10 +307,10 @@ class CrabProcessor(ProcessorMixin):
                 "run over the first text_attention_mask.sum() tokens), so transcripts are padded on the right; leave "
                 "padding_side unset"
             )
-        _check_pad_to_multiple_of(options.get("pad_to_multiple_of"))
-        _check_flag("return_attention_mask", return_attention_mask)
+        check_pad_to_multiple_of(options.get("pad_to_multiple_of"))
+        check_flag("return_attention_mask", return_attention_mask)
         for key in ("add_special_tokens", "verbose"):
-            _check_flag(key, options.get(key))
+            check_flag(key, options.get(key))
         for key in list(options):
             if key in _TEXT_EXTRAS:
                 value = options.pop(key)
@@ -584,7 +457,7 @@ class CrabProcessor(ProcessorMixin):
         """
         if audio is None and text is None:
             raise ValueError("CrabProcessor needs `audio`, `text`, or both")
-        check_processor_settings(self.normalization, self.max_duration_s, self.max_text_length, self.text_padding)
+        check_processor_settings(max_text_length=self.max_text_length, text_padding=self.text_padding)
         kwargs = self._call_keywords(kwargs, None if audio is None else names[0] if names else "audio 0")
         merged = self._merged_keywords(kwargs)
         return_tensors = self._tensor_type(merged, audio is not None, text is not None)
@@ -597,30 +470,7 @@ class CrabProcessor(ProcessorMixin):
         if text is not None:
             tokenizer_options = self._tokenizer_options(**text_kwargs)  # checked before any audio is processed
         if audio is not None:
-            sampling_rate = audio_kwargs.pop("sampling_rate", None)
-            max_duration_s = audio_kwargs.pop("max_duration_s", ...)
-            check_processor_settings(max_duration_s=max_duration_s)
-            crop_s = self.max_duration_s if max_duration_s is ... else max_duration_s
-            audio_padding = self._audio_padding(crop_s, **audio_kwargs)  # checked before any audio is processed
-            single = isinstance(audio, (str, os.PathLike, bytes)) or (
-                isinstance(audio, (np.ndarray, torch.Tensor)) and np.ndim(audio) == 1
-            )
-            waveforms = [audio] if single else as_waveform_list(audio) if batch_array else list(audio)
-            if not waveforms:
-                raise ValueError("audio is an empty list; pass at least one waveform")
-            if names is not None and len(names) != len(waveforms):
-                raise ValueError(f"got {len(waveforms)} waveforms but {len(names)} names")
-            if sampling_rate is None:
-                warnings.warn(
-                    f"CrabProcessor called without sampling_rate; assuming {self.sampling_rate} Hz. Pass "
-                    "sampling_rate= to have audio at other rates resampled.",
-                    stacklevel=2,
-                )
-            prepared = []
-            for i, waveform in enumerate(waveforms):  # a loop, not a comprehension: warnings point at the caller
-                name = names[i] if names else f"audio {i}"
-                prepared.append(self.prepare_waveform(waveform, sampling_rate, name, max_duration_s))
-            data.update(self._pad_audio(prepared, **audio_padding))
+            data.update(self.feature_extractor(audio, names=names, **audio_kwargs))
         if text is not None:
             texts = [text] if isinstance(text, (str, bytes, bytearray)) else list(text)
             if audio is not None and len(texts) != len(data["input_values"]):
@@ -647,10 +497,5 @@ __all__ = [
     "CrabProcessor",
     "CrabProcessorKwargs",
     "CrabAudioKwargs",
-    "TRAINING_CROP_S",
-    "MAX_TEXT_TOKENS",
-    "TEXT_PADDINGS",
     "check_processor_settings",
-    "transcript_problem",
-    "check_transcript",
 ]

@@ -17,28 +17,10 @@ from string import Template
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-from .processing_crab import TRAINING_CROP_S
+from .heads import HEADS, OutputHead, heads_of
+from .options import TRAINING_CROP_S
 
 MODEL_CARDS = Path(__file__).resolve().parent / "model_cards"
-METRICS = {  # eval_results.json suffix -> (model-index metric type, display name)
-    "war": ("accuracy", "WAR (accuracy)"),
-    "uar": ("recall", "UAR (unweighted average recall)"),
-    "macro_f1": ("f1_macro", "Macro F1"),  # distinct types: a leaderboard must not take one F1 for the other
-    "weighted_f1": ("f1_weighted", "Weighted F1"),
-}
-METRIC_ARGS = {"macro_f1": {"average": "macro"}, "weighted_f1": {"average": "weighted"}}
-CLASSIFICATION_TASK = ("audio-classification", "Speech emotion recognition")  # model-index (task type, task name)
-# a model with emotional attributes (`config.attribute_names`): eval_results.json `<split>_<metric>_<attribute>` and
-# `<split>_ccc_mean`; suffix -> (model-index metric type, display name); `metric_config` names the attribute
-ATTRIBUTE_TASK = ("emotion-attribute-regression", "Speech emotion attribute regression")
-ATTRIBUTE_METRICS = {"ccc": ("ccc", "CCC"), "pearson": ("pearsonr", "Pearson r"), "mae": ("mae", "MAE")}
-ATTRIBUTE_MEAN = "mean"  # `<split>_ccc_mean`: the CCC averaged over the attributes
-ATTRIBUTE_SECTION = """Emotional attributes: ${attributes}, each predicted on a 0-1 scale (0 = lowest, 1 = highest). Corpus ratings map
-onto it linearly: MSP-Podcast's 1-7 ratings as (x - 1) / 6, IEMOCAP's 1-5 ratings as (x - 1) / 4 (a prediction p
-reads back as 1 + 6p or 1 + 4p). The pipeline answers `{"labels": [...], "attributes": {${example}}}` per recording
-(`labels` best first${no_labels}; `top_k` applies to the labels only); with the Auto classes,
-`model(**inputs).attributes` is (batch, attributes) in this order. The Inference Endpoints handler returns the
-pipeline's answer."""
 DEFAULT_GRADIO_VERSION = "6.31.0"
 ONNX_SECTION = """**On CPUs with ONNX.** `onnx/model.onnx` is the same model as an ONNX graph (fp32, dynamic batch, audio and
 transcript lengths; padded batches score as one-by-one calls) and `onnx/model_quantized.onnx` its int8 version (linear
@@ -91,88 +73,52 @@ DATASETS = {
 
 
 def eval_results_to_model_index(
-    results: dict[str, float], dataset: str, attribute_names: Sequence[str] = ()
+    results: dict[str, float], dataset: str, heads: Sequence[OutputHead]
 ) -> list[EvalResult]:
-    """`{"eval_war": 0.7, "test_uar": ...}` -> model-index entries (other keys, such as `eval_loss`, are skipped);
-    with `attribute_names`, also their `ATTRIBUTE_METRICS` (`test_ccc_arousal`, ...) and `<split>_ccc_mean`, as
-    entries of the attribute regression task (`ATTRIBUTE_TASK`, the attribute in `metric_config`)."""
+    """`{"eval_war": 0.7, "test_uar": ...}` -> model-index entries, each output head's for every split of the
+    dataset (`OutputHead.model_index`: the classes' `audio-classification` metrics; each attribute's CCC, Pearson r
+    and MAE and their mean CCC, as entries of the attribute regression task, the attribute in `metric_config`);
+    other keys, such as `eval_loss`, are skipped."""
     info = DATASETS[dataset]
     entries = []
-
-    def add(task: tuple[str, str], split: str, key: str, metric: tuple[str, str], **extra) -> None:
-        if results.get(key) is None:
-            return
-        entries.append(
-            EvalResult(
-                task_type=task[0],
-                task_name=task[1],
-                dataset_type=info.type,
-                dataset_name=info.name,
-                dataset_split=split,
-                metric_type=metric[0],
-                metric_name=metric[1],
-                metric_value=round(float(results[key]), 4),
-                **extra,
-            )
-        )
-
-    for prefix, split in info.splits.items():
-        for suffix, metric in METRICS.items():
-            add(CLASSIFICATION_TASK, split, f"{prefix}_{suffix}", metric, metric_args=METRIC_ARGS.get(suffix))
-    for prefix, split in info.splits.items():
-        for attribute in attribute_names:
-            for suffix, (metric_type, name) in ATTRIBUTE_METRICS.items():
-                metric = (metric_type, f"{name} {attribute}")
-                add(ATTRIBUTE_TASK, split, f"{prefix}_{suffix}_{attribute}", metric, metric_config=attribute)
-        if attribute_names:
-            metric = (ATTRIBUTE_METRICS["ccc"][0], "CCC (mean over attributes)")
-            add(ATTRIBUTE_TASK, split, f"{prefix}_ccc_{ATTRIBUTE_MEAN}", metric, metric_config=ATTRIBUTE_MEAN)
+    for head in heads:
+        for prefix, split in info.splits.items():
+            for entry in head.model_index(results, prefix):
+                (task_type, task_name), (metric_type, metric_name) = entry.pop("task"), entry.pop("metric")
+                entries.append(
+                    EvalResult(
+                        task_type=task_type,
+                        task_name=task_name,
+                        dataset_type=info.type,
+                        dataset_name=info.name,
+                        dataset_split=split,
+                        metric_type=metric_type,
+                        metric_name=metric_name,
+                        metric_value=round(float(entry.pop("value")), 4),
+                        **entry,
+                    )
+                )
     return entries
 
 
 def _results_table(entries: list[EvalResult]) -> str:
-    """The card's results: a split x metric table of the classification entries, then a (split, attribute) x
-    (CCC, Pearson r, MAE) table of the attribute entries, each where there are any."""
+    """The card's results: each output head's table of its entries (`OutputHead.results_table`: the classes' split x
+    metric table, the attributes' (split, attribute) x (CCC, Pearson r, MAE) table), where there are any."""
     if not entries:
         return "No evaluation results were found next to this checkpoint (`eval_results.json`)."
     tables = []
-    classes = [e for e in entries if e.task_type == CLASSIFICATION_TASK[0]]
-    if classes:
-        splits = list(dict.fromkeys(e.dataset_split for e in classes))
-        names = list(dict.fromkeys(e.metric_name for e in classes))
-        value = {(e.dataset_split, e.metric_name): e.metric_value for e in classes}
-        rows = ["| split | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-        for split in splits:
-            rows.append(f"| {split} | " + " | ".join(f"{value.get((split, n), '-')}" for n in names) + " |")
-        tables.append("\n".join(rows))
-    attributes = [e for e in entries if e.task_type == ATTRIBUTE_TASK[0]]
-    if attributes:
-        names = [name for _, name in ATTRIBUTE_METRICS.values()]
-        kind = {metric_type: name for metric_type, name in ATTRIBUTE_METRICS.values()}
-        value = {(e.dataset_split, e.metric_config, kind[e.metric_type]): e.metric_value for e in attributes}
-        rows = ["| split | attribute | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
-        for split, attribute in dict.fromkeys((e.dataset_split, e.metric_config) for e in attributes):
-            cells = " | ".join(f"{value.get((split, attribute, n), '-')}" for n in names)
-            rows.append(f"| {split} | {attribute} | {cells} |")
-        tables.append("\n".join(rows))
+    for kind in HEADS:
+        own = [e for e in entries if e.task_type == kind.card_task[0]]
+        if own:
+            tables.append(kind.results_table(own))
     return "\n\n".join(tables)
 
 
 def outputs_paragraph(config: dict) -> str:
-    """What the model answers: its labels (a model with classes) and its emotional attributes with their scale (a
-    model with `attribute_names`)."""
-    labels = [config["id2label"][key] for key in sorted(config.get("id2label") or {}, key=int)]
-    attributes = config.get("attribute_names") or []
-    parts = [f"Labels: {', '.join(f'`{label}`' for label in labels)}."] if labels else []
-    if attributes:
-        parts.append(
-            Template(ATTRIBUTE_SECTION).substitute(
-                attributes=", ".join(f"`{name}`" for name in attributes),
-                example=", ".join(f'"{name}": 0.{7 - i % 5}' for i, name in enumerate(attributes)),
-                no_labels="; `[]`: this model has no classes" if not labels else "",
-            )
-        )
-    return "\n\n".join(parts)
+    """What the model answers: each output head's paragraph (its labels; its emotional attributes with their
+    scale)."""
+    heads = heads_of(config)
+    return "\n\n".join(head.card_paragraph(heads) for head in heads)
 
 
 def training_setup(config: dict, eval_results: dict, text_padding: str | None) -> str:
@@ -262,7 +208,7 @@ def render_model_card(
     if dataset not in DATASETS:
         raise ValueError(f"dataset '{dataset}' has no card template; choose one of {sorted(DATASETS)}")
     info = DATASETS[dataset]
-    entries = eval_results_to_model_index(eval_results, dataset, config.get("attribute_names") or [])
+    entries = eval_results_to_model_index(eval_results, dataset, heads_of(config))
     model_name = repo_id.split("/")[-1]
     data = ModelCardData(
         model_name=model_name,

@@ -42,7 +42,7 @@ from torch import nn
 from transformers.models.wavlm import modeling_wavlm
 from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 
-from .configuration_crab import AUDIO_ATTENTIONS
+from .options import AUDIO_ATTENTIONS
 
 logger = logging.getLogger(__name__)
 

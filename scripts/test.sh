@@ -25,6 +25,6 @@ if [ $# -eq 0 ]; then
   step "the model tests on transformers $(python -c 'import transformers; print(transformers.__version__)'), the lowest pyproject.toml admits"
   python -m pytest -q -p no:cacheprovider tests/test_modeling_crab.py tests/test_fast_path.py \
     tests/test_transformers_modeling_common.py tests/test_transformers_configuration_common.py \
-    tests/test_transformers_processing_common.py tests/test_processing_crab.py tests/test_export.py \
-    tests/test_pipeline_crab.py
+    tests/test_transformers_processing_common.py tests/test_processing_crab.py tests/test_feature_extraction_crab.py \
+    tests/test_heads.py tests/test_export.py tests/test_pipeline_crab.py tests/test_train.py
 fi

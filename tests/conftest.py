@@ -105,9 +105,9 @@ def crab(tiny_export):
 @pytest.fixture(scope="module")
 def resumable_run(tmp_path_factory):
     """A manifest and a finished 4-step run that saved a checkpoint at every step."""
-    from training_helpers import load_train_script, run_argv, write_corpus
+    from training_helpers import run_argv, train_main, write_corpus
 
     root = tmp_path_factory.mktemp("resumable")
     manifest = write_corpus(root / "corpus", {"train": 1, "dev": 1})
-    load_train_script().main(run_argv(manifest, root / "run"))
+    train_main(run_argv(manifest, root / "run"))
     return manifest, root / "run"

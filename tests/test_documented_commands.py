@@ -11,7 +11,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from training_helpers import load_train_script, write_corpus, write_tone
+from training_helpers import train_main, write_corpus, write_tone
+
+from modeling_crab.training.arguments import parse_arguments, preset_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")), "configs/README.md"]
@@ -80,17 +82,16 @@ def _release_tree(kind: str, root: Path) -> Path:
 
 
 def run_train(argv: list[str], workdir: Path):
-    train_script = load_train_script()
     if "--help" in argv:
         with pytest.raises(SystemExit) as exit_info:
-            train_script.parse_arguments(argv)
+            parse_arguments(argv)
         assert exit_info.value.code in (0, None)
         return None
     if "--resume_from_checkpoint" in argv:  # a first run leaves the checkpoint to resume from
         first = argv[: argv.index("--resume_from_checkpoint")]
-        train_script.main([*first, *FAST])
-        return train_script.main([*argv, *FAST[:1], "--max_steps", "2", *FAST[3:]])
-    results = train_script.main([*argv, *FAST])
+        train_main([*first, *FAST])
+        return train_main([*argv, *FAST[:1], "--max_steps", "2", *FAST[3:]])
+    results = train_main([*argv, *FAST])
     headline = "eval_ccc_mean" if "--attributes_only" in argv else "eval_uar"  # no classes: the attributes' score
     assert -1.0 <= results[headline] <= 1.0
     return results
@@ -205,7 +206,7 @@ def test_documented_command_runs(doc, command, workdir):
 def test_commands_after_the_demo_use_its_output_folder():
     """One demo folder: scripts/demo.sh's default, a bare `python train.py`'s (and so `--help`'s), and every path
     the docs give into a trained demo (its inference export, its corpus)."""
-    demo_dir = load_train_script().DEMO["output_dir"]
+    demo_dir = preset_defaults(["demo"])["output_dir"]
     assert f"out=${{1:-{demo_dir}}}" in (ROOT / "scripts" / "demo.sh").read_text()
     paths = [
         arg for _, command in COMMANDS for arg in shlex.split(command) if "/inference" in arg or "demo_corpus" in arg

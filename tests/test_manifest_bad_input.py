@@ -243,7 +243,7 @@ def test_manifest_split_names_are_checked(tmp_path, split, hint):
 def test_manifest_one_unlabelled_test_row_is_reported(tmp_path):
     """A test split with some labels is evaluated: an unlabelled row among them is a bad row, not a reason to turn
     the whole split into a predictions file."""
-    from training_helpers import load_train_script, write_corpus
+    from training_helpers import train_main, write_corpus
 
     path = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1, "test": 1})
     lines = path.read_text().splitlines()
@@ -254,7 +254,7 @@ def test_manifest_one_unlabelled_test_row_is_reported(tmp_path):
     with pytest.raises(
         ManifestError, match=rf"line {row + 1} \(id 'test_sad_0', split 'test'\): empty label in split"
     ):
-        load_train_script().main(["--manifest", str(path), "--tiny", "--output_dir", str(out), "--max_steps", "1"])
+        train_main(["--manifest", str(path), "--tiny", "--output_dir", str(out), "--max_steps", "1"])
     assert not list(out.glob("predictions_*.csv")) and not list(out.glob("checkpoint-*"))
 
 

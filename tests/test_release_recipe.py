@@ -3,6 +3,7 @@ default recipe where it stays as it was; and the exported model computing what t
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 from collections import defaultdict
@@ -11,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from training_helpers import LABELS, WORDS, load_train_script, write_corpus
+from training_helpers import LABELS, WORDS, train_main, write_corpus
 
-from modeling_crab import CrabForEmotionClassification, CrabProcessor
+import modeling_crab.training.arguments as arguments_module
+from modeling_crab import CrabConfig, CrabForEmotionClassification, CrabProcessor
 from modeling_crab.training import CrabTrainer
-
-train_script = load_train_script()
+from modeling_crab.training.arguments import DERIVED, machine_defaults, parse_arguments, preset_defaults
+from modeling_crab.training.run import build_model
 
 EPOCHS, HEAD_LR, ENCODER_LR = 3, 1e-3, 1e-4
 MICRO_BATCH, ACCUMULATION = 3, 2  # 8 training clips: micro-batches of 3, 3, 2, so an epoch ends on a short step
@@ -69,7 +71,7 @@ def release_run(tmp_path_factory):
     argv += [str(ACCUMULATION), "--per_device_eval_batch_size", "1", "--disable_tqdm", "True", "--seed", "3"]
     argv += ["--weight_decay", "0.01"]  # the release's (torch AdamW's default), which --tiny's settings raise
     try:
-        results = train_script.main(argv)
+        results = train_main(argv)
     finally:
         patch.undo()
     return {"results": results, "out": out, "corpus": corpus, "clipped": [], **record}
@@ -203,8 +205,12 @@ def test_the_speech_encoder_gets_the_mask_whatever_its_cnn_norm(tiny_config, tin
 def test_the_default_recipe_keeps_our_training_loop():
     """Without --recipe: masked head, per-batch text padding, length-grouped batches, Trainer's cosine per step with
     clipping at 1.0, biases and norms exempt from decay, batched test, bf16 where the GPU has it."""
-    model, data, loss, optimizer, _, training = train_script.parse_arguments(["--manifest", "m.csv"])
-    assert model.recipe == "crab" and model.mask_padding is True and model.pass_audio_attention_mask is None
+    arguments = parse_arguments(["--manifest", "m.csv"])
+    model, head, data = arguments.model, arguments.head, arguments.data
+    optimizer, training = arguments.optimization, arguments.training
+    assert model.recipe == "crab" and head.mask_padding is None and head.pass_audio_attention_mask is None
+    built_in = CrabConfig()  # the head switches left unset: the config's own
+    assert built_in.mask_padding is True and built_in.pass_audio_attention_mask is None
     assert data.text_padding == "longest" and data.test_batch_size is None and data.empty_transcripts == "error"
     assert training.train_sampling_strategy == "group_by_length" and training.max_grad_norm == 1.0
     assert training.lr_scheduler_type == "cosine" and training.per_device_eval_batch_size == 8
@@ -215,8 +221,14 @@ def test_the_release_recipe_trains_in_fp32_on_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *args: (9, 0))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    defaults = {**train_script.CRAB_RECIPE, **train_script.gpu_defaults(), **train_script.RELEASE_RECIPE}
+    assert machine_defaults()["bf16"] is True  # the crab recipe's bf16 autocast on this GPU
+    defaults = {**machine_defaults(), **preset_defaults(["crab", "release"])}  # presets over the machine's
     assert defaults["bf16"] is False and defaults["tf32"] is False
+    gpu = machine_defaults()
+    monkeypatch.undo()  # TrainingArguments would set up the faked GPU
+    monkeypatch.setattr(arguments_module, "machine_defaults", lambda: gpu)
+    training = parse_arguments(["--manifest", "m.csv", "--recipe", "release"]).training
+    assert training.bf16 is False and training.tf32 is False
 
 
 def test_an_epochs_short_last_step_divides_by_the_full_accumulation(release_run, tiny_batch):
@@ -257,10 +269,8 @@ def test_the_release_head_starts_from_pytorch_defaults(release_run, tiny_config,
     gives that; the encoders start as with the default, and loaded weights are never re-initialised."""
     assert release_run["trainer"][0].model.config.head_init == "pytorch"
     for recipe, expected in (("crab", "normal"), ("release", "pytorch")):
-        model_args, _, loss_args, _, _, training_args = train_script.parse_arguments(
-            ["--manifest", "m.csv", "--tiny", "--recipe", recipe]
-        )
-        built = train_script.build_model(model_args, loss_args, list(LABELS), 100, False, training_args)
+        arguments = parse_arguments(["--manifest", "m.csv", "--tiny", "--recipe", recipe])
+        built = build_model(arguments, list(LABELS), 100)
         assert built.config.head_init == expected
     models = {}
     for kind in ("normal", "pytorch"):
@@ -296,7 +306,7 @@ def test_the_release_head_starts_from_pytorch_defaults(release_run, tiny_config,
     models["pytorch"].save_pretrained(tmp_path / "saved")
     loaded = CrabForEmotionClassification.from_pretrained(tmp_path / "saved").state_dict()
     assert all(torch.equal(loaded[key], value) for key, value in states["pytorch"].items())
-    with pytest.raises(ValueError, match="head_init='xavier'; use 'normal'"):
+    with pytest.raises(ValueError, match="head_init 'xavier': pass one of normal, pytorch"):
         replace_config(tiny_config, head_init="xavier")
 
 
@@ -310,8 +320,9 @@ def replace_config(config, **changes):
 
 def _parsed(argv: list[str]) -> tuple[float, float, int, int]:
     """(head lr, encoders' lr, training micro-batch, dev batch) of a run with these arguments."""
-    _, _, _, optimizer, _, training = train_script.parse_arguments(argv)
-    lrs = (training.learning_rate, optimizer.encoder_learning_rate)
+    arguments = parse_arguments(argv)
+    training = arguments.training
+    lrs = (training.learning_rate, arguments.optimization.encoder_learning_rate)
     return (*lrs, training.per_device_train_batch_size, training.per_device_eval_batch_size)
 
 
@@ -325,7 +336,10 @@ def test_the_release_presets_agree_with_its_derived_settings():
     """Nothing set: the release's 1e-5 / 1e-6 and 8 / 32, which are its rules applied to the presets."""
     head, encoders, train, dev = _parsed(["--manifest", "m.csv", "--recipe", "release"])
     assert (head, encoders, train, dev) == (1e-5, 1e-6, 8, 32)
-    for target, (source, rule) in train_script.RELEASE_DERIVED.items():
+    release = argparse.Namespace(recipe="release", attributes_only=False)
+    derived = {target: (source, rule) for target, (source, rule, applies) in DERIVED.items() if applies(release)}
+    assert set(derived) == {"encoder_learning_rate", "per_device_eval_batch_size"}
+    for target, (source, rule) in derived.items():
         assert rule({"learning_rate": head, "per_device_train_batch_size": train}[source]) == pytest.approx(
             {"encoder_learning_rate": encoders, "per_device_eval_batch_size": dev}[target]
         )
@@ -339,7 +353,7 @@ def test_the_release_presets_agree_with_its_derived_settings():
         (["--per_device_train_batch_size", "2"], (1e-5, 1e-6, 2, 8)),
         (["--per_device_train_b", "2", "--per_device_eval_batch_size", "3"], (1e-5, 1e-6, 2, 3)),  # abbreviated
         (["--per_device_eval_batch_size", "5"], (1e-5, 1e-6, 8, 5)),
-        (["--tiny", "--learning_rate", "1e-3"], (1e-3, 1e-4, 8, 32)),  # above SMALL_MODEL's one lr
+        (["--tiny", "--learning_rate", "1e-3"], (1e-3, 1e-4, 8, 32)),  # above tiny.yaml's one lr
     ],
 )
 def test_release_flags_carry_their_derived_settings(flags, expected):
@@ -364,9 +378,7 @@ def test_a_config_files_values_carry_their_derived_settings_and_win_over_them(tm
 
 def test_help_shows_the_derived_settings(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        train_script.parse_arguments(
-            [_config(tmp_path, per_device_train_batch_size=4), "--learning_rate", "3e-5", "-h"]
-        )
+        parse_arguments([_config(tmp_path, per_device_train_batch_size=4), "--learning_rate", "3e-5", "-h"])
     text = " ".join(capsys.readouterr().out.split())
     for flag, value in (("--per_device_eval_batch_size", "16"), ("--encoder_learning_rate", str(3e-5 / 10))):
         section = text[text.index(f" {flag} ") :]

@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import f1_score
-from training_helpers import LABELS, load_train_script, write_corpus
+from training_helpers import LABELS, train_main, write_corpus
 
+from modeling_crab.training.arguments import parse_arguments
 from modeling_crab.training.metrics import classification_metrics, summary_table
-
-train_script = load_train_script()
 
 # a dev split without "sad" (class 3), one clip of each other class; the "neutral" clip (class 2) is predicted "sad"
 # after the first epoch and "happy" after the second, the others right
@@ -49,10 +48,10 @@ def test_the_summary_shows_the_present_classes_macro_f1_only_where_it_differs():
 
 @pytest.mark.parametrize("recipe, metric", [("crab", "macro_f1"), ("release", "macro_f1_present")])
 def test_each_recipe_names_its_selection_metric(recipe, metric):
-    *_, training_args = train_script.parse_arguments(["--manifest", "m.csv", "--recipe", recipe])
+    training_args = parse_arguments(["--manifest", "m.csv", "--recipe", recipe]).training
     assert training_args.metric_for_best_model == metric and training_args.greater_is_better
     argv = ["--manifest", "m.csv", "--recipe", recipe, "--metric_for_best_model", "uar"]
-    assert train_script.parse_arguments(argv)[-1].metric_for_best_model == "uar"  # a flag still chooses another
+    assert parse_arguments(argv).training.metric_for_best_model == "uar"  # a flag still chooses another
 
 
 @pytest.mark.parametrize("recipe, kept_epoch", [("crab", 1), ("release", 2)])
@@ -82,7 +81,7 @@ def test_the_kept_epoch_follows_the_recipes_macro_f1(tmp_path, monkeypatch, reci
     argv = ["--manifest", str(manifest), "--tiny", "--recipe", recipe, "--output_dir", str(out)]
     argv += ["--num_train_epochs", "2", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1"]
     argv += ["--max_duration_s", "0.6", "--disable_tqdm", "True"]
-    train_script.main(argv)
+    train_main(argv)
 
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and state["best_global_step"] == kept_epoch  # one step per epoch

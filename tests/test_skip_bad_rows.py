@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
-from training_helpers import load_train_script, write_corpus
-
-train_script = load_train_script()
+from training_helpers import train_main, write_corpus
 
 
 def test_skip_bad_rows_records_what_it_left_out_and_trains(tmp_path):
@@ -24,7 +22,7 @@ def test_skip_bad_rows_records_what_it_left_out_and_trains(tmp_path):
     argv += ["--max_steps", "2", "--max_duration_s", "0.6", "--per_device_train_batch_size", "4"]
     argv += ["--disable_tqdm", "True", "--eval_strategy", "no", "--save_strategy", "no"]
     argv += ["--load_best_model_at_end", "False"]
-    train_script.main(argv)
+    train_main(argv)
 
     with (out / "skipped_rows.csv").open(newline="") as handle:
         skipped = list(csv.DictReader(handle))

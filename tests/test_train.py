@@ -1,41 +1,49 @@
-"""`train.py`: argument layering (defaults, config file, CLI), validation before training, and the outputs."""
+"""`train.py`: argument layering (defaults, presets, config file, CLI), validation before training, and the outputs."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import torch
-from training_helpers import LABELS, WORDS, load_train_script, write_corpus
+from training_helpers import LABELS, WORDS, train_main, write_corpus
 
 from modeling_crab.cli import main as crab
 from modeling_crab.manifest import ManifestError, load_manifest, select_split
-
-train_script = load_train_script()
+from modeling_crab.training.arguments import (
+    ARGUMENT_GROUPS,
+    build_parser,
+    machine_defaults,
+    parse_arguments,
+    preset_defaults,
+)
 
 
 def test_without_a_manifest_the_demo_defaults_apply():
-    model_args, data_args, _, optimizer_args, _, training_args = train_script.parse_arguments([])
-    assert data_args.manifest is None and model_args.tiny
-    assert training_args.learning_rate == train_script.SMALL_MODEL["learning_rate"]
-    assert optimizer_args.encoder_learning_rate == train_script.SMALL_MODEL["encoder_learning_rate"]
-    assert training_args.output_dir == "outputs/demo"  # as scripts/demo.sh and the docs
+    arguments = parse_arguments([])
+    small_model = preset_defaults(["tiny"])
+    assert arguments.data.manifest is None and arguments.model.tiny
+    assert arguments.training.learning_rate == small_model["learning_rate"]
+    assert arguments.optimization.encoder_learning_rate == small_model["encoder_learning_rate"]
+    assert arguments.training.output_dir == "outputs/demo"  # as scripts/demo.sh and the docs
+    assert arguments.model.frozen_baseline and arguments.attributes == ["arousal", "valence", "dominance"]
 
 
 @pytest.mark.parametrize("recipe", ["crab", "release"])
 def test_tiny_on_a_manifest_gets_small_model_settings(recipe):
     """A tiny random model trained at the paper's 1e-5/1e-6 predicts one class for every clip: --tiny on a user's
-    manifest gets the demo's small-model settings under either recipe (flags still override them)."""
-    model_args, _, loss_args, optimizer_args, _, training_args = train_script.parse_arguments(
-        ["--manifest", "m.csv", "--tiny", "--recipe", recipe]
-    )
-    assert training_args.output_dir == "outputs/crab"  # a manifest: not the demo's folder
-    for name, value in train_script.SMALL_MODEL.items():
-        args = next(a for a in (model_args, loss_args, optimizer_args, training_args) if hasattr(a, name))
-        assert getattr(args, name) == value, name
-    *_, overridden = train_script.parse_arguments(["--manifest", "m.csv", "--tiny", "--learning_rate", "1e-4"])
-    assert overridden.learning_rate == 1e-4
+    manifest gets the small-model settings of presets/tiny.yaml under either recipe (flags still override them)."""
+    arguments = parse_arguments(["--manifest", "m.csv", "--tiny", "--recipe", recipe])
+    assert arguments.training.output_dir == "outputs/crab"  # a manifest: not the demo's folder
+    small_model = preset_defaults(["tiny"])
+    assert {"learning_rate", "encoder_learning_rate", "mlcs_weight", "tiny"} <= set(small_model)
+    for name, value in small_model.items():
+        group = next(group for group in arguments if hasattr(group, name))
+        assert getattr(group, name) == value, name
+    overridden = parse_arguments(["--manifest", "m.csv", "--tiny", "--learning_rate", "1e-4"])
+    assert overridden.training.learning_rate == 1e-4
 
 
 def test_help_shows_the_values_the_run_uses(tmp_path, capsys):
@@ -43,7 +51,7 @@ def test_help_shows_the_values_the_run_uses(tmp_path, capsys):
     path = tmp_path / "run.json"
     path.write_text(json.dumps({"recipe": "release", "manifest": "m.csv", "num_train_epochs": 7}))
     with pytest.raises(SystemExit):
-        train_script.parse_arguments([str(path), "--seed", "3", "--help"])
+        parse_arguments([str(path), "--seed", "3", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     for flag, value in [
         ("--text_padding", "max_length"),
@@ -60,35 +68,39 @@ def test_help_shows_the_values_the_run_uses(tmp_path, capsys):
 
 
 def test_help_is_grouped_short_and_says_what_every_flag_does(capsys):
-    """Six groups as docs/training.md promises, the CONFIG positional in the usage, one help line per flag with its
-    default once, transformers' own flags cut to their first sentence."""
+    """Seven groups as docs/training.md promises, transformers' last; the CONFIG positional in the usage, one help
+    line per flag with its default once, transformers' own flags cut to their first sentence."""
     with pytest.raises(SystemExit):
-        train_script.parse_arguments(["--help"])
+        parse_arguments(["--help"])
     out = capsys.readouterr().out
     assert out.startswith("usage: python train.py [CONFIG]")
     groups = [
         "ModelArguments (",
+        "HeadArguments (",
         "DataArguments (",
-        "CrabLossArguments (",
-        "OptimizerArguments (",
-        "AugmentationArguments (",
+        "OptimizationArguments (",
+        "WaveformAugmentation (",
+        "SpecAugment (",
         "TrainingArguments (",
     ]
     positions = [out.index(f"\n{group}") for group in groups]
     assert positions == sorted(positions)
-    assert "--output-dir" not in out and "--no_mask_padding" not in out  # aliases parse, but are not listed twice
+    assert (
+        "--output-dir" not in out and "--no_freeze_feature_encoder" not in out
+    )  # aliases parse, but are not listed twice
     assert len(out.splitlines()) < 550
-    parser = train_script.build_parser()
-    for dataclass_type in train_script.ARGUMENT_GROUPS:
-        for name in dataclass_type.__dataclass_fields__:
+    parser = build_parser()
+    for dataclass_type in ARGUMENT_GROUPS:
+        for name in (spec.name for spec in fields(dataclass_type) if spec.init):  # flags, not internal state
             action = next(a for a in parser._actions if a.dest == name and not a.option_strings[0].startswith("--no_"))
             assert action.help and "default" not in action.help.lower(), name  # the formatter adds the default once
-    assert train_script.parse_arguments(["--output-dir", "x", "--no_mask_padding"])[-1].output_dir == "x"
+    assert parse_arguments(["--output-dir", "x", "--no_freeze_feature_encoder"]).training.output_dir == "x"
 
 
 def test_help_prints_before_the_training_stack_is_imported():
     """`python train.py --help` stops before the model, trainer and metrics modules load (seconds instead of ten); of
-    the training package it reads only the augmentation defaults (`training/augment.py`, numpy alone)."""
+    the training package it reads only the arguments and the augmentation defaults (`training/augment.py`, numpy
+    alone)."""
     import subprocess
     import sys
 
@@ -102,19 +114,38 @@ def test_help_prints_before_the_training_stack_is_imported():
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "['modeling_crab.training', 'modeling_crab.training.augment']"
+    assert done.stdout.strip().splitlines()[-1] == (
+        "['modeling_crab.training', 'modeling_crab.training.arguments', 'modeling_crab.training.augment']"
+    )
+
+
+def test_the_arguments_module_imports_no_torch():
+    """Parsing and checking arguments (train.py --help, a bad flag) needs no torch: `TrainingArguments`, which
+    imports it, is imported when the parser is built."""
+    import subprocess
+    import sys
+
+    probe = "import sys\nimport modeling_crab.training.arguments\nprint('torch' in sys.modules)"
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"
 
 
 def test_with_a_manifest_the_paper_recipe_applies():
-    model_args, data_args, loss_args, optimizer_args, _, training_args = train_script.parse_arguments(
-        ["--manifest", "m.csv"]
-    )
+    from modeling_crab import CrabConfig
+
+    arguments = parse_arguments(["--manifest", "m.csv"])
+    model_args, data_args, training_args = arguments.model, arguments.data, arguments.training
     assert not model_args.tiny and model_args.audio_encoder == "microsoft/wavlm-large"
-    assert (training_args.learning_rate, optimizer_args.encoder_learning_rate) == (1e-5, 1e-6)
+    assert (training_args.learning_rate, arguments.optimization.encoder_learning_rate) == (1e-5, 1e-6)
     assert training_args.weight_decay == 0.01 and training_args.lr_scheduler_type == "cosine"
     assert training_args.seed == 42 and training_args.metric_for_best_model == "macro_f1"
     assert training_args.remove_unused_columns is False and training_args.load_best_model_at_end
-    assert (loss_args.mlcs_weight, loss_args.mlcs_temperature, loss_args.mlcs_loss) == (2.0, 0.1, "mpcl")
+    # the head's switches are left as the config builds them: the paper's MLCS
+    assert arguments.head.options() == {}
+    built_in = CrabConfig()
+    assert (built_in.mlcs_weight, built_in.mlcs_temperature, built_in.mlcs_loss) == (2.0, 0.1, "mpcl")
     assert (data_args.max_duration_s, data_args.max_text_length, data_args.normalization) == (12.0, 128, "global")
 
 
@@ -123,17 +154,77 @@ def test_a_config_file_then_cli_overrides(tmp_path, suffix):
     values = {"manifest": "data/meld.csv", "num_train_epochs": 3, "mlcs_weight": 1.0, "mlcs_taps": ["fusion"]}
     path = tmp_path / f"meld{suffix}"
     path.write_text(json.dumps(values))  # JSON is valid YAML
-    _, data_args, loss_args, _, _, training_args = train_script.parse_arguments([str(path), "--num_train_epochs", "1"])
-    assert data_args.manifest == "data/meld.csv" and training_args.num_train_epochs == 1
-    assert loss_args.mlcs_weight == 1.0 and loss_args.mlcs_taps == ["fusion"]
-    assert training_args.learning_rate == 1e-5  # a manifest in the file: the paper's defaults, not the demo's
+    arguments = parse_arguments([str(path), "--num_train_epochs", "1"])
+    assert arguments.data.manifest == "data/meld.csv" and arguments.training.num_train_epochs == 1
+    assert arguments.head.options() == {"mlcs_weight": 1.0, "mlcs_taps": ["fusion"]}
+    assert arguments.training.learning_rate == 1e-5  # a manifest in the file: the paper's defaults, not the demo's
 
 
-def test_a_config_file_with_an_unknown_key_is_refused(tmp_path):
+def test_a_config_file_with_an_unknown_key_is_refused(tmp_path, capsys):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"manifest": "m.csv", "epochs": 3}))
-    with pytest.raises(SystemExit, match="unknown key"):
-        train_script.parse_arguments([str(path)])
+    with pytest.raises(SystemExit) as stop:
+        parse_arguments([str(path)])
+    assert stop.value.code == 2
+    assert f"train.py: error: config file '{path}': unknown key(s) ['epochs']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "written, named",
+    [
+        ({"mlcs_loss": "infonce"}, "--mlcs_loss 'infonce': pass one of mpcl, supcon"),  # a head switch
+        ({"classifier_dropout": 1.5}, "--classifier_dropout 1.5: pass a probability in [0, 1)"),
+        ({"text_padding": "max"}, "--text_padding 'max': pass one of longest, max_length"),  # a data option
+        ({"max_text_length": 1}, "--max_text_length 1: pass a whole number of tokens >= 2 (<s> and </s>)"),
+        ({"noise_prob": 1.5}, "--noise_prob 1.5: pass a probability in [0, 1]"),  # an augmentation option
+        ({"mask_time_prob": 2}, "--mask_time_prob 2: pass a probability in [0, 1]"),  # SpecAugment
+    ],
+)
+def test_a_bad_value_in_a_config_file_is_refused_before_any_audio_is_read(tmp_path, capsys, written, named):
+    """A config file meets no argparse `choices`: its values get the same checks as flags, one line naming the
+    flag, exit status 2, before the manifest (here a file that does not exist) is opened."""
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"manifest": str(tmp_path / "no_such_manifest.csv"), "tiny": True, **written}))
+    with pytest.raises(SystemExit) as stop:
+        train_main([str(path), "--output_dir", str(tmp_path / "out")])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"train.py: error: {named}"], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_max_text_length_beyond_the_text_encoder_is_one_error_line(tmp_path):
+    """`python train.py` turns the check of a setting against the text encoder into `train.py: error: ...`, status
+    2, without a traceback."""
+    import subprocess
+    import sys
+
+    manifest = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1})
+    root = Path(__file__).resolve().parents[1]
+    argv = ["--max_text_length", "100000", "--tiny", "--manifest", str(manifest), "--output_dir", str(tmp_path / "o")]
+    done = subprocess.run([sys.executable, "train.py", *argv], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("train.py: error:")]
+    assert len(errors) == 1 and errors[0].startswith("train.py: error: --max_text_length 100000:"), done.stderr
+    assert "--max_text_length 158 or less" in errors[0]
+
+
+def test_an_unset_head_switch_keeps_the_checkpoints_own_value(tmp_path, tiny_config):
+    """Fine-tuning a checkpoint: a head switch the run does not set keeps the checkpoint's value (not the built-in
+    one); one it sets replaces it."""
+    from modeling_crab import CrabConfig, CrabForEmotionClassification
+    from modeling_crab.training.run import build_model
+
+    config = CrabConfig.from_dict({**tiny_config.to_dict(), "mlcs_temperature": 0.3, "classifier_dropout": 0.2})
+    CrabForEmotionClassification(config).save_pretrained(tmp_path / "checkpoint")
+    labels = list(config.id2label.values())
+    vocab_size = config.text_config.vocab_size
+    argv = ["--manifest", "m.csv", "--model_name_or_path", str(tmp_path / "checkpoint")]
+    kept = build_model(parse_arguments(argv), labels, vocab_size)
+    assert kept.config.mlcs_temperature == 0.3 and kept.config.classifier_dropout == 0.2
+    changed = build_model(parse_arguments([*argv, "--mlcs_temperature", "0.5"]), labels, vocab_size)
+    assert changed.config.mlcs_temperature == 0.5 and changed.config.classifier_dropout == 0.2
 
 
 def test_a_run_whose_predictions_collapse_to_one_class_says_so(tmp_path, monkeypatch, capsys):
@@ -149,7 +240,7 @@ def test_a_run_whose_predictions_collapse_to_one_class_says_so(tmp_path, monkeyp
     monkeypatch.setattr(CrabTrainer, "prediction_step", always_sad)
     manifest = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1})
     argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(tmp_path / "out"), "--max_steps", "1"]
-    train_script.main([*argv, "--disable_tqdm", "True"])
+    train_main([*argv, "--disable_tqdm", "True"])
     summary = capsys.readouterr().out.split("Crab results")[-1]
     assert "every dev clip is predicted 'sad'" in summary and "learned the class prior only" in summary
 
@@ -158,7 +249,7 @@ def test_modality_dropout_is_a_flag_that_reaches_the_model(tmp_path):
     manifest = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1})
     out = tmp_path / "out"
     argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(out), "--max_steps", "1"]
-    train_script.main([*argv, "--modality_dropout", "0.3", "--disable_tqdm", "True"])
+    train_main([*argv, "--modality_dropout", "0.3", "--disable_tqdm", "True"])
     assert json.loads((out / "inference" / "config.json").read_text())["modality_dropout"] == 0.3
 
 
@@ -170,7 +261,7 @@ def test_bad_rows_stop_the_run_before_the_first_step(tmp_path):
     manifest.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
     with pytest.raises(ManifestError) as error:
-        train_script.main(["--manifest", str(manifest), "--tiny", "--output_dir", str(out)])
+        train_main(["--manifest", str(manifest), "--tiny", "--output_dir", str(out)])
     assert "line 2" in str(error.value) and "line 3" in str(error.value)
     assert not list(out.glob("checkpoint-*")) and not (out / "trainer_state.json").exists()
 
@@ -181,7 +272,7 @@ def test_a_tiny_run_writes_results_figures_and_an_inference_model(tmp_path, caps
     argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(out), "--num_train_epochs", "2"]
     argv += ["--learning_rate", "1e-3", "--encoder_learning_rate", "1e-3", "--max_duration_s", "0.6"]
     argv += ["--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1", "--disable_tqdm", "True"]
-    results = train_script.main(argv)
+    results = train_main(argv)
 
     saved = json.loads((out / "eval_results.json").read_text())
     assert saved == results
@@ -225,7 +316,7 @@ def test_pretrained_encoders_load_from_local_folders(tmp_path, tiny_tokenizer):
     out = tmp_path / "out"
     argv = ["--manifest", str(manifest), "--audio_encoder", str(audio_dir), "--text_encoder", str(text_dir)]
     argv += ["--output_dir", str(out), "--max_steps", "1", "--max_duration_s", "0.6", "--disable_tqdm", "True"]
-    results = train_script.main(argv)
+    results = train_main(argv)
     assert "eval_uar" in results
     saved = json.loads((out / "inference" / "config.json").read_text())
     assert saved["audio_encoder_name"] == str(audio_dir) and saved["use_csl_legs"] is False
@@ -277,7 +368,7 @@ def test_predictions_for_hidden_labels_follow_the_manifest(tmp_path):
     out = tmp_path / "out"
     argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(out), "--max_steps", "1"]
     argv += ["--max_duration_s", "1.0", "--per_device_eval_batch_size", "3", "--disable_tqdm", "True"]
-    train_script.main(argv)
+    train_main(argv)
     rows = _assert_predictions_match_the_export(out, corpus, 1.0)
     assert sorted(row["id"] for row in rows) == sorted(f"test_{label}_{i}" for label in LABELS for i in range(3))
 
@@ -286,6 +377,8 @@ def test_encoder_cache_trains_the_head_on_cached_features_and_keeps_the_encoders
     """`--encoder_cache`: every split is encoded once; training reads the cache; the export is a whole model whose
     predictions on audio match the cached run's; a second run from the first's checkpoint finds the same encoders
     (they were frozen) and reuses the cache; other encoders are refused."""
+    from modeling_crab.training.feature_cache import FeatureCacheError
+
     corpus = tmp_path / "corpus"
     manifest = write_corpus(corpus, {"train": 2, "dev": 1, "test": 2})
     _hide_test_labels(manifest)
@@ -293,7 +386,7 @@ def test_encoder_cache_trains_the_head_on_cached_features_and_keeps_the_encoders
     common = ["--manifest", str(manifest), "--encoder_cache", str(cache), "--max_duration_s", "1.0"]
     common += ["--disable_tqdm", "True", "--learning_rate", "1e-2", "--mlcs_weight", "0.2"]
     first = tmp_path / "first"
-    results = train_script.main([*common, "--tiny", "--output_dir", str(first), "--max_steps", "3"])
+    results = train_main([*common, "--tiny", "--output_dir", str(first), "--max_steps", "3"])
     assert 0.0 <= results["eval_uar"] <= 1.0
     for split, count in (("train", 8), ("dev", 4), ("test", 8)):
         index = json.loads((cache / split / "index.json").read_text())
@@ -302,11 +395,11 @@ def test_encoder_cache_trains_the_head_on_cached_features_and_keeps_the_encoders
 
     stamps = {path: path.stat().st_mtime_ns for path in cache.rglob("*.safetensors")}
     second = tmp_path / "second"
-    train_script.main([*common, "--model_name_or_path", str(first), "--output_dir", str(second), "--max_steps", "1"])
+    train_main([*common, "--model_name_or_path", str(first), "--output_dir", str(second), "--max_steps", "1"])
     assert {path: path.stat().st_mtime_ns for path in cache.rglob("*.safetensors")} == stamps  # reused
 
-    with pytest.raises(SystemExit, match="other encoders"):  # fresh random encoders (another seed)
-        train_script.main([*common, "--tiny", "--output_dir", str(tmp_path / "third"), "--seed", "7"])
+    with pytest.raises(FeatureCacheError, match="other encoders"):  # fresh random encoders (another seed)
+        train_main([*common, "--tiny", "--output_dir", str(tmp_path / "third"), "--seed", "7"])
 
 
 @pytest.mark.parametrize(
@@ -327,7 +420,7 @@ def test_encoder_cache_trains_the_head_on_cached_features_and_keeps_the_encoders
         ),
     ],
 )
-def test_gpu_defaults_follow_the_machine(monkeypatch, capability, gpus, cores, expected):
+def test_machine_defaults_follow_the_machine(monkeypatch, capability, gpus, cores, expected):
     import os
 
     import torch
@@ -336,16 +429,19 @@ def test_gpu_defaults_follow_the_machine(monkeypatch, capability, gpus, cores, e
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *args: capability)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
-    assert train_script.gpu_defaults() == expected
+    assert machine_defaults() == expected
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert train_script.gpu_defaults() == {}  # CPU runs keep TrainingArguments' own defaults
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    # without an accelerator, use_cpu: transformers goes data-parallel on a CPU machine only when told so
+    assert machine_defaults() == {"use_cpu": True}
 
 
-def test_encoder_cache_needs_the_masked_head(tmp_path):
+def test_encoder_cache_needs_the_masked_head(tmp_path, capsys):
     manifest = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1})
     argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(tmp_path / "out"), "--max_steps", "1"]
-    with pytest.raises(SystemExit, match="--encoder_cache needs --mask_padding true"):
-        train_script.main([*argv, "--encoder_cache", str(tmp_path / "cache"), "--mask_padding", "false"])
+    with pytest.raises(SystemExit) as stop:
+        train_main([*argv, "--encoder_cache", str(tmp_path / "cache"), "--mask_padding", "false"])
+    assert stop.value.code == 2 and "--encoder_cache needs --mask_padding true" in capsys.readouterr().err
     assert not (tmp_path / "cache").exists()  # refused before anything was encoded
 
 
@@ -367,7 +463,7 @@ def test_compile_regions_trains_and_exports(tmp_path, monkeypatch):
     manifest = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1})
     out = tmp_path / "out"
     argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(out), "--max_steps", "2", "--disable_tqdm"]
-    results = train_script.main([*argv, "True", "--max_duration_s", "1.0", "--compile_regions", "aot_eager"])
+    results = train_main([*argv, "True", "--max_duration_s", "1.0", "--compile_regions", "aot_eager"])
     assert 0.0 <= results["eval_uar"] <= 1.0
     assert compiled == [{"backend": "aot_eager"}]
     exported = CrabForEmotionClassification.from_pretrained(out / "inference")
@@ -390,7 +486,7 @@ def test_early_stopping_ends_the_run_when_the_dev_metric_stops_improving(tmp_pat
     out = tmp_path / "out"
     argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(out), "--num_train_epochs", "6"]
     argv += ["--early_stopping_patience", "1", "--label_smoothing_factor", "0.1", "--disable_tqdm", "True"]
-    train_script.main(argv)
+    train_main(argv)
     assert json.loads((out / "trainer_state.json").read_text())["epoch"] == 2
     assert json.loads((out / "inference" / "config.json").read_text())["label_smoothing"] == 0.1
 
@@ -405,20 +501,20 @@ def test_early_stopping_ends_the_run_when_the_dev_metric_stops_improving(tmp_pat
 )
 def test_early_stopping_and_label_smoothing_flags_are_checked(flags, message, capsys):
     with pytest.raises(SystemExit):
-        train_script.parse_arguments(["--manifest", "m.csv", *flags])
+        parse_arguments(["--manifest", "m.csv", *flags])
     assert message in capsys.readouterr().err
 
 
 def test_the_frozen_baseline_is_trained_beside_and_shown_in_the_summary(tmp_path, capsys):
     """`--frozen_baseline`: the head alone on frozen encoders, in output_dir/frozen_baseline, with its dev and test
     columns in the summary and its metrics in eval_results.json; the demo turns it on."""
-    assert train_script.DEMO["frozen_baseline"]
+    assert preset_defaults(["demo"])["frozen_baseline"]
     manifest = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1, "test": 1})
     out = tmp_path / "out"
     argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(out), "--max_steps", "2"]
     stale = out / "frozen_baseline" / "checkpoint-99"  # an earlier baseline's: the baseline starts over each time
     stale.mkdir(parents=True)
-    results = train_script.main([*argv, "--frozen_baseline", "true", "--disable_tqdm", "True"])
+    results = train_main([*argv, "--frozen_baseline", "true", "--disable_tqdm", "True"])
     assert not stale.exists() and list((out / "frozen_baseline").glob("checkpoint-*"))
     printed = capsys.readouterr().out
     summary = printed.split("Crab results")[-1]
@@ -437,7 +533,7 @@ def test_a_joint_run_reports_attributes_beside_the_classes(tmp_path, capsys):
     manifest = write_corpus(tmp_path / "corpus", {"train": 2, "dev": 1, "test": 1}, attributes=True)
     out = tmp_path / "out"
     argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(out), "--max_steps", "2"]
-    results = train_script.main([*argv, "--attributes", "arousal,valence,dominance", "--disable_tqdm", "True"])
+    results = train_main([*argv, "--attributes", "arousal,valence,dominance", "--disable_tqdm", "True"])
     for split in ("eval", "test"):
         assert 0.0 <= results[f"{split}_uar"] <= 1.0
         for name in ("arousal", "valence", "dominance"):
@@ -456,14 +552,13 @@ def test_an_attributes_only_run_needs_no_labels_and_keeps_the_best_ccc(tmp_path,
     text = manifest.read_text().replace(",label,", ",emotion,")  # no label column at all
     manifest.write_text(text)
     with pytest.raises(SystemExit):
-        train_script.parse_arguments(["--manifest", str(manifest), "--attributes_only"])
+        parse_arguments(["--manifest", str(manifest), "--attributes_only"])
     assert "--attributes_only needs the attributes to predict" in capsys.readouterr().err
     out = tmp_path / "out"
     argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(out), "--num_train_epochs", "1"]
     argv += ["--attributes", "arousal", "--attributes_only", "--disable_tqdm", "True"]
-    *_, training_args = train_script.parse_arguments(argv)
-    assert training_args.metric_for_best_model == "ccc_mean"
-    results = train_script.main(argv)
+    assert parse_arguments(argv).training.metric_for_best_model == "ccc_mean"
+    results = train_main(argv)
     assert "eval_ccc_arousal" in results and "eval_uar" not in results
     assert (out / "predictions_dev.csv").read_text().splitlines()[0] == "id,arousal"
     config = json.loads((out / "inference" / "config.json").read_text())
@@ -475,7 +570,7 @@ def test_attribute_columns_left_unused_are_named(tmp_path, caplog):
     unchanged, and the log says how to use them."""
     manifest = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1}, attributes=True)
     argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(tmp_path / "out"), "--max_steps", "1"]
-    with caplog.at_level("INFO", logger="crab.train"):
-        results = train_script.main([*argv, "--disable_tqdm", "True"])
+    with caplog.at_level("INFO"):  # the manifest module's note (modeling_crab.manifest's logger)
+        results = train_main([*argv, "--disable_tqdm", "True"])
     assert "eval_ccc_arousal" not in results
     assert "Pass --attributes arousal,valence,dominance to predict them too" in caplog.text

@@ -15,19 +15,20 @@ pytestmark = pytest.mark.usefixtures("one_intra_op_thread")  # many small forwar
 @pytest.mark.parametrize(
     "argv, named",
     [
-        (["--normalization", "globl"], "--normalization 'globl' is not one of global, utterance, none"),
-        (["--unimodal_tap", "post"], "--unimodal_tap: invalid choice: 'post'"),  # argparse's choices
-        ({"unimodal_tap": "post"}, "--unimodal_tap 'post' is not one of pre_gru, post_gru"),  # a file meets no choices
-        ({"text_padding": "max"}, "--text_padding 'max' is not one of longest, max_length"),
-        (["--mlcs_taps", "fusion", "fuson"], "--mlcs_taps ['fusion', 'fuson']: pass one or more of"),
-        (["--max_duration_s", "0"], "--max_duration_s 0.0: pass a positive number of seconds"),
+        (["--normalization", "globl"], "--normalization: invalid choice: 'globl'"),  # argparse's choices
+        (["--unimodal_tap", "post"], "--unimodal_tap: invalid choice: 'post'"),
+        ({"unimodal_tap": "post"}, "--unimodal_tap 'post': pass one of pre_gru, post_gru"),  # a file meets no choices
+        ({"text_padding": "max"}, "--text_padding 'max': pass one of longest, max_length"),
+        (["--mlcs_taps", "fusion", "fuson"], "--mlcs_taps: invalid choice: 'fuson'"),
+        ({"mlcs_taps": ["fusion", "fuson"]}, "--mlcs_taps ['fusion', 'fuson']: pass one or more of"),
+        (["--max_duration_s", "0"], "--max_duration_s 0.0: pass a positive number"),
         (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size 0: pass a whole number >= 1"),
         (["--mlcs_temperature", "-1"], "--mlcs_temperature -1.0: pass a positive number"),
-        ({"normalization": "Global"}, "--normalization 'Global' is not one of"),  # from a config file
+        ({"normalization": "Global"}, "--normalization 'Global': pass one of global, utterance, none"),
     ],
 )
 def test_train_arguments_are_checked_where_parsed(tmp_path, capsys, argv, named):
-    from training_helpers import load_train_script
+    from modeling_crab.training.arguments import parse_arguments
 
     if isinstance(argv, dict):
         config = tmp_path / "run.json"
@@ -36,7 +37,7 @@ def test_train_arguments_are_checked_where_parsed(tmp_path, capsys, argv, named)
     else:
         argv = ["--manifest", "m.csv", *argv]
     with pytest.raises(SystemExit) as stop:
-        load_train_script().parse_arguments(argv)
+        parse_arguments(argv)
     assert stop.value.code == 2 and named in capsys.readouterr().err
 
 
@@ -67,11 +68,11 @@ def _with_long_transcripts(manifest, ids: set[str], words: int = 240):
 def test_train_counts_the_transcripts_it_cuts(tmp_path, caplog):
     import re
 
-    from training_helpers import load_train_script, run_argv, write_corpus
+    from training_helpers import run_argv, train_main, write_corpus
 
     manifest = _with_long_transcripts(write_corpus(tmp_path), {"train_sad_0", "train_happy_2", "dev_angry_0"})
     with caplog.at_level("WARNING", logger="crab.train"):
-        load_train_script().main(run_argv(manifest, tmp_path / "run", "--max_steps", "1"))
+        train_main(run_argv(manifest, tmp_path / "run", "--max_steps", "1"))
     warned = [r.getMessage() for r in caplog.records if "are cut to their first" in r.getMessage()]
     assert len(warned) == 1, warned  # once per run
     assert warned[0].startswith(
@@ -84,20 +85,19 @@ def test_train_counts_the_transcripts_it_cuts(tmp_path, caplog):
     assert (tmp_path / "run" / "inference" / "model.safetensors").is_file()  # a warning: the run goes on
 
 
-def test_train_max_text_length_beyond_the_text_encoder(tmp_path, capsys):
-    from training_helpers import load_train_script, run_argv, write_corpus
+def test_train_max_text_length_beyond_the_text_encoder(tmp_path):
+    from training_helpers import run_argv, train_main, write_corpus
 
-    train = load_train_script()
+    from modeling_crab.training.arguments import SettingError
+
     manifest = write_corpus(tmp_path)
-    with pytest.raises(SystemExit) as stop:
-        train.main(run_argv(manifest, tmp_path / "run", "--max_text_length", "300"))
-    assert stop.value.code == 2
-    assert (
-        "train.py: error: --max_text_length 300: the text encoder (roberta) reads at most 158 tokens; pass "
-        "--max_text_length 158 or less" in capsys.readouterr().err
+    with pytest.raises(SettingError) as stop:  # `python train.py` prints it as `train.py: error: ...`, status 2
+        train_main(run_argv(manifest, tmp_path / "run", "--max_text_length", "300"))
+    assert str(stop.value) == (
+        "--max_text_length 300: the text encoder (roberta) reads at most 158 tokens; pass --max_text_length 158 or less"
     )
     assert not (tmp_path / "run" / "manifest_scan.json").exists()  # stopped before any audio is read
-    train.main(run_argv(manifest, tmp_path / "longest", "--max_text_length", "158", "--max_steps", "1"))  # the limit
+    train_main(run_argv(manifest, tmp_path / "longest", "--max_text_length", "158", "--max_steps", "1"))  # the limit
 
 
 # ---- the label set
@@ -129,7 +129,7 @@ def test_train_max_text_length_beyond_the_text_encoder(tmp_path, capsys):
     ],
 )
 def test_train_label_set_is_checked(tmp_path, change, extra, named):
-    from training_helpers import load_train_script, run_argv, write_corpus
+    from training_helpers import run_argv, train_main, write_corpus
 
     from modeling_crab.manifest import ManifestError
 
@@ -137,17 +137,17 @@ def test_train_label_set_is_checked(tmp_path, change, extra, named):
         write_corpus(tmp_path), lambda rows: [{**row, "label": change.get(row["id"], row["label"])} for row in rows]
     )
     with pytest.raises(ManifestError) as stop:
-        load_train_script().main(run_argv(manifest, tmp_path / "run", *extra))
+        train_main(run_argv(manifest, tmp_path / "run", *extra))
     assert named in str(stop.value)
     assert not (tmp_path / "run" / "manifest_scan.json").exists()  # before any audio is read
 
 
 def test_train_dev_split_without_a_class(tmp_path, caplog):
-    from training_helpers import load_train_script, run_argv, write_corpus
+    from training_helpers import run_argv, train_main, write_corpus
 
     manifest = _edit_rows(write_corpus(tmp_path), lambda rows: [row for row in rows if row["id"] != "dev_sad_0"])
     with caplog.at_level("WARNING", logger="crab.train"):
-        load_train_script().main(run_argv(manifest, tmp_path / "run", "--max_steps", "1"))
+        train_main(run_argv(manifest, tmp_path / "run", "--max_steps", "1"))
     assert (
         "split 'dev' has no clip of ['sad']: their recall counts as 0 in its UAR and macro-F1, which average over all "
         "4 classes, so its UAR is at most 0.75; add clips of them to compare models on every class" in caplog.text
@@ -156,7 +156,7 @@ def test_train_dev_split_without_a_class(tmp_path, caplog):
 
 
 def test_train_the_same_clip_in_several_rows(tmp_path, caplog):
-    from training_helpers import load_train_script, run_argv, write_corpus
+    from training_helpers import run_argv, train_main, write_corpus
 
     def reuse(rows):
         audio = {row["id"]: row["audio"] for row in rows}
@@ -169,7 +169,7 @@ def test_train_the_same_clip_in_several_rows(tmp_path, caplog):
 
     manifest = _edit_rows(write_corpus(tmp_path, {"train": 3, "dev": 1, "test": 1}), reuse)
     with caplog.at_level("WARNING", logger="crab.train"):
-        load_train_script().main(run_argv(manifest, tmp_path / "run", "--max_steps", "1"))
+        train_main(run_argv(manifest, tmp_path / "run", "--max_steps", "1"))
     warned = {
         r.getMessage().split(":")[0]: r.getMessage()
         for r in caplog.records
@@ -194,12 +194,12 @@ def test_train_clip_shorter_than_the_models_encoder_frame(tmp_path):
     """The scan's shortest clip is the speech encoder's own frame: 40 ms for --tiny's CNN (WavLM's: 25 ms)."""
     import numpy as np
     import soundfile as sf
-    from training_helpers import load_train_script, run_argv, write_corpus
+    from training_helpers import run_argv, train_main, write_corpus
 
     from modeling_crab.manifest import ManifestError
 
     manifest = write_corpus(tmp_path)
     sf.write(tmp_path / "wavs" / "train_sad_0.wav", np.full(480, 0.1) * np.sin(np.arange(480)), 16000)  # 30 ms
     with pytest.raises(ManifestError) as stop:
-        load_train_script().main(run_argv(manifest, tmp_path / "run"))
+        train_main(run_argv(manifest, tmp_path / "run"))
     assert "train_sad_0.wav' is 30 ms long, shorter than one frame of the speech encoder (40 ms)" in str(stop.value)

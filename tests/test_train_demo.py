@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from training_helpers import load_train_script
+from training_helpers import train_main
 from transformers import pipeline
 
 
 @pytest.mark.slow
 def test_the_demo_learns_the_synthetic_corpus(tmp_path):
     out = tmp_path / "crab_demo"
-    results = load_train_script().main(["--output_dir", str(out), "--disable_tqdm", "True"])
+    results = train_main(["--output_dir", str(out), "--disable_tqdm", "True"])
     assert results["eval_uar"] >= 0.6  # chance: 0.25
     assert results["eval_ccc_arousal"] >= 0.6  # a constant prediction: 0
     assert json.loads((out / "eval_results.json").read_text())["eval_uar"] == results["eval_uar"]
@@ -35,8 +35,9 @@ def test_the_documented_demo_clips_exist_with_their_transcripts(tmp_path):
     from pathlib import Path
 
     from modeling_crab.recipes.demo import generate_demo_corpus
+    from modeling_crab.training.arguments import preset_defaults
 
-    demo_dir = load_train_script().DEMO["output_dir"]
+    demo_dir = preset_defaults(["demo"])["output_dir"]
     manifest = generate_demo_corpus(tmp_path / "demo_corpus")
     texts = {row["audio"]: row["text"] for row in csv.DictReader(manifest.open(newline=""))}
     root = Path(__file__).resolve().parents[1]

@@ -26,10 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from ..dsp import istft, shaped_noise, stft
+from ..options import CLOSED_PROBABILITY, option
 
 SAMPLING_RATE = 16_000  # of training audio (`data.load_audio`), which these functions take and return
-# the speech encoder config's SpecAugment settings (`audio_config`), set by train.py's flags of the same names
-SPEC_AUGMENT_KEYS = ("mask_time_prob", "mask_time_length", "mask_feature_prob", "mask_feature_length")
 NOISE_TYPES = ("white", "pink", "brown")
 _NOISE_EXPONENTS = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # power ~ 1/f^exponent
 NOISE_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
@@ -42,6 +41,10 @@ PITCH_RANGE = (-12.0, 12.0)
 # Phase vocoder frames: 32 ms (periodic) Hann windows, 8 ms apart.
 _VOCODER_FFT, _VOCODER_HOP = 512, 128
 _VOCODER_WINDOW = np.hanning(_VOCODER_FFT + 1)[:-1].astype(np.float32)
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and value >= 1
 
 
 class AugmentationError(ValueError):
@@ -74,16 +77,22 @@ class WaveformAugmentation:
             `reverb_rt60_s`. The output keeps the clip's length and RMS level.
     """
 
-    pitch_prob: float = 0.0
-    pitch_semitones: tuple[float, float] = (-4.0, 4.0)
-    speed_factors: tuple[float, ...] = ()
-    gain_db: float = 0.0
-    noise_prob: float = 0.0
-    noise_snr_db: tuple[float, float] = (5.0, 20.0)
-    noise_types: tuple[str, ...] = NOISE_TYPES
-    noise_dir: str | None = None
-    reverb_prob: float = 0.0
-    reverb_rt60_s: tuple[float, float] = (0.2, 0.8)
+    _argument_group_name = "WaveformAugmentation (the training audio only)"  # train.py's group of these flags
+
+    pitch_prob: float = option(0.0, "pitch shift probability per clip")
+    pitch_semitones: list[float] = option(help="LOW HIGH, in semitones", default_factory=lambda: [-4.0, 4.0])
+    speed_factors: list[float] = option(
+        help="speed perturbation: a factor drawn per clip from these (0.9 1.0 1.1); none: off", default_factory=list
+    )
+    gain_db: float = option(0.0, "a gain drawn in +-N dB, not clipped")
+    noise_prob: float = option(0.0, "noise probability per clip")
+    noise_snr_db: list[float] = option(help="LOW HIGH: SNR in dB", default_factory=lambda: [5.0, 20.0])
+    noise_types: list[str] = option(
+        help=f"generated noise colours to draw from ({', '.join(NOISE_TYPES)})", default_factory=lambda: [*NOISE_TYPES]
+    )
+    noise_dir: str | None = option(None, "a folder of noise recordings (WAV/FLAC) to add instead of generated noise")
+    reverb_prob: float = option(0.0, "reverberation probability per clip")
+    reverb_rt60_s: list[float] = option(help="LOW HIGH: RT60 in s", default_factory=lambda: [0.2, 0.8])
     # 16 kHz lengths of the noise folder's files, filled by `load_noise` (not a setting)
     _noise_lengths: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -202,6 +211,39 @@ class WaveformAugmentation:
         else:  # shorter than the clip: looped, from a random point
             segment = np.roll(_read_noise(path), -int(rng.integers(length)))
         return np.resize(segment, num_samples).astype(np.float32)
+
+
+@dataclass
+class SpecAugment:
+    """The speech encoder's own masking of its hidden states in training (its config's `mask_time_prob`,
+    `mask_time_length`, `mask_feature_prob`, `mask_feature_length`); None keeps the encoder's value."""
+
+    _argument_group_name = "SpecAugment (the speech encoder's masking in training)"  # train.py's group
+
+    mask_time_prob: float | None = option(
+        None, "SpecAugment: the time-masking probability; none: the encoder's own", check=CLOSED_PROBABILITY
+    )
+    mask_time_length: int | None = option(
+        None,
+        "SpecAugment: frames per time mask; none: the encoder's own",
+        check=(_whole, "a whole number of frames >= 1"),
+    )
+    mask_feature_prob: float | None = option(
+        None, "SpecAugment: the feature-masking probability; none: the encoder's own", check=CLOSED_PROBABILITY
+    )
+    mask_feature_length: int | None = option(
+        None,
+        "SpecAugment: channels per feature mask; none: the encoder's own",
+        check=(_whole, "a whole number of channels >= 1"),
+    )
+
+    def settings(self) -> dict:
+        """The values set, for the speech encoder's config (the others keep the encoder's)."""
+        return {name: value for name, value in vars(self).items() if value is not None}
+
+
+# the speech encoder config's SpecAugment settings (`audio_config`), set by train.py's flags of the same names
+SPEC_AUGMENT_KEYS = tuple(spec.name for spec in fields(SpecAugment))
 
 
 def _plain(value):
@@ -352,6 +394,7 @@ __all__ = [
     "NOISE_TYPES",
     "SAMPLING_RATE",
     "SPEC_AUGMENT_KEYS",
+    "SpecAugment",
     "WaveformAugmentation",
     "add_noise",
     "colored_noise",

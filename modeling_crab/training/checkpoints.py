@@ -254,7 +254,10 @@ def check_resume_config(checkpoint: str | os.PathLike, config, normalization: st
             differences.append(f"SpecAugment --{key}: the checkpoint has {theirs}, this run has {ours}")
     processor_file = Path(checkpoint) / "processor_config.json"
     if normalization is not None and processor_file.is_file():
-        saved_normalization = json.loads(processor_file.read_text()).get("normalization")
+        saved = json.loads(
+            processor_file.read_text()
+        )  # the feature extractor's settings nest in it (older: top level)
+        saved_normalization = (saved.get("feature_extractor") or {}).get("normalization", saved.get("normalization"))
         if saved_normalization is not None and saved_normalization != normalization:
             differences.append(
                 f"--normalization: the checkpoint has {saved_normalization!r}, this run has {normalization!r}"

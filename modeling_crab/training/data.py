@@ -10,8 +10,10 @@ computes the clip lengths (for length-grouped batching) and the global waveform 
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
+import logging
 import math
 import os
 import unicodedata
@@ -35,9 +37,11 @@ from ..audio import (
     crop_length,
     read_audio,
 )
-from ..manifest import EMPTY_TRANSCRIPTS, ManifestError, Utterance, class_label_names, report_problems
-from ..processing_crab import TRAINING_CROP_S, transcript_problem
+from ..manifest import EMPTY_TRANSCRIPTS, ManifestError, Utterance, check_rows, class_label_names, report_problems
+from ..options import TRAINING_CROP_S
 from .augment import SAMPLING_RATE, WaveformAugmentation, item_rng
+
+logger = logging.getLogger(__name__)
 
 # How the global waveform statistics are computed: "crops", from every training clip as cropped for training;
 # "release", as the released code's `LazyWavSet.compute_norm_stats` (`release_waveform_stats`)
@@ -300,34 +304,9 @@ def scan_manifest(
             scan.skipped = {int(position): problems for position, problems in scan.skipped.items()}  # JSON keys
             return scan
 
-    known_labels = set(label_names)
-    needs_label = {train_split, *labelled_splits} if needs_labels else set()
-    id_counts = Counter(u.id for u in utterances)
-    row_problems: dict[int, list[str]] = {}  # position -> problems
-    without_text: list[Utterance] = []  # kept with the empty transcript (audio_only)
-    for i, u in enumerate(utterances):
-        found = list(u.problems)
-        if id_counts[u.id] > 1:
-            found.append(f"id '{u.id}' is used by {id_counts[u.id]} rows; make ids unique")
-        if not u.text and empty_transcripts == "audio_only":
-            without_text.append(u)
-        elif not u.text:
-            found.append(
-                "empty transcript; write the transcript (ASR output is fine), drop the row, or pass "
-                "--empty_transcripts audio_only to use its audio alone"
-            )
-        elif transcript_problem(u.text):
-            found.append(f"the transcript {transcript_problem(u.text)}")
-        if u.split in needs_label and not u.label:
-            hint = "" if u.split == train_split else " (a split with no labels at all gets a predictions file)"
-            found.append(f"empty label in split '{u.split}'; label the row or drop it{hint}")
-        elif needs_labels and u.label and u.label not in known_labels:
-            found.append(
-                f"unknown label '{u.label}' (label set: {', '.join(label_names)}); fix the spelling, "
-                "drop the row, or add the class to the label set"
-            )
-        if found:
-            row_problems[i] = found
+    row_problems, without_text = check_rows(
+        utterances, label_names, train_split, labelled_splits, needs_labels, empty_transcripts
+    )
     split_problems: list[str] = []
 
     moments = _RunningMoments()
@@ -503,7 +482,45 @@ def check_label_set(names: Sequence[str], source: str) -> None:
         )
 
 
+def drop_bad_rows(rows: dict, scanned: list, skipped: dict[int, list[str]], report: Path) -> dict:
+    """Drop the rows `scan_manifest` found bad, record them in `report`, and check every split still has rows."""
+    report.parent.mkdir(parents=True, exist_ok=True)
+    with report.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["where", "id", "audio", "problems"])
+        for position, problems in skipped.items():
+            u = scanned[position]
+            writer.writerow([u.where, u.id, u.audio, "; ".join(problems)])
+    logger.warning(f"--skip_bad_rows: left out {len(skipped)} bad row(s); they are listed in {report}")
+    bad = {id(scanned[position]) for position in skipped}
+    kept = {role: [u for u in part if id(u) not in bad] for role, part in rows.items()}
+    empty = [role for role, part in kept.items() if not part]
+    if empty:
+        raise ManifestError(f"after leaving out the bad rows, {', '.join(empty)} has no rows; see {report}")
+    return kept
+
+
+def note_long_transcripts(processor, rows: dict[str, list], splits: dict[str, str]) -> None:
+    """Transcripts longer than --max_text_length tokens are cut to their first ones (the paper's truncation): how
+    many in each split (`rows` and `splits` by role), and the longest, once per run."""
+    limit, parts = processor.max_text_length, []
+    for role, part in rows.items():
+        cut = [(n, u.id) for n, u in zip(processor.transcript_lengths([u.text for u in part]), part) if n > limit]
+        if cut:
+            length, uid = max(cut)
+            parts.append(
+                f"split '{splits[role]}' {len(cut)} of {len(part)} (the longest: id '{uid}', {length} tokens)"
+            )
+    if parts:
+        logger.warning(
+            f"transcripts longer than --max_text_length {limit} tokens are cut to their first {limit}, as in the "
+            f"paper's recipe: {'; '.join(parts)}. Raise --max_text_length to keep more of them"
+        )
+
+
 __all__ = [
+    "drop_bad_rows",
+    "note_long_transcripts",
     "SAMPLING_RATE",
     "ManifestScan",
     "load_audio",

@@ -26,6 +26,7 @@ import json
 import logging
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -35,7 +36,7 @@ from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 
 from ..modeling_crab import CrabForEmotionClassification, CrabModel
-from .collator import attribute_labels_of
+from .collator import CrabDataCollator, attribute_labels_of
 
 logger = logging.getLogger(__name__)
 
@@ -338,7 +339,44 @@ def freeze_encoders(model: CrabModel | CrabForEmotionClassification) -> None:
         encoder.requires_grad_(False)
 
 
+def cache_datasets(model, processor, datasets: dict, splits: dict, cache_root: str, training_args) -> dict:
+    """Frozen-encoder mode: freeze both encoders, cache their outputs for every split in `cache_root/<split>` (the
+    main process encodes, the others wait and read) and return the cached datasets."""
+    if not model.config.mask_padding:
+        raise FeatureCacheError(
+            "--encoder_cache needs a model with mask_padding true: cached features are stored without padding, and "
+            "the unmasked head computes another function without it; pass --mask_padding true (and --recipe crab)"
+        )
+    freeze_encoders(model)
+    model.to(training_args.device)
+    settings = {
+        "feature_extractor": {  # the crop, normalisation and its statistics; not where it would be loaded from
+            key: value
+            for key, value in processor.feature_extractor.to_dict().items()
+            if key not in ("auto_map", "processor_class")
+        },
+        "max_text_length": processor.max_text_length,
+        "vocabulary": cache_key(sorted(processor.tokenizer.get_vocab().items())),
+    }
+    encoders = encoder_fingerprint(model)
+    cached = {}
+    with training_args.main_process_first(desc="encoding every split into the encoder cache"):
+        for role, dataset in datasets.items():
+            key = cache_key(encoders, settings, [asdict(u) for u in dataset.utterances], dataset.label2id)
+            cached[role] = encode_dataset(
+                model,
+                dataset,
+                CrabDataCollator(processor),
+                Path(cache_root) / splits[role],
+                fingerprint=key,
+                batch_size=training_args.per_device_eval_batch_size,
+                num_workers=training_args.dataloader_num_workers,
+            )
+    return cached
+
+
 __all__ = [
+    "cache_datasets",
     "FeatureCacheError",
     "encoder_fingerprint",
     "cache_key",

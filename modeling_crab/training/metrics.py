@@ -12,13 +12,13 @@ which the released code keeps its best dev epoch (`--recipe release` selects by 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
 from transformers import EvalPrediction
 
+from ..heads import OutputHead, heads_named, unpack_predictions
 from ..losses import concordance_correlation
 
 
@@ -68,39 +68,24 @@ def attribute_metrics(
     return metrics
 
 
-class SplitPredictions(NamedTuple):
-    """A `Trainer` prediction taken apart: class logits (N, C) and labels (N,) (-100: none), attributes (N, A) and
-    their labels (N, A) (NaN: none); the attribute parts are None for a categories-only model, the class parts
-    have C = 0 for an attributes-only one."""
-
-    logits: np.ndarray
-    labels: np.ndarray | None
-    attributes: np.ndarray | None = None
-    attribute_labels: np.ndarray | None = None
-
-
-def split_predictions(predictions, label_ids) -> SplitPredictions:
-    """`CrabTrainer.prediction_step`'s outputs, gathered: logits alone (categories only) or `(logits, attributes)`,
-    with `labels` or `(labels, attribute_labels)`."""
-    if not isinstance(predictions, (tuple, list)):
-        return SplitPredictions(predictions, label_ids)
-    labels, attribute_labels = label_ids if label_ids is not None else (None, None)
-    return SplitPredictions(predictions[0], labels, predictions[1], attribute_labels)
+def head_predictions(heads: Sequence[OutputHead], predictions, label_ids) -> list[tuple]:
+    """`CrabTrainer.prediction_step`'s outputs, gathered -> `(head, predictions (N, K), labels)` for each head."""
+    return unpack_predictions(heads, predictions, label_ids)
 
 
 def build_compute_metrics(
-    label_names: Sequence[str], attribute_names: Sequence[str] = ()
+    label_names: Sequence[str] = (), attribute_names: Sequence[str] = (), heads: Sequence[OutputHead] | None = None
 ) -> Callable[[EvalPrediction], dict[str, float]]:
-    """A `Trainer` `compute_metrics` over the label set `label_names` (logits (N, C) -> argmax) and the attributes
-    `attribute_names` (`attribute_metrics`)."""
+    """A `Trainer` `compute_metrics`: each output head's metrics (`OutputHead.metrics`), of `heads`
+    (`heads.heads_of(model.config)`) or of the heads named by the label set `label_names` (logits (N, C) -> argmax)
+    and the attributes `attribute_names` (`attribute_metrics`)."""
+    if heads is None:
+        heads = heads_named(classes=label_names, attributes=attribute_names)
 
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
-        split = split_predictions(prediction.predictions, prediction.label_ids)
         metrics = {}
-        if label_names:
-            metrics.update(classification_metrics(split.labels, np.argmax(split.logits, axis=-1), label_names))
-        if attribute_names:
-            metrics.update(attribute_metrics(split.attribute_labels, split.attributes, attribute_names))
+        for head, predictions, labels in head_predictions(heads, prediction.predictions, prediction.label_ids):
+            metrics.update(head.metrics(predictions, labels))
         return metrics
 
     return compute_metrics
@@ -112,25 +97,17 @@ def confusion(label_ids: Sequence[int], predicted_ids: Sequence[int], num_labels
 
 
 def summary_table(
-    results: dict[str, dict[str, float]], label_names: Sequence[str], attribute_names: Sequence[str] = ()
+    results: dict[str, dict[str, float]],
+    label_names: Sequence[str] = (),
+    attribute_names: Sequence[str] = (),
+    heads: Sequence[OutputHead] | None = None,
 ) -> str:
-    """A plain-text table: metrics (rows) by split (columns), from `{"dev": {"war": ...}, "test": {...}}`. The
-    macro-F1 over the present classes only has a row where it differs from the one over all classes."""
-    rows = []
-    if label_names:
-        rows += [("WAR", "war"), ("UAR", "uar"), ("macro-F1", "macro_f1")]
-        if any("macro_f1_present" in s and s["macro_f1_present"] != s["macro_f1"] for s in results.values()):
-            rows.append(("macro-F1, present classes", "macro_f1_present"))
-        rows.append(("weighted-F1", "weighted_f1"))
-        rows += [(f"recall {name}", f"recall_{name}") for name in label_names]
-    for name in attribute_names:
-        rows += [
-            (f"CCC {name}", f"ccc_{name}"),
-            (f"Pearson {name}", f"pearson_{name}"),
-            (f"MAE {name}", f"mae_{name}"),
-        ]
-    if len(attribute_names) > 1:
-        rows.append(("CCC mean", "ccc_mean"))
+    """A plain-text table: metrics (rows, each head's `OutputHead.summary_rows`) by split (columns), from
+    `{"dev": {"war": ...}, "test": {...}}`, for `heads` or the heads named by `label_names` and `attribute_names`.
+    The macro-F1 over the present classes only has a row where it differs from the one over all classes."""
+    if heads is None:
+        heads = heads_named(classes=label_names, attributes=attribute_names)
+    rows = [row for head in heads for row in head.summary_rows(results)]
     splits = list(results)
     table = [["metric", *splits]]
     for title, key in rows:
@@ -144,8 +121,7 @@ def summary_table(
 __all__ = [
     "classification_metrics",
     "attribute_metrics",
-    "SplitPredictions",
-    "split_predictions",
+    "head_predictions",
     "build_compute_metrics",
     "confusion",
     "summary_table",

@@ -3,6 +3,7 @@ emotional attributes, predictions against labels (matplotlib, Agg)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 
@@ -11,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from ..losses import objective_terms  # noqa: E402
 
 
 def plot_confusion_matrix(
@@ -45,6 +48,7 @@ METRIC_STYLES = {
     "eval_uar": {"marker": "s", "linestyle": "--", "markersize": 5},
     "eval_macro_f1": {"marker": "^", "linestyle": ":", "markersize": 5},
 }
+TERM_STYLES = ("--", ":", "-.")  # the objective's terms, in `losses.objective_terms` order
 ATTRIBUTE_MARKERS = ("D", "v", "P", "X", "*")  # the attributes' CCC curves, in `eval_ccc_<name>` order
 
 
@@ -56,11 +60,12 @@ def plot_training_curves(log_history: list[dict], path: str | os.PathLike, best_
 
 
 def training_curves_figure(log_history: list[dict], best_step: int | None = None):
-    """Left: training `loss`, `ce_loss`, `mlcs_loss`, `attribute_loss` and `eval_loss` by step. Right: dev
+    """Left: training `loss`, its terms (`ce_loss`, `mlcs_loss`, `attribute_loss`, ...) and `eval_loss` by step. Right: dev
     WAR/UAR/macro-F1 and each attribute's CCC. A vertical line marks `best_step`, the checkpoint kept at the end
     (`trainer.state.best_global_step`)."""
     fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    losses = (("loss", "-"), ("ce_loss", "--"), ("mlcs_loss", ":"), ("attribute_loss", "-."), ("eval_loss", "o-"))
+    terms = zip(objective_terms(), itertools.cycle(TERM_STYLES))  # ce_loss, mlcs_loss, each other head's term
+    losses = (("loss", "-"), *terms, ("eval_loss", "o-"))
     for key, style in losses:
         points = [(entry["step"], entry[key]) for entry in log_history if key in entry and "step" in entry]
         if points:

@@ -13,7 +13,7 @@ from tokenizers import ByteLevelBPETokenizer
 from transformers import RobertaConfig, RobertaTokenizerFast, WavLMConfig
 
 from ..configuration_crab import CrabConfig
-from ..processing_crab import MAX_TEXT_TOKENS
+from ..options import MAX_TEXT_TOKENS
 
 # Special tokens in RoBERTa's id order: <s>=0, <pad>=1, </s>=2, <unk>=3, <mask>=4 (matches RobertaConfig defaults).
 ROBERTA_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]

@@ -3,8 +3,8 @@ terms of the Crab objective.
 
 The objective is the model's own: `CrabForEmotionClassification.forward(labels=...)` returns class-weighted CE +
 alpha * MLCS (`losses.crab_objective`; class weights, alpha, tau, the loss type and the cross-rank gather of the CSL
-embeddings are read from `model.config`). `ce_loss` and `mlcs_loss` are logged next to `loss`, averaged over the
-same window.
+embeddings are read from `model.config`). Its terms (`ce_loss`, `mlcs_loss`, each output head's) are logged next to
+`loss`, averaged over the same window.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from torch import nn
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, PredictionOutput
 
+from ..heads import HEADS, heads_of, pack_predictions
+from ..losses import objective_terms
 from .checkpoints import STAGING_FOLDER, publish_checkpoint, rotate_checkpoints
 from .collator import EpochIndexSampler, EpochSeededLengthGroupedSampler, EpochSeededRandomSampler
 
@@ -110,7 +112,7 @@ class CrabTrainer(Trainer):
 
     def compute_loss(self, model: nn.Module, inputs: dict, return_outputs: bool = False, num_items_in_batch=None):
         """The model's own objective (`model(**inputs)` with labels); its terms are kept for `log`."""
-        if "labels" not in inputs and "attribute_labels" not in inputs:
+        if not any(kind.label_key in inputs for kind in HEADS):
             raise ValueError(
                 "CrabTrainer needs 'labels' (or, for a model with attributes, 'attribute_labels') in every training "
                 "batch; check the manifest's label and attribute columns"
@@ -118,23 +120,22 @@ class CrabTrainer(Trainer):
         outputs = model(**inputs)
         loss = outputs.loss
         if model.training:
-            self._accumulate_components(
-                ce_loss=outputs.ce_loss, mlcs_loss=outputs.mlcs_loss, attribute_loss=outputs.attribute_loss
-            )
+            self._accumulate_components(**{name: getattr(outputs, name, None) for name in objective_terms()})
             if self.full_accumulation_divisor:  # Trainer then divides by this step's micro-batches
                 loss = loss * (self.current_gradient_accumulation_steps / self.args.gradient_accumulation_steps)
         return (loss, outputs) if return_outputs else loss
 
     def _accumulate_components(self, **components: torch.Tensor) -> None:
         for name, value in components.items():
-            if value is None:  # no MLCS term
+            if value is None:  # no such term in this model or batch
                 continue
             value = value.detach().float()
             self._component_sums[name] = self._component_sums.get(name, torch.zeros_like(value)) + value
         self._component_steps += 1
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Adds `ce_loss` / `mlcs_loss`, averaged over the same micro-batches (and ranks) as `loss`."""
+        """Adds the objective's terms (`ce_loss`, `mlcs_loss`, `attribute_loss`), averaged over the same micro-batches
+        (and ranks) as `loss`."""
         if "loss" in logs and self._component_steps:
             for name, total in self._component_sums.items():
                 mean = total / self._component_steps
@@ -147,27 +148,16 @@ class CrabTrainer(Trainer):
     # ---- evaluation --------------------------------------------------------------------------------------------
 
     def prediction_step(self, model: nn.Module, inputs: dict, prediction_loss_only: bool, ignore_keys=None):
-        """(loss without MLCS, logits (B, C), labels); CSL embeddings never reach the predictions. A model with
-        attributes gives `(logits, attributes)` and `(labels, attribute_labels)` (`metrics.split_predictions`):
-        logits (B, 0) for an attributes-only model, labels -100 and attribute labels NaN where the batch has none."""
+        """(loss without MLCS, predictions, labels) in `heads.pack_predictions`' layout: logits (B, C) and labels for
+        a model with classes only, else one entry per output head (`metrics.build_compute_metrics` reads both). CSL
+        embeddings never reach the predictions."""
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
             outputs = model(**inputs, output_csl_embeddings=False)  # with labels: loss = the weighted CE alone
         loss = None if outputs.loss is None else outputs.loss.detach()
         if prediction_loss_only:
             return loss, None, None
-        labels = inputs.get("labels")
-        if outputs.attributes is None:
-            return loss, outputs.logits.detach(), labels
-        attributes = outputs.attributes.detach().float()
-        batch_size = len(attributes)
-        logits = attributes.new_zeros((batch_size, 0)) if outputs.logits is None else outputs.logits.detach()
-        if labels is None:
-            labels = torch.full((batch_size,), -100, dtype=torch.long, device=attributes.device)
-        attribute_labels = inputs.get("attribute_labels")
-        if attribute_labels is None:
-            attribute_labels = torch.full_like(attributes, float("nan"))
-        return loss, (logits, attributes), (labels, attribute_labels)
+        return (loss, *pack_predictions(heads_of(getattr(model, "module", model).config), outputs, inputs))
 
     # ---- optimisation ------------------------------------------------------------------------------------------
 

@@ -600,7 +600,7 @@ def test_msp_podcast_submission_cli_checks_manifest(tmp_path, capsys):
 def test_msp_podcast_manifest_with_missing_transcripts_trains_under_the_release_recipe(tmp_path, caplog):
     """The converter keeps a clip without a transcript with empty text; the release recipe trains on it with the
     empty transcript (the released code's fillna("")), the default recipe stops with the row and the fix."""
-    from training_helpers import load_train_script
+    from training_helpers import train_main
 
     assert msp_podcast.main(["--root", str(make_msp(tmp_path / "MSP-PODCAST")), "--out", str(tmp_path / "out")]) == 0
     manifest_path = tmp_path / "out" / "manifest.csv"
@@ -617,15 +617,14 @@ def test_msp_podcast_manifest_with_missing_transcripts_trains_under_the_release_
         "1",
     ]
     argv += ["--disable_tqdm", "true", "--mask_time_prob", "0"]  # the fake clips are shorter than a time mask
-    train = load_train_script()
     with pytest.raises(
         ManifestError,
         match=r"id 'MSP-PODCAST_0001_0002', split 'train'\): empty transcript; .*"
         "--empty_transcripts audio_only",
     ):
-        train.main([*argv, "--output_dir", str(tmp_path / "crab")])
+        train_main([*argv, "--output_dir", str(tmp_path / "crab")])
     with pytest.warns(UserWarning, match=r"1 row\(s\) have an empty transcript \(1 of 3 in split 'train'\)"):
-        results = train.main([*argv, "--recipe", "release", "--output_dir", str(tmp_path / "release")])
+        results = train_main([*argv, "--recipe", "release", "--output_dir", str(tmp_path / "release")])
     assert 0 <= results["eval_uar"] <= 1
     predictions = (tmp_path / "release" / "predictions_test1.csv").read_text()
     assert "MSP-PODCAST_0003_0001" in predictions
@@ -639,12 +638,20 @@ def test_msp_podcast_manifest_with_missing_transcripts_trains_under_the_release_
 )
 def test_reproduction_configs(name, batch, test_split):
     """Each config names the release recipe and only what differs from it; the run gets the paper's settings."""
-    from training_helpers import load_train_script
+    from modeling_crab import CrabConfig
+    from modeling_crab.training.arguments import parse_arguments
 
     path = ROOT / "configs" / f"{name}.json"
     written = json.loads(path.read_text())
     assert written["recipe"] == "release" and "mask_padding" not in written and "max_duration_s" not in written
-    model, data, loss, optimizer, _, training = load_train_script().parse_arguments([str(path)])
+    arguments = parse_arguments([str(path)])
+    model, head, data, optimizer, training = (
+        arguments.model,
+        arguments.head,
+        arguments.data,
+        arguments.optimization,
+        arguments.training,
+    )
     assert training.per_device_train_batch_size == batch
     assert training.per_device_train_batch_size * training.gradient_accumulation_steps == 32
     assert training.per_device_eval_batch_size == 4 * batch  # the release evaluates dev at 4 micro-batches
@@ -653,7 +660,9 @@ def test_reproduction_configs(name, batch, test_split):
     assert (
         training.learning_rate == 1e-5 and optimizer.encoder_learning_rate == 1e-6 and training.num_train_epochs == 20
     )
-    assert model.mask_padding is False and data.text_padding == "max_length" and data.max_text_length == 128
+    assert head.mask_padding is False and data.text_padding == "max_length" and data.max_text_length == 128
     assert data.max_duration_s == 12.0 and training.metric_for_best_model == "macro_f1_present" and training.seed == 42
     assert data.empty_transcripts == "audio_only"  # the release's fillna(""): clips without a transcript stay
-    assert (loss.mlcs_weight, loss.mlcs_temperature) == (2.0, 0.1)
+    assert head.mlcs_weight is None and head.mlcs_temperature is None  # the model's own: the paper's
+    built_in = CrabConfig()
+    assert (built_in.mlcs_weight, built_in.mlcs_temperature) == (2.0, 0.1)

@@ -49,19 +49,14 @@ def write_corpus(root: Path, per_class: dict[str, int] | None = None, seed: int 
     return manifest
 
 
-def load_train_script():
-    """The repository's `train.py` as a module (it is an entry point, not part of the package)."""
-    import importlib.util
-    import sys
+def train_main(argv: list[str]) -> dict[str, float]:
+    """What `python train.py ARGV` does, in this process: parse and check the arguments, then train; the metrics.
+    A bad argument exits (status 2) as on the command line; a bad manifest, checkpoint or setting found later raises
+    its own error (`train.py` turns those into `train.py: error: ...` lines)."""
+    from modeling_crab.training.arguments import parse_arguments
+    from modeling_crab.training.run import train
 
-    if "crab_train_script" in sys.modules:
-        return sys.modules["crab_train_script"]
-    path = Path(__file__).resolve().parents[2] / "train.py"
-    spec = importlib.util.spec_from_file_location("crab_train_script", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+    return train(parse_arguments(argv))
 
 
 def tiny_datasets(manifest: Path, max_duration_s: float = 12.0):

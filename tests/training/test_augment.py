@@ -13,15 +13,17 @@ import torch
 from training_helpers import (
     LABELS,
     RESUMABLE,
-    load_train_script,
     tiny_datasets,
     tiny_training_arguments,
+    train_main,
     write_corpus,
     write_tone,
 )
 from transformers import TrainingArguments
 
+import modeling_crab.training.run as training_run
 from modeling_crab.training import CrabAudioTextDataset, CrabDataCollator, CrabTrainer, load_audio
+from modeling_crab.training.arguments import parse_arguments
 from modeling_crab.training.augment import (
     WaveformAugmentation,
     add_noise,
@@ -211,21 +213,20 @@ def test_the_crop_holds_after_speed_perturbation_and_masks_follow_the_lengths(co
 
 def test_dev_and_test_items_are_the_plain_read(corpus, monkeypatch, tmp_path):
     """train.py gives the augmentation to the training split alone; the other splits read the audio as serving."""
-    train_script = load_train_script()
     built = {}
-    original = train_script.CrabAudioTextDataset
+    original = training_run.CrabAudioTextDataset
 
     def recording(utterances, *args, augmentation=None, **kwargs):
         dataset = original(utterances, *args, augmentation=augmentation, **kwargs)
         built[utterances[0].split] = dataset
         return dataset
 
-    monkeypatch.setattr(train_script, "CrabAudioTextDataset", recording)
+    monkeypatch.setattr(training_run, "CrabAudioTextDataset", recording)
     argv = ["--manifest", str(corpus), "--tiny", "--output_dir", str(tmp_path / "run"), "--max_steps", "1"]
     argv += ["--disable_tqdm", "True", "--dataloader_num_workers", "0", "--speed_factors", "0.9", "1.1"]
     argv += ["--gain_db", "6", "--noise_prob", "1", "--reverb_prob", "1", "--mask_time_prob", "0.3"]
     argv += ["--pitch_prob", "0.5", "--pitch_semitones", "-2", "3"]
-    train_script.main(argv)
+    train_main(argv)
     assert built["train"].augmentation is not None and built["dev"].augmentation is None
     for index, utterance in enumerate(built["dev"].utterances):
         np.testing.assert_array_equal(built["dev"][index]["audio"], load_audio(utterance.audio, max_duration_s=12.0))
@@ -243,11 +244,10 @@ def test_dev_and_test_items_are_the_plain_read(corpus, monkeypatch, tmp_path):
 
 
 def test_without_augmentation_flags_nothing_changes():
-    model_args, data_args, loss_args, _, augment_args, _ = load_train_script().parse_arguments(["--manifest", "m.csv"])
-    assert augment_args.waveform is None and augment_args.spec_augment == {}
     for recipe in ("crab", "release"):
-        *_, augment_args, _ = load_train_script().parse_arguments(["--manifest", "m.csv", "--recipe", recipe])
-        assert augment_args.waveform is None and augment_args.spec_augment == {}
+        arguments = parse_arguments(["--manifest", "m.csv", "--recipe", recipe])
+        assert not arguments.augmentation.active and arguments.augmentation == WaveformAugmentation()
+        assert arguments.spec_augment.settings() == {}
 
 
 # ---- the training loader: workers, epochs, resuming ----------------------------------------------------------------
@@ -337,22 +337,16 @@ def _masked_frames(model, batch) -> int:
 
 
 def test_spec_augment_masks_in_training_only_and_its_embedding_exists(tiny_tokenizer, tiny_batch, tmp_path):
-    train_script = load_train_script()
     labels = list(LABELS)
-    parse = train_script.parse_arguments
-    model_args, _, loss_args, _, augment, training = parse(["--manifest", "m.csv", "--tiny", "--mask_time_prob", "0"])
-    off = train_script.build_model(
-        model_args, loss_args, labels, len(tiny_tokenizer), False, training, augment.spec_augment
+    off = training_run.build_model(
+        parse_arguments(["--manifest", "m.csv", "--tiny", "--mask_time_prob", "0"]), labels, len(tiny_tokenizer)
     )
     assert off.config.audio_config.mask_time_prob == 0 and not hasattr(off.crab.audio_encoder, "masked_spec_embed")
     off.save_pretrained(tmp_path / "unmasked")
 
     # turned on from 0 when fine-tuning: the embedding is created and initialised, not left empty
     argv = ["--manifest", "m.csv", "--model_name_or_path", str(tmp_path / "unmasked"), "--mask_time_prob", "0.5"]
-    model_args, _, loss_args, _, augment, training = parse([*argv, "--mask_time_length", "2"])
-    model = train_script.build_model(
-        model_args, loss_args, labels, len(tiny_tokenizer), False, training, augment.spec_augment
-    )
+    model = training_run.build_model(parse_arguments([*argv, "--mask_time_length", "2"]), labels, len(tiny_tokenizer))
     embed = model.crab.audio_encoder.masked_spec_embed
     assert model.config.audio_config.mask_time_prob == 0.5 and model.config.audio_config.mask_time_length == 2
     assert torch.isfinite(embed).all() and embed.abs().sum() > 0
@@ -367,14 +361,9 @@ def test_spec_augment_masks_in_training_only_and_its_embedding_exists(tiny_token
 
 def test_spec_augment_masks_feature_channels_in_training_only(tiny_tokenizer, tiny_batch):
     """`--mask_feature_prob` on WavLM, whose config has no `mask_feature_min_masks` of its own for SpecAugment."""
-    train_script = load_train_script()
     argv = ["--manifest", "m.csv", "--tiny", "--mask_time_prob", "0", "--mask_feature_prob", "0.5"]
-    model_args, _, loss_args, _, augment, training = train_script.parse_arguments(
-        [*argv, "--mask_feature_length", "8"]
-    )
-    model = train_script.build_model(
-        model_args, loss_args, list(LABELS), len(tiny_tokenizer), False, training, augment.spec_augment
-    )
+    arguments = parse_arguments([*argv, "--mask_feature_length", "8"])
+    model = training_run.build_model(arguments, list(LABELS), len(tiny_tokenizer))
     batch = {key: value for key, value in tiny_batch.items() if key != "labels"}
     seen = [_transformer_input(model.eval(), batch), _transformer_input(model.train(), batch)]
     silent = [int((x == 0).all(dim=1).sum()) for x in seen]  # channels zero over every frame, summed over clips

@@ -9,8 +9,9 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-from training_helpers import load_train_script, write_corpus, write_tone
+from training_helpers import train_main, write_corpus, write_tone
 
+from modeling_crab.training.arguments import parse_arguments
 from modeling_crab.training.augment import AugmentationError, WaveformAugmentation
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 def _parse_error(argv, capsys) -> str:
     with pytest.raises(SystemExit) as stop:
-        load_train_script().parse_arguments(["--manifest", "m.csv", *argv])
+        parse_arguments(["--manifest", "m.csv", *argv])
     assert stop.value.code == 2
     return capsys.readouterr().err
 
@@ -72,7 +73,7 @@ def test_noise_file_unreadable_or_silent_stops_before_training(tmp_path, problem
     argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(out), "--max_steps", "1"]
     argv += ["--disable_tqdm", "True", "--noise_prob", "0.5", "--noise_dir", str(noise_dir)]
     with pytest.raises(AugmentationError, match=f"noise file '{bad}' is {problem}") as error:
-        load_train_script().main(argv)
+        train_main(argv)
     assert "--noise_dir" in str(error.value)  # the fix: remove it from the folder, or convert it
     assert not list(out.glob("checkpoint-*"))
 
@@ -84,4 +85,4 @@ def test_waveform_augmentation_with_the_encoder_cache(tmp_path, capsys):
     # SpecAugment flags are no waveform augmentation: allowed (the frozen encoders run in eval mode, unmasked)
     config = tmp_path / "run.json"
     config.write_text(json.dumps({"manifest": "m.csv", "encoder_cache": "c", "mask_time_prob": 0.1}))
-    load_train_script().parse_arguments([str(config)])
+    parse_arguments([str(config)])

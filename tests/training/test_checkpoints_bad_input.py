@@ -32,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("one_intra_op_thread")  # many small forwar
     ],
 )
 def test_resume_of_a_run_that_means_something_else(resumable_run, tmp_path, change, named):
-    from training_helpers import load_train_script
+    from training_helpers import train_main
 
     from modeling_crab.training.checkpoints import CheckpointError
 
@@ -40,7 +40,7 @@ def test_resume_of_a_run_that_means_something_else(resumable_run, tmp_path, chan
     checkpoint = run / "checkpoint-2"
     out = tmp_path / "resumed"
     with pytest.raises(CheckpointError, match=named) as error:
-        load_train_script().main(run_argv(manifest, out, "--resume_from_checkpoint", str(checkpoint), *change))
+        train_main(run_argv(manifest, out, "--resume_from_checkpoint", str(checkpoint), *change))
     assert f"--resume_from_checkpoint '{checkpoint}' was trained for something else" in str(error.value)
     assert not out.exists() or not list(out.glob("checkpoint-*"))  # refused before the first step
 
@@ -52,7 +52,7 @@ def test_resume_after_an_interrupted_save(resumable_run, tmp_path, monkeypatch, 
     import shutil
 
     from safetensors.torch import load_file
-    from training_helpers import load_train_script
+    from training_helpers import train_main
 
     from modeling_crab.training import CrabTrainer
 
@@ -67,7 +67,7 @@ def test_resume_after_an_interrupted_save(resumable_run, tmp_path, monkeypatch, 
 
     monkeypatch.setattr(CrabTrainer, "_save_rng_state", killed_at_step_3)
     with pytest.raises(KeyboardInterrupt):
-        load_train_script().main(run_argv(manifest, out))
+        train_main(run_argv(manifest, out))
     monkeypatch.undo()
     assert sorted(path.name for path in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
 
@@ -75,7 +75,7 @@ def test_resume_after_an_interrupted_save(resumable_run, tmp_path, monkeypatch, 
     weights = out / "checkpoint-3" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with caplog.at_level("WARNING"):
-        load_train_script().main(run_argv(manifest, out, "--resume_from_checkpoint", "last"))
+        train_main(run_argv(manifest, out, "--resume_from_checkpoint", "last"))
     assert "skipping the incomplete checkpoint" in caplog.text and "model.safetensors is truncated" in caplog.text
     expected, resumed = load_file(uninterrupted / "model.safetensors"), load_file(out / "model.safetensors")
     assert expected.keys() == resumed.keys()
@@ -86,7 +86,7 @@ def test_resume_after_an_interrupted_save(resumable_run, tmp_path, monkeypatch, 
 def test_best_checkpoint_and_its_metrics_survive_rotation_and_kills(tmp_path, monkeypatch):
     """With save_total_limit=1 the best checkpoint stays next to the newest, its trainer_state.json holding its
     metrics; a kill during a later save touches neither."""
-    from training_helpers import load_train_script, write_corpus
+    from training_helpers import train_main, write_corpus
 
     from modeling_crab.training import CrabTrainer
     from modeling_crab.training.checkpoints import checkpoint_problem
@@ -104,7 +104,7 @@ def test_best_checkpoint_and_its_metrics_survive_rotation_and_kills(tmp_path, mo
 
     monkeypatch.setattr(CrabTrainer, "_save_rng_state", killed_at_step_4)
     with pytest.raises(KeyboardInterrupt):
-        load_train_script().main(argv)
+        train_main(argv)
     kept = sorted(out.glob("checkpoint-*"))
     assert 1 <= len(kept) <= 2 and all(checkpoint_problem(path) is None for path in kept)
     state = json.loads((kept[-1] / "trainer_state.json").read_text())
@@ -120,16 +120,15 @@ def test_a_new_run_into_a_folder_with_an_earlier_runs_checkpoints(resumable_run,
     --output_dir stops it too. Incomplete checkpoints alone (nothing to resume) do not, nor does resuming."""
     import shutil
 
-    from training_helpers import load_train_script
+    from training_helpers import train_main
 
     from modeling_crab.training.checkpoints import CheckpointError
 
     manifest, finished = resumable_run
     earlier = Path(shutil.copytree(finished, tmp_path / "earlier"))
     before = {path.name: path.stat().st_mtime_ns for path in earlier.rglob("*")}
-    train = load_train_script()
     with pytest.raises(CheckpointError) as error:
-        train.main(run_argv(manifest, earlier))
+        train_main(run_argv(manifest, earlier))
     assert str(error.value) == (
         f"--output_dir '{earlier}' holds the checkpoints of an earlier run (checkpoint-1, checkpoint-2, checkpoint-3, "
         "checkpoint-4); continue it with --resume_from_checkpoint last, or pass another --output_dir (or delete that "
@@ -138,8 +137,8 @@ def test_a_new_run_into_a_folder_with_an_earlier_runs_checkpoints(resumable_run,
     assert {path.name: path.stat().st_mtime_ns for path in earlier.rglob("*")} == before  # nothing touched
     (tmp_path / "a_file").write_text("")
     with pytest.raises(CheckpointError, match=r"--output_dir '.*a_file' is a file; pass a folder"):
-        train.main(run_argv(manifest, tmp_path / "a_file"))
+        train_main(run_argv(manifest, tmp_path / "a_file"))
     incomplete = tmp_path / "incomplete" / "checkpoint-7"
     incomplete.mkdir(parents=True)  # no weights, no trainer state: left by a kill, nothing to resume
-    train.main(run_argv(manifest, tmp_path / "incomplete", "--max_steps", "1"))
+    train_main(run_argv(manifest, tmp_path / "incomplete", "--max_steps", "1"))
     assert (tmp_path / "incomplete" / "checkpoint-1").is_dir()
