@@ -18,21 +18,26 @@ from __future__ import annotations
 import sys
 
 from modeling_crab.training.arguments import parse_arguments
+from modeling_crab.training.failures import failure_message
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    """Parse and check the arguments (`python train.py --help`), then train, evaluate and export; the metrics."""
+def main(argv: list[str] | None = None) -> int:
+    """Parse and check the arguments (`python train.py --help`), then train, evaluate and export. A run stopped by
+    what a user can act on (a bad setting or input, Ctrl-C, a full disk, no memory) ends with one line saying what
+    is intact and how to continue (`failures.py`); anything else keeps its traceback."""
     arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
     from modeling_crab.training.run import train  # the training stack: once the arguments are known to be good
 
-    return train(arguments)
+    try:
+        train(arguments)
+    except (Exception, KeyboardInterrupt) as error:
+        stopped = failure_message(error, arguments.training.output_dir)
+        if stopped is None:
+            raise
+        print(f"train.py: {stopped[0]}", file=sys.stderr)
+        return stopped[1]
+    return 0
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ValueError as error:  # Crab's own (a bad setting, manifest, checkpoint, ...) name the input and the fix
-        if not type(error).__module__.startswith("modeling_crab."):
-            raise
-        print(f"train.py: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main())

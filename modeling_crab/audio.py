@@ -41,9 +41,10 @@ MIN_AUDIO_S = 0.025
 # Sampling rates audio can have; outside them a rate is a mistake (kHz given for Hz, a broken header).
 MIN_SAMPLING_RATE = 1_000
 MAX_SAMPLING_RATE = 1_000_000
-# Largest |sample| accepted: past integer PCM's scale (2**31) by a margin; the encoders' statistics of larger values
-# overflow float32 into NaN.
-MAX_ABS_SAMPLE = 2.0**32
+# Largest |sample| accepted, 48 dB above float audio's full scale [-1, 1]: room for hot recordings and the
+# augmentation's gain (up to +40 dB), far below integer PCM stored as float (16-bit speech peaks in the thousands),
+# which would set the normalisation statistics of a whole corpus and be heard as near silence next to the rest.
+MAX_ABS_SAMPLE = 256.0
 # Rate pairs with a large reduced ratio (44101 -> 16000 Hz) would need a polyphase table of gigabytes; above this many
 # entries `resample` evaluates the same windowed sinc at each output sample instead.
 _MAX_POLYPHASE_TABLE = 1 << 20
@@ -80,9 +81,11 @@ def check_amplitude(waveform: np.ndarray, name: str = "audio") -> None:
         raise ValueError(f"{name} contains NaN or infinite samples; clean or drop this audio")
     peak = float(np.abs(waveform).max()) if waveform.size else 0.0
     if peak > MAX_ABS_SAMPLE:
+        pcm = next((bits for bits in (16, 24, 32) if peak < 2.0 ** (bits - 1) * 1.01), None)
+        hint = f"integer PCM stored as float? divide by {2 ** (pcm - 1)} ({pcm}-bit), or " if pcm else ""
         raise ValueError(
-            f"{name} has samples up to {peak:.3g}, beyond any audio scale (float audio lies in [-1, 1]); rescale it "
-            "(e.g. audio / abs(audio).max())"
+            f"{name} has samples up to {peak:.6g}, beyond any audio scale (float audio lies in [-1, 1]); {hint}"
+            "rescale it (e.g. audio / abs(audio).max())"
         )
 
 
@@ -91,6 +94,11 @@ def mono_float32(audio, name: str = "audio", max_samples: int | None = None) -> 
     (channels, samples) as torchaudio does (the shorter axis is channels) -> mono float32, integer PCM scaled to
     [-1, 1). With `max_samples`, only the first `max_samples` samples are converted. A dtype or shape that is not
     audio is an error naming `name`; the processor and the pipeline both check arrays here."""
+    if isinstance(audio, (bytes, bytearray, memoryview)) or hasattr(audio, "read"):
+        raise TypeError(
+            f"{name} is {type(audio).__name__}, the bytes of an audio file, not samples; read it with "
+            "modeling_crab.audio.read_audio(...) or pass it to the pipeline, which reads files"
+        )
     if isinstance(audio, torch.Tensor):
         audio = audio.detach().cpu()
         waveform = (audio.float() if audio.dtype == torch.bfloat16 else audio).numpy()
@@ -98,6 +106,12 @@ def mono_float32(audio, name: str = "audio", max_samples: int | None = None) -> 
         waveform = np.asarray(audio)
     if waveform.dtype.kind not in "iuf":
         raise TypeError(f"{name} has dtype {waveform.dtype}; pass float or integer PCM samples")
+    if waveform.dtype.kind in "iu" and waveform.dtype.itemsize > 4:  # a list of Python ints arrives as int64
+        raise TypeError(
+            f"{name} has dtype {waveform.dtype}, a sample width no audio format has, so its scale is unknown; pass "
+            "float samples in [-1, 1], or integer PCM as int16 or int32 (np.asarray(audio, dtype=np.int16) for "
+            "16-bit values)"
+        )
     if waveform.ndim not in (1, 2):
         raise ValueError(f"{name} has shape {waveform.shape}; pass a 1-D waveform or a (samples, channels) array")
     if waveform.size == 0:

@@ -626,8 +626,10 @@ def select_splits(
 
     A split name that nearly matches one the run uses (another case, a synonym such as `validation` for `dev`, a
     typo) is a `ManifestError` naming its lines and the fix; rows of any other split are left out with a warning
-    naming their lines. `flags` names the option that sets each role's split (for the hint), e.g.
-    `{"eval": "--eval_split"}`. Roles whose name is None, or whose split has no rows, get no entry except "train".
+    naming their lines, and a row that has problems of its own is reported with them wherever its split. A role that
+    names the training split is warned about. `flags` names the option that sets each role's split (for the hints),
+    e.g. `{"eval": "--eval_split"}`. Roles whose name is None, or whose split has no rows, get no entry except
+    "train"; a split in two roles gives both the same rows.
     """
     flags = flags or {}
     wanted = {role: name for role, name in splits.items() if name}
@@ -638,6 +640,11 @@ def select_splits(
             others.setdefault(u.split, []).append(u)
     problems, unused = [], []
     for split, rows in others.items():
+        # a row with problems of its own (a quote never closed, shifted fields) is reported, not left out unread
+        problems += [f"{u.where}: {problem}" for u in rows for problem in u.problems]
+        rows = [u for u in rows if not u.problems]
+        if not rows:
+            continue
         lines = _lines(rows)
         role = _near_miss(split, wanted)
         if split == "":
@@ -664,6 +671,15 @@ def select_splits(
         warnings.warn(
             f"{sum(len(others[s]) for s in others)} row(s) belong to splits this run does not use ({_names(wanted)}) "
             "and are left out:\n  " + "\n  ".join(unused),
+            UserWarning,
+            stacklevel=2,
+        )
+    shared = [role for role in wanted if role != "train" and wanted[role] == wanted.get("train")]
+    for role in shared:
+        flag = flags.get(role, f"the {role} split")
+        warnings.warn(
+            f"{flag} '{wanted[role]}' is also the training split: its scores (and a checkpoint chosen on them) measure "
+            "how well the model fits rows it was trained on, not unseen ones; pass a held-out split",
             UserWarning,
             stacklevel=2,
         )

@@ -13,6 +13,7 @@ to its own length in both directions: the function the head computes in PyTorch.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Iterator
@@ -24,13 +25,14 @@ from torch import nn
 
 from .configuration_crab import min_audio_samples
 from .heads import heads_of
-from .pipeline_crab import BACKENDS, OnnxCrabSession
+from .pipeline_crab import BACKENDS, ONNX_SOURCE, WEIGHTS_FILE, OnnxCrabSession, weights_fingerprint
 
 OPSET = 18
 # beside the safetensors in an export or a Hub repo, as repos that serve several runtimes do; the pipeline's
 # `backend=` names read them
 ONNX_FOLDER, MODEL_FILE = BACKENDS["onnx"].split("/")
 QUANTIZED_FILE = BACKENDS["onnx-int8"].split("/")[1]
+ONNX_SOURCE_NAME = ONNX_SOURCE.split("/")[1]
 INPUT_NAMES = ("input_values", "attention_mask", "input_ids", "text_attention_mask")
 
 
@@ -209,9 +211,19 @@ def export_checkpoint(
     if out.resolve() != source.resolve():
         processor = CrabProcessor.from_pretrained(str(source), revision=revision)
         export_for_inference(model, processor, out)
-    written = [export_onnx(model, out / ONNX_FOLDER / MODEL_FILE, opset)]
+    graphs = out / ONNX_FOLDER
+    (graphs / ONNX_SOURCE_NAME).unlink(missing_ok=True)  # until every graph is written, none answers for the weights
+    written = [export_onnx(model, graphs / MODEL_FILE, opset)]
     if quantize:
-        written.append(quantize_onnx(written[0], out / ONNX_FOLDER / QUANTIZED_FILE))
+        written.append(quantize_onnx(written[0], graphs / QUANTIZED_FILE))
+    else:  # an int8 graph of earlier weights must not answer for these
+        (graphs / QUANTIZED_FILE).unlink(missing_ok=True)
+    weights = out / WEIGHTS_FILE
+    source = {
+        "weights": weights_fingerprint(weights) if weights.is_file() else None,
+        "graphs": [f"{ONNX_FOLDER}/{path.name}" for path in written],
+    }
+    (graphs / ONNX_SOURCE_NAME).write_text(json.dumps(source, indent=2) + "\n")
     return written
 
 

@@ -37,7 +37,9 @@ library are imported at module level: transformers refuses remote code whose imp
 from __future__ import annotations
 
 import importlib
+import json
 import math
+import numbers
 import os
 import warnings
 
@@ -65,6 +67,67 @@ DEFAULT_ASR_MODEL = "openai/whisper-large-v3-turbo"
 WHISPER_MAX_S = 30.0
 # backend -> the graph `crab export-onnx` writes beside the safetensors (None: the PyTorch model)
 BACKENDS = {"pytorch": None, "onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_quantized.onnx"}
+# beside the graphs: the fingerprint of the weights they were exported from (`weights_fingerprint`)
+ONNX_SOURCE = "onnx/source.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def weights_fingerprint(path: str | os.PathLike) -> str:
+    """A fingerprint of a weights file's contents, read in part: its size, its safetensors header (every tensor's
+    name, dtype, shape and offsets) and 64 blocks of 64 KiB spread over it. Weights trained further, or another
+    model's, differ in it; a copy of the same file does not. A second or so for the large model's 1.3 GB would be a
+    full hash; this reads 4 MiB."""
+    import hashlib
+
+    digest, size = hashlib.sha256(), os.path.getsize(path)
+    digest.update(str(size).encode())
+    with open(path, "rb") as handle:
+        header = handle.read(8)
+        digest.update(header + handle.read(min(int.from_bytes(header, "little"), 1 << 24)))
+        block = 1 << 16
+        for i in range(64):
+            handle.seek(max(0, (size - block) * i // 63))
+            digest.update(handle.read(block))
+    return digest.hexdigest()
+
+
+def _check_graph_source(folder: str, filename: str) -> None:
+    """A local graph answers only for the weights it was exported from: one exported before the model was trained
+    further or exported again, or one `crab export-onnx` did not write this time (an int8 graph left from an earlier
+    export), is refused naming the command that brings it up to date."""
+    weights = os.path.join(folder, WEIGHTS_FILE)
+    try:
+        with open(os.path.join(folder, ONNX_SOURCE)) as handle:
+            source = json.load(handle)
+    except (OSError, ValueError):
+        source = {}
+    if not os.path.isfile(weights):
+        return  # weights in another form (sharded): nothing to compare with
+    stale = source.get("weights") != weights_fingerprint(weights) or filename not in source.get("graphs", [filename])
+    if stale:
+        raise FileNotFoundError(
+            f"'{os.path.join(folder, filename)}' was not exported from the weights in '{weights}' (the model was "
+            f"trained or exported again since, or the graph is left from an earlier export); run: crab export-onnx "
+            f"{folder}"
+        )
+
+
+def _is_waveform_and_rate(item) -> bool:
+    """A `(waveform, sampling_rate)` pair, as torchaudio.load and librosa.load return them."""
+    return (
+        isinstance(item, tuple)
+        and len(item) == 2
+        and isinstance(item[1], numbers.Integral)
+        and not isinstance(item[1], bool)
+        and isinstance(item[0], (np.ndarray, torch.Tensor, list))
+        and (item[0].numel() if isinstance(item[0], torch.Tensor) else np.size(item[0])) > 2
+    )
+
+
+def _is_iterable_batch(inputs) -> bool:
+    """A generator or another iterable of recordings that is not itself one (a path, bytes, an array, a dict)."""
+    one = (str, bytes, bytearray, memoryview, os.PathLike, dict, list, tuple, np.ndarray, torch.Tensor)
+    return not isinstance(inputs, one) and not hasattr(inputs, "read") and hasattr(inputs, "__iter__")
 
 
 class OnnxCrabSession:
@@ -224,13 +287,19 @@ class CrabEmotionPipeline(Pipeline):
         forward = {**self._forward_params, **forward}
         postprocess = {**self._postprocess_params, **postprocess}
 
-        # a list of numbers is one waveform; any other list is a batch; a bare 2-D array or tensor is a batch (B, N),
-        # as in the processor (`as_waveform_list`)
+        # a list of numbers (numpy scalars too) is one waveform, a (waveform, sampling rate) pair one recording; any
+        # other list, tuple or iterable (a generator) is a batch; a bare 2-D array or tensor is a batch (B, N), as in
+        # the processor (`as_waveform_list`)
+        if _is_waveform_and_rate(inputs):
+            inputs = {"raw": inputs[0], "sampling_rate": inputs[1]}
+        elif _is_iterable_batch(inputs):
+            inputs = list(inputs)
         batch_array = isinstance(inputs, (np.ndarray, torch.Tensor)) and inputs.ndim == 2
         single = not batch_array and (
-            not isinstance(inputs, (list, tuple)) or (len(inputs) > 0 and isinstance(inputs[0], (int, float)))
+            not isinstance(inputs, (list, tuple)) or (len(inputs) > 0 and isinstance(inputs[0], numbers.Number))
         )
         items = as_waveform_list(inputs) if batch_array else [inputs] if single else list(inputs)
+        items = [{"raw": i[0], "sampling_rate": i[1]} if _is_waveform_and_rate(i) else i for i in items]
         if not items:
             return []
         texts = self._pair_transcripts(items, text, single)
@@ -395,6 +464,7 @@ class CrabEmotionPipeline(Pipeline):
                     raise FileNotFoundError(
                         f"'{source}' has no {filename} for backend={backend!r}; run: crab export-onnx {source}"
                     )
+                _check_graph_source(source, filename)
             else:
                 from transformers.utils import cached_file
 
@@ -418,6 +488,8 @@ class CrabEmotionPipeline(Pipeline):
 
     @staticmethod
     def _pair_transcripts(items: list, text, single: bool) -> list:
+        if isinstance(text, (list, tuple)) and single and len(text) == 1:
+            text = text[0]  # one recording, its one transcript in a list
         if isinstance(text, (list, tuple)):
             if single or len(text) != len(items):
                 raise ValueError(f"got {len(items)} audio input(s) but {len(text)} transcripts; pass one per audio")
@@ -428,6 +500,15 @@ class CrabEmotionPipeline(Pipeline):
 
     def _load_audio(self, inputs, sampling_rate, name: str) -> tuple[np.ndarray, int]:
         target = self.processor.sampling_rate
+        if isinstance(inputs, (bytearray, memoryview)):  # the bytes of an audio file, not 8-bit samples
+            inputs = bytes(inputs)
+        elif hasattr(inputs, "read") and not isinstance(inputs, (np.ndarray, torch.Tensor)):  # a file object, BytesIO
+            data = inputs.read()
+            if isinstance(data, str):
+                raise TypeError(
+                    f"{name} is a file opened in text mode; open it with open(path, 'rb'), or pass the path"
+                )
+            inputs = bytes(data)
         if isinstance(inputs, (str, os.PathLike, bytes)):
             return read_audio(inputs, name if isinstance(inputs, (str, os.PathLike)) else None, target)
         if isinstance(inputs, dict):  # {'raw'|'array', 'sampling_rate'}, or a datasets Audio value

@@ -88,3 +88,41 @@ def test_train_output_folder_loads_with_the_pipeline_and_the_cli(resumable_run, 
     audio = write(tmp_path / "a.wav", noise(0.5))
     assert main(["predict", audio, "--text", "i miss her", "--model", str(run), "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)[0]["scores"]) == 4
+
+
+def test_onnx_graphs_outlived_by_their_weights(tiny_export, tmp_path):
+    """An ONNX graph answers only for the weights it was exported from: after the model is exported again (a
+    resumed or longer run re-exports inference/), or an int8 graph is left from an earlier export that
+    `crab export-onnx --no-int8` did not rewrite, `backend="onnx"` refuses it naming the command, never answers with
+    the old graph's scores."""
+    import shutil
+
+    import torch
+
+    from modeling_crab import export_for_inference
+    from modeling_crab.onnx_export import export_checkpoint
+
+    model, processor, checkpoint = tiny_export
+    folder = tmp_path / "inference"
+    shutil.copytree(checkpoint, folder)
+    export_checkpoint(folder, quantize=False)
+    audio = noise(1.0)
+    pipe = pipeline("speech-emotion-recognition", model=str(folder), trust_remote_code=True, device="cpu")
+    assert pipe(audio, text="hi", backend="onnx")  # its own weights: served
+
+    planted = folder / "onnx" / "model_quantized.onnx"  # an int8 graph this export did not write
+    shutil.copy(folder / "onnx" / "model.onnx", planted)
+    with pytest.raises(FileNotFoundError, match=r"model_quantized.onnx' was not exported from the weights in .*run: "):
+        pipe(audio, text="hi", backend="onnx-int8")
+
+    changed = type(model)(model.config).eval()  # trained further: other weights, exported over the same folder
+    with torch.no_grad():
+        for parameter in changed.parameters():
+            parameter.add_(0.01)
+    export_for_inference(changed, processor, folder)
+    pipe = pipeline("speech-emotion-recognition", model=str(folder), trust_remote_code=True, device="cpu")
+    with pytest.raises(FileNotFoundError, match=rf"model.onnx' was not exported .*run: crab export-onnx {folder}"):
+        pipe(audio, text="hi", backend="onnx")
+    export_checkpoint(folder, quantize=False)  # the command it names brings the graph up to date
+    assert not planted.exists()
+    assert pipe(audio, text="hi", backend="onnx")

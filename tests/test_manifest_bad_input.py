@@ -3,6 +3,7 @@ error that names the input and the fix. Every test here is a row of that table, 
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 from pathlib import Path
 
@@ -238,6 +239,72 @@ def test_manifest_split_names_are_checked(tmp_path, split, hint):
         "eval": ["e"],
         "test": ["d"],
     }
+
+
+@pytest.mark.parametrize(
+    "row, problem",
+    [
+        ("c,a.wav,well, I never,happy,train", "6 fields but the header has 5 columns"),  # split shifted to 'happy'
+        ("c,a.wav,hi,sad,", "empty split"),
+        ('c,a.wav,"hi,sad,train', "a quoted field opened on line 4"),  # swallows the rows after it
+    ],
+)
+def test_manifest_row_with_its_own_problem_is_reported_whatever_its_split(tmp_path, row, problem):
+    """A row whose fields are broken (an unquoted comma, a quote never closed) carries a split that is not the one
+    written: it is reported with its own problem, not left out as a row of a split the run does not use."""
+    from modeling_crab.manifest import select_splits
+
+    rows = ["a,a.wav,hi,sad,train", "b,a.wav,hi,sad,dev", row, "d,a.wav,hi,sad,test", "e,a.wav,hi,sad,dev"]
+    utterances = load_manifest(manifest(tmp_path, rows))
+    with pytest.raises(ManifestError) as error:
+        select_splits(utterances, {"train": "train", "eval": "dev", "test": "test"})
+    assert "line 4" in str(error.value) and problem in str(error.value)
+
+
+def test_manifest_split_in_two_roles_is_warned_about_and_scanned_once(tmp_path):
+    """--eval_split naming the training split: a warning naming the flag (dev scores then measure fit), and its rows
+    are checked once, not reported as duplicate ids."""
+    from training_helpers import write_corpus
+
+    from modeling_crab.training.arguments import parse_arguments
+    from modeling_crab.training.run import prepare_data
+
+    path = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1})
+    argv = ["--manifest", str(path), "--tiny", "--eval_split", "train", "--output_dir", str(tmp_path / "out")]
+    with pytest.warns(UserWarning, match="--eval_split 'train' is also the training split"):
+        data = prepare_data(parse_arguments(argv))
+    assert [u.id for u in data.rows["eval"]] == [u.id for u in data.rows["train"]]
+    assert len(data.scan.num_samples) == len(data.rows["train"])
+
+
+def test_manifest_scan_cache_outlived_by_its_audio_or_cut_short(tmp_path, caplog):
+    """The scan's cache (`manifest_scan.json`) is keyed on each audio file's size and modification time too: audio
+    re-recorded under the same name is scanned again (new statistics), and a cache cut short is scanned again with
+    one warning, never a traceback."""
+    import logging
+    import os
+
+    import soundfile as sf
+    from training_helpers import LABELS, write_corpus, write_tone
+
+    path = write_corpus(tmp_path / "corpus", {"train": 2, "dev": 1})
+    utterances = load_manifest(path)
+    cache = tmp_path / "out" / "manifest_scan.json"
+    first = scan_manifest(utterances, list(LABELS), labelled_splits=["dev"], num_workers=1, cache_path=cache)
+    clip = next(u for u in utterances if u.split == "train")
+    loud = write_tone(Path(clip.audio), 220.0, 1.0) * 3  # re-recorded, louder and longer, under the same name
+    sf.write(clip.audio, loud, 16000)
+    os.utime(clip.audio, ns=(os.stat(clip.audio).st_atime_ns, os.stat(clip.audio).st_mtime_ns + 10**9))
+    second = scan_manifest(utterances, list(LABELS), labelled_splits=["dev"], num_workers=1, cache_path=cache)
+    assert second.num_samples[clip.id] == 16000 != first.num_samples[clip.id]
+    assert second.waveform_std != first.waveform_std
+
+    cache.write_text(cache.read_text()[: len(cache.read_text()) // 2])  # cut short
+    with caplog.at_level(logging.WARNING):
+        third = scan_manifest(utterances, list(LABELS), labelled_splits=["dev"], num_workers=1, cache_path=cache)
+    assert "cannot be read" in caplog.text and "scanning the manifest again" in caplog.text
+    assert third.num_samples == second.num_samples
+    assert json.loads(cache.read_text())["scan"]["num_samples"] == third.num_samples  # rewritten whole
 
 
 def test_manifest_one_unlabelled_test_row_is_reported(tmp_path):

@@ -234,3 +234,28 @@ def test_processor_refuses_a_keyword_it_cannot_honour(tiny_processor, keywords, 
 def test_processor_refuses_a_keyword_given_twice(tiny_processor, keywords, named):
     with pytest.raises(ValueError, match=re.escape(named)):
         tiny_processor(audio=[noise(0.5)], text=["hi"], sampling_rate=SR, **keywords)
+
+
+def test_audio_at_another_scale_or_width_is_refused(tiny_processor, tmp_path):
+    """Float audio at integer PCM's scale would set a corpus's normalisation statistics and be heard as near silence
+    beside the rest; 64-bit integers (a list of Python ints) have no audio format's scale and would read as
+    silence. Both are refused naming the fix, in the processor and in the scan (a bad row naming the file)."""
+    from bad_input import manifest, scan_problems, write
+
+    speech = noise(0.5)
+    int16_scale = np.round(speech / np.abs(speech).max() * 12768).astype(np.float32)
+    with pytest.raises(ValueError, match=r"audio 0 has samples up to 12768.*divide by 32768 \(16-bit\)"):
+        tiny_processor(audio=[int16_scale], text=["hi"], sampling_rate=SR)
+    int32_scale = int16_scale * np.float32(65536)
+    with pytest.raises(ValueError, match=r"divide by 2147483648 \(32-bit\)"):
+        tiny_processor(audio=[int32_scale], text=["hi"], sampling_rate=SR)
+    for wide in (int16_scale.astype(np.int64), int16_scale.astype(np.int64).tolist(), torch.from_numpy(speech).long()):
+        with pytest.raises(TypeError, match=r"dtype int64, a sample width no audio format has.*dtype=np.int16"):
+            tiny_processor(audio=[wide], text=["hi"], sampling_rate=SR)
+    pcm = tiny_processor(audio=[int16_scale.astype(np.int16)], text=["hi"], sampling_rate=SR)  # the same, as int16
+    assert torch.isfinite(pcm["input_values"]).all() and pcm["input_values"].abs().max() > 0.5
+
+    clip = write(tmp_path / "float_at_int_scale.wav", int16_scale, subtype="FLOAT")
+    rows = [f"a,{write(tmp_path / 'a.wav', speech)},hi,sad,train", f"b,{clip},hi,happy,train"]
+    problems = scan_problems(manifest(tmp_path, rows))
+    assert "float_at_int_scale.wav' has samples up to 12768" in problems and "divide by 32768" in problems

@@ -99,8 +99,8 @@ def test_help_is_grouped_short_and_says_what_every_flag_does(capsys):
 
 def test_help_prints_before_the_training_stack_is_imported():
     """`python train.py --help` stops before the model, trainer and metrics modules load (seconds instead of ten); of
-    the training package it reads only the arguments and the augmentation defaults (`training/augment.py`, numpy
-    alone)."""
+    the training package it reads only the arguments, the augmentation defaults (`training/augment.py`, numpy
+    alone) and how a stopped run says so (`training/failures.py`, the standard library)."""
     import subprocess
     import sys
 
@@ -115,7 +115,8 @@ def test_help_prints_before_the_training_stack_is_imported():
     done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == (
-        "['modeling_crab.training', 'modeling_crab.training.arguments', 'modeling_crab.training.augment']"
+        "['modeling_crab.training', 'modeling_crab.training.arguments', 'modeling_crab.training.augment', "
+        "'modeling_crab.training.failures']"
     )
 
 

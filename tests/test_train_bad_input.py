@@ -203,3 +203,64 @@ def test_train_clip_shorter_than_the_models_encoder_frame(tmp_path):
     with pytest.raises(ManifestError) as stop:
         train_main(run_argv(manifest, tmp_path / "run"))
     assert "train_sad_0.wav' is 30 ms long, shorter than one frame of the speech encoder (40 ms)" in str(stop.value)
+
+
+def test_train_crop_shorter_than_the_encoders_frame_names_the_option(tmp_path):
+    """--max_duration_s below the speech encoder's one frame is the option's fault: one error naming it, before any
+    audio is read, not every clip reported as too short."""
+    from training_helpers import train_main, write_corpus
+
+    from modeling_crab.training.arguments import SettingError
+
+    path = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1})
+    out = tmp_path / "out"
+    with pytest.raises(SettingError, match=r"--max_duration_s 0.01: .*one frame .* pass --max_duration_s 0.041"):
+        train_main(["--manifest", str(path), "--tiny", "--max_duration_s", "0.01", "--output_dir", str(out)])
+    assert not (out / "manifest_scan.json").exists()
+
+
+def test_train_stopped_by_the_environment_says_what_is_intact(tmp_path, monkeypatch, capsys):
+    """Ctrl-C, a full disk (also as torch's zip-writer error, which never says "space"), a folder that cannot be
+    written, no memory: one line saying what happened, that the saved checkpoints are complete and how to continue;
+    an error without such a line keeps its traceback."""
+    import errno
+    import importlib.util
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import torch
+
+    from modeling_crab.training import failures, run
+    from modeling_crab.training.failures import failure_message
+
+    out = str(tmp_path / "out")
+    cases = [
+        (KeyboardInterrupt(), 130, "interrupted; the checkpoints saved so far are complete"),
+        (OSError(errno.ENOSPC, "No space left on device"), 1, f"the disk holding '{out}' is full"),
+        (OSError(errno.EACCES, "Permission denied", out), 1, f"'{out}' cannot be written (permission denied)"),
+        (OSError(errno.EROFS, "Read-only file system", out), 1, f"'{out}' is read-only"),
+        (torch.OutOfMemoryError("CUDA out of memory"), 1, "the GPU ran out of memory; lower --per_device_train"),
+        (MemoryError(), 1, "the machine ran out of memory"),
+    ]
+    for error, status, said in cases:
+        message, code = failure_message(error, out)
+        assert said in message and code == status, (error, message)
+        assert "\n" not in message
+    zip_writer = RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file")
+    with monkeypatch.context() as full:
+        full.setattr(failures.shutil, "disk_usage", lambda path: SimpleNamespace(free=1024))
+        assert "is full" in failure_message(zip_writer, out)[0]
+    assert failure_message(zip_writer, out) is None  # room left: another failure, its traceback kept
+    assert failure_message(RuntimeError("a defect"), out) is None and failure_message(ValueError("x"), out) is None
+
+    # train.py itself: the line on stderr, the status, no traceback
+    spec = importlib.util.spec_from_file_location("crab_train_entry", Path(__file__).parents[1] / "train.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+
+    def interrupted(arguments):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "train", interrupted)
+    assert entry.main(["--manifest", "m.csv", "--output_dir", out]) == 130
+    assert capsys.readouterr().err.strip().startswith("train.py: interrupted; the checkpoints saved so far")

@@ -18,6 +18,7 @@ This module imports no torch: `TrainingArguments` (which does) is imported when 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from argparse import SUPPRESS, ArgumentDefaultsHelpFormatter, Namespace, RawDescriptionHelpFormatter
@@ -507,6 +508,18 @@ def check_text_length(max_text_length: int, text_config) -> None:
         raise SettingError(
             f"--max_text_length {max_text_length}: the text encoder ({text_config.model_type}) reads at most "
             f"{positions - offset} tokens; pass --max_text_length {positions - offset} or less"
+        )
+
+
+def check_crop_length(max_duration_s: float, min_samples: int, sampling_rate: int = 16_000) -> None:
+    """--max_duration_s keeps at least the speech encoder's one frame (`min_samples` at 16 kHz: 400 for WavLM):
+    a shorter crop would make every clip too short for the model, a setting's fault and not the data's."""
+    if max_duration_s * sampling_rate < min_samples:
+        shortest = math.ceil(min_samples / sampling_rate * 1000) / 1000
+        raise SettingError(
+            f"--max_duration_s {max_duration_s}: the crop keeps fewer samples than the speech encoder's one frame "
+            f"({min_samples} samples, {min_samples / sampling_rate * 1000:.0f} ms); pass --max_duration_s {shortest} "
+            "or more (the paper's 12)"
         )
 
 

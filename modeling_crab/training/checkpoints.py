@@ -19,7 +19,11 @@ import logging
 import os
 import re
 import shutil
+import socket
 import struct
+import sys
+import time
+import zipfile
 from pathlib import Path
 
 import torch
@@ -28,6 +32,8 @@ from .augment import SPEC_AUGMENT_KEYS
 
 logger = logging.getLogger(__name__)
 
+# torch.save's files in a checkpoint: zip archives, whose directory is written last
+TORCH_STATE_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "scaler.pt")
 STAGING_FOLDER = ".saving"  # where a checkpoint is written before it is renamed into place
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # config entries that change what a checkpoint's weights mean; resuming under other values is refused
@@ -145,6 +151,9 @@ def checkpoint_problem(folder: str | os.PathLike) -> str | None:
         problem = safetensors_problem(folder / shard)
         if problem:
             return problem
+    for name in TORCH_STATE_FILES:  # the optimizer's, scheduler's and RNG states, where the checkpoint has them
+        if (folder / name).exists() and not zipfile.is_zipfile(folder / name):
+            return f"its {name} is cut short or not a torch file (no zip directory at its end)"
     return None
 
 
@@ -207,6 +216,104 @@ def check_output_dir(output_dir: str | os.PathLike, resume_from_checkpoint: str 
             "it with --resume_from_checkpoint last, or pass another --output_dir (or delete that folder to start "
             "over there)"
         )
+
+
+LOCK_FILE = ".crab_run.lock"  # in output_dir while a run writes there: its process, host, start and command
+
+
+class RunLock:
+    """Held by a run for its life in its `output_dir`: a second run into the same folder stops at once, naming the
+    first, instead of both writing checkpoints and exports over each other. A lock left by a process that is no longer
+    alive on this host (a killed run) is taken over with one warning; one from another host is left for the user to
+    judge. Only the main process of a data-parallel run takes it."""
+
+    def __init__(self, output_dir: str | os.PathLike):
+        self.path = Path(output_dir) / LOCK_FILE
+        self.held = False
+
+    def __enter__(self) -> RunLock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            return self  # not a folder: `check_output_dir` says so
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(sys.argv),
+        }
+        for _ in range(2):
+            try:
+                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._take_over_stale():
+                    raise
+                continue
+            with os.fdopen(descriptor, "w") as handle:
+                json.dump(record, handle)
+            self.held = True
+            return self
+        raise CheckpointError(f"--output_dir '{self.path.parent}': its run lock {self.path} could not be taken")
+
+    def _take_over_stale(self) -> bool:
+        """Remove the lock of a run that is no longer alive; raise naming the run that is."""
+        try:
+            holder = json.loads(self.path.read_text())
+        except (OSError, ValueError):  # cut short while being written, or removed meanwhile
+            holder = {}
+        pid, host = holder.get("pid"), holder.get("host")
+        if host == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
+            logger.warning(
+                f"{self.path}: the run that held it (pid {pid}, {holder.get('command')}) ended without "
+                "releasing it; taking it over"
+            )
+            self.path.unlink(missing_ok=True)
+            return True
+        if not holder and not self.path.exists():
+            return True
+        who = f"pid {pid} on {host}, started {holder.get('started')}: {holder.get('command')}" if holder else "unknown"
+        raise CheckpointError(
+            f"--output_dir '{self.path.parent}' is in use by another run ({who}); wait for it to end, or pass another "
+            f"--output_dir. If no run is writing there, delete {self.path}"
+        )
+
+    def __exit__(self, *exc_info) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this host has that id."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def relocate_best_checkpoint(checkpoint: str | os.PathLike, output_dir: str | os.PathLike) -> None:
+    """A run folder copied or moved elsewhere and resumed there: its `trainer_state.json` names the best checkpoint by
+    its old absolute path, so the copy would load its "best" from the original folder and the moved one forget it.
+    Re-point it to the checkpoint of the same name in `output_dir` (the file rewritten atomically)."""
+    state_file = Path(checkpoint) / "trainer_state.json"
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        return  # checkpoint_problem reports a checkpoint without a readable state
+    best = state.get("best_model_checkpoint")
+    if not best:
+        return
+    here = Path(output_dir) / Path(best).name
+    if Path(best).resolve() == here.resolve() or not here.is_dir():
+        return
+    state["best_model_checkpoint"] = str(here)
+    staged = state_file.with_name(f".{state_file.name}.tmp")
+    staged.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    os.replace(staged, state_file)
+    logger.info(f"{state_file}: the best checkpoint is {here} (the run folder was copied or moved from {best})")
 
 
 def resolve_resume_checkpoint(value: str | None, output_dir: str | os.PathLike) -> str | None:

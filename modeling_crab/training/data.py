@@ -37,7 +37,15 @@ from ..audio import (
     crop_length,
     read_audio,
 )
-from ..manifest import EMPTY_TRANSCRIPTS, ManifestError, Utterance, check_rows, class_label_names, report_problems
+from ..manifest import (
+    EMPTY_TRANSCRIPTS,
+    ManifestError,
+    Utterance,
+    check_rows,
+    class_label_names,
+    report_problems,
+    write_atomically,
+)
 from ..options import TRAINING_CROP_S
 from .augment import SAMPLING_RATE, WaveformAugmentation, item_rng
 
@@ -214,10 +222,40 @@ def _found_elsewhere(missing: Path, depth: int = 4) -> tuple[Path, Path] | None:
 
 
 def _cache_key(utterances: Sequence[Utterance], label_names: Sequence[str], max_duration_s, train_split) -> str:
+    """The scan's inputs: the rows, the label set, the crop, the training split, and each audio file's size and
+    modification time, so that audio re-recorded or broken under the same name is scanned again."""
     payload = json.dumps(
-        [[asdict(u) for u in utterances], list(label_names), max_duration_s, train_split], sort_keys=True
+        [[asdict(u) for u in utterances], [_file_stamp(u.audio) for u in utterances]]
+        + [list(label_names), max_duration_s, train_split],
+        sort_keys=True,
     )
     return hashlib.sha1(payload.encode()).hexdigest()
+
+
+def _file_stamp(path: str) -> list[int] | None:
+    """(size, modification time in ns) of a file, None where it cannot be read (the scan reports it)."""
+    try:
+        stat = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _read_scan_cache(cache_path: Path, key: str) -> ManifestScan | None:
+    """The cached scan of the same inputs, or None: no cache, another key, or a file cut short or edited (it is then
+    scanned again and rewritten)."""
+    try:
+        cached = json.loads(cache_path.read_text())
+        if not isinstance(cached, dict) or cached.get("key") != key:
+            return None
+        scan = ManifestScan(**cached["scan"])
+        scan.skipped = {int(position): problems for position, problems in scan.skipped.items()}  # JSON keys
+        return scan
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+        logger.warning(f"{cache_path} cannot be read ({type(error).__name__}); scanning the manifest again")
+        return None
 
 
 def _attribute_coverage(utterances: Sequence[Utterance], train_split: str) -> list[str]:
@@ -297,12 +335,10 @@ def scan_manifest(
     key += "" if waveform_stats == "crops" else f"-{waveform_stats}-stats"
     min_samples = max(round(MIN_AUDIO_S * SAMPLING_RATE), min_samples or 0)
     key += f"-min{min_samples}"
-    if cache_path is not None and Path(cache_path).is_file():
-        cached = json.loads(Path(cache_path).read_text())
-        if cached.get("key") == key:
-            scan = ManifestScan(**cached["scan"])
-            scan.skipped = {int(position): problems for position, problems in scan.skipped.items()}  # JSON keys
-            return scan
+    if cache_path is not None:
+        cached = _read_scan_cache(Path(cache_path), key)
+        if cached is not None:
+            return cached
 
     row_problems, without_text = check_rows(
         utterances, label_names, train_split, labelled_splits, needs_labels, empty_transcripts
@@ -373,9 +409,8 @@ def scan_manifest(
         training = [u for u in utterances if u.split == train_split and u.id in scan.num_samples]
         scan.waveform_mean, scan.waveform_std = release_waveform_stats(training, num_workers, whole)
     scan.num_training_samples = moments.count
-    if cache_path is not None:
-        Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(cache_path).write_text(json.dumps({"key": key, "scan": asdict(scan)}))
+    if cache_path is not None:  # whole or not at all: a run killed while writing it leaves the previous one
+        write_atomically(Path(cache_path), lambda handle: json.dump({"key": key, "scan": asdict(scan)}, handle))
     return scan
 
 

@@ -5,6 +5,7 @@ train.py parses the arguments (`arguments.py`) and calls it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -28,12 +29,14 @@ from ..manifest import (
 )
 from ..modeling_crab import CrabForEmotionClassification
 from ..processing_crab import CrabProcessor
-from .arguments import RunArguments, SettingError, check_text_length
+from .arguments import RunArguments, SettingError, check_crop_length, check_text_length
 from .checkpoints import (
+    RunLock,
     check_output_dir,
     check_resume_config,
     check_resume_weights_and_optimizer,
     clear_checkpoints,
+    relocate_best_checkpoint,
     resolve_resume_checkpoint,
 )
 from .collator import CrabDataCollator
@@ -93,22 +96,24 @@ def train(arguments: RunArguments) -> dict[str, float]:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity(arguments.training.get_process_log_level())
     quiet_eager_mask_warning()
-    result = run(arguments)
-    if arguments.model.frozen_baseline and not arguments.data.encoder_cache:
-        result = run_frozen_baseline(arguments, result)
-    if arguments.training.should_save:
+    training = arguments.training
+    with RunLock(training.output_dir) if training.should_save else contextlib.nullcontext():  # one run per folder
+        check_output_dir(training.output_dir, training.resume_from_checkpoint)
+        result = run(arguments)
+        if arguments.model.frozen_baseline and not arguments.data.encoder_cache:
+            result = run_frozen_baseline(arguments, result)
+    if training.should_save:
         print(summary(arguments, result))
     return result.metrics
 
 
 def run(arguments: RunArguments, report: bool = True) -> RunResult:
-    """Train, evaluate and export as `arguments` say; `report`: the run asked for (its notes on the data, its
-    output folder checked), not a second run on the same rows such as the frozen-encoder baseline."""
+    """Train, evaluate and export as `arguments` say (`train` first checks and locks the output folder); `report`:
+    the run asked for (its notes on the data), not a second run on the same rows such as the frozen-encoder
+    baseline."""
     training = arguments.training
     set_seed(training.seed)
     output_dir = Path(training.output_dir)
-    if report:
-        check_output_dir(output_dir, training.resume_from_checkpoint)
     data = prepare_data(arguments, report)
     checkpoint = resolve_resume_checkpoint(training.resume_from_checkpoint, output_dir)
     processor = build_processor(arguments, [u.text for u in data.rows["train"]], checkpoint, data.scan)
@@ -158,7 +163,8 @@ def prepare_data(arguments: RunArguments, report: bool = True) -> PreparedData:
     with training.main_process_first(desc="reading the encoders' configs"):
         audio_config, text_config = encoder_configs(arguments)
     check_text_length(data_args.max_text_length, text_config)
-    scanned = [u for part in rows.values() for u in part]
+    check_crop_length(data_args.max_duration_s, min_audio_samples(audio_config))
+    scanned = list({id(u): u for part in rows.values() for u in part}.values())  # a split in two roles: once
     with training.main_process_first(desc="checking the manifest and reading the training audio"):
         scan = scan_manifest(
             scanned,
@@ -342,6 +348,7 @@ def fit(
     )
     if checkpoint is not None:
         check_resume_weights_and_optimizer(checkpoint, trainer)
+        relocate_best_checkpoint(checkpoint, training.output_dir)
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()
     trainer.save_state()

@@ -142,3 +142,75 @@ def test_a_new_run_into_a_folder_with_an_earlier_runs_checkpoints(resumable_run,
     incomplete.mkdir(parents=True)  # no weights, no trainer state: left by a kill, nothing to resume
     train_main(run_argv(manifest, tmp_path / "incomplete", "--max_steps", "1"))
     assert (tmp_path / "incomplete" / "checkpoint-1").is_dir()
+
+
+def test_a_second_run_into_an_output_folder_in_use(tmp_path):
+    """Two runs into one --output_dir: the second stops at once naming the first (its process and command), before
+    anything is read or written; a lock left by a run that is no longer alive (killed) is taken over and released."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from training_helpers import train_main
+
+    from modeling_crab.training.checkpoints import LOCK_FILE, CheckpointError, RunLock
+
+    out = tmp_path / "out"
+    with RunLock(out):  # a run holds the folder: this process
+        with pytest.raises(CheckpointError, match=rf"'{out}' is in use by another run \(pid {os.getpid()} on "):
+            train_main(["--manifest", str(tmp_path / "missing.csv"), "--tiny", "--output_dir", str(out)])
+    assert not (out / LOCK_FILE).exists()  # released at the end of the run that held it
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = {"pid": int(ended.stdout), "host": socket.gethostname(), "started": "", "command": "train.py (killed)"}
+    (out / LOCK_FILE).write_text(json.dumps(stale))
+    with RunLock(out) as lock:  # taken over
+        assert json.loads((out / LOCK_FILE).read_text())["pid"] == os.getpid() and lock.held
+    other_host = {**stale, "host": "another-host", "pid": 1}
+    (out / LOCK_FILE).write_text(json.dumps(other_host))
+    with pytest.raises(CheckpointError, match=r"pid 1 on another-host.*delete .*\.crab_run\.lock"):
+        RunLock(out).__enter__()
+
+
+@pytest.mark.parametrize("how", ["copied", "moved"])
+def test_a_run_folder_copied_or_moved_resumes_from_its_own_best_checkpoint(tmp_path, how):
+    """trainer_state.json names the best checkpoint by its absolute path: a copied run folder would load its "best"
+    from the original, a moved one forget it. Resuming re-points it to the checkpoint of the same name."""
+    import shutil
+
+    from modeling_crab.training.checkpoints import relocate_best_checkpoint
+
+    original = tmp_path / "run"
+    for step in (2, 4):
+        folder = original / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        state = {"best_model_checkpoint": str(original / "checkpoint-2"), "best_metric": 0.5, "global_step": step}
+        (folder / "trainer_state.json").write_text(json.dumps(state))
+    there = tmp_path / "elsewhere"
+    (shutil.copytree if how == "copied" else shutil.move)(original, there)
+    relocate_best_checkpoint(there / "checkpoint-4", there)
+    state = json.loads((there / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["best_model_checkpoint"] == str(there / "checkpoint-2") and state["best_metric"] == 0.5
+    relocate_best_checkpoint(there / "checkpoint-4", there)  # already its own: unchanged
+    assert json.loads((there / "checkpoint-4" / "trainer_state.json").read_text()) == state
+
+
+def test_a_checkpoint_with_its_optimizer_state_cut_short_is_skipped(resumable_run, tmp_path, caplog):
+    """A checkpoint whose optimizer (or scheduler, RNG) state is cut short is incomplete like one with cut weights:
+    `--resume_from_checkpoint last` skips it with a warning naming the file and takes the one before, instead of a
+    torch unpickling traceback."""
+    import shutil
+
+    from modeling_crab.training.checkpoints import checkpoint_problem, find_checkpoint
+
+    _, finished = resumable_run
+    out = tmp_path / "run"
+    for step in (3, 4):
+        shutil.copytree(finished / f"checkpoint-{step}", out / f"checkpoint-{step}")
+    optimizer = out / "checkpoint-4" / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[: optimizer.stat().st_size // 2])
+    assert "optimizer.pt is cut short" in checkpoint_problem(out / "checkpoint-4")
+    with caplog.at_level("WARNING"):
+        assert Path(find_checkpoint(out)).name == "checkpoint-3"
+    assert "optimizer.pt is cut short" in caplog.text

@@ -150,13 +150,22 @@ def test_release_waveform_statistics_follow_the_released_code(tmp_path, monkeypa
         scan_manifest(utterances, list(LABELS), waveform_stats="whole")
 
 
-def test_scan_cache_is_reused_for_the_same_rows(tmp_path):
+def test_scan_cache_is_reused_for_the_same_rows_and_files(tmp_path, monkeypatch):
+    """The same rows over the same files: the cached scan, no audio read; a file gone since: scanned again, and
+    reported before anything is trained."""
+    from modeling_crab.manifest import ManifestError
+    from modeling_crab.training import data
+
     utterances = load_manifest(write_corpus(tmp_path, {"train": 1}))
     cache = tmp_path / "scan.json"
     first = scan_manifest(utterances, list(LABELS), cache_path=cache)
+    with monkeypatch.context() as unread:
+        unread.setattr(data, "_check_audio", lambda *args: pytest.fail("the audio was read again"))
+        assert scan_manifest(utterances, list(LABELS), cache_path=cache) == first
     for u in utterances:
-        Path(u.audio).unlink()  # a rescan would now fail
-    assert scan_manifest(utterances, list(LABELS), cache_path=cache) == first
+        Path(u.audio).unlink()
+    with pytest.raises(ManifestError, match="not found"):
+        scan_manifest(utterances, list(LABELS), cache_path=cache)
 
 
 def test_dataset_items_and_lengths(tmp_path):
