@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import types
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -76,23 +76,6 @@ class CrabModelOutput(ModelOutput):
     cross_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
-# What `output_hidden_states` / `output_attentions` add to an output, `CrabModelOutput`'s and `CrabClassifierOutput`'s
-HIDDEN_STATES_FIELDS = (
-    "audio_encoder_hidden_states",
-    "text_encoder_hidden_states",
-    "audio_head_hidden_states",
-    "text_head_hidden_states",
-)
-ATTENTIONS_FIELDS = ("audio_encoder_attentions", "text_encoder_attentions", "cross_attentions")
-# The encoders' part of them, which `CrabModel.encode` returns beside the head's inputs
-ENCODER_STATES = (
-    "audio_encoder_hidden_states",
-    "text_encoder_hidden_states",
-    "audio_encoder_attentions",
-    "text_encoder_attentions",
-)
-
-
 @dataclass
 class CrabClassifierOutput(ModelOutput):
     """
@@ -122,6 +105,14 @@ class CrabClassifierOutput(ModelOutput):
     audio_encoder_attentions: tuple[torch.FloatTensor, ...] | None = None
     text_encoder_attentions: tuple[torch.FloatTensor, ...] | None = None
     cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+# What `output_hidden_states` / `output_attentions` add to an output: the fields `CrabModelOutput` and
+# `CrabClassifierOutput` both end with (each output keeps its own field order: `return_dict=False` tuples follow it)
+HIDDEN_STATES_FIELDS = tuple(f.name for f in fields(CrabClassifierOutput) if f.name.endswith("_hidden_states"))
+ATTENTIONS_FIELDS = tuple(f.name for f in fields(CrabClassifierOutput) if f.name.endswith("_attentions"))
+# The encoders' part of them, which `CrabModel.encode` returns beside the head's inputs
+ENCODER_STATES = tuple(name for name in HIDDEN_STATES_FIELDS + ATTENTIONS_FIELDS if "_encoder_" in name)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

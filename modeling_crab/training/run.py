@@ -363,11 +363,12 @@ def evaluate_and_export(
     inference export and eval_results.json (with how the model was trained, for a reader of the results and the
     model card)."""
     output_dir = Path(arguments.training.output_dir)
+    heads = heads_of(trainer.model.config)
     metrics, per_split, notes = evaluate_splits(
         trainer,
         {role: dataset for role, dataset in datasets.items() if role != "train"},
         data.splits,
-        heads_of(trainer.model.config),
+        heads,
         output_dir,
         test_batch_size=arguments.data.test_batch_size,
         test_has_labels=data.test_has_labels,
@@ -381,7 +382,7 @@ def evaluate_and_export(
         plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png", best_step(trainer.state))
         export_for_inference(trainer.model, processor, output_dir / "inference")
         (output_dir / "eval_results.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return RunResult(metrics, per_split, notes, data, heads_of(trainer.model.config))
+    return RunResult(metrics, per_split, notes, data, heads)
 
 
 def run_frozen_baseline(arguments: RunArguments, result: RunResult) -> RunResult:
