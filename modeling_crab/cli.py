@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import os
+import pickle
 import re
 import sys
 from pathlib import Path
@@ -213,6 +214,7 @@ def predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     check_device(args.device, parser)
     check_model(args.model, parser)
+    check_own_code(args.model, args.revision)
 
     from transformers import pipeline
 
@@ -232,14 +234,13 @@ def predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             trust_remote_code=True,
             **options,
         )
+    except pickle.UnpicklingError as error:  # weights that would run code: the refusal says why and what to do
+        from .modeling_crab import UnsafeWeightsError
+
+        raise CliError(str(UnsafeWeightsError.from_refusal(error, args.model))) from None
     except Exception as error:
-        local = Path(args.model).is_dir()
-        fix = (
-            "export it again (train.py writes <output_dir>/inference; save_pretrained writes safetensors)"
-            if local
-            else "check the repo id and --revision, and that you are online (or that the model is in the Hub cache)"
-        )
-        raise CliError(f"cannot load --model '{args.model}' ({_first_line(error)}); {fix}") from error
+        fix = _LOAD_FIX["folder" if Path(args.model).is_dir() else "hub"]
+        raise CliError(f"cannot load --model '{args.model}' ({_load_failure(error)}); {fix}") from error
     outputs = classifier(
         files,
         text=texts,
@@ -358,6 +359,32 @@ def check_model(model: str, parser: argparse.ArgumentParser, flag: str = "--mode
         )
 
 
+def check_own_code(model: str, revision: str | None) -> None:
+    """`crab predict` loads with `trust_remote_code=True`: the model's own code files only. A local folder or Hub repo
+    whose config files name another repo's code (`owner/repo--module.Class`) is refused before anything is fetched
+    or run."""
+    from .export import foreign_code
+
+    try:
+        foreign = foreign_code(model, revision)
+    except OSError as error:
+        raise CliError(f"cannot load --model '{model}' ({_first_line(error)}); {_LOAD_FIX['hub']}") from None
+    if not foreign:
+        return
+    names = "; ".join(foreign)
+    if Path(model).expanduser().is_dir():
+        fix = (
+            "a local model folder runs only its own .py files: put that code in the folder and drop the "
+            "'owner/repo--' prefix, or export the model again (train.py writes <output_dir>/inference)"
+        )
+    else:
+        fix = (
+            "crab predict runs only the code of the repo it is given; if you trust the other repo's code, load the "
+            "model in Python with pipeline(..., trust_remote_code=True)"
+        )
+    raise CliError(f"--model '{model}' names code from another repo ({names}); {fix}")
+
+
 # Python keyword arguments in pipeline messages, and the flags that set them here
 _FLAGS = {
     "text=": "--text",
@@ -377,6 +404,24 @@ def as_cli_message(error: BaseException) -> str:
     for keyword, flag in _FLAGS.items():
         message = re.sub(rf"(?<![\w-]){re.escape(keyword)}", flag, message)
     return message
+
+
+_LOAD_FIX = {
+    "folder": "export it again (train.py writes <output_dir>/inference; save_pretrained writes safetensors)",
+    "hub": "check the repo id and --revision, and that you are online (or that the model is in the Hub cache)",
+}
+
+
+def _load_failure(error: BaseException) -> str:
+    """What stopped a model from loading. transformers' `pipeline` reports each class it tried as a traceback in one
+    "Could not load model ... See the original errors" message; the cause is the last line of the first."""
+    text = str(error)
+    if text.startswith("Could not load model") and "Traceback" in text:
+        trace = text.split("Traceback", 2)[1]
+        causes = [line.strip() for line in trace.splitlines() if re.match(r"^[\w.]+(Error|Exception)\b", line)]
+        if causes:
+            return causes[-1][:300]
+    return _first_line(error)
 
 
 def _first_line(error: BaseException) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -16,6 +17,71 @@ AUTO_MAP = {
     "AutoModel": "modeling_crab.CrabModel",
     "AutoModelForAudioClassification": "modeling_crab.CrabForEmotionClassification",
 }
+
+
+# The files of a model folder or repo that name code to run: `auto_map` (config, processor, feature extractor,
+# tokenizer) and `custom_pipelines` (config).
+CODE_NAMING_FILES = ("config.json", "processor_config.json", "preprocessor_config.json", "tokenizer_config.json")
+
+
+def code_references(settings) -> list[str]:
+    """Every class reference in a config file's `auto_map`s and `custom_pipelines` (`"module.Class"`, or
+    `"owner/repo--module.Class"` for another repo's code), nested ones included (processor_config.json holds the
+    feature extractor's)."""
+    found = []
+    if isinstance(settings, dict):
+        for key, value in settings.items():
+            if key == "auto_map" and isinstance(value, dict):
+                for reference in value.values():
+                    references = reference if isinstance(reference, (list, tuple)) else [reference]
+                    found += [str(item) for item in references if item]
+            elif key == "custom_pipelines" and isinstance(value, dict):
+                found += [str(task["impl"]) for task in value.values() if isinstance(task, dict) and task.get("impl")]
+            else:
+                found += code_references(value)
+    elif isinstance(settings, list):
+        for item in settings:
+            found += code_references(item)
+    return found
+
+
+def foreign_code(model: str | os.PathLike, revision: str | None = None) -> list[str]:
+    """The class references in `model`'s config files (`CODE_NAMING_FILES`), as `"file: reference"`, that name
+    code from somewhere else: for a local folder, every `owner/repo--module.Class` (a folder runs only its own `.py`
+    files); for a Hub repo, those of another repo. Loading with `trust_remote_code=True` would fetch and run that
+    code. A Hub repo's config.json that cannot be had (offline and not in the cache, no such repo) raises
+    transformers' `OSError`, as loading it would."""
+    folder = Path(model).expanduser()
+    own = None if folder.is_dir() else str(model)
+    foreign = []
+    for name in CODE_NAMING_FILES:
+        path = folder / name if folder.is_dir() else _hub_file(str(model), name, revision)
+        if path is None:
+            continue
+        try:
+            settings = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # missing or unreadable: reported by whatever loads it
+        for reference in code_references(settings):
+            entry = f"{name}: {reference}"
+            if (reference.split("--")[0] if "--" in reference else own) != own and entry not in foreign:
+                foreign.append(entry)
+    return foreign
+
+
+def _hub_file(repo_id: str, name: str, revision: str | None) -> str | None:
+    """A Hub repo's file (downloaded into, or read from, the Hub cache); None where the repo has no such file.
+    config.json must be had: without it the repo cannot be loaded at all."""
+    from transformers.utils import cached_file
+
+    required = name == "config.json"
+    return cached_file(
+        repo_id,
+        name,
+        revision=revision,
+        _raise_exceptions_for_missing_entries=required,
+        _raise_exceptions_for_connection_errors=required,
+    )
 
 
 def register_auto_classes() -> None:
@@ -52,11 +118,18 @@ def register_pipeline() -> None:
         )
 
 
-def save_with_code(model: CrabModel | CrabForEmotionClassification, out_dir: str | os.PathLike, **kwargs) -> None:
-    """`save_pretrained` with both model Auto keys in `auto_map` (one class keeps only one registration); the
-    model's own `save_pretrained` adds the `speech-emotion-recognition` pipeline code."""
+def carry_code(model: CrabModel | CrabForEmotionClassification) -> None:
+    """Have every later `save_pretrained` of `model` (a training checkpoint's too) and of Crab processors write the
+    Crab code with `auto_map` entries, both model Auto keys included (one class keeps only one registration): a
+    folder saved from it loads with `trust_remote_code=True` and `crab predict` where this package is absent."""
     register_auto_classes()
     model.config.auto_map = {**(getattr(model.config, "auto_map", None) or {}), **AUTO_MAP}
+
+
+def save_with_code(model: CrabModel | CrabForEmotionClassification, out_dir: str | os.PathLike, **kwargs) -> None:
+    """`save_pretrained` with the Crab code (`carry_code`); the model's own `save_pretrained` adds the
+    `speech-emotion-recognition` pipeline code."""
+    carry_code(model)
     model.save_pretrained(out_dir, **kwargs)  # writes custom_pipelines and pipeline_crab.py too
 
 

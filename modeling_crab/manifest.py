@@ -443,9 +443,9 @@ def load_manifest(
     0-1 scale a row problem); `needs_label=False` (an attributes-only model) makes the `label` column optional.
     """
 
-    rows, base_dir, name, numbering = _read_rows(manifest)
+    rows, manifest_dir, name, numbering = _read_rows(manifest)
     _check_columns(rows, name, attribute_names, needs_label)
-    base_dir = Path(audio_root).resolve() if audio_root is not None else base_dir
+    base_dir = Path(audio_root).resolve() if audio_root is not None else manifest_dir
     utterances = []
     for index, row in enumerate(rows):
         where, problems = _where(index, numbering, row), []
@@ -484,7 +484,32 @@ def load_manifest(
                 problems=problems,
             )
         )
+    if audio_root is not None:
+        _check_audio_root(utterances, [_as_text(row.get("audio")) for row in rows], base_dir, Path(manifest_dir))
     return utterances
+
+
+def _check_audio_root(utterances: Sequence[Utterance], entries: list[str], root: Path, manifest_dir: Path) -> None:
+    """`--audio_root`, where relative audio paths start: when none of the files they name is under it, the option is
+    wrong, not every row; one error naming it (and the manifest's folder, where they are, if they are there)."""
+    relative = [
+        (u, entry) for u, entry in zip(utterances, entries) if u.audio and not _expand_audio_path(entry).is_absolute()
+    ]
+    if not relative or any(os.path.isfile(u.audio) for u, _ in relative):
+        return
+    first, entry = relative[0]
+    under_manifest = sum((manifest_dir / _expand_audio_path(e)).is_file() for _, e in relative)
+    if under_manifest:
+        fix = (
+            f"{under_manifest} of them are under the manifest's folder '{manifest_dir}', where relative paths start "
+            "without --audio_root; leave --audio_root out"
+        )
+    else:
+        fix = "pass the folder the manifest's relative paths start from"
+    raise ManifestError(
+        f"--audio_root '{root}': none of the {len(relative)} relative audio paths names a file under it ({first.where}: "
+        f"'{entry}' would be '{first.audio}', which does not exist); {fix}"
+    )
 
 
 EMBEDDED_AUDIO_FOLDER = Path(tempfile.gettempdir()) / "crab-embedded-audio"

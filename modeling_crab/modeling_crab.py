@@ -13,7 +13,11 @@ carries none of their weights.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import pickle
+import re
 import types
 from dataclasses import dataclass, fields, replace
 
@@ -365,6 +369,61 @@ def _attention_init(module: CrabCrossAttention) -> None:
     init.zeros_(module.out_proj.bias)
 
 
+class UnsafeWeightsError(pickle.UnpicklingError):
+    """A weights file that is a pickle holding more than tensors: loading it would run the code it names, so it is
+    refused (torch's `weights_only` loading). The message names the file, what it holds and the way out."""
+
+    @classmethod
+    def from_refusal(cls, error: pickle.UnpicklingError, source: str | os.PathLike | None = None):
+        """The refusal of `torch.load(..., weights_only=True)` (`error`), said in Crab's words. The file is read from
+        the traceback (the path `torch.load` was given), else `source` (the folder or repo being loaded) is named."""
+        if type(error).__name__ == cls.__name__:
+            return error  # already said (by this class, or its copy in a model folder's code)
+        path = _torch_load_path(error) or source
+        what = re.findall(r"GLOBAL ([\w.]+)", str(error))
+        holds = f"Python objects ({', '.join(dict.fromkeys(what))})" if what else "Python objects"
+        checkpoint = re.fullmatch(r"checkpoint-\d+", os.path.basename(os.path.dirname(str(path or ""))))
+        if checkpoint:
+            fix = (
+                f"delete '{os.path.dirname(str(path))}' and resume from the checkpoint before it (train.py writes "
+                "only tensors there)"
+            )
+        else:
+            fix = (
+                "use safetensors weights instead: save the model again with save_pretrained where it was made "
+                "(it writes safetensors), or ask whoever made the file for a safetensors copy"
+            )
+        return cls(
+            f"'{path}' is a pickle holding {holds}, not only tensors; Crab does not load it, since unpickling it "
+            f"would run code from the file; {fix}"
+        )
+
+
+def _torch_load_path(error: BaseException) -> str | None:
+    """The file `torch.load` was reading when it raised `error` (its `f` argument), where that was a path."""
+    traceback = error.__traceback__
+    found = None
+    while traceback is not None:
+        frame = traceback.tb_frame
+        if frame.f_code.co_name == "load" and frame.f_code.co_filename.endswith(
+            os.path.join("torch", "serialization.py")
+        ):
+            candidate = frame.f_locals.get("f")
+            if isinstance(candidate, (str, os.PathLike)):
+                found = os.fspath(candidate)
+        traceback = traceback.tb_next
+    return found
+
+
+@contextlib.contextmanager
+def refusing_unsafe_weights(source: str | os.PathLike | None):
+    """Loading weights from `source`: a pickle that would run code is refused with `UnsafeWeightsError`."""
+    try:
+        yield
+    except pickle.UnpicklingError as error:
+        raise UnsafeWeightsError.from_refusal(error, source) from None
+
+
 class CrabPreTrainedModel(PreTrainedModel):
     config_class = CrabConfig
     config: CrabConfig
@@ -428,6 +487,13 @@ class CrabPreTrainedModel(PreTrainedModel):
         if kwargs.get("is_main_process", True):
             custom_object_save(CrabEmotionPipeline, save_directory)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`; weights in a pickle that would run code are refused with
+        `UnsafeWeightsError` (an `UnpicklingError`, as torch's refusal is), which names the file and the fix."""
+        with refusing_unsafe_weights(pretrained_model_name_or_path):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
     def encoder_parameters(self):
         """Parameters of both encoders (the low-learning-rate group of the hierarchical schedule)."""
         crab = self.crab if hasattr(self, "crab") else self
@@ -485,14 +551,16 @@ class CrabPreTrainedModel(PreTrainedModel):
         )
         model = cls(config)
         crab = model.crab if hasattr(model, "crab") else model
-        crab.audio_encoder = AutoModel.from_pretrained(audio_encoder, config=config.audio_config)
+        with refusing_unsafe_weights(audio_encoder):
+            crab.audio_encoder = AutoModel.from_pretrained(audio_encoder, config=config.audio_config)
         crab.configure_audio_encoder()
-        try:
-            crab.text_encoder = AutoModel.from_pretrained(
-                text_encoder, config=config.text_config, add_pooling_layer=False
-            )
-        except TypeError:
-            crab.text_encoder = AutoModel.from_pretrained(text_encoder, config=config.text_config)
+        with refusing_unsafe_weights(text_encoder):
+            try:
+                crab.text_encoder = AutoModel.from_pretrained(
+                    text_encoder, config=config.text_config, add_pooling_layer=False
+                )
+            except TypeError:
+                crab.text_encoder = AutoModel.from_pretrained(text_encoder, config=config.text_config)
         return model
 
 

@@ -91,24 +91,26 @@ def weights_fingerprint(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _check_graph_source(folder: str, filename: str) -> None:
-    """A local graph answers only for the weights it was exported from: one exported before the model was trained
-    further or exported again, or one `crab export-onnx` did not write this time (an int8 graph left from an earlier
-    export), is refused naming the command that brings it up to date."""
-    weights = os.path.join(folder, WEIGHTS_FILE)
+def _check_graph_source(graph: str, source: str | None, weights: str | None, fix: str) -> None:
+    """A graph answers only for the weights it was exported from: one exported before the model was trained further
+    or exported again, or one `crab export-onnx` did not write this time (an int8 graph left from an earlier export,
+    or graphs a Hub repo kept from an earlier upload), is refused naming the command that brings it up to date
+    (`fix`). `source`: the `onnx/source.json` beside it (None where there is none); `weights`: the model's
+    `model.safetensors` (None where the weights are in another form, sharded: nothing to compare with)."""
+    if weights is None or not os.path.isfile(weights):
+        return
     try:
-        with open(os.path.join(folder, ONNX_SOURCE)) as handle:
-            source = json.load(handle)
-    except (OSError, ValueError):
-        source = {}
-    if not os.path.isfile(weights):
-        return  # weights in another form (sharded): nothing to compare with
-    stale = source.get("weights") != weights_fingerprint(weights) or filename not in source.get("graphs", [filename])
-    if stale:
+        with open(source) as handle:
+            recorded = json.load(handle)
+    except (OSError, TypeError, ValueError):
+        recorded = {}
+    if not isinstance(recorded, dict):
+        recorded = {}
+    filename = "/".join(graph.replace(os.sep, "/").split("/")[-2:])  # onnx/model.onnx
+    if recorded.get("weights") != weights_fingerprint(weights) or filename not in recorded.get("graphs", [filename]):
         raise FileNotFoundError(
-            f"'{os.path.join(folder, filename)}' was not exported from the weights in '{weights}' (the model was "
-            f"trained or exported again since, or the graph is left from an earlier export); run: crab export-onnx "
-            f"{folder}"
+            f"'{graph}' was not exported from the weights in '{weights}' (the model was trained or exported again "
+            f"since, or the graph is left from an earlier export); {fix}"
         )
 
 
@@ -464,7 +466,8 @@ class CrabEmotionPipeline(Pipeline):
                     raise FileNotFoundError(
                         f"'{source}' has no {filename} for backend={backend!r}; run: crab export-onnx {source}"
                     )
-                _check_graph_source(source, filename)
+                recorded, weights = os.path.join(source, ONNX_SOURCE), os.path.join(source, WEIGHTS_FILE)
+                fix = f"run: crab export-onnx {source}"
             else:
                 from transformers.utils import cached_file
 
@@ -476,6 +479,22 @@ class CrabEmotionPipeline(Pipeline):
                         f"cannot get {filename} of '{source}' for backend={backend!r} ({error}); the repo needs the "
                         "ONNX graphs (crab export-onnx, then push_to_hub.py --onnx)"
                     ) from None
+                found = {
+                    name: cached_file(
+                        source,
+                        name,
+                        revision=revision,
+                        _raise_exceptions_for_missing_entries=False,
+                        _raise_exceptions_for_connection_errors=False,
+                    )
+                    for name in (ONNX_SOURCE, WEIGHTS_FILE)
+                }
+                recorded, weights = found[ONNX_SOURCE], found[WEIGHTS_FILE]
+                fix = (
+                    f"'{source}' was uploaded again without new graphs: push it with push_to_hub.py --onnx, or use the "
+                    "pytorch backend"
+                )
+            _check_graph_source(path, recorded, weights, fix)
             self._onnx_sessions.setdefault(backend, OnnxCrabSession(path))
         return self._onnx_sessions[backend]
 

@@ -263,7 +263,19 @@ def find_checkpoint(output_dir: Path) -> tuple[Path, dict[str, float]]:
     results_path = next(
         (p for p in (output_dir / "eval_results.json", output_dir.parent / "eval_results.json") if p.is_file()), None
     )
-    return checkpoint, (json.loads(results_path.read_text()) if results_path else {})
+    if results_path is None:
+        return checkpoint, {}
+    try:
+        results = json.loads(results_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        results = error
+    if not isinstance(results, dict):
+        raise ValueError(
+            f"'{results_path}' is not the results train.py writes ({str(results)[:200]}); run the training's last "
+            "step again (the same train.py command with --resume_from_checkpoint last), or delete the file to "
+            "publish without results"
+        )
+    return checkpoint, results
 
 
 def stage_model_repo(
@@ -328,13 +340,27 @@ def stage_space(out_dir: Path, model_repo_id: str, gradio_version: str | None = 
     return out_dir
 
 
+# The files of a repo that an upload replaces as a whole: those of them that `folder` does not hold are deleted in
+# the same commit (graphs of earlier weights, code modules and weight shards of an earlier version); other files a
+# repo has (added by hand on the Hub) are kept.
+REPLACED_FILES = {
+    "model": ("*.py", "*.safetensors", "model.safetensors.index.json", "onnx/*"),
+    "space": ("*.py", "requirements.txt"),
+}
+
+
 def upload(folder: Path, repo_id: str, repo_type: str = "model", private: bool = False, token: str | None = None):
-    """Create `repo_id` if needed and upload `folder` as one commit; returns the `CommitInfo`."""
+    """Create `repo_id` if needed and upload `folder` as one commit (`REPLACED_FILES` it lacks are deleted there);
+    returns the `CommitInfo`."""
     api = HfApi(token=token)
     extra = {"space_sdk": "gradio"} if repo_type == "space" else {}
     api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, **extra)
     return api.upload_folder(
-        repo_id=repo_id, folder_path=folder, repo_type=repo_type, commit_message="Upload Crab with push_to_hub.py"
+        repo_id=repo_id,
+        folder_path=folder,
+        repo_type=repo_type,
+        commit_message="Upload Crab with push_to_hub.py",
+        delete_patterns=list(REPLACED_FILES[repo_type]),
     )
 
 

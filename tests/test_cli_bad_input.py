@@ -4,6 +4,10 @@ input and the fix. Every test here is a row of that table, under the same name."
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -106,8 +110,6 @@ def test_cli_options_are_checked(crab, tmp_path, capsys, flag, value, named):
 
 def test_cli_models_that_cannot_load(crab, tmp_path, capsys):
     """Each failure is one line naming --model and the fix; a path that does not exist is not sent to the Hub."""
-    import shutil
-
     _, _, _, checkpoint = crab
     audio = write(tmp_path / "a.wav", noise(0.5))
     truncated = Path(shutil.copytree(checkpoint, tmp_path / "truncated"))
@@ -129,7 +131,12 @@ def test_cli_models_that_cannot_load(crab, tmp_path, capsys):
         (truncated, 2, "--model '{}': model.safetensors is truncated (", "copy or export the model again"),
         (tmp_path / "gone" / "inference", 2, "--model '{}' is not a folder here", "pass the export folder"),
         (tmp_path / "not_an_export", 2, "--model '{}' has no config.json", "<output_dir>/inference"),
-        (pickled, 1, "crab: error: cannot load --model '{}' (", "export it again"),
+        (
+            pickled,
+            1,
+            "crab: error: '{}/pytorch_model.bin' is a pickle holding Python objects (pathlib",
+            "save_pretrained",
+        ),
     ]
     for model, code, problem, fix in cases:
         argv = ["predict", audio, "--text", "hi", "--model", str(model)]
@@ -141,7 +148,83 @@ def test_cli_models_that_cannot_load(crab, tmp_path, capsys):
             assert main(argv) == code
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert problem.format(model) in err and fix in err, err
-        assert "Traceback" not in err
+        assert "Traceback" not in err and "weights_only" not in err
+
+
+OTHER_REPO = "someone/else--"
+# (file, where in it a class reference is changed to another repo's): every place a model folder names code to run
+REFERENCES = {
+    "model class": ("config.json", ["auto_map", "AutoModelForAudioClassification"]),
+    "config class": ("config.json", ["auto_map", "AutoConfig"]),
+    "pipeline": ("config.json", ["custom_pipelines", "speech-emotion-recognition", "impl"]),
+    "processor": ("processor_config.json", ["auto_map", "AutoProcessor"]),
+    "feature extractor": ("processor_config.json", ["feature_extractor", "auto_map", "AutoFeatureExtractor"]),
+    "tokenizer": ("tokenizer_config.json", ["auto_map", "AutoTokenizer"]),
+}
+
+
+def point_to_another_repo(folder: Path, name: str, keys: list[str]) -> str:
+    """Make the reference at `keys` in `folder/name` another repo's code; the reference written."""
+    path = folder / name
+    settings = json.loads(path.read_text())
+    parent = settings
+    for key in keys[:-1]:
+        parent = parent.setdefault(key, {})
+    parent[keys[-1]] = reference = OTHER_REPO + "modeling_crab.CrabForEmotionClassification"
+    path.write_text(json.dumps(settings))
+    return reference
+
+
+@pytest.mark.parametrize("where", list(REFERENCES))
+def test_cli_model_folder_naming_another_repos_code(crab, tmp_path, capsys, monkeypatch, where):
+    """`crab predict` loads with trust_remote_code: a local folder runs only its own .py files. One that names
+    another repo's code anywhere is refused before anything is fetched or loaded, naming the file and reference."""
+    import transformers
+
+    folder = Path(shutil.copytree(crab[3], tmp_path / "model"))
+    name, keys = REFERENCES[where]
+    reference = point_to_another_repo(folder, name, keys)
+    loaded = []
+    monkeypatch.setattr(transformers, "pipeline", lambda *args, **kwargs: loaded.append(args))
+    audio = write(tmp_path / "a.wav", noise(0.5))
+    assert main(["predict", audio, "--text", "hi", "--model", str(folder)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"crab: error: --model '{folder}' names code from another repo ({name}: {reference}); a local model folder "
+        "runs only its own .py files: put that code in the folder and drop the 'owner/repo--' prefix, or export "
+        "the model again (train.py writes <output_dir>/inference)"
+    )
+    assert loaded == []
+
+
+def test_cli_hub_model_naming_another_repos_code(crab, tmp_path):
+    """A Hub repo (here from the Hub cache, offline) may name its own code as `owner/repo--module.Class`; code from
+    another repo is refused before the pipeline fetches or runs it."""
+    repo = tmp_path / "hub" / "models--user--crab"
+    snapshot = Path(shutil.copytree(crab[3], repo / "snapshots" / ("0" * 40)))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    config = json.loads((snapshot / "config.json").read_text())
+    config["auto_map"]["AutoConfig"] = "user/crab--configuration_crab.CrabConfig"  # its own: allowed
+    config["auto_map"]["AutoModel"] = "someone/else--modeling_crab.CrabModel"
+    (snapshot / "config.json").write_text(json.dumps(config))
+    audio = write(tmp_path / "a.wav", noise(0.5))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    env["HF_MODULES_CACHE"] = str(tmp_path / "modules")
+    done = subprocess.run(
+        [sys.executable, "-m", "modeling_crab.cli", "predict", audio, "--text", "hi", "--model", "user/crab"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "crab: error: --model 'user/crab' names code from another repo (config.json: "
+        "someone/else--modeling_crab.CrabModel); crab predict runs only the code of the repo it is given; if you "
+        "trust the other repo's code, load the model in Python with pipeline(..., trust_remote_code=True)"
+    )
+    assert not (tmp_path / "modules").exists()  # no code was copied in to be run
 
 
 def test_cli_names_its_flags_not_python_keywords(crab, tmp_path, capsys):

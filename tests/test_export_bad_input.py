@@ -126,3 +126,80 @@ def test_onnx_graphs_outlived_by_their_weights(tiny_export, tmp_path):
     export_checkpoint(folder, quantize=False)  # the command it names brings the graph up to date
     assert not planted.exists()
     assert pipe(audio, text="hi", backend="onnx")
+
+
+def test_hub_onnx_graphs_outlived_by_their_weights(tiny_export, tmp_path, monkeypatch):
+    """A Hub repo's graphs answer only for the weights beside them at the same revision: graphs kept from an earlier
+    upload (the model pushed again without --onnx) are refused naming the fix; and push_to_hub.py's upload deletes,
+    in its one commit, the graphs, code modules and weight shards of the repo that the new upload does not hold,
+    never other files of the repo."""
+    import shutil
+
+    import torch
+    import transformers.utils
+    from huggingface_hub.utils import filter_repo_objects
+
+    from modeling_crab import export_for_inference
+    from modeling_crab.onnx_export import export_checkpoint
+    from modeling_crab.publish import REPLACED_FILES
+
+    model, processor, checkpoint = tiny_export
+    repo = tmp_path / "repo"  # the Hub repo's files at one revision, served by cached_file
+    shutil.copytree(checkpoint, repo)
+    export_checkpoint(repo, quantize=False)
+
+    def cached_file(repo_id, filename, **kwargs):
+        assert repo_id == "user/crab"
+        if (repo / filename).is_file():
+            return str(repo / filename)
+        if kwargs.get("_raise_exceptions_for_missing_entries", True):
+            raise OSError(f"user/crab does not appear to have a file named {filename}")
+        return None
+
+    monkeypatch.setattr(transformers.utils, "cached_file", cached_file)
+    pipe = pipeline("speech-emotion-recognition", model=str(repo), trust_remote_code=True, device="cpu")
+    pipe.model.config._name_or_path = "user/crab"  # loaded from the Hub: graphs come through cached_file
+    audio = noise(1.0)
+    assert pipe(audio, text="hi", backend="onnx")  # its own weights: served
+
+    changed = type(model)(model.config).eval()  # pushed again, trained further, without --onnx: the old graphs stay
+    with torch.no_grad():
+        for parameter in changed.parameters():
+            parameter.add_(0.01)
+    export_for_inference(changed, processor, repo)
+    pipe = pipeline("speech-emotion-recognition", model=str(repo), trust_remote_code=True, device="cpu")
+    pipe.model.config._name_or_path = "user/crab"
+    with pytest.raises(FileNotFoundError, match=r"model.onnx' was not exported from the weights in .*push_to_hub.py"):
+        pipe(audio, text="hi", backend="onnx")
+    (repo / "onnx" / "source.json").unlink()  # graphs uploaded before their source was recorded: refused too
+    pipe = pipeline("speech-emotion-recognition", model=str(repo), trust_remote_code=True, device="cpu")
+    pipe.model.config._name_or_path = "user/crab"
+    with pytest.raises(FileNotFoundError, match=r"model.onnx' was not exported from the weights"):
+        pipe(audio, text="hi", backend="onnx")
+
+    remote = ["onnx/model.onnx", "onnx/model_quantized.onnx", "old_module.py", "model-00001-of-00002.safetensors"]
+    remote += ["README.md", "samples/angry.wav", ".gitattributes", "modeling_crab.py", "model.safetensors"]
+    uploaded = {"modeling_crab.py", "model.safetensors", "README.md", "config.json"}
+    deleted = [f for f in filter_repo_objects(remote, allow_patterns=REPLACED_FILES["model"]) if f not in uploaded]
+    assert sorted(deleted) == sorted(remote[:4])
+
+
+@pytest.mark.parametrize(
+    "results", ['{"eval_uar": 0.5, "eval_w', "", "[0.5]", "\udcff"], ids=["cut", "empty", "list", "bad-bytes"]
+)
+def test_push_to_hub_with_its_eval_results_cut_short(tiny_export, tmp_path, results):
+    """eval_results.json (written whole by train.py) cut short, emptied or replaced: push_to_hub.py stops in one line
+    naming the file and the way out, before anything is staged or uploaded."""
+    import shutil
+
+    from hub_user import push_to_hub_main
+
+    output_dir = tmp_path / "outputs"
+    shutil.copytree(tiny_export[2], output_dir / "inference")
+    (output_dir / "eval_results.json").write_bytes(results.encode("utf-8", "surrogateescape"))
+    with pytest.raises(SystemExit) as stopped:
+        push_to_hub_main([str(output_dir), "--repo-id", "me/crab", "--dry-run", str(tmp_path / "preview")])
+    message = str(stopped.value.code)
+    assert message.startswith(f"push_to_hub.py: '{output_dir / 'eval_results.json'}' is not the results train.py")
+    assert "--resume_from_checkpoint last" in message and "delete the file to publish without results" in message
+    assert not (tmp_path / "preview").exists()

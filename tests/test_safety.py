@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -97,19 +98,49 @@ def test_loading_ignores_planted_pickles(checkpoints, kind, planted, tmp_path, m
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-pickle"])
 def test_a_pickle_in_place_of_safetensors_is_refused(checkpoints, legacy, tmp_path):
+    """Refused in Crab's words (`UnsafeWeightsError`, an `UnpicklingError` as torch's own refusal is): the file,
+    why, and the way out; never torch's advice to load it with `weights_only=False`."""
     folder, marker = checkpoints[1]["export"], tmp_path / "unpickled"
     (folder / "model.safetensors").unlink()
     plant(folder / "pytorch_model.bin", marker, legacy=legacy)
-    with pytest.raises(Exception, match="(?i)weights_only|unpickl|unsupported global"):
-        AutoModelForAudioClassification.from_pretrained(folder, trust_remote_code=True)
-    with pytest.raises(Exception, match="(?i)weights_only|unpickl|unsupported global"):
-        CrabForEmotionClassification.from_pretrained(folder, use_safetensors=False)
+    said = f"'{folder / 'pytorch_model.bin'}' is a pickle holding Python objects"
+    for load in (
+        lambda: AutoModelForAudioClassification.from_pretrained(folder, trust_remote_code=True),
+        lambda: CrabForEmotionClassification.from_pretrained(folder, use_safetensors=False),
+    ):
+        with pytest.raises(pickle.UnpicklingError) as refused:
+            load()
+        assert type(refused.value).__name__ == "UnsafeWeightsError"
+        assert said in str(refused.value) and "save_pretrained" in str(refused.value)
+        assert "weights_only" not in str(refused.value)
     with pytest.raises(OSError, match="safetensors"):
         CrabForEmotionClassification.from_pretrained(folder, use_safetensors=True)
     assert not marker.exists()
     with contextlib.suppress(RuntimeError):  # the legacy format fails after the payload has run
         torch.load(folder / "pytorch_model.bin", weights_only=False)  # the control: unpickled, the payload does run
     assert marker.exists()
+
+
+def test_an_encoder_whose_weights_are_a_pickle_is_refused(tiny_config, tmp_path):
+    """`from_pretrained_encoders` (train.py's start from WavLM and RoBERTa checkpoints): a local encoder folder whose
+    weights are a pickle that would run code is refused naming its file; the payload never runs."""
+    from transformers import RobertaModel, WavLMModel
+
+    from modeling_crab.modeling_crab import UnsafeWeightsError
+
+    marker = tmp_path / "unpickled"
+    for planted in ("audio", "text"):
+        folders = {"audio": tmp_path / planted / "wavlm", "text": tmp_path / planted / "roberta"}
+        WavLMModel(tiny_config.audio_config).save_pretrained(folders["audio"])
+        RobertaModel(tiny_config.text_config).save_pretrained(folders["text"])
+        (folders[planted] / "model.safetensors").unlink()
+        plant(folders[planted] / "pytorch_model.bin", marker)
+        refused = f"'{folders[planted] / 'pytorch_model.bin'}' is a pickle holding"
+        with pytest.raises(UnsafeWeightsError, match=re.escape(refused)):
+            CrabForEmotionClassification.from_pretrained_encoders(
+                str(folders["audio"]), str(folders["text"]), num_labels=4
+            )
+    assert not marker.exists()
 
 
 # Runs in a fresh interpreter where `modeling_crab` cannot be imported. First the way transformers loads remote

@@ -264,3 +264,45 @@ def test_train_stopped_by_the_environment_says_what_is_intact(tmp_path, monkeypa
     monkeypatch.setattr(run, "train", interrupted)
     assert entry.main(["--manifest", "m.csv", "--output_dir", out]) == 130
     assert capsys.readouterr().err.strip().startswith("train.py: interrupted; the checkpoints saved so far")
+
+
+@pytest.mark.parametrize(
+    "case, named",
+    [
+        ("labels subset", r"--labels angry,happy leaves out classes that 4 row\(s\) of this run have: 'neutral' \(2 "),
+        ("labels misspelled", r"leaves out .*'sad' \(2 row\(s\)\); pass --labels angry,happy,neutral,sadd,sad \("),
+        ("labels in another case", r"'angry' \(2 row\(s\)\), spelled 'Angry' in --labels; pass --labels angry,hap"),
+        ("audio_root above", r"--audio_root '.*': none of the 8 relative audio paths .* under the manifest's folder"),
+        ("audio_root below", r"none of the 8 relative .*'wavs/.*' would be '.*/wavs/wavs/.*', which does not exist"),
+        ("audio_root elsewhere", r"none of the 8 .*; pass the folder the manifest's relative paths start from$"),
+    ],
+)
+def test_train_options_whose_consequences_every_row_shows_are_named(tmp_path, case, named):
+    """A label set (--labels) that leaves out classes of the rows, or an --audio_root under which none of the relative
+    audio paths exists, is the option's problem: one error naming it, before any audio is read, not a problem per
+    row. With --skip_bad_rows the rows of other classes are left out one by one, as asked."""
+    import shutil
+
+    from training_helpers import run_argv, train_main, write_corpus
+
+    from modeling_crab.manifest import ManifestError
+
+    manifest = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1})
+    options = {
+        "labels subset": ["--labels", "angry,happy"],
+        "labels misspelled": ["--labels", "angry,happy,neutral,sadd"],
+        "labels in another case": ["--labels", "Angry,happy,neutral,sad"],
+        "audio_root above": ["--audio_root", str(tmp_path)],
+        "audio_root below": ["--audio_root", str(manifest.parent / "wavs")],
+        "audio_root elsewhere": ["--audio_root", str(tmp_path / "nowhere")],
+    }[case]
+    if case == "audio_root elsewhere":
+        shutil.rmtree(manifest.parent / "wavs")  # the files are neither under the root nor the manifest's folder
+    out = tmp_path / "run"
+    with pytest.raises(ManifestError, match=named) as stop:
+        train_main(run_argv(manifest, out, *options))
+    assert "\n" not in str(stop.value) and not (out / "manifest_scan.json").exists()
+    if case == "labels subset":
+        train_main(run_argv(manifest, out, *options, "--skip_bad_rows", "true", "--max_steps", "1"))
+        skipped = (out / "skipped_rows.csv").read_text()
+        assert skipped.count("unknown label") == 4

@@ -170,7 +170,10 @@ def safetensors_problem(path: Path) -> str | None:
             header = json.loads(handle.read(header_size))
     except (OSError, ValueError, struct.error) as error:
         return f"{path.name} is unreadable ({error})"
-    end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+    try:
+        end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+    except (AttributeError, KeyError, TypeError, IndexError):  # JSON, but not a table of tensors
+        return f"{path.name} is unreadable (its header is not a safetensors header)"
     if size < 8 + header_size + end:
         return f"{path.name} is truncated ({size} of {8 + header_size + end} bytes)"
     return None

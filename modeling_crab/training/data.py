@@ -225,14 +225,14 @@ def _cache_key(utterances: Sequence[Utterance], label_names: Sequence[str], max_
     """The scan's inputs: the rows, the label set, the crop, the training split, and each audio file's size and
     modification time, so that audio re-recorded or broken under the same name is scanned again."""
     payload = json.dumps(
-        [[asdict(u) for u in utterances], [_file_stamp(u.audio) for u in utterances]]
+        [[asdict(u) for u in utterances], [file_stamp(u.audio) for u in utterances]]
         + [list(label_names), max_duration_s, train_split],
         sort_keys=True,
     )
     return hashlib.sha1(payload.encode()).hexdigest()
 
 
-def _file_stamp(path: str) -> list[int] | None:
+def file_stamp(path: str) -> list[int] | None:
     """(size, modification time in ns) of a file, None where it cannot be read (the scan reports it)."""
     try:
         stat = os.stat(path)
@@ -517,6 +517,28 @@ def check_label_set(names: Sequence[str], source: str) -> None:
         )
 
 
+def check_labels_option(utterances: Sequence[Utterance], label_names: Sequence[str]) -> None:
+    """`--labels`: a label set that leaves out classes the run's rows have, or spells one of them otherwise, is the
+    option's problem, not each row's: one `ManifestError` naming the option, the classes with their rows, and the
+    label set that would take them."""
+    outside = Counter(u.label for u in utterances if u.label and u.label not in label_names)
+    if not outside:
+        return
+    folded = {" ".join(name.casefold().split()): name for name in label_names}
+    respelled = {label: folded[key] for label in outside if (key := " ".join(label.casefold().split())) in folded}
+    parts = [
+        f"'{label}' ({outside[label]} row(s)), spelled '{listed}' in --labels" for label, listed in respelled.items()
+    ]
+    parts += [f"'{label}' ({count} row(s))" for label, count in sorted(outside.items()) if label not in respelled]
+    spelled = {listed: label for label, listed in respelled.items()}
+    suggested = [spelled.get(name, name) for name in label_names] + sorted(set(outside) - set(respelled))
+    raise ManifestError(
+        f"--labels {','.join(label_names)} leaves out classes that {sum(outside.values())} row(s) of this run have: "
+        f"{', '.join(parts)}; pass --labels {','.join(suggested)} (each class as the 'label' column spells it), or "
+        "leave those rows out (--skip_bad_rows, or drop them from the manifest)"
+    )
+
+
 def drop_bad_rows(rows: dict, scanned: list, skipped: dict[int, list[str]], report: Path) -> dict:
     """Drop the rows `scan_manifest` found bad, record them in `report`, and check every split still has rows."""
     report.parent.mkdir(parents=True, exist_ok=True)
@@ -561,6 +583,8 @@ __all__ = [
     "load_audio",
     "scan_manifest",
     "release_waveform_stats",
+    "file_stamp",
+    "check_labels_option",
     "CrabAudioTextDataset",
     "attribute_row",
     "label_names_from",

@@ -7,6 +7,7 @@ Imports nothing heavy: train.py reads it when a run has stopped, whatever stoppe
 from __future__ import annotations
 
 import errno
+import pickle
 import shutil
 from pathlib import Path
 
@@ -25,6 +26,10 @@ def failure_message(error: BaseException, output_dir: str | None = None) -> tupl
         return f"interrupted; {RESUME}", 130
     if isinstance(error, ValueError) and type(error).__module__.startswith("modeling_crab."):
         return f"error: {error}", 2  # Crab's own: a bad setting, manifest, checkpoint or cache, named with its fix
+    if isinstance(error, pickle.UnpicklingError):  # a weights or state file that would run code when loaded
+        from ..modeling_crab import UnsafeWeightsError
+
+        return f"error: {UnsafeWeightsError.from_refusal(error)}", 2
     if isinstance(error, OSError) and error.errno == errno.ENOSPC or _torch_write_failed(error, output_dir):
         return (
             f"error: the disk holding {where} is full; free space there (or pass another --output_dir), then {RESUME}",

@@ -5,8 +5,9 @@ so a whole recipe runs in minutes. It is a different, cheaper recipe than the pa
 SpecAugment or encoder dropout): use it for ablations and hyperparameter search. `train.py --encoder_cache DIR` runs
 it end to end; the pieces:
 
-    key = cache_key(encoder_fingerprint(model), settings)    # anything that changes the features
-    dataset = encode_dataset(model, audio_text_dataset, collator, "cache/train", key)  # CachedFeatures
+    sources = dataset_sources(encoder_fingerprint(model), settings, audio_text_dataset)  # what the features depend on
+    key = cache_key(sources)
+    dataset = encode_dataset(model, audio_text_dataset, collator, "cache/train", key, sources=sources)
     loader = DataLoader(dataset, batch_size=32, collate_fn=collate_cached)
     for batch in loader:                       # {"encoder_outputs": {speech_frames, frame_mask, ...}, "labels"}
         out = model(**batch)                   # the head alone: the encoders do not run
@@ -15,8 +16,12 @@ The model keeps its encoders (frozen), so checkpoints and the inference export a
 and text. Cached features are unpadded, so the head must mask padding (`mask_padding=True`).
 
 Cache layout: `features-00000.safetensors`, ... (`<id>/speech` (T, Da) and `<id>/text` (L, Dt), fp16) and
-`index.json` (`fingerprint`, `utterances`: id -> shard, frames, tokens, label). While encoding, the index of the
-shards written so far is `index.partial.json`: an interrupted run continues from the last whole shard.
+`index.json` (`fingerprint`; `sources`: the hash of each part the fingerprint was made from, so that a refusal names
+what changed; `utterances`: id -> shard, frames, tokens, label). While encoding, the index of the shards written so
+far is `index.partial.json`: an interrupted run continues from the last whole shard. Shards and indexes are written
+under a temporary name and then renamed, so a listed file is whole unless something else cut it short; reading checks
+the index and every listed shard (`encode_dataset` encodes the utterances of a broken one again, `CachedFeatures`
+refuses it).
 """
 
 from __future__ import annotations
@@ -25,23 +30,38 @@ import hashlib
 import json
 import logging
 import math
+import os
+import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 
 from ..modeling_crab import CrabForEmotionClassification, CrabModel
+from .checkpoints import safetensors_problem
 from .collator import CrabDataCollator, attribute_labels_of
+from .data import file_stamp
 
 logger = logging.getLogger(__name__)
 
 INDEX = "index.json"
 PARTIAL_INDEX = "index.partial.json"
+_SHARD = re.compile(r"features-(\d+)\.safetensors")
+_REBUILD = "run encode_dataset (train.py --encoder_cache) again to rebuild it"
+
+# the parts of a split's fingerprint (`dataset_sources`), as a refusal names them when they differ
+SOURCES = {
+    "encoders": "other encoders",
+    "processor": "other processor settings",
+    "utterances": "other utterances (manifest rows)",
+    "labels": "another label set",
+    "audio files": "other audio files (re-recorded or edited since it was encoded)",
+}
 
 
 class FeatureCacheError(ValueError):
@@ -77,21 +97,142 @@ def cache_key(*parts) -> str:
     return hashlib.blake2b(payload, digest_size=16).hexdigest()
 
 
-def cache_status(out_dir: str | Path, expected_fingerprint: str | None = None) -> tuple[bool, set[str]]:
-    """`(complete, cached ids)` of the cache in `out_dir` (`(False, set())` when there is none). Raises
-    `FeatureCacheError` when the cache was written for another fingerprint."""
+def dataset_sources(encoders: str, settings, dataset) -> dict[str, str]:
+    """The named parts a split's cache fingerprint is made from (`cache_key(sources)`), each a hash: the encoders
+    (an `encoder_fingerprint`), the processor's `settings`, the utterances (`dataset.utterances`, manifest rows), the
+    label set (`dataset.label2id`) and the audio files (each file's size and modification time), so that audio
+    re-recorded or edited under the same path does not keep the features of what it replaced."""
+    utterances = dataset.utterances
+    return {
+        "encoders": encoders,
+        "processor": cache_key(settings),
+        "utterances": cache_key([asdict(u) for u in utterances]),
+        "labels": cache_key(dataset.label2id),
+        "audio files": cache_key([file_stamp(u.audio) for u in utterances]),
+    }
+
+
+def cache_status(
+    out_dir: str | Path, expected_fingerprint: str | None = None, *, sources: dict | None = None
+) -> tuple[bool, set[str]]:
+    """`(complete, cached ids)` of the cache in `out_dir` (`(False, set())` when there is none): the utterances whose
+    features can be read. An index that cannot be read counts as no cache; the utterances of a listed shard that is
+    missing or cut short as not cached, and the cache as not complete (`encode_dataset` encodes them again). Raises
+    `FeatureCacheError` when the cache was written for another fingerprint, naming the parts of `sources` (see
+    `dataset_sources`) that differ from the ones the cache was written for."""
     out_dir = Path(out_dir)
+    state = _read_cache(out_dir)
+    _check_fingerprint(out_dir, state.index, expected_fingerprint, sources)
+    return state.complete and not state.bad_shards, state.cached_ids()
+
+
+@dataclass
+class _CacheState:
+    """What `_read_cache` found: the usable index (checked), and the files that cannot be used."""
+
+    index: dict | None = None
+    complete: bool = False  # the index is index.json
+    bad_indexes: list[tuple[Path, str]] = field(default_factory=list)  # index file, what is wrong with it
+    bad_shards: dict[str, str] = field(default_factory=dict)  # listed shard -> what is wrong with it
+
+    def cached_ids(self) -> set[str]:
+        if self.index is None:
+            return set()
+        return {u for u, entry in self.index["utterances"].items() if entry["shard"] not in self.bad_shards}
+
+
+def _read_cache(out_dir: Path) -> _CacheState:
+    """The cache in `out_dir`: index.json, else index.partial.json (an index file that cannot be read is passed
+    over), and the problems of the shards it lists."""
+    state = _CacheState()
     for name, complete in ((INDEX, True), (PARTIAL_INDEX, False)):
         path = out_dir / name
-        if path.exists():
-            index = json.loads(path.read_text())
-            if expected_fingerprint is not None and index.get("fingerprint") != expected_fingerprint:
-                raise FeatureCacheError(
-                    f"the encoder cache in '{out_dir}' was written for other encoders, processor settings or "
-                    "utterances; pass another --encoder_cache folder, or delete this one to encode again"
-                )
-            return complete, set(index["utterances"])
-    return False, set()
+        if not path.exists():
+            continue
+        index, problem = _load_index(path)
+        if problem is not None:
+            state.bad_indexes.append((path, problem))
+            continue
+        state.index, state.complete = index, complete
+        state.bad_shards = _shard_problems(out_dir, index)
+        break
+    return state
+
+
+def _load_index(path: Path) -> tuple[dict | None, str | None]:
+    """`(index, None)`, or `(None, what is wrong)` for an index file that is unreadable, cut short, not JSON or not an
+    index of this cache."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        return None, f"{path.name} cannot be read ({error.strerror or error})"
+    if not data.strip():
+        return None, f"{path.name} is empty"
+    try:
+        index = json.loads(data)
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        return None, f"{path.name} is cut short or not JSON ({error})"
+    utterances = index.get("utterances") if isinstance(index, dict) else None
+    if not isinstance(utterances, dict):
+        return None, f"{path.name} is not an encoder cache index (no 'utterances' table)"
+    for utt_id, entry in utterances.items():
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("shard"), str)
+            and _SHARD.fullmatch(entry["shard"])
+            and isinstance(entry.get("frames"), int)
+            and isinstance(entry.get("tokens"), int)
+        ):
+            return None, f"{path.name} lists utterance '{utt_id}' without a features-N.safetensors shard and its sizes"
+    return index, None
+
+
+def _shard_problems(out_dir: Path, index: dict) -> dict[str, str]:
+    """What is wrong with each listed shard that is missing, cut short or lacks an utterance it is listed for."""
+    listed: dict[str, list[str]] = {}
+    for utt_id, entry in index["utterances"].items():
+        listed.setdefault(entry["shard"], []).append(utt_id)
+    problems = {}
+    for shard, ids in listed.items():
+        path = out_dir / shard
+        problem = safetensors_problem(path)
+        if problem is None:
+            try:
+                with safe_open(str(path), framework="pt") as handle:
+                    keys = set(handle.keys())
+            except (SafetensorError, OSError) as error:
+                problem = f"{shard} is unreadable ({error})"
+            else:
+                missing = [u for u in ids if f"{u}/speech" not in keys or f"{u}/text" not in keys]
+                if missing:
+                    listed_for = f"{_utterances(len(missing))} it is listed for ('{missing[0]}', ...)"
+                    problem = f"{shard} lacks the features of {listed_for}"
+        if problem is not None:
+            problems[shard] = problem
+    return problems
+
+
+def _utterances(count: int) -> str:
+    return f"{count} utterance" if count == 1 else f"{count} utterances"
+
+
+def _check_fingerprint(out_dir: Path, index: dict | None, expected: str | None, sources: dict | None) -> None:
+    if index is None or expected is None or index.get("fingerprint") == expected:
+        return
+    written_for = index.get("sources")
+    if isinstance(sources, dict) and isinstance(written_for, dict):
+        names = [*SOURCES, *sorted((set(sources) | set(written_for)) - set(SOURCES))]
+        changed = [SOURCES.get(name, f"other {name}") for name in names if sources.get(name) != written_for.get(name)]
+        if changed:
+            what = changed[0] if len(changed) == 1 else f"{', '.join(changed[:-1])} and {changed[-1]}"
+            raise FeatureCacheError(
+                f"the encoder cache in '{out_dir}' was written for {what}; delete '{out_dir}' to encode again, or "
+                "pass another --encoder_cache folder"
+            )
+    raise FeatureCacheError(
+        f"the encoder cache in '{out_dir}' was written for other encoders, processor settings or "
+        "utterances; pass another --encoder_cache folder, or delete this one to encode again"
+    )
 
 
 @torch.inference_mode()
@@ -102,6 +243,8 @@ def cache_encoder_outputs(
     dtype: torch.dtype = torch.float16,
     shard_bytes: int = 1 << 30,
     fingerprint: str | None = None,
+    *,
+    sources: dict | None = None,
 ) -> int:
     """Run both encoders (eval mode) over `batches` and write each utterance's unpadded speech frames (T, Da) and
     text tokens (L, Dt) to safetensors shards in `out_dir`; returns the number of utterances in the finished cache.
@@ -109,23 +252,35 @@ def cache_encoder_outputs(
     Batches are `CrabDataCollator` outputs plus an `"ids"` list naming the utterances. A partial cache in `out_dir`
     (from an interrupted call) is extended: pass only the utterances `cache_status` does not list. A feature that
     overflows `dtype` is stored in fp32. Speech encoders without an attention mask (group-norm CNNs, the base
-    checkpoints) see their batch's padding: give them batches of one, as at inference.
+    checkpoints) see their batch's padding: give them batches of one, as at inference. `fingerprint` and its parts
+    `sources` (`dataset_sources`) are recorded in the index.
     """
     crab = _crab(model)
     was_training = crab.training
     crab.eval()
     try:
-        return _write_cache(crab, batches, Path(out_dir), dtype, shard_bytes, fingerprint)
+        return _write_cache(crab, batches, Path(out_dir), dtype, shard_bytes, fingerprint, sources)
     finally:
         crab.train(was_training)
 
 
-def _write_cache(crab: CrabModel, batches, out_dir: Path, dtype, shard_bytes: int, fingerprint: str | None) -> int:
+def _write_cache(
+    crab: CrabModel, batches, out_dir: Path, dtype, shard_bytes: int, fingerprint: str | None, sources: dict | None
+) -> int:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / PARTIAL_INDEX
-    index = json.loads(partial.read_text()) if partial.exists() else {"fingerprint": fingerprint, "utterances": {}}
-    shard_number = len({entry["shard"] for entry in index["utterances"].values()})
+    if partial.exists():
+        index, problem = _load_index(partial)
+        if problem is not None:
+            raise FeatureCacheError(f"the encoder cache '{out_dir}' is broken: {problem}; {_REBUILD}")
+    else:
+        index = {"fingerprint": fingerprint, "utterances": {}}
+        if sources is not None:
+            index["sources"] = sources
+    # one past the highest listed shard: a shard dropped from the middle leaves a gap, never a listed name to reuse
+    listed = [int(_SHARD.fullmatch(entry["shard"]).group(1)) for entry in index["utterances"].values()]
+    shard_number = max(listed, default=-1) + 1
     pending: dict[str, dict] = {}
     shard: dict[str, torch.Tensor] = {}
     shard_size = 0
@@ -135,7 +290,10 @@ def _write_cache(crab: CrabModel, batches, out_dir: Path, dtype, shard_bytes: in
         nonlocal shard, shard_size, shard_number, pending
         if not shard:
             return
-        save_file(shard, str(out_dir / f"features-{shard_number:05d}.safetensors"))
+        path = out_dir / f"features-{shard_number:05d}.safetensors"
+        temporary = path.with_name(path.name + ".tmp")
+        save_file(shard, str(temporary))
+        os.replace(temporary, path)  # a kill leaves a whole shard or none under a shard's name
         index["utterances"].update(pending)
         _write_json(partial, index)  # only whole shards are ever listed
         shard, pending, shard_size, shard_number = {}, {}, 0, shard_number + 1
@@ -179,7 +337,18 @@ def _write_cache(crab: CrabModel, batches, out_dir: Path, dtype, shard_bytes: in
     flush()
     _write_json(out_dir / INDEX, index)
     partial.unlink(missing_ok=True)
+    _remove_unlisted_shards(out_dir, index)
     return len(index["utterances"])
+
+
+def _remove_unlisted_shards(out_dir: Path, index: dict) -> None:
+    """Delete the shards a finished index does not list (a broken shard's remains, an unfinished write, a cache
+    encoded again over a longer one)."""
+    listed = {entry["shard"] for entry in index["utterances"].values()}
+    for path in out_dir.glob("features-*.safetensors*"):
+        name = path.name.removesuffix(".tmp")
+        if _SHARD.fullmatch(name) and path.name not in listed:
+            path.unlink(missing_ok=True)
 
 
 def _stored(features: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -205,12 +374,21 @@ def encode_dataset(
     batch_size: int = 8,
     num_workers: int = 0,
     dtype: torch.dtype = torch.float16,
+    *,
+    sources: dict | None = None,
 ) -> CachedFeatures:
     """Cache the encoders' outputs for every item of `dataset` (items with `"id"`, as `CrabAudioTextDataset`) in
     `out_dir`, unless a finished cache with the same `fingerprint` is there; resumes a partial one. Batches are
-    length-sorted, so little padding is encoded; batch size 1 for speech encoders that take no attention mask."""
-    _check_writable(Path(out_dir))
-    complete, done = cache_status(out_dir, fingerprint)
+    length-sorted, so little padding is encoded; batch size 1 for speech encoders that take no attention mask.
+
+    A cache for another `fingerprint` is refused (`FeatureCacheError`, naming the parts of `sources` that differ).
+    Files of the cache that cannot be read are rebuilt, each with one warning: an index cut short or not JSON is
+    encoded again, a listed shard that is missing or cut short has its utterances encoded again (the others stay)."""
+    out_dir = Path(out_dir)
+    _check_writable(out_dir)
+    state = _read_cache(out_dir)
+    _check_fingerprint(out_dir, state.index, fingerprint, sources)
+    complete, done = _repair(out_dir, state)
     if complete:
         logger.info(f"encoder cache '{out_dir}': reusing {len(done)} cached utterances")
         return CachedFeatures(out_dir)
@@ -226,8 +404,31 @@ def encode_dataset(
     loader = torch.utils.data.DataLoader(
         subset, batch_size=batch_size, collate_fn=_CollateWithIds(collator), num_workers=num_workers
     )
-    cache_encoder_outputs(model, loader, out_dir, dtype=dtype, fingerprint=fingerprint)
+    cache_encoder_outputs(model, loader, out_dir, dtype=dtype, fingerprint=fingerprint, sources=sources)
     return CachedFeatures(out_dir)
+
+
+def _repair(out_dir: Path, state: _CacheState) -> tuple[bool, set[str]]:
+    """Drop the files of the cache that cannot be read, one warning each, and return `(complete, cached ids)` of what
+    is left: an index file that cannot be read is deleted; the entries of broken shards leave the index, which
+    becomes `index.partial.json` (the encoding then completes it)."""
+    for path, problem in state.bad_indexes:
+        logger.warning(f"encoder cache '{out_dir}': {problem}; encoding the utterances it listed again")
+        path.unlink(missing_ok=True)
+    if state.index is None:
+        return False, set()
+    if not state.bad_shards:
+        return state.complete, state.cached_ids()
+    utterances = state.index["utterances"]
+    for shard, problem in state.bad_shards.items():
+        count = sum(entry["shard"] == shard for entry in utterances.values())
+        logger.warning(f"encoder cache '{out_dir}': {problem}; encoding its {_utterances(count)} again")
+    kept = {u: entry for u, entry in utterances.items() if entry["shard"] not in state.bad_shards}
+    _write_json(out_dir / PARTIAL_INDEX, {**state.index, "utterances": kept})
+    (out_dir / INDEX).unlink(missing_ok=True)
+    for shard in state.bad_shards:
+        (out_dir / shard).unlink(missing_ok=True)
+    return False, set(kept)
 
 
 class _CollateWithIds:
@@ -262,7 +463,9 @@ def _dataset_ids(dataset) -> list[str]:
 
 class CachedFeatures(torch.utils.data.Dataset):
     """Items `{"speech_frames": (T, Da), "text_tokens": (L, Dt), "label": int | None, "id": str}` from a finished
-    cache; `ids` and `lengths` (speech frames, for length-grouped batching) in cache order."""
+    cache; `ids` and `lengths` (speech frames, for length-grouped batching) in cache order. The index and every
+    shard it lists are checked on opening: a cache with a file that cannot be read is refused (`FeatureCacheError`
+    naming the file; `encode_dataset` rebuilds it)."""
 
     def __init__(self, cache_dir: str | Path):
         self.cache_dir = Path(cache_dir)
@@ -272,7 +475,11 @@ class CachedFeatures(torch.utils.data.Dataset):
             raise FeatureCacheError(
                 f"the encoder cache '{cache_dir}' {state}; write it with encode_dataset / cache_encoder_outputs"
             )
-        index = json.loads(index_path.read_text())
+        index, problem = _load_index(index_path)
+        if problem is None:
+            problem = ", ".join(_shard_problems(self.cache_dir, index).values()) or None
+        if problem is not None:
+            raise FeatureCacheError(f"the encoder cache '{cache_dir}' is broken: {problem}; {_REBUILD}")
         self.fingerprint = index.get("fingerprint")
         self.index = index["utterances"]
         self.ids = list(self.index)
@@ -362,15 +569,16 @@ def cache_datasets(model, processor, datasets: dict, splits: dict, cache_root: s
     cached = {}
     with training_args.main_process_first(desc="encoding every split into the encoder cache"):
         for role, dataset in datasets.items():
-            key = cache_key(encoders, settings, [asdict(u) for u in dataset.utterances], dataset.label2id)
+            sources = dataset_sources(encoders, settings, dataset)
             cached[role] = encode_dataset(
                 model,
                 dataset,
                 CrabDataCollator(processor),
                 Path(cache_root) / splits[role],
-                fingerprint=key,
+                fingerprint=cache_key(sources),
                 batch_size=training_args.per_device_eval_batch_size,
                 num_workers=training_args.dataloader_num_workers,
+                sources=sources,
             )
     return cached
 
@@ -380,6 +588,7 @@ __all__ = [
     "FeatureCacheError",
     "encoder_fingerprint",
     "cache_key",
+    "dataset_sources",
     "cache_status",
     "cache_encoder_outputs",
     "encode_dataset",

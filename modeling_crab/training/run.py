@@ -26,6 +26,7 @@ from ..manifest import (
     note_reused_audio,
     note_unused_attribute_columns,
     select_splits,
+    write_atomically,
 )
 from ..modeling_crab import CrabForEmotionClassification
 from ..processing_crab import CrabProcessor
@@ -44,6 +45,7 @@ from .data import (
     CrabAudioTextDataset,
     ManifestScan,
     check_label_set,
+    check_labels_option,
     drop_bad_rows,
     label_names_from,
     note_long_transcripts,
@@ -158,6 +160,8 @@ def prepare_data(arguments: RunArguments, report: bool = True) -> PreparedData:
     elif data_args.labels:
         label_names = [name.strip() for name in data_args.labels.split(",") if name.strip()]
         check_label_set(label_names, "--labels")
+        if not data_args.skip_bad_rows:  # there, rows of other classes are left out one by one
+            check_labels_option([u for part in rows.values() for u in part], label_names)
     else:
         label_names = label_names_from(utterances, data_args.train_split, manifest)
     with training.main_process_first(desc="reading the encoders' configs"):
@@ -225,7 +229,8 @@ def build_processor(
 ) -> CrabProcessor:
     """The saved processor when resuming or fine-tuning; else a tokenizer + feature extractor for the encoders
     (the tiny model's tokenizer learnt from `train_texts`); with the run's audio and text settings, and global
-    normalisation's statistics from the scan of the training audio."""
+    normalisation's statistics from the scan of the training audio. A resumed run keeps its checkpoint's statistics
+    (its weights were trained on audio normalised with them), with a warning where the training audio's now differ."""
     model_args, data_args = arguments.model, arguments.data
     source = checkpoint or model_args.model_name_or_path
     if source:
@@ -243,7 +248,20 @@ def build_processor(
     processor.text_padding = data_args.text_padding
     processor.normalization = data_args.normalization
     if data_args.normalization == "global":
-        processor.set_waveform_stats(scan.waveform_mean, scan.waveform_std)
+        saved = (processor.waveform_mean, processor.waveform_std) if checkpoint else (None, None)
+        if None in saved:
+            processor.set_waveform_stats(scan.waveform_mean, scan.waveform_std)
+        elif not all(
+            math.isclose(old, new, rel_tol=1e-3, abs_tol=1e-6)
+            for old, new in zip(saved, (scan.waveform_mean, scan.waveform_std))
+        ):
+            logger.warning(
+                f"the training audio's waveform statistics (mean {scan.waveform_mean:.4g}, std "
+                f"{scan.waveform_std:.4g}) differ from those '{checkpoint}' was trained with (mean {saved[0]:.4g}, "
+                f"std {saved[1]:.4g}): the audio changed since the run began. The resumed run keeps the "
+                "checkpoint's, and its export with them; start a new run (another --output_dir) to train on the "
+                "audio as it is now"
+            )
     return processor
 
 
@@ -381,7 +399,7 @@ def evaluate_and_export(
     if trainer.is_world_process_zero():
         plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png", best_step(trainer.state))
         export_for_inference(trainer.model, processor, output_dir / "inference")
-        (output_dir / "eval_results.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_eval_results(output_dir, metrics)
     return RunResult(metrics, per_split, notes, data, heads)
 
 
@@ -411,8 +429,15 @@ def run_frozen_baseline(arguments: RunArguments, result: RunResult) -> RunResult
             f"--encoder_learning_rate may help; {out} holds the baseline's model (docs/training.md)"
         )
     if arguments.training.should_save:
-        (Path(arguments.training.output_dir) / "eval_results.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_eval_results(Path(arguments.training.output_dir), metrics)
     return RunResult(metrics, per_split, notes, result.data, result.heads)
+
+
+def write_eval_results(output_dir: Path, metrics: dict) -> None:
+    """`output_dir/eval_results.json`, written whole or not at all (push_to_hub.py reads it into the model card)."""
+    write_atomically(
+        output_dir / "eval_results.json", lambda handle: handle.write(json.dumps(metrics, indent=2) + "\n")
+    )
 
 
 def summary(arguments: RunArguments, result: RunResult) -> str:

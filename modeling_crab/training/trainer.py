@@ -21,6 +21,7 @@ from torch import nn
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, PredictionOutput
 
+from ..export import carry_code
 from ..heads import HEADS, heads_of, pack_predictions
 from ..losses import objective_terms
 from .checkpoints import STAGING_FOLDER, publish_checkpoint, rotate_checkpoints
@@ -95,6 +96,7 @@ class CrabTrainer(Trainer):
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        carry_code(self.model)  # each checkpoint-N loads as an export does (trust_remote_code, crab predict)
         self.decay_every_parameter = decay_every_parameter
         self.epoch_cosine_floors = epoch_cosine_floors
         self.full_accumulation_divisor = full_accumulation_divisor

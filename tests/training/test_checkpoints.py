@@ -66,3 +66,45 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, tiny_config, tiny_process
     full_weights = uninterrupted.model.state_dict()
     for name, value in resumed.model.state_dict().items():
         torch.testing.assert_close(value, full_weights[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+# A checkpoint saved by a CrabTrainer in a process that imported only the training modules, as train.py does (the
+# package's top level, which registers the Auto classes, is never imported there).
+SAVE_IN_A_TRAINING_PROCESS = """
+import sys
+from transformers import TrainingArguments
+from modeling_crab.feature_extraction_crab import CrabFeatureExtractor
+from modeling_crab.modeling_crab import CrabForEmotionClassification
+from modeling_crab.processing_crab import CrabProcessor
+from modeling_crab.training.tiny import build_tiny_tokenizer, tiny_crab_config
+from modeling_crab.training.trainer import CrabTrainer
+
+tokenizer = build_tiny_tokenizer(["a few words to learn", "and a few more"], vocab_size=60)
+model = CrabForEmotionClassification(tiny_crab_config(2, vocab_size=len(tokenizer)))
+processor = CrabProcessor(CrabFeatureExtractor(), tokenizer)
+args = TrainingArguments(output_dir=sys.argv[1], use_cpu=True, report_to="none")
+CrabTrainer(model=model, args=args, processing_class=processor).save_model(sys.argv[1])
+"""
+
+
+def test_a_checkpoint_carries_the_code_that_loads_it(tmp_path):
+    """What a CrabTrainer saves (every checkpoint-N) names and holds the Crab code, as an inference export does, so
+    `crab predict --model <output_dir>/checkpoint-N` and `trust_remote_code=True` load it."""
+    import json
+    import subprocess
+    import sys
+
+    from modeling_crab.cli import _missing_model_files
+    from modeling_crab.export import AUTO_MAP
+
+    folder = tmp_path / "checkpoint"
+    done = subprocess.run(
+        [sys.executable, "-c", SAVE_IN_A_TRAINING_PROCESS, str(folder)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    config = json.loads((folder / "config.json").read_text())
+    assert AUTO_MAP.items() <= config["auto_map"].items()
+    assert config["custom_pipelines"]["speech-emotion-recognition"]["impl"] == "pipeline_crab.CrabEmotionPipeline"
+    processor = json.loads((folder / "processor_config.json").read_text())
+    assert processor["auto_map"] == {"AutoProcessor": "processing_crab.CrabProcessor"}
+    assert _missing_model_files(folder) == []

@@ -77,6 +77,7 @@ def test_resume_after_an_interrupted_save(resumable_run, tmp_path, monkeypatch, 
     with caplog.at_level("WARNING"):
         train_main(run_argv(manifest, out, "--resume_from_checkpoint", "last"))
     assert "skipping the incomplete checkpoint" in caplog.text and "model.safetensors is truncated" in caplog.text
+    assert "waveform statistics" not in caplog.text  # the same audio: the checkpoint's statistics are the scan's
     expected, resumed = load_file(uninterrupted / "model.safetensors"), load_file(out / "model.safetensors")
     assert expected.keys() == resumed.keys()
     for name in expected:
@@ -214,3 +215,70 @@ def test_a_checkpoint_with_its_optimizer_state_cut_short_is_skipped(resumable_ru
     with caplog.at_level("WARNING"):
         assert Path(find_checkpoint(out)).name == "checkpoint-3"
     assert "optimizer.pt is cut short" in caplog.text
+
+
+class _Payload:
+    """Unpickling this creates `marker`: proof that a checkpoint's pickle was loaded without `weights_only`."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').close()",)
+
+
+@pytest.mark.parametrize("planted", ["optimizer.pt", "rng_state.pth", "pytorch_model.bin"])
+def test_a_checkpoint_file_that_would_run_code_is_refused(resumable_run, tmp_path, planted):
+    """A checkpoint's optimizer or RNG state, or the weights of the model a run starts from (`--model_name_or_path`),
+    replaced by a pickle that runs code (a whole torch file, not cut short): refused without running it, in one line
+    naming the file and the way out; never torch's advice to load it with `weights_only=False`."""
+    import shutil
+
+    from training_helpers import train_main
+
+    from modeling_crab.training.failures import failure_message
+
+    manifest, finished = resumable_run
+    out, marker = tmp_path / "run", tmp_path / "unpickled"
+    if planted == "pytorch_model.bin":  # a model to fine-tune whose weights are that pickle
+        start = Path(shutil.copytree(finished / "inference", tmp_path / "start"))
+        (start / "model.safetensors").unlink()
+        argv, folder, fix = run_argv(manifest, out, "--model_name_or_path", str(start)), start, "save_pretrained"
+    else:
+        for step in (3, 4):
+            shutil.copytree(finished / f"checkpoint-{step}", out / f"checkpoint-{step}")
+        argv = run_argv(manifest, out, "--resume_from_checkpoint", "last", "--max_steps", "5")
+        folder = out / "checkpoint-4"
+        fix = f"delete '{folder}' and resume from the checkpoint before it"
+    torch.save({"state": _Payload(marker)}, folder / planted)
+    with pytest.raises(Exception) as stopped:
+        train_main(argv)
+    line, status = failure_message(stopped.value, str(out))
+    assert status == 2 and not marker.exists()
+    assert line.startswith(f"error: '{folder / planted}' is a pickle holding Python objects (exec)"), line
+    assert fix in line and "weights_only" not in line
+
+
+def test_resume_after_the_training_audio_changed(resumable_run, tmp_path, caplog):
+    """Training audio re-recorded (or edited) between a run and its resume: the resumed run keeps the waveform
+    statistics its checkpoint was trained with, in training and in its export, and warns that the audio changed."""
+    import shutil
+
+    import soundfile as sf
+    from training_helpers import train_main
+
+    manifest, finished = resumable_run
+    corpus = Path(shutil.copytree(manifest.parent, tmp_path / "corpus"))
+    out = tmp_path / "run"
+    shutil.copytree(finished / "checkpoint-4", out / "checkpoint-4")
+    saved = json.loads((out / "checkpoint-4" / "processor_config.json").read_text())["feature_extractor"]
+    louder = next((corpus / "wavs").glob("train_*.wav"))
+    audio, rate = sf.read(louder)
+    sf.write(louder, audio * 3, rate)
+    with caplog.at_level("WARNING"):
+        train_main(run_argv(corpus / "manifest.csv", out, "--resume_from_checkpoint", "last", "--max_steps", "5"))
+    assert "differ from those" in caplog.text and "the audio changed since the run began" in caplog.text
+    exported = json.loads((out / "inference" / "processor_config.json").read_text())["feature_extractor"]
+    assert (exported["waveform_mean"], exported["waveform_std"]) == (saved["waveform_mean"], saved["waveform_std"])
+    scanned = json.loads((out / "manifest_scan.json").read_text())["scan"]
+    assert scanned["waveform_std"] != pytest.approx(saved["waveform_std"], rel=1e-3)  # the audio's own did change

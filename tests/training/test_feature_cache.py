@@ -141,3 +141,92 @@ def test_encoding_with_spawned_workers(model, tiny_processor, tmp_path, monkeypa
     assert sorted(workers.ids) == sorted(reference.ids)
     for utt_id, frames in _features(workers).items():
         torch.testing.assert_close(frames, expected[utt_id])
+
+
+def test_a_shard_cut_short_while_written_is_never_listed_or_named_as_a_shard(
+    model, tiny_processor, tmp_path, monkeypatch
+):
+    """Shards are written under a temporary name and renamed: a write that dies half-way (a kill, a full disk) leaves
+    no file under a shard's name, the index lists the shards before it, and the next run removes the remains."""
+    import errno
+
+    from modeling_crab.training import feature_cache
+
+    collator = CrabDataCollator(tiny_processor)
+    reference = encode_dataset(model, ToyDataset(), collator, tmp_path / "whole", batch_size=1)
+    writes = []
+    original = feature_cache.save_file
+
+    def dies_on_the_second_shard(tensors, filename, *args, **kwargs):
+        writes.append(filename)
+        original(tensors, filename, *args, **kwargs)
+        if len(writes) == 2:
+            with open(filename, "r+b") as handle:
+                handle.truncate(100)
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = tmp_path / "cut"
+    monkeypatch.setattr(feature_cache, "save_file", dies_on_the_second_shard)
+    with pytest.raises(OSError, match="No space left"):
+        _encode_with_tiny_shards(model, ToyDataset(), collator, out, "key")
+    monkeypatch.undo()
+    assert sorted(path.name for path in out.glob("features-*")) == [
+        "features-00000.safetensors",
+        "features-00001.safetensors.tmp",  # the remains, under no shard's name
+    ]
+    assert cache_status(out, "key") == (False, {"utt5", "utt4"})
+
+    resumed = encode_dataset(model, ToyDataset(), collator, out, "key", batch_size=1)
+    assert sorted(path.name for path in out.iterdir()) == [
+        "features-00000.safetensors",
+        "features-00001.safetensors",
+        "index.json",
+    ]
+    expected = _features(reference)
+    assert sorted(resumed.ids) == sorted(expected)
+    for utt_id, frames in _features(resumed).items():
+        torch.testing.assert_close(frames, expected[utt_id])
+
+
+def test_the_fingerprint_is_made_of_named_parts_that_the_index_records(model, tiny_processor, tmp_path):
+    """`dataset_sources`: each part changes with its own input alone (an audio file's size or modification time,
+    not its path's rows); the index keeps the parts beside the fingerprint made of them."""
+    import os
+    from dataclasses import replace
+
+    from training_helpers import write_tone
+
+    from modeling_crab.manifest import Utterance
+    from modeling_crab.training.data import CrabAudioTextDataset
+    from modeling_crab.training.feature_cache import dataset_sources
+
+    for i in range(2):
+        write_tone(tmp_path / f"u{i}.wav", 200.0 * (i + 1), 0.5)
+    utterances = [Utterance(f"u{i}", str(tmp_path / f"u{i}.wav"), "i miss her", "sad") for i in range(2)]
+    dataset = CrabAudioTextDataset(utterances, {"sad": 0, "happy": 1}, max_duration_s=None)
+    encoders = encoder_fingerprint(model)
+    sources = dataset_sources(encoders, {"max_text_length": 32}, dataset)
+    assert set(sources) == {"encoders", "processor", "utterances", "labels", "audio files"}
+
+    def changed(settings=None, **dataset_changes) -> set[str]:
+        other = CrabAudioTextDataset(
+            dataset_changes.get("utterances", utterances),
+            dataset_changes.get("label2id", dataset.label2id),
+            max_duration_s=None,
+        )
+        parts = dataset_sources(encoders, settings or {"max_text_length": 32}, other)
+        return {name for name in parts if parts[name] != sources[name]}
+
+    assert changed() == set()
+    assert changed({"max_text_length": 16}) == {"processor"}
+    assert changed(label2id={"sad": 1, "happy": 0}) == {"labels"}
+    assert changed(utterances=[replace(utterances[0], text="i hate this"), utterances[1]]) == {"utterances"}
+    stat = os.stat(utterances[1].audio)
+    os.utime(utterances[1].audio, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # the same bytes, touched
+    assert changed() == {"audio files"}
+
+    collator = CrabDataCollator(tiny_processor)
+    encode_dataset(model, ToyDataset(2), collator, tmp_path / "cache", cache_key(sources), sources=sources)
+    index = json.loads((tmp_path / "cache" / "index.json").read_text())
+    assert index["fingerprint"] == cache_key(sources) and index["sources"] == sources
+    assert cache_status(tmp_path / "cache", cache_key(sources), sources=sources) == (True, {"utt0", "utt1"})
