@@ -265,17 +265,34 @@ def predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def export_onnx(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """`crab export-onnx`: the onnx extra is checked before anything is written; then the graphs written, with their
+    sizes, and the `crab predict` line that serves them. The libraries' own notes are not printed
+    (`onnx_export.quiet_libraries`)."""
     from .export import inference_folder
 
     checkpoint = str(inference_folder(args.checkpoint))  # train.py's --output_dir: its inference/ export
     check_model(checkpoint, parser, flag="CHECKPOINT")
+    from .onnx_export import check_onnx_extra, export_checkpoint
+
     try:
-        from .onnx_export import export_checkpoint
+        check_onnx_extra()
     except ImportError as error:
-        raise CliError(f"the ONNX export needs the onnx extra ({error}); pip install 'crab-ser[onnx]'") from None
-    for path in export_checkpoint(checkpoint, args.out_dir, quantize=args.int8, revision=args.revision):
+        raise CliError(str(error)) from None
+    written = export_checkpoint(checkpoint, args.out_dir, quantize=args.int8, revision=args.revision)
+    for path in written:
         print(f"{path}  ({path.stat().st_size / 1e6:.1f} MB)")
+    print(_onnx_usage(args.out_dir or checkpoint, args.int8))
     return 0
+
+
+def _onnx_usage(model: str, int8: bool) -> str:
+    """The `crab predict` line that serves the graphs `crab export-onnx` wrote into `model`."""
+    import shlex
+
+    command = f'crab predict FILE --text "..." --model {shlex.quote(model)} --backend'
+    if int8:
+        return f"use them: {command} onnx-int8 (or --backend onnx, fp32)"
+    return f"use it: {command} onnx"
 
 
 def check_device(device: str | None, parser: argparse.ArgumentParser) -> None:

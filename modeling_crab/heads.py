@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping, Sequence
-from string import Template
 
 import numpy as np
 import torch
@@ -281,12 +280,11 @@ ATTRIBUTE_TASK = ("emotion-attribute-regression", "Speech emotion attribute regr
 ATTRIBUTE_CARD_METRICS = {"ccc": ("ccc", "CCC"), "pearson": ("pearsonr", "Pearson r"), "mae": ("mae", "MAE")}
 ATTRIBUTE_SUMMARY = {"ccc": "CCC", "pearson": "Pearson", "mae": "MAE"}
 ATTRIBUTE_MEAN = "mean"  # `<split>_ccc_mean`: the CCC averaged over the attributes
-ATTRIBUTE_CARD_SECTION = """Emotional attributes: ${attributes}, each predicted on a 0-1 scale (0 = lowest, 1 = highest). Corpus ratings map
-onto it linearly: MSP-Podcast's 1-7 ratings as (x - 1) / 6, IEMOCAP's 1-5 ratings as (x - 1) / 4 (a prediction p
-reads back as 1 + 6p or 1 + 4p). The pipeline answers `{"labels": [...], "attributes": {${example}}}` per recording
-(`labels` best first${no_labels}; `top_k` applies to the labels only); with the Auto classes,
-`model(**inputs).attributes` is (batch, attributes) in this order. The Inference Endpoints handler returns the
-pipeline's answer."""
+ATTRIBUTE_CARD_SECTION = (
+    "Emotional attributes: {names}, each predicted on a 0-1 scale (0 = lowest, 1 = highest). Corpus ratings map "
+    "onto it linearly: MSP-Podcast's 1-7 ratings as (x - 1) / 6, IEMOCAP's 1-5 ratings as (x - 1) / 4 (a prediction "
+    "p reads back as 1 + 6p or 1 + 4p)."
+)
 
 
 class AttributeHead(OutputHead):
@@ -394,11 +392,7 @@ class AttributeHead(OutputHead):
         return "\n".join(rows)
 
     def card_paragraph(self, heads):
-        return Template(ATTRIBUTE_CARD_SECTION).substitute(
-            attributes=", ".join(f"`{name}`" for name in self.names),
-            example=", ".join(f'"{name}": 0.{7 - i % 5}' for i, name in enumerate(self.names)),
-            no_labels="" if any(isinstance(h, ClassHead) for h in heads) else "; `[]`: this model has no classes",
-        )
+        return ATTRIBUTE_CARD_SECTION.format(names=", ".join(f"`{name}`" for name in self.names))
 
 
 # Every head a Crab model can have, in output order: the order of the trainer's predictions, the predictions file's

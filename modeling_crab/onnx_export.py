@@ -13,8 +13,12 @@ to its own length in both directions: the function the head computes in PyTorch.
 
 from __future__ import annotations
 
+import importlib
 import json
+import logging
 import os
+import secrets
+import shutil
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +38,84 @@ ONNX_FOLDER, MODEL_FILE = BACKENDS["onnx"].split("/")
 QUANTIZED_FILE = BACKENDS["onnx-int8"].split("/")[1]
 ONNX_SOURCE_NAME = ONNX_SOURCE.split("/")[1]
 INPUT_NAMES = ("input_values", "attention_mask", "input_ids", "text_attention_mask")
+# the `onnx` extra: the exporter (onnx, onnxscript) and the runtime and quantizer (onnxruntime)
+ONNX_EXTRA = ("onnx", "onnxscript", "onnxruntime")
+INSTALL_ONNX_EXTRA = "pip install 'crab-ser[onnx]'"
+
+
+def check_onnx_extra() -> None:
+    """Import the `onnx` extra's packages (`ONNX_EXTRA`); an `ImportError` naming the first one that is missing (or
+    fails to import) and the line that installs them, before anything is written."""
+    for name in ONNX_EXTRA:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            missing = error.name or name
+            if isinstance(error, ModuleNotFoundError):
+                why = "is not installed"
+            else:
+                why = f"cannot be imported ({' '.join(str(error).split())[:300]})"
+            raise ImportError(
+                f"the ONNX export needs {missing}, which {why}; install the onnx extra: {INSTALL_ONNX_EXTRA}",
+                name=missing,
+            ) from error
+
+
+# loggers of the exporter, its optimizer and the quantizer: progress notes at WARNING (an optional op set it skips,
+# a constant it does not fold, an attribute type it infers), none of them about the graph written
+_NOTE_LOGGERS = ("torch.onnx", "onnxscript", "onnx_ir", "onnxruntime")
+
+
+class _QuantizerNotes(logging.Filter):
+    """onnxruntime's quantizer logs its advice (run its pre-processing first) on the root logger; below ERROR, those
+    records are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from_quantizer = f"{os.sep}onnxruntime{os.sep}" in record.pathname
+        return record.levelno >= logging.ERROR or not from_quantizer
+
+
+def _no_bar(factory, args, kwargs):
+    return factory(*args, **{**kwargs, "disable": True})
+
+
+@contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Within: what the libraries print while a model is loaded, exported and quantized is only what goes wrong.
+    transformers' progress bars (loading, saving weights) are off; the loggers of the exporter, its optimizer and
+    the quantizer print ERROR and above, unless a level was set on them (`TORCH_LOGS=+onnx` sets torch.onnx's); the
+    quantizer's advice on the root logger is dropped; the libraries' deprecation notices to one another
+    (`FutureWarning`, `DeprecationWarning` raised outside this package) and the exporter's note on dynamic axes
+    shared by several inputs are not shown. Exceptions propagate as they are. All restored after, the root logger's
+    handlers included (`logging.warning`, as the quantizer calls it, gives a root logger without handlers one); not
+    thread-safe (as `warnings.catch_warnings`)."""
+    from transformers.utils import logging as transformers_logging
+
+    loggers = [logging.getLogger(name) for name in _NOTE_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    root = logging.getLogger()
+    root_handlers = list(root.handlers)
+    notes = _QuantizerNotes()
+    previous_hook = transformers_logging.set_tqdm_hook(_no_bar)
+    try:
+        for logger in loggers:
+            if logger.level == logging.NOTSET:
+                logger.setLevel(logging.ERROR)
+        root.addFilter(notes)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"(?!modeling_crab\b)")
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(?!modeling_crab\b)")
+            # the exporter names each dynamic axis once and warns about the inputs that share it (attention masks)
+            warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)
+            yield
+    finally:
+        if not root_handlers:
+            for handler in list(root.handlers):
+                root.removeHandler(handler)
+        root.removeFilter(notes)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+        transformers_logging.set_tqdm_hook(previous_hook)
 
 
 @torch.library.custom_op("crab::masked_bigru", mutates_args=())
@@ -163,10 +245,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = OPSET) -
         "input_ids": {0: batch, 1: tokens},
         "text_attention_mask": {0: batch, 1: tokens},
     }
-    with torch.no_grad(), _exportable(model), warnings.catch_warnings():
-        # the exporter names each dynamic axis once and warns about the inputs that share it (attention masks)
-        warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)
-        graph = _GraphOutputs(model)
+    with torch.no_grad(), _exportable(model), quiet_libraries():
+        graph = _GraphOutputs(model).eval()  # a new module is in training mode; the graph is the eval one
         program = torch.onnx.export(
             graph,
             tuple(example[name] for name in INPUT_NAMES),
@@ -179,7 +259,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = OPSET) -
             optimize=True,
             verbose=False,
         )
-    program.save(str(path))
+        program.save(str(path))
     return path
 
 
@@ -193,8 +273,17 @@ def export_checkpoint(
     """Export a Crab model (an export folder, train.py's `--output_dir`, or a Hub repo id) to `onnx/model.onnx` and,
     with `quantize`, `onnx/model_quantized.onnx` (int8), in `out_dir` (default: the checkpoint's own folder).
     A new `out_dir` also gets the inference export (safetensors, config, processor), so it serves both runtimes, as
-    a Hub repo does. Returns the ONNX files."""
-    from .export import export_for_inference, inference_folder
+    a Hub repo does. Returns the ONNX files.
+
+    The `onnx` extra is checked before anything is read or written (`check_onnx_extra`). Nothing is left half-made:
+    the graphs are written into a hidden folder beside `out_dir/onnx` and take its place once whole, and a new
+    `out_dir` is built whole beside its place the same way; a failure or an interrupt removes what the export wrote
+    (and the folders it created). Earlier graphs serve until the new ones are in place (where the export also
+    rewrites the weights of an existing `out_dir`, the pipeline refuses them from then on). `onnx/` holds this
+    export's files only: the graphs and `source.json`, the fingerprint of the weights beside them
+    (`weights_fingerprint`) and the graphs written, which the pipeline checks before it serves a graph."""
+    check_onnx_extra()
+    from .export import inference_folder
     from .modeling_crab import CrabForEmotionClassification
     from .processing_crab import CrabProcessor
 
@@ -207,24 +296,84 @@ def export_checkpoint(
     if out_dir is None and not local:
         raise ValueError(f"'{checkpoint}' is not a local folder; pass an output folder to export the Hub model into")
     out = source if out_dir is None else Path(out_dir)
-    model = CrabForEmotionClassification.from_pretrained(str(source), revision=revision).eval()
-    if out.resolve() != source.resolve():
-        processor = CrabProcessor.from_pretrained(str(source), revision=revision)
-        export_for_inference(model, processor, out)
-    graphs = out / ONNX_FOLDER
-    (graphs / ONNX_SOURCE_NAME).unlink(missing_ok=True)  # until every graph is written, none answers for the weights
-    written = [export_onnx(model, graphs / MODEL_FILE, opset)]
-    if quantize:
-        written.append(quantize_onnx(written[0], graphs / QUANTIZED_FILE))
-    else:  # an int8 graph of earlier weights must not answer for these
-        (graphs / QUANTIZED_FILE).unlink(missing_ok=True)
-    weights = out / WEIGHTS_FILE
-    source = {
-        "weights": weights_fingerprint(weights) if weights.is_file() else None,
-        "graphs": [f"{ONNX_FOLDER}/{path.name}" for path in written],
-    }
-    (graphs / ONNX_SOURCE_NAME).write_text(json.dumps(source, indent=2) + "\n")
-    return written
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"'{out}' is a file; pass a folder to export into")
+    with quiet_libraries():
+        model = CrabForEmotionClassification.from_pretrained(str(source), revision=revision).eval()
+        processor = None
+        if out.resolve() != source.resolve():
+            processor = CrabProcessor.from_pretrained(str(source), revision=revision)
+        return _write_export(model, processor, out, quantize, opset)
+
+
+def _write_export(model: nn.Module, processor, out: Path, quantize: bool, opset: int) -> list[Path]:
+    """`export_checkpoint`'s writing: the graphs, `source.json` and, with a `processor`, the inference export, into
+    `out`, each new folder built whole in a hidden folder beside its place (`_scratch_folder`), then moved there."""
+    from .export import export_for_inference
+
+    new = not out.exists()
+    created = [folder for folder in (out.parent, *out.parent.parents) if not folder.exists()] if new else []
+    scratch = None
+    try:
+        if new:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            scratch = building = _scratch_folder(out, "partial")
+            graphs = building / ONNX_FOLDER
+            graphs.mkdir()
+        else:
+            building = out
+            scratch = graphs = _scratch_folder(out / ONNX_FOLDER, "partial")
+        written = [export_onnx(model, graphs / MODEL_FILE, opset)]
+        if quantize:
+            written.append(quantize_onnx(written[0], graphs / QUANTIZED_FILE))
+        if processor is not None:
+            export_for_inference(model, processor, building)
+        weights = building / WEIGHTS_FILE
+        source = {
+            "weights": weights_fingerprint(weights) if weights.is_file() else None,
+            "graphs": [f"{ONNX_FOLDER}/{path.name}" for path in written],
+        }
+        (graphs / ONNX_SOURCE_NAME).write_text(json.dumps(source, indent=2) + "\n")
+        if new:
+            building.rename(out)
+        else:
+            _replace_folder(graphs, out / ONNX_FOLDER)
+    except BaseException:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        for folder in created:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+    return [out / ONNX_FOLDER / path.name for path in written]
+
+
+def _scratch_folder(place: Path, kind: str) -> Path:
+    """A new, empty hidden folder beside `place` (`.onnx.partial-1a2b3c4d` for `onnx`), on its file system."""
+    while True:
+        folder = place.with_name(f".{place.name}.{kind}-{secrets.token_hex(4)}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+
+
+def _replace_folder(folder: Path, place: Path) -> None:
+    """Move `folder` to `place`; an earlier folder there stays in place until the move and is removed after it."""
+    if not place.exists():
+        folder.rename(place)
+        return
+    earlier = place.with_name(f".{place.name}.old-{secrets.token_hex(4)}")
+    place.rename(earlier)
+    try:
+        folder.rename(place)
+    except BaseException:
+        earlier.rename(place)
+        raise
+    shutil.rmtree(earlier, ignore_errors=True)
 
 
 def _example_inputs(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -253,12 +402,16 @@ def quantize_onnx(path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out_path = Path(out_path)
-    quantize_dynamic(Path(path), out_path, op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
+    with quiet_libraries():
+        quantize_dynamic(Path(path), out_path, op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
     return out_path
 
 
 __all__ = [
     "OPSET",
+    "ONNX_EXTRA",
+    "check_onnx_extra",
+    "quiet_libraries",
     "ONNX_FOLDER",
     "MODEL_FILE",
     "QUANTIZED_FILE",

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up a virtual environment, train a tiny Crab on the built-in synthetic corpus (CPU), then classify two demo
 # clips with the exported model through `crab predict` (the pipeline). Offline apart from PyPI.
-# Measured times: README.md ("Two commands").
+# The environment has the onnx extra (onnx, onnxscript, onnxruntime: about 37 MB of wheels, some 10 s), which the
+# next steps in README.md ("After the demo") use: `crab export-onnx` and `crab predict --backend onnx-int8`.
+# Measured times: README.md ("Quick start").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-outputs/demo}
@@ -9,7 +11,7 @@ if [ -e "$out" ]; then  # before anything is installed: an earlier run's results
   echo "$out holds an earlier demo run; run the demo into another folder (bash scripts/demo.sh outputs/demo2), or delete $out to run it there again" >&2
   exit 1
 fi
-. scripts/venv.sh ""
+. scripts/venv.sh "onnx"
 step "training a tiny Crab on the synthetic corpus into $out (dev and test results at the end)"
 python train.py --output_dir "$out" --disable_tqdm True
 step "two demo clips, classified by the exported model ($out/inference); every test clip: $out/predictions_test.csv"

@@ -14,5 +14,7 @@ else
   python -m pip install --quiet "torch==2.13.0"
 fi
 step "installing crab-ser${1:+[$1]}${3:+ with $3} and its dependencies (transformers, datasets, scikit-learn, ...)"
-python -m pip install --quiet -e ".${1:+[$1]}" ${3:+"$3"}
+# setuptools' note on editable installs ("careful with folders named like the package") is about other projects'
+# layouts: here the package folder is the one installed
+PYTHONWARNINGS="ignore:Editable installation" python -m pip install --quiet -e ".${1:+[$1]}" ${3:+"$3"}
 step "environment ready"

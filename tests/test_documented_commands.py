@@ -24,6 +24,7 @@ RELEASE_TREES = {"/data/IEMOCAP_full_release": "iemocap", "/data/MELD.Raw": "mel
 NOT_RUN_HERE = {  # what these set up is the test environment itself
     "bash scripts/demo.sh": "creates .venv and installs from PyPI; its steps (python train.py, crab predict) run here",
     "bash scripts/test.sh": "creates .venv and runs this suite: CI's entry point",
+    "source .venv/bin/activate": "activates the environment this suite runs in",
 }
 
 
@@ -91,6 +92,8 @@ def run_train(argv: list[str], workdir: Path):
         first = argv[: argv.index("--resume_from_checkpoint")]
         train_main([*first, *FAST])
         return train_main([*argv, *FAST[:1], "--max_steps", "2", *FAST[3:]])
+    if "--manifest" in argv and not Path(argv[argv.index("--manifest") + 1]).exists():  # "your own recordings"
+        write_corpus(Path(argv[argv.index("--manifest") + 1]).parent, {"train": 2, "dev": 1})
     results = train_main([*argv, *FAST])
     headline = "eval_ccc_mean" if "--attributes_only" in argv else "eval_uar"  # no classes: the attributes' score
     assert -1.0 <= results[headline] <= 1.0
@@ -205,13 +208,21 @@ def test_documented_command_runs(doc, command, workdir):
 
 def test_commands_after_the_demo_use_its_output_folder():
     """One demo folder: scripts/demo.sh's default, a bare `python train.py`'s (and so `--help`'s), and every path
-    the docs give into a trained demo (its inference export, its corpus)."""
+    the docs give into a trained model (an inference export, the demo corpus) is the demo's or that of a run the docs
+    train themselves (`--output_dir` of a documented train.py command)."""
     demo_dir = preset_defaults(["demo"])["output_dir"]
     assert f"out=${{1:-{demo_dir}}}" in (ROOT / "scripts" / "demo.sh").read_text()
+    trained = {demo_dir}
+    for _, command in COMMANDS:
+        words = shlex.split(command)
+        if _kind(command) == "train" and "--output_dir" in words:
+            trained.add(words[words.index("--output_dir") + 1])
     paths = [
         arg for _, command in COMMANDS for arg in shlex.split(command) if "/inference" in arg or "demo_corpus" in arg
     ]
-    assert paths and all(path.startswith(f"{demo_dir}/") for path in paths), paths
+    assert any(path.startswith(f"{demo_dir}/") for path in paths), paths
+    assert [path for path in paths if not any(path.startswith(f"{run}/") for run in trained)] == []
+    assert all(path.startswith(f"{demo_dir}/") for path in paths if "demo_corpus" in path), paths
 
 
 def test_the_readme_checkpoint_snippet_runs_quietly(tmp_path):

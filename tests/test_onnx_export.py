@@ -1,9 +1,17 @@
 """ONNX export and onnxruntime inference: the same scores as PyTorch, batched or one by one, and the int8 graph's
-cost measured against fp32."""
+cost measured against fp32; `crab export-onnx`'s output, and what it leaves when the onnx extra is missing or an
+export fails midway."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
+import shlex
+import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,14 +37,49 @@ pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_export, tmp_path_factory):
-    """(model, processor, fp32 session, int8 session, files): the tiny export through `crab export-onnx` into a new
-    folder, once per module."""
-    model, processor, checkpoint = tiny_export
+def served() -> dict[str, Path]:
+    """`{"folder": ...}` once the module's one `crab export-onnx` into a new folder has run: run by the test of what
+    the command prints (first in the module, under capfd), else by `exported`."""
+    return {}
+
+
+def export_into_a_new_folder(tiny_export, tmp_path_factory) -> Path:
+    """`crab export-onnx` of the tiny export into a new folder; the folder."""
+    _, _, checkpoint = tiny_export
     out = tmp_path_factory.mktemp("onnx-export") / "served"
     assert main(["export-onnx", str(checkpoint.parent), str(out)]) == 0  # train.py's --output_dir holds inference/
-    files = [out / ONNX_FOLDER / MODEL_FILE, out / ONNX_FOLDER / QUANTIZED_FILE]
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_export, tmp_path_factory, served):
+    """(model, processor, fp32 session, int8 session, files): the tiny export through `crab export-onnx` into a new
+    folder, once per module."""
+    model, processor, _ = tiny_export
+    if "folder" not in served:
+        served["folder"] = export_into_a_new_folder(tiny_export, tmp_path_factory)
+    files = [served["folder"] / ONNX_FOLDER / MODEL_FILE, served["folder"] / ONNX_FOLDER / QUANTIZED_FILE]
     return model, processor, OnnxCrabSession(files[0]), OnnxCrabSession(files[1]), files
+
+
+def test_export_onnx_prints_the_graphs_it_wrote_and_how_to_serve_them(
+    tiny_export, tmp_path_factory, served, capfd, recwarn
+):
+    """A user sees the files and the command that serves them: no progress bars, no notes of the exporter, its
+    optimizer or the quantizer, no warnings (the model is exported in eval mode); no scratch folder is left."""
+    out = export_into_a_new_folder(tiny_export, tmp_path_factory)
+    served.setdefault("folder", out)
+    printed = capfd.readouterr()
+    graphs = [out / ONNX_FOLDER / MODEL_FILE, out / ONNX_FOLDER / QUANTIZED_FILE]
+    assert printed.out.splitlines() == [
+        *(f"{graph}  ({graph.stat().st_size / 1e6:.1f} MB)" for graph in graphs),
+        f'use them: crab predict FILE --text "..." --model {shlex.quote(str(out))} --backend onnx-int8 (or '
+        "--backend onnx, fp32)",
+    ]
+    assert printed.err == ""
+    assert [f"{w.category.__name__}: {w.message}" for w in recwarn] == []
+    assert os.listdir(out.parent) == [out.name]
+    assert sorted(os.listdir(out / ONNX_FOLDER)) == sorted([MODEL_FILE, QUANTIZED_FILE, "source.json"])
 
 
 def varied_inputs(model, seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
@@ -169,6 +212,140 @@ def test_the_pipeline_and_crab_predict_serve_the_onnx_graphs(exported, tmp_path,
     printed = json.loads(capsys.readouterr().out)[0]["scores"]
     ref_scores = {s["label"]: s["score"] for s in reference[0]["aggregate"]}
     assert max(abs(s["score"] - ref_scores[s["label"]]) for s in printed) < 1e-5
+
+
+PROJECT = re.search(r'^name = "([^"]+)"', (Path(__file__).parents[1] / "pyproject.toml").read_text(), re.M)[1]
+
+
+@pytest.mark.parametrize("module", ["onnx", "onnxscript", "onnxruntime"])
+def test_without_the_onnx_extra_export_onnx_stops_before_it_writes_anything(
+    module, tiny_export, tmp_path, monkeypatch, capsys
+):
+    """Any of the extra's packages missing: one line naming it and the install line, exit 1, before any folder is
+    made (no onnx/ in the checkpoint, no OUT_DIR nor its parents)."""
+    _, _, checkpoint = tiny_export
+    monkeypatch.setitem(sys.modules, module, None)  # as where it is not installed: `import module` fails
+    expected = (
+        f"crab: error: the ONNX export needs {module}, which is not installed; install the onnx extra: "
+        f"pip install '{PROJECT}[onnx]'\n"
+    )
+    for out_dir in ([], [str(tmp_path / "new" / "served")]):
+        assert main(["export-onnx", str(checkpoint), *out_dir]) == 1
+        printed = capsys.readouterr()
+        assert (printed.out, printed.err) == ("", expected)
+    assert not (checkpoint / ONNX_FOLDER).exists() and not [p for p in checkpoint.iterdir() if p.name[0] == "."]
+    assert list(tmp_path.iterdir()) == []
+
+
+def files_in(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (hidden ones included), by relative path: its contents."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def fake_steps(monkeypatch, failure: str | None, graph: Path) -> None:
+    """The export's slow steps replaced: the exporter writes (a copy of) `graph`, the quantizer a copy of its input;
+    `failure` makes one of them, or the fingerprint written last, fail midway."""
+    from modeling_crab import onnx_export
+
+    def export(model, path, opset):
+        if failure == "exporter":
+            raise RuntimeError("the exporter failed")
+        if failure == "disk full":
+            Path(path).write_bytes(graph.read_bytes()[:1000])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        shutil.copyfile(graph, path)
+        return Path(path)
+
+    def quantize(path, out_path):
+        if failure == "quantizer":
+            raise RuntimeError("the quantizer failed")
+        if failure == "Ctrl-C":
+            raise KeyboardInterrupt
+        shutil.copyfile(path, out_path)
+        return Path(out_path)
+
+    def fingerprint(path):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(onnx_export, "export_onnx", export)
+    monkeypatch.setattr(onnx_export, "quantize_onnx", quantize)
+    if failure == "fingerprint":
+        monkeypatch.setattr(onnx_export, "weights_fingerprint", fingerprint)
+
+
+FAILURES = {
+    "exporter": (1, "crab: error: the exporter failed"),
+    "disk full": (1, "crab: error: [Errno 28] No space left on device"),
+    "quantizer": (1, "crab: error: the quantizer failed"),
+    "Ctrl-C": (130, "crab: interrupted"),
+    "fingerprint": (1, "crab: error: [Errno 5] Input/output error"),
+}
+
+
+@pytest.mark.parametrize("failure", list(FAILURES))
+def test_an_export_that_fails_midway_leaves_the_earlier_graphs_serving(
+    failure, exported, tmp_path, monkeypatch, capsys
+):
+    """An export over earlier graphs that fails or is interrupted midway leaves the folder as it was: no scratch
+    folder, the earlier graphs and their source.json, which the pipeline still serves."""
+    from transformers import pipeline
+
+    folder = tmp_path / "served"
+    shutil.copytree(exported[4][0].parent.parent, folder)
+    before = files_in(folder)
+    fake_steps(monkeypatch, failure, exported[4][0])
+    assert main(["export-onnx", str(folder)]) == FAILURES[failure][0]
+    printed = capsys.readouterr()
+    assert (printed.out, printed.err) == ("", FAILURES[failure][1] + "\n")
+    assert files_in(folder) == before and sorted(os.listdir(folder)) == sorted(os.listdir(exported[4][0].parents[1]))
+    monkeypatch.undo()
+    classify = pipeline("speech-emotion-recognition", model=str(folder), trust_remote_code=True, device="cpu")
+    audio = np.random.default_rng(6).standard_normal(12000).astype(np.float32) * 0.1
+    expected = classify(audio, text=SENTENCES[0])
+    for backend, tolerance in (("onnx", 1e-5), ("onnx-int8", 2e-2)):
+        got = {s["label"]: s["score"] for s in classify(audio, text=SENTENCES[0], backend=backend)}
+        assert max(abs(got[s["label"]] - s["score"]) for s in expected) < tolerance
+
+
+@pytest.mark.parametrize("failure", ["exporter", "fingerprint"])
+def test_an_export_into_a_new_folder_that_fails_leaves_no_folder(
+    failure, tiny_export, exported, tmp_path, monkeypatch, capsys
+):
+    """A failure before anything is written, or after the graphs and the model are (the fingerprint, last):
+    neither OUT_DIR nor the parents the export made are left."""
+    _, _, checkpoint = tiny_export
+    fake_steps(monkeypatch, failure, exported[4][0])
+    assert main(["export-onnx", str(checkpoint), str(tmp_path / "new" / "served")]) == 1
+    assert capsys.readouterr().err == FAILURES[failure][1] + "\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_new_export_replaces_the_earlier_graphs_whole(exported, tmp_path, monkeypatch, capsys):
+    """The new graphs take the onnx/ folder's place whole: an int8 graph this export did not write (--no-int8) is
+    gone, source.json names the graphs written, and no scratch folder is left."""
+    folder = tmp_path / "served"
+    shutil.copytree(exported[4][0].parents[1], folder)
+    stale = folder / ONNX_FOLDER / "stale.onnx"
+    stale.write_bytes(b"from an earlier export")
+    fake_steps(monkeypatch, None, exported[4][0])
+    assert main(["export-onnx", str(folder), "--no-int8"]) == 0
+    model = shlex.quote(str(folder))
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f'use it: crab predict FILE --text "..." --model {model} --backend onnx'
+    )
+    assert sorted(os.listdir(folder / ONNX_FOLDER)) == [MODEL_FILE, "source.json"]
+    assert json.loads((folder / ONNX_FOLDER / "source.json").read_text())["graphs"] == [f"{ONNX_FOLDER}/{MODEL_FILE}"]
+    assert sorted(os.listdir(folder)) == sorted(os.listdir(exported[4][0].parents[1]))
+
+
+def test_the_demo_environment_has_what_the_steps_after_the_demo_need():
+    """README's "After the demo" runs in the environment scripts/demo.sh makes: where it exports or serves ONNX
+    graphs, the demo installs the onnx extra."""
+    root = Path(__file__).parents[1]
+    after = re.split(r"\n#{2,} ", (root / "README.md").read_text().split("### After the demo", 1)[1])[0]
+    extras = re.search(r'\. scripts/venv\.sh "([^"]*)"', (root / "scripts" / "demo.sh").read_text())[1].split(",")
+    if "crab export-onnx" in after or "--backend onnx" in after:
+        assert "onnx" in extras
 
 
 @pytest.fixture(scope="module", params=["joint", "attributes-only"])

@@ -1,11 +1,20 @@
 """Inference Endpoints handler for a Crab model repository (copied to the repo root by push_to_hub.py).
 
 Request (JSON):  {"inputs": "<base64 audio file>" | [float samples], "parameters": {"text": "...",
-                  "sampling_rate": 16000, "top_k": 3, "return_windows": false}}
-Request (audio/wav, audio/flac, ... body): the endpoint passes {"inputs": <bytes>}; the transcript is then transcribed.
-Response: the pipeline's answer in a list: [{"label": "...", "score": 0.71}, ...], best first, for a model with classes
-only; [{"labels": [...], "attributes": {"arousal": 0.71, ...}}] for a model with emotional attributes (0-1 scale);
-[{"aggregate", "windows", "text"}] with return_windows.
+                  "sampling_rate": 16000, "top_k": 3, "return_windows": false, "chunk_length_s": 12}}
+    sampling_rate: the rate of a list of samples (required with one). Optional: text, the transcript (left out, the
+    pipeline transcribes the audio with Whisper); top_k, how many labels to return, best first; return_windows, also
+    each window's answer; chunk_length_s, the window length for long audio.
+Request (audio/wav, audio/flac, ... body): the endpoint passes {"inputs": <bytes>}; Whisper transcribes the audio.
+Response: the pipeline's answer for the recording, in a list, as the model's README.md shows it for that model:
+    classes only (no `config.attribute_names`): the ranked labels, best first, are the list:
+        [{"label": "angry", "score": 0.71}, ...]
+    classes and emotional attributes (0-1 scale, `config.attribute_names` order; `top_k` applies to the labels):
+        [{"labels": [{"label": "angry", "score": 0.71}, ...], "attributes": {"arousal": 0.71, ...}}]
+    attributes only (no classes):
+        [{"labels": [], "attributes": {"arousal": 0.71, ...}}]
+    return_windows: [{"aggregate": <the answer>, "windows": [{"start", "end", "text", "scores"[, "attributes"]}],
+        "text"}], a window's `scores` being its ranked labels ([] without classes).
 """
 
 from __future__ import annotations

@@ -9,10 +9,14 @@ import contextlib
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, is_offline_mode, try_to_load_from_cache
+from huggingface_hub.utils import GatedRepoError, RepositoryNotFoundError, httpx, validate_repo_id
 from transformers import AutoConfig, EarlyStoppingCallback, RobertaTokenizerFast, Wav2Vec2FeatureExtractor, set_seed
+from transformers.utils import CONFIG_NAME
 
 from ..configuration_crab import CrabConfig, min_audio_samples
 from ..export import export_for_inference
@@ -209,6 +213,7 @@ def encoder_configs(arguments: RunArguments) -> tuple:
             ("--text_encoder", model_args.text_encoder, AutoConfig),
         ]
     )
+    check_model_sources([(flag, source) for flag, source, _ in flags])
     configs = []
     for flag, source, config_class in flags:
         try:
@@ -222,6 +227,100 @@ def encoder_configs(arguments: RunArguments) -> tuple:
     if model_args.model_name_or_path:
         return configs[0].audio_config, configs[0].text_config
     return tuple(configs)
+
+
+# what huggingface_hub's HTTP client raises when no connection to the Hub could be made (DNS, refused, a proxy)
+_UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError)
+
+
+def check_model_sources(sources: list[tuple[str, str]]) -> None:
+    """Each (flag, source) a model config can be read from before it is read: a local folder with a config.json, a
+    Hub repo whose config.json is in the Hub cache (read as before, online or off), or a repo the Hub answers for.
+    A source that needs the Hub is asked for once, without retries: where the Hub cannot be reached (no network,
+    offline mode, a closed HF_ENDPOINT) or has no such repo, one `SettingError` names every source it could not get
+    and the fixes, at once rather than after huggingface_hub's retries (half a minute a file). Anything else (a repo
+    without a config.json, a gated one, a Hub error) is left to `from_pretrained`, which reports it."""
+    uncached = []
+    for flag, source in sources:
+        instead = f"pass a model's folder (what save_pretrained writes: its {CONFIG_NAME} and weights), a Hub repo id"
+        if os.path.isdir(source) and not os.path.isfile(os.path.join(source, CONFIG_NAME)):
+            raise SettingError(
+                f"{flag} '{source}': the folder has no {CONFIG_NAME}; {instead}, or {_tiny_trial([flag])}"
+            )
+        if os.path.exists(source):
+            continue
+        if not _is_repo_id(source):
+            raise SettingError(
+                f"{flag} '{source}': no such folder, and not a Hub repo id; {instead}, or {_tiny_trial([flag])}"
+            )
+        if not isinstance(try_to_load_from_cache(source, CONFIG_NAME), str):
+            uncached.append((flag, source))
+    if not uncached:
+        return
+    named = _named(uncached)
+    where = f"{_not_local(uncached)}, not in the Hub cache ({constants.HF_HUB_CACHE})"
+    fixes = _source_fixes([flag for flag, _ in uncached])
+    if is_offline_mode():
+        variable = "HF_HUB_OFFLINE" if os.environ.get("HF_HUB_OFFLINE") else "TRANSFORMERS_OFFLINE"
+        raise SettingError(
+            f"{named}: {where}, and {variable}={os.environ[variable]} keeps this run off the Hub; {fixes}, or unset "
+            f"{variable} to download them"
+        )
+    missing = []
+    for flag, source in uncached:
+        try:
+            get_hf_file_metadata(hf_hub_url(source, CONFIG_NAME), retry_on_errors=False)
+        except _UNREACHABLE as error:
+            reason = " ".join(str(error).split())[:120] or type(error).__name__
+            raise SettingError(
+                f"{named}: {where}, and the Hub ({constants.ENDPOINT}) cannot be reached from here ({reason}); "
+                f"{fixes}, or run once where the Hub can be reached (later runs read the cache, also with "
+                "HF_HUB_OFFLINE=1)"
+            ) from None
+        except GatedRepoError:
+            pass
+        except RepositoryNotFoundError:
+            missing.append((flag, source))
+        except Exception:  # a Hub that answers otherwise: from_pretrained meets it again and reports it
+            pass
+    if missing:
+        raise SettingError(
+            f"{_named(missing)}: {_not_local(missing)}, and the Hub ({constants.ENDPOINT}) has no such repo (a "
+            "private one needs `hf auth login`); pass a Hub repo id or "
+            + _source_fixes([flag for flag, _ in missing]).removeprefix("pass ")
+        )
+
+
+def _named(sources: list[tuple[str, str]]) -> str:
+    return " and ".join(f"{flag} '{source}'" for flag, source in sources)
+
+
+def _not_local(sources: list) -> str:
+    return "not local folders" if len(sources) > 1 else "not a local folder"
+
+
+def _is_repo_id(source: str) -> bool:
+    """Whether `source` is spelled as a Hub repo id (`name` or `namespace/name`)."""
+    try:
+        validate_repo_id(source)
+    except ValueError:
+        return False
+    return True
+
+
+def _source_fixes(flags: list[str]) -> str:
+    """What to pass instead of the models behind `flags` where the run cannot get them: local folders, or a trial
+    with tiny random encoders."""
+    if "--model_name_or_path" in flags:
+        checkpoint = "a local checkpoint folder (--model_name_or_path DIR, a train.py output_dir)"
+        return f"pass {checkpoint}, or {_tiny_trial(flags)}"
+    return f"pass {_tiny_trial(flags)}, or local model folders (--audio_encoder DIR --text_encoder DIR)"
+
+
+def _tiny_trial(flags: list[str]) -> str:
+    """`--tiny`, the run that needs no model from anywhere, as an alternative to the models behind `flags`."""
+    without = " without --model_name_or_path" if "--model_name_or_path" in flags else ""
+    return f"--tiny{without} for a CPU trial with tiny random encoders"
 
 
 def build_processor(

@@ -24,6 +24,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, PredictionOutput
 from ..export import carry_code
 from ..heads import HEADS, heads_of, pack_predictions
 from ..losses import objective_terms
+from ..modeling_crab import CrabPreTrainedModel
 from .checkpoints import STAGING_FOLDER, publish_checkpoint, rotate_checkpoints
 from .collator import EpochIndexSampler, EpochSeededLengthGroupedSampler, EpochSeededRandomSampler
 
@@ -96,7 +97,8 @@ class CrabTrainer(Trainer):
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
-        carry_code(self.model)  # each checkpoint-N loads as an export does (trust_remote_code, crab predict)
+        if isinstance(self.model, CrabPreTrainedModel):  # each checkpoint-N loads as an export does
+            carry_code(self.model)
         self.decay_every_parameter = decay_every_parameter
         self.epoch_cosine_floors = epoch_cosine_floors
         self.full_accumulation_divisor = full_accumulation_divisor
