@@ -17,13 +17,13 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 fi
 . scripts/venv.sh "dev,space,onnx"
 ruff check .
-python -m pytest -q "$@"
+python -m pytest -q -n auto "$@"  # one worker per core (tests/conftest.py gives each one intra-op thread)
 if [ $# -eq 0 ]; then
   lowest=$(python -c "import re; print(re.search(r'\"transformers>=([0-9.]+)', open('pyproject.toml').read())[1])")
   deactivate
   . scripts/venv.sh "dev" .venv-lowest "transformers==$lowest"
   step "the model tests on transformers $(python -c 'import transformers; print(transformers.__version__)'), the lowest pyproject.toml admits"
-  python -m pytest -q -p no:cacheprovider tests/test_modeling_crab.py tests/test_fast_path.py \
+  python -m pytest -q -p no:cacheprovider -n auto tests/test_modeling_crab.py tests/test_fast_path.py \
     tests/test_transformers_modeling_common.py tests/test_transformers_configuration_common.py \
     tests/test_transformers_processing_common.py tests/test_processing_crab.py tests/test_feature_extraction_crab.py \
     tests/test_heads.py tests/test_export.py tests/test_pipeline_crab.py tests/test_train.py

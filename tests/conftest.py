@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +12,9 @@ from transformers import Wav2Vec2FeatureExtractor, pipeline
 
 from modeling_crab import CrabProcessor
 from modeling_crab.training.tiny import build_tiny_tokenizer, tiny_crab_config
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2`: one process per core, each with one intra-op thread
+    torch.set_num_threads(1)
 
 LABELS = {0: "angry", 1: "happy", 2: "neutral", 3: "sad"}
 SENTENCES = [
@@ -111,3 +117,57 @@ def resumable_run(tmp_path_factory):
     manifest = write_corpus(root / "corpus", {"train": 1, "dev": 1})
     train_main(run_argv(manifest, root / "run"))
     return manifest, root / "run"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def onnx_graphs_made_once(tmp_path_factory):
+    """torch.onnx's export of a tiny Crab takes some 20 s on 2 cores, and the suite exports the same few models (the
+    `tiny_export` of each module, the documented commands' model) again and again. Here `onnx_export.export_onnx` and
+    `quantize_onnx` run once per input: keyed on everything the graph is made from (the config, every weight, the
+    opset; for int8, the fp32 graph's bytes), later calls copy the graph the first one wrote. The export code runs
+    for every distinct model, and a test that changes a weight gets a new export. Shared by `pytest -n` workers."""
+    import hashlib
+    import shutil
+    import uuid
+
+    from modeling_crab import onnx_export
+
+    root = tmp_path_factory.getbasetemp()
+    cache = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "onnx-graphs"
+    cache.mkdir(exist_ok=True)
+
+    def cached(make, key: str, path, *args):
+        entry, path = cache / key, Path(path)
+        if not entry.is_dir():
+            made = make(*args, path)
+            scratch = cache / f".{key}.{uuid.uuid4().hex}"
+            scratch.mkdir()
+            for file in path.parent.glob(f"{path.name}*"):  # the graph and any external data beside it
+                shutil.copy(file, scratch / file.name.replace(path.name, "graph", 1))
+            try:
+                scratch.rename(entry)
+            except OSError:  # another worker put the same graph there first
+                shutil.rmtree(scratch)
+            return made
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for file in entry.iterdir():
+            shutil.copy(file, path.parent / file.name.replace("graph", path.name, 1))
+        return path
+
+    export, quantize = onnx_export.export_onnx, onnx_export.quantize_onnx
+
+    def export_onnx(model, path, opset=onnx_export.OPSET):
+        digest = hashlib.sha256(f"{opset}{getattr(model, 'module', model).config.to_json_string()}".encode())
+        for name, tensor in getattr(model, "module", model).state_dict().items():
+            digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+        return cached(lambda p: export(model, p, opset), f"fp32-{digest.hexdigest()}", path)
+
+    def quantize_onnx(path, out_path):
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return cached(lambda p: quantize(path, p), f"int8-{digest}", out_path)
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(onnx_export, "export_onnx", export_onnx)
+    patch.setattr(onnx_export, "quantize_onnx", quantize_onnx)
+    yield
+    patch.undo()

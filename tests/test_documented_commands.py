@@ -151,12 +151,14 @@ def run_crab(command: str, workdir: Path) -> None:
 
 
 def _tiny_export(folder: Path) -> None:
+    import torch
     from transformers import Wav2Vec2FeatureExtractor
 
     from modeling_crab import CrabForEmotionClassification, CrabProcessor, export_for_inference
     from modeling_crab.training import build_tiny_tokenizer, tiny_crab_config
 
     tokenizer = build_tiny_tokenizer(["i can't believe you did that"], vocab_size=400)
+    torch.manual_seed(0)  # one model for every command: its ONNX graphs are made once (conftest.py)
     model = CrabForEmotionClassification(tiny_crab_config(4, vocab_size=len(tokenizer))).eval()
     extractor = Wav2Vec2FeatureExtractor(return_attention_mask=True)
     export_for_inference(model, CrabProcessor(extractor, tokenizer), folder)
