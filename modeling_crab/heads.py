@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,6 +114,11 @@ class OutputHead:
         """Its part of `crab predict`'s line for one file (or window, `top_only`); None where it has nothing."""
         raise NotImplementedError
 
+    def columns(self, part) -> dict[str, Any]:
+        """Its part of one answer (or window) -> its columns of a `crab annotate` row, named as in the predictions
+        files (`csv_columns`); `None` (a recording without an answer) -> the same columns, empty."""
+        raise NotImplementedError
+
     # -- training and evaluation ----------------------------------------------------------------------------------
     def metrics(self, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         raise NotImplementedError
@@ -148,6 +154,43 @@ class OutputHead:
         """What the card says this head answers."""
         raise NotImplementedError
 
+    # what the card, the Space and the snippets say of it, and of a model without it
+    card_targets: str  # what its training data gives it ("emotion labels")
+    card_answered: str  # its part of the pipeline's answer, described
+    card_averaged: str  # what the pipeline averages over a long recording's windows
+    card_absent: str = ""  # what the card says of a model without this head ("": nothing)
+    card_limits: str = ""  # what the card's limitations add for a model with it
+    options: tuple[str, ...] = ()  # the pipeline's (and the Endpoints handler's) parameters that act on it alone
+
+    @staticmethod
+    def metrics_note(names: set[str]) -> str | None:
+        """What its metrics in the results tables (their display `names`) are; None: nothing to say."""
+        raise NotImplementedError
+
+    def example_scores(self) -> np.ndarray:
+        """Illustrative window scores (`scores`) for the card's example answers."""
+        raise NotImplementedError
+
+    def example_options(self) -> dict[str, Any]:
+        """Values of its `options` for the card's example request."""
+        return {}
+
+    def mlcs_off(self, config) -> str | None:
+        """Why this head, where it supplies the MLCS positives (a model's first), supplies none; None: it does."""
+        return None
+
+    def pipeline_note(self, heads: Sequence[OutputHead]) -> str | None:
+        """Its line of the card's pipeline notes, if any."""
+        return None
+
+    def auto_lines(self) -> list[str]:
+        """The Auto-class snippet's lines that read its part from `outputs`, into a variable named `answer_key`."""
+        raise NotImplementedError
+
+    def space_parts(self) -> list[str]:
+        """What the Space shows of it."""
+        raise NotImplementedError
+
 
 # the classes' metrics: summary-table rows, model-index (type, display name) and their `metric_args`
 CLASS_SUMMARY = (("WAR", "war"), ("UAR", "uar"), ("macro-F1", "macro_f1"))
@@ -156,6 +199,12 @@ CLASS_CARD_METRICS = {
     "uar": ("recall", "UAR (unweighted average recall)"),
     "macro_f1": ("f1_macro", "Macro F1"),  # distinct types: a leaderboard must not take one F1 for the other
     "weighted_f1": ("f1_weighted", "Weighted F1"),
+}
+CLASS_METRIC_NOTES = {  # the card's words for the classes' metrics, by their display names
+    "WAR (accuracy)": "WAR is accuracy",
+    "UAR (unweighted average recall)": "UAR the recall averaged over the classes",
+    "Macro F1": "macro F1 the F1 averaged over the classes",
+    "Weighted F1": "weighted F1 the F1 averaged with each class weighted by its share of the clips",
 }
 CLASS_METRIC_ARGS = {"macro_f1": {"average": "macro"}, "weighted_f1": {"average": "weighted"}}
 CLASSIFICATION_TASK = ("audio-classification", "Speech emotion recognition")  # model-index (task type, task name)
@@ -215,6 +264,11 @@ class ClassHead(OutputHead):
         rest = "  ".join(f"{s['label']} {s['score']:.3f}" for s in others)
         return f"{best['label']:<10}  {best['score']:.3f}  {rest}".rstrip()
 
+    def columns(self, part):
+        """`prediction` (the best class), then every class's probability in the config's order (None: no answer)."""
+        scores = {entry["label"]: entry["score"] for entry in part or []}
+        return {"prediction": part[0]["label"] if part else None, **{name: scores.get(name) for name in self.names}}
+
     def metrics(self, predictions, labels):
         return _training("metrics").classification_metrics(labels, np.argmax(predictions, axis=-1), self.names)
 
@@ -273,6 +327,40 @@ class ClassHead(OutputHead):
 
     def card_paragraph(self, heads):
         return f"Labels: {', '.join(f'`{label}`' for label in self.names)}."
+
+    card_targets = "emotion labels"
+    card_answered = "every label with its probability, best first"
+    card_averaged = "probabilities"
+    card_absent = "this model has no classes"
+    card_limits = ', and on emotions outside its label set, which it cannot answer "none of these" to'
+    options = ("top_k",)
+
+    @staticmethod
+    def metrics_note(names):
+        said = [text for name, text in CLASS_METRIC_NOTES.items() if name in names]
+        return ", ".join(said) + "." if said else None
+
+    def example_scores(self):
+        """Probabilities summing to 1 and falling in label order (0.71 for the first)."""
+        rest = 0.5 ** np.arange(1, self.width)
+        rest = (0.29 * rest / rest.sum()).round(2) if self.width > 1 else rest
+        return np.concatenate([[1.0 - rest.sum()], rest]).round(2)
+
+    def example_options(self):
+        return {"top_k": min(3, self.width)}
+
+    def pipeline_note(self, heads):
+        others = " (the other outputs are always answered whole)" if len(heads) > 1 else ""
+        return f"- **Fewer labels**: `top_k=2` keeps the best two labels{others}."
+
+    def auto_lines(self):
+        return [
+            "probabilities = outputs.logits.softmax(-1)[0]  # logits: (batch, classes)",
+            f"{self.answer_key} = {{model.config.id2label[i]: round(p.item(), 3) for i, p in enumerate(probabilities)}}",
+        ]
+
+    def space_parts(self):
+        return [f"the probability of each of its labels ({words(self.names)})"]
 
 
 # the attributes' metrics: `<metric>_<attribute>` keys -> model-index (type, display name); `ccc_mean` averages the CCCs
@@ -339,6 +427,9 @@ class AttributeHead(OutputHead):
             return None
         return "  ".join(f"{name} {value:.3f}" for name, value in part.items())
 
+    def columns(self, part):
+        return {name: (part or {}).get(name) for name in self.names}
+
     def metrics(self, predictions, labels):
         return _training("metrics").attribute_metrics(labels, predictions, self.names)
 
@@ -394,11 +485,49 @@ class AttributeHead(OutputHead):
     def card_paragraph(self, heads):
         return ATTRIBUTE_CARD_SECTION.format(names=", ".join(f"`{name}`" for name in self.names))
 
+    card_targets = "attribute ratings"
+    card_answered = "every attribute, in the order above"
+    card_averaged = "attributes"
+
+    @staticmethod
+    def metrics_note(names):
+        return (
+            "CCC is the concordance correlation coefficient of predicted and rated attributes, Pearson r their "
+            "correlation and MAE their mean absolute difference on the 0-1 scale; `mean` is the CCC averaged over the "
+            "attributes."
+        )
+
+    def example_scores(self):
+        """0.7, 0.6, 0.5, ..."""
+        return np.array([0.7 - 0.1 * (i % 5) for i in range(self.width)]).round(2)
+
+    def mlcs_off(self, config):
+        if _read(config, "attribute_contrast_bins", 3) <= 0:
+            return "`attribute_contrast_bins: 0`, with no classes to contrast"
+        return None
+
+    def auto_lines(self):
+        return [
+            "# attributes: (batch, attributes) on the 0-1 scale, in config.attribute_names order",
+            f"{self.answer_key} = dict(zip(model.config.attribute_names, outputs.attributes[0].tolist()))",
+        ]
+
+    def space_parts(self):
+        parts = [f"its ratings of {words(self.names)} on the 0-1 scale"]
+        if {"valence", "arousal"} <= set(self.names):
+            parts.append("the recording's point on the valence-arousal plane")
+        return parts
+
 
 # Every head a Crab model can have, in output order: the order of the trainer's predictions, the predictions file's
 # columns, the answer's parts, the graph's outputs and the card's tables. The first of a model's heads supplies the
 # MLCS positives.
 HEADS: list[type[OutputHead]] = [ClassHead, AttributeHead]
+
+
+def words(items: Sequence[str]) -> str:
+    """'a', 'a and b', 'a, b and c': names in the card's and the Space's sentences."""
+    return " and ".join(filter(None, [", ".join(items[:-1]), items[-1]])) if items else ""
 
 
 def heads_of(config) -> list[OutputHead]:
@@ -455,6 +584,12 @@ def answer(heads: Sequence[OutputHead], scores: Mapping[str, np.ndarray], top_k:
     return parts
 
 
+def answer_parts(result) -> dict:
+    """A pipeline answer (`answer`) -> `{answer_key: part}` for every head it holds: the ranked list of a
+    classes-only model is the first head's part."""
+    return result if isinstance(result, dict) else {HEADS[0].answer_key: result}
+
+
 def window_answer(heads: Sequence[OutputHead], scores: Mapping[str, np.ndarray], top_k: int | None = None) -> dict:
     """A window's parts of the answer: `{window_key: part}` (`"scores"`: the ranked labels, `[]` without classes;
     `"attributes"` where the model has them)."""
@@ -481,5 +616,6 @@ __all__ = [
     "pack_predictions",
     "unpack_predictions",
     "answer",
+    "answer_parts",
     "window_answer",
 ]

@@ -24,7 +24,7 @@ from string import Template
 import numpy as np
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-from .heads import HEADS, AttributeHead, ClassHead, OutputHead, answer, heads_of, window_answer
+from .heads import HEADS, OutputHead, answer, heads_of, window_answer, words
 from .options import MAX_TEXT_TOKENS, TRAINING_CROP_S
 
 MODEL_CARDS = Path(__file__).resolve().parent / "model_cards"
@@ -135,57 +135,23 @@ def _results_table(entries: list[EvalResult], eval_results: Mapping) -> str:
         if eval_results:
             return "`eval_results.json` holds no validation or test metrics of this model's outputs."
         return "No evaluation results were found next to this checkpoint (`eval_results.json`)."
-    tables = []
+    tables, notes = [], []
     for kind in HEADS:
         own = [e for e in entries if e.task_type == kind.card_task[0]]
         if own:
             tables.append(kind.results_table(own))
-    return "\n\n".join(tables + [metrics_note(entries)])
-
-
-def metrics_note(entries: list[EvalResult]) -> str:
-    """What the metrics of the results tables are."""
-    names = {e.metric_name for e in entries}
-    notes = []
-    classes = {
-        "WAR (accuracy)": "WAR is accuracy",
-        "UAR (unweighted average recall)": "UAR the recall averaged over the classes",
-        "Macro F1": "macro F1 the F1 averaged over the classes",
-        "Weighted F1": "weighted F1 the F1 averaged with each class weighted by its share of the clips",
-    }
-    said = [text for name, text in classes.items() if name in names]
-    if said:
-        notes.append(", ".join(said) + ".")
-    if any(e.task_type == AttributeHead.card_task[0] for e in entries):
-        notes.append(
-            "CCC is the concordance correlation coefficient of predicted and rated attributes, Pearson r their "
-            "correlation and MAE their mean absolute difference on the 0-1 scale; `mean` is the CCC averaged over the "
-            "attributes."
-        )
-    return " ".join(notes)
-
-
-def _words(items: Sequence[str]) -> str:
-    """'a', 'a and b', 'a, b and c'."""
-    return " and ".join(filter(None, [", ".join(items[:-1]), items[-1]])) if items else ""
-
-
-def _head(heads: Sequence[OutputHead], kind: type[OutputHead]) -> OutputHead | None:
-    return next((head for head in heads if isinstance(head, kind)), None)
+            notes.append(kind.metrics_note({e.metric_name for e in own}))
+    return "\n\n".join([*tables, " ".join(note for note in notes if note)])
 
 
 def _example_scores(heads: Sequence[OutputHead]) -> dict[str, np.ndarray]:
-    """Illustrative window scores of each head by its `scores_key`: class probabilities summing to 1 and falling in
-    label order (0.71 for the first), attribute values 0.7, 0.6, 0.5, ..."""
-    scores = {}
-    for head in heads:
-        if isinstance(head, ClassHead):
-            rest = 0.5 ** np.arange(1, head.width)
-            rest = (0.29 * rest / rest.sum()).round(2) if head.width > 1 else rest
-            scores[head.scores_key] = np.concatenate([[1.0 - rest.sum()], rest]).round(2)
-        else:
-            scores[head.scores_key] = np.array([0.7 - 0.1 * (i % 5) for i in range(head.width)]).round(2)
-    return scores
+    """Illustrative window scores of each head by its `scores_key` (`OutputHead.example_scores`)."""
+    return {head.scores_key: head.example_scores() for head in heads}
+
+
+def _absent(heads: Sequence[OutputHead]) -> list[type[OutputHead]]:
+    """The kinds of head this model lacks that a card mentions (`OutputHead.card_absent`)."""
+    return [kind for kind in HEADS if kind.card_absent and not any(isinstance(head, kind) for head in heads)]
 
 
 def example_answer(heads: Sequence[OutputHead]):
@@ -227,23 +193,12 @@ def outputs_paragraph(config: dict) -> str:
     labels of a model with classes only; `{"labels", "attributes"}` for a model with attributes, its `labels` empty
     where it has no classes."""
     heads = heads_of(config)
-    classes, attributes = _head(heads, ClassHead), _head(heads, AttributeHead)
     paragraphs = [head.card_paragraph(heads) for head in heads]
-    example = f"`{_literal(example_answer(heads), json_style=True)}`"
-    if classes and not attributes:
-        paragraphs.append(
-            f"For each recording the pipeline answers every label with its probability, best first: {example}."
-        )
-    elif classes:
-        paragraphs.append(
-            f"For each recording the pipeline answers {example}: every label with its probability, best first, and "
-            "every attribute, in the order above."
-        )
-    else:
-        paragraphs.append(
-            f"This model has no classes: for each recording the pipeline answers {example}, every attribute in the "
-            "order above."
-        )
+    answer = example_answer(heads)
+    example, described = f"`{_literal(answer, json_style=True)}`", words([head.card_answered for head in heads])
+    sentence = f"answers {described}: {example}" if isinstance(answer, list) else f"answers {example}: {described}"
+    absent = "".join(f"{kind.card_absent.capitalize()}. " for kind in _absent(heads))
+    paragraphs.append(f"{absent}For each recording the pipeline {sentence}.")
     return "\n\n".join(paragraphs)
 
 
@@ -255,8 +210,8 @@ def mlcs_sentence(config: dict, heads: Sequence[OutputHead]) -> str:
         off = "`mlcs_weight: 0`"
     elif taps is not None and not taps:
         off = "no `mlcs_taps`"
-    elif not _head(heads, ClassHead) and config.get("attribute_contrast_bins", 3) <= 0:
-        off = "`attribute_contrast_bins: 0`, with no classes to contrast"
+    elif heads and heads[0].mlcs_off(config):  # the first head supplies the positives
+        off = heads[0].mlcs_off(config)
     else:
         return f"trained with Multi Layer Contrastive Supervision ({paper})"
     return f"the architecture of {paper}, trained without its Multi Layer Contrastive Supervision term ({off})"
@@ -371,11 +326,7 @@ def inputs_sentence(config: dict, processor: ProcessorSettings) -> str:
 def pipeline_notes(config: dict, heads: Sequence[OutputHead], processor: ProcessorSettings) -> str:
     """The pipeline's options as they apply to this model: `top_k`, transcription, audio only, long audio and its
     windows, batches and bf16 on GPUs."""
-    classes, attributes = _head(heads, ClassHead), _head(heads, AttributeHead)
-    notes = []
-    if classes:
-        others = " (the attributes are always all answered)" if attributes else ""
-        notes.append(f"- **Fewer labels**: `top_k=2` keeps the best two labels{others}.")
+    notes = [note for note in (head.pipeline_note(heads) for head in heads) if note]
     notes.append(
         "- **No transcript**: leave out `text=` and the pipeline transcribes the audio with Whisper\n"
         "  (`openai/whisper-large-v3-turbo`; choose another with `asr_model=`). Transcription errors degrade the\n"
@@ -386,13 +337,14 @@ def pipeline_notes(config: dict, heads: Sequence[OutputHead], processor: Process
             f'- **Audio only**: `text=""` scores the speech alone (this model saw {config["modality_dropout"]:.0%} '
             "of its training transcripts replaced by the empty one)."
         )
-    averaged = " and ".join(
-        what for head, what in ((classes, "probabilities"), (attributes, "attributes")) if head is not None
-    )
+    averaged = words([head.card_averaged for head in heads])
     keys = ", ".join(f'"{key}"' for key in window_keys(heads))
-    windows = f'`return_windows=True` returns `{{"aggregate": <the answer>, "windows": [{{{keys}}}], "text"}}`' + (
-        "; a window's `scores` is `[]`, as this model has no classes." if not classes else "."
+    windows = f'`return_windows=True` returns `{{"aggregate": <the answer>, "windows": [{{{keys}}}], "text"}}`'
+    windows += "".join(
+        f"; a window's `{kind.window_key}` is `{_literal(kind.empty_answer())}`, as {kind.card_absent}"
+        for kind in _absent(heads)
     )
+    windows += "."
     if processor.max_duration_s:
         notes.append(
             f"- **Long audio**: recordings longer than the {processor.max_duration_s:g} s training crop are cut into "
@@ -429,19 +381,11 @@ def pipeline_notes(config: dict, heads: Sequence[OutputHead], processor: Process
 
 def auto_outputs(heads: Sequence[OutputHead]) -> str:
     """The Auto-class snippet's lines after `outputs = model(**inputs)`: the model's outputs as the pipeline reads
-    them (`logits` of a model with classes, `attributes` of one with attributes)."""
-    lines, shown = [], []
-    if _head(heads, ClassHead):
-        lines.append("probabilities = outputs.logits.softmax(-1)[0]  # logits: (batch, classes)")
-        lines.append("labels = {model.config.id2label[i]: round(p.item(), 3) for i, p in enumerate(probabilities)}")
-        shown.append("labels")
-    else:
-        lines.append("# outputs.logits is None: this model has no classes")
-    if _head(heads, AttributeHead):
-        lines.append("# attributes: (batch, attributes) on the 0-1 scale, in config.attribute_names order")
-        lines.append("attributes = dict(zip(model.config.attribute_names, outputs.attributes[0].tolist()))")
-        shown.append("attributes")
-    lines.append(f"print({', '.join(shown)})")
+    them (`OutputHead.auto_lines`: `logits` of a model with classes, `attributes` of one with attributes)."""
+    lines = [f"# outputs.{kind.output} is None: {kind.card_absent}" for kind in _absent(heads)]
+    for head in heads:
+        lines += head.auto_lines()
+    lines.append(f"print({', '.join(head.answer_key for head in heads)})")
     return "\n".join(lines)
 
 
@@ -488,12 +432,12 @@ def onnx_section(config: dict, heads: Sequence[OutputHead]) -> str:
 def hosted_inference(heads: Sequence[OutputHead]) -> str:
     """The Endpoints handler's contract for this model: a request, the response (`handler_response`) and the
     parameters (`handler_parameters`; `top_k` only for a model with classes)."""
-    classes = _head(heads, ClassHead)
-    parameters = {"text": "..."} | ({"top_k": min(3, classes.width)} if classes else {})
+    parameters = {"text": "..."}
+    for head in heads:
+        parameters |= head.example_options()
     request = json.dumps({"inputs": "<base64 audio file>", "parameters": parameters})
-    accepted = [
-        HANDLER_PARAMETERS.get(name, f"`{name}`") for name in handler_parameters() if classes or name != "top_k"
-    ]
+    others = {option for kind in HEADS for option in kind.options} - {o for head in heads for o in head.options}
+    accepted = [HANDLER_PARAMETERS.get(name, f"`{name}`") for name in handler_parameters() if name not in others]
     response = _literal(handler_response(heads), json_style=True)
     wrapped = "(a list itself)" if isinstance(example_answer(heads), list) else "in a list"
     return (
@@ -507,14 +451,9 @@ def hosted_inference(heads: Sequence[OutputHead]) -> str:
 
 def limitations(heads: Sequence[OutputHead], info: DatasetCard) -> str:
     """The card's limitations, for what the model answers and the data it was trained on."""
-    classes, attributes = _head(heads, ClassHead), _head(heads, AttributeHead)
-    if classes and attributes:
-        expect, judged = "lower accuracy of its labels and attribute ratings", "Emotion labels and attribute ratings"
-    elif classes:
-        expect, judged = "lower accuracy", "Emotion labels"
-    else:
-        expect, judged = "less accurate attribute ratings", "Attribute ratings"
-    outside = ', and on emotions outside its label set, which it cannot answer "none of these" to' if classes else ""
+    targets = words([head.card_targets for head in heads])
+    expect, judged = f"less accurate {targets}", targets[:1].upper() + targets[1:]
+    outside = "".join(head.card_limits for head in heads)
     language = LANGUAGES.get(info.language)
     text = f"{language} transcripts" if language else "transcripts in the language of its training data"
     if info.annotated:
@@ -563,7 +502,6 @@ def render_model_card(
         tags=["speech-emotion-recognition", "emotion-recognition", "multimodal", "crab", "custom_code"],
         eval_results=entries or None,
     )
-    classes, attributes = _head(heads, ClassHead), _head(heads, AttributeHead)
     values = {
         "title": f"Crab speech emotion recognition ({info.name})" if dataset != "generic" else model_name,
         "repo_id": repo_id,
@@ -577,9 +515,7 @@ def render_model_card(
         "outputs": outputs_paragraph(config),
         "results_table": _results_table(entries, eval_results),
         "dataset_name": info.name,
-        "targets": " and ".join(
-            what for head, what in ((classes, "labels"), (attributes, "attribute ratings")) if head is not None
-        ),
+        "targets": words([head.card_targets for head in heads]),
         "training_setup": training_setup(config, eval_results, processor),
         "inputs": inputs_sentence(config, processor),
         "answer_example": _literal(example_answer(heads)),
@@ -679,14 +615,7 @@ def space_description(config: dict, processor: ProcessorSettings) -> str:
     """What the Space shows for a model (`space/app.py`): its label scores, its attributes on the 0-1 scale and the
     valence-arousal point where it rates both, how long recordings are scored, and audio-only input."""
     heads = heads_of(config)
-    classes, attributes = _head(heads, ClassHead), _head(heads, AttributeHead)
-    shown = []
-    if classes:
-        shown.append(f"the probability of each of its labels ({_words(classes.names)})")
-    if attributes:
-        shown.append(f"its ratings of {_words(attributes.names)} on the 0-1 scale")
-        if {"valence", "arousal"} <= set(attributes.names):
-            shown.append("the recording's point on the valence-arousal plane")
+    shown = [part for head in heads for part in head.space_parts()]
     audio_only = ", or untick the Transcribe box to score the speech alone" if config.get("modality_dropout") else ""
     if processor.max_duration_s:
         windows = (
@@ -696,7 +625,7 @@ def space_description(config: dict, processor: ProcessorSettings) -> str:
         windows = "Each recording is scored in one pass."
     return (
         f"upload or record speech, type what was said (or let Whisper transcribe it{audio_only}), and see "
-        f"{_words(shown)}. {windows}"
+        f"{words(shown)}. {windows}"
     )
 
 

@@ -16,6 +16,13 @@ from modeling_crab.training.tiny import build_tiny_tokenizer, tiny_crab_config
 if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2`: one process per core, each with one intra-op thread
     torch.set_num_threads(1)
 
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first (a stable sort): with `pytest -n`, each worker starts on a long one and the short ones
+    fill in around them, instead of one long test running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 LABELS = {0: "angry", 1: "happy", 2: "neutral", 3: "sad"}
 SENTENCES = [
     "this is absolutely unacceptable",

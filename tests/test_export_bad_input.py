@@ -90,6 +90,7 @@ def test_train_output_folder_loads_with_the_pipeline_and_the_cli(resumable_run, 
     assert len(json.loads(capsys.readouterr().out)[0]["scores"]) == 4
 
 
+@pytest.mark.slow  # real ONNX exports (some 20 s each of torch.onnx on 2 cores)
 def test_onnx_graphs_outlived_by_their_weights(tiny_export, tmp_path):
     """An ONNX graph answers only for the weights it was exported from: after the model is exported again (a
     resumed or longer run re-exports inference/), or an int8 graph is left from an earlier export that
@@ -128,6 +129,7 @@ def test_onnx_graphs_outlived_by_their_weights(tiny_export, tmp_path):
     assert pipe(audio, text="hi", backend="onnx")
 
 
+@pytest.mark.slow  # real ONNX exports (some 20 s each of torch.onnx on 2 cores)
 def test_hub_onnx_graphs_outlived_by_their_weights(tiny_export, tmp_path, monkeypatch):
     """A Hub repo's graphs answer only for the weights beside them at the same revision: graphs kept from an earlier
     upload (the model pushed again without --onnx) are refused naming the fix; and push_to_hub.py's upload deletes,

@@ -62,6 +62,7 @@ def exported(tiny_export, tmp_path_factory, served):
     return model, processor, OnnxCrabSession(files[0]), OnnxCrabSession(files[1]), files
 
 
+@pytest.mark.slow  # serves graphs of a real export (some 20 s of torch.onnx on 2 cores)
 def test_export_onnx_prints_the_graphs_it_wrote_and_how_to_serve_them(
     tiny_export, tmp_path_factory, served, capfd, recwarn
 ):
@@ -99,6 +100,7 @@ def torch_logits(model, batch) -> np.ndarray:
         return model(**batch).logits.numpy()
 
 
+@pytest.mark.slow  # serves graphs of a real export (some 20 s of torch.onnx on 2 cores)
 def test_onnx_scores_equal_pytorch_batched_and_one_by_one(exported):
     model, processor, session, _, _ = exported
     waveforms, texts = varied_inputs(model)
@@ -109,6 +111,7 @@ def test_onnx_scores_equal_pytorch_batched_and_one_by_one(exported):
         np.testing.assert_allclose(session(**one)["logits"], torch_logits(model, one), atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow  # serves graphs of a real export (some 20 s of torch.onnx on 2 cores)
 def test_a_padded_batch_scores_as_its_rows_alone(exported):
     model, processor, session, _, _ = exported
     waveforms, texts = varied_inputs(model, seed=1)
@@ -123,6 +126,7 @@ def test_a_padded_batch_scores_as_its_rows_alone(exported):
     )
 
 
+@pytest.mark.slow  # serves graphs of a real export (some 20 s of torch.onnx on 2 cores)
 def test_int8_stores_the_linear_weights_in_int8_and_stays_close_to_fp32(exported):
     import onnx
 
@@ -158,6 +162,7 @@ def test_export_leaves_the_pytorch_model_as_it_was(tiny_config, tiny_batch):
     np.testing.assert_array_equal(torch_logits(model, inputs), expected)
 
 
+@pytest.mark.slow  # serves graphs of a real export (some 20 s of torch.onnx on 2 cores)
 def test_a_new_folder_serves_both_runtimes(exported, tmp_path, capsys):
     model, processor, _, _, files = exported
     folder = files[0].parent.parent
@@ -171,6 +176,7 @@ def test_a_new_folder_serves_both_runtimes(exported, tmp_path, capsys):
     assert "CHECKPOINT" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # serves graphs of a real export (some 20 s of torch.onnx on 2 cores)
 def test_the_session_names_a_missing_input(exported):
     _, processor, session, _, _ = exported
     audio_only = processor(audio=[np.zeros(8000, np.float32) + 0.1], sampling_rate=16000, return_tensors="np")
@@ -179,6 +185,7 @@ def test_the_session_names_a_missing_input(exported):
         session(**audio_only)
 
 
+@pytest.mark.slow  # serves graphs of a real export (some 20 s of torch.onnx on 2 cores)
 def test_the_pipeline_and_crab_predict_serve_the_onnx_graphs(exported, tmp_path, capsys):
     """backend='onnx' gives the PyTorch answers (long audio in the same windows); onnx-int8 stays close."""
     from transformers import pipeline
@@ -320,6 +327,7 @@ def test_an_export_into_a_new_folder_that_fails_leaves_no_folder(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # serves graphs of a real export (some 20 s of torch.onnx on 2 cores)
 def test_a_new_export_replaces_the_earlier_graphs_whole(exported, tmp_path, monkeypatch, capsys):
     """The new graphs take the onnx/ folder's place whole: an int8 graph this export did not write (--no-int8) is
     gone, source.json names the graphs written, and no scratch folder is left."""
@@ -359,6 +367,7 @@ def attribute_graphs(request, tiny_tokenizer, tmp_path_factory):
     return model, processor, folder
 
 
+@pytest.mark.slow  # serves graphs of a real export (some 20 s of torch.onnx on 2 cores)
 def test_attribute_graphs_match_pytorch_batched_and_int8_stays_close(attribute_graphs):
     model, processor, folder = attribute_graphs
     session = OnnxCrabSession(folder / ONNX_FOLDER / MODEL_FILE)
@@ -376,6 +385,7 @@ def test_attribute_graphs_match_pytorch_batched_and_int8_stays_close(attribute_g
     assert np.abs(quantized(**batch)["attributes"] - got["attributes"]).max() < 2e-2
 
 
+@pytest.mark.slow  # serves graphs of a real export (some 20 s of torch.onnx on 2 cores)
 def test_the_pipeline_serves_attributes_from_the_onnx_graphs(attribute_graphs):
     from transformers import pipeline
 

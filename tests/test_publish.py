@@ -602,7 +602,7 @@ def test_the_card_states_the_training_data_language_and_who_labelled_it(tiny_con
     config = tiny_config.to_dict()
     generic = render_model_card(config, {}, "me/crab", dataset="generic")
     assert generic.data.language is None and "transcripts in the language of its training data" in generic.text
-    assert "utterances with transcripts and their labels." in " ".join(generic.text.split())
+    assert "utterances with transcripts and their emotion labels." in " ".join(generic.text.split())
     meld = render_model_card(config, {}, "me/crab", dataset="meld")
     assert meld.data.language == ["en"] and "expects English transcripts" in meld.text
     assert "judgements of annotators" in meld.text

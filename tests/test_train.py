@@ -446,6 +446,7 @@ def test_encoder_cache_needs_the_masked_head(tmp_path, capsys):
     assert not (tmp_path / "cache").exists()  # refused before anything was encoded
 
 
+@pytest.mark.slow  # torch.compile of the encoders: half a minute on 2 cores
 def test_compile_regions_trains_and_exports(tmp_path, monkeypatch):
     """`--compile_regions aot_eager` (dynamo + AOTAutograd without code generation: quick on CPU) compiles the
     encoder layers and head blocks in place; training runs and the export loads as a plain model."""

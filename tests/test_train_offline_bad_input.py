@@ -18,6 +18,8 @@ import pytest
 from training_helpers import write_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
+# each case is a new train.py process (huggingface_hub reads its endpoint and offline mode at import), some 6-8 s
+pytestmark = pytest.mark.slow
 CLOSED_PORT = "http://127.0.0.1:9"  # the discard port: nothing listens, so every connection is refused at once
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 CONFIGS = {  # config.json alone: what the run reads before any audio or weights

@@ -31,6 +31,7 @@ def _environment() -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow  # two processes joined by gloo
 def test_gathered_mlcs_loss_and_gradients_equal_one_process_on_the_concatenated_batch(tmp_path):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",

@@ -122,6 +122,7 @@ def test_cached_features_travel_to_dataloader_workers(model, tiny_processor, tmp
     assert encoder_outputs["frame_mask"].sum(1).tolist() == dataset.lengths[:3]
 
 
+@pytest.mark.slow  # spawned DataLoader workers each import the stack
 def test_encoding_with_spawned_workers(model, tiny_processor, tmp_path, monkeypatch):
     """DataLoader workers started with `spawn` (macOS, Windows; Python 3.14's default is not fork either) get the
     dataset and the batch builder by pickling."""

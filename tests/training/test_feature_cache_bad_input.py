@@ -296,7 +296,7 @@ def _without_a_shard(path):
     ids=["cut short", "not JSON", "empty", "not an index", "an entry without its shard", "unfinished, cut short"],
 )
 def test_encoder_cache_with_a_broken_index(encoder_inputs, tmp_path, monkeypatch, caplog, name, damage, problem):
-    from modeling_crab.training.feature_cache import CachedFeatures, FeatureCacheError, encode_dataset
+    from modeling_crab.training.feature_cache import encode_dataset
 
     model, collator, items = encoder_inputs
     reference = _speech(encode_dataset(model, items, collator, tmp_path / "reference", "key", batch_size=1))
@@ -306,20 +306,37 @@ def test_encoder_cache_with_a_broken_index(encoder_inputs, tmp_path, monkeypatch
         (out / "index.json").rename(out / name)
     damage(out / name)
     if name == "index.json":
-        with pytest.raises(FeatureCacheError) as refusal:
-            CachedFeatures(out)
-        assert str(refusal.value).startswith(f"the encoder cache '{out}' is broken: {problem}")
-        assert str(refusal.value).endswith("; run encode_dataset (train.py --encoder_cache) again to rebuild it")
+        _assert_refused(out, problem)
 
     encoded = _counting_encodes(model, monkeypatch)
+    rebuilt = _rebuilt(encoder_inputs, out, caplog, problem, "; encoding the utterances it listed again")
+    assert sum(encoded) == 3  # the cache's contents are unknown: all of it again
+    torch.testing.assert_close(_speech(rebuilt), reference)
+    assert sorted(path.name for path in out.iterdir()) == ["features-00000.safetensors", "index.json"]
+
+
+def _assert_refused(out, problem: str) -> None:
+    """Reading the broken cache `out` is refused naming `problem` and the command that rebuilds it."""
+    from modeling_crab.training.feature_cache import CachedFeatures, FeatureCacheError
+
+    with pytest.raises(FeatureCacheError) as refusal:
+        CachedFeatures(out)
+    assert str(refusal.value).startswith(f"the encoder cache '{out}' is broken: {problem}")
+    assert str(refusal.value).endswith("; run encode_dataset (train.py --encoder_cache) again to rebuild it")
+
+
+def _rebuilt(encoder_inputs, out, caplog, problem: str, redone: str):
+    """`encode_dataset` into the broken cache `out`: it warns once, naming `problem` and what it encodes again
+    (`redone`); the features it returns."""
+    from modeling_crab.training.feature_cache import encode_dataset
+
+    model, collator, items = encoder_inputs
     with caplog.at_level("WARNING"):
         rebuilt = encode_dataset(model, items, collator, out, "key", batch_size=1)
     warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
     assert len(warnings) == 1 and warnings[0].startswith(f"encoder cache '{out}': {problem}"), warnings
-    assert warnings[0].endswith("; encoding the utterances it listed again")
-    assert sum(encoded) == 3  # the cache's contents are unknown: all of it again
-    torch.testing.assert_close(_speech(rebuilt), reference)
-    assert sorted(path.name for path in out.iterdir()) == ["features-00000.safetensors", "index.json"]
+    assert warnings[0].endswith(redone)
+    return rebuilt
 
 
 def _copy_of_shard_0(path):
@@ -350,8 +367,6 @@ def test_encoder_cache_with_a_broken_shard(encoder_inputs, tmp_path, monkeypatch
     import json
 
     from modeling_crab.training.feature_cache import (
-        CachedFeatures,
-        FeatureCacheError,
         cache_status,
         encode_dataset,
     )
@@ -366,17 +381,10 @@ def test_encoder_cache_with_a_broken_shard(encoder_inputs, tmp_path, monkeypatch
     whole = {name: (out / name).read_bytes() for name in ("features-00000.safetensors", "features-00002.safetensors")}
     assert cache_status(out, "key") == (False, {"u0", "u2"})
     if not unfinished:
-        with pytest.raises(FeatureCacheError) as refusal:
-            CachedFeatures(out)
-        assert str(refusal.value).startswith(f"the encoder cache '{out}' is broken: {problem}")
-        assert str(refusal.value).endswith("; run encode_dataset (train.py --encoder_cache) again to rebuild it")
+        _assert_refused(out, problem)
 
     encoded = _counting_encodes(model, monkeypatch)
-    with caplog.at_level("WARNING"):
-        rebuilt = encode_dataset(model, items, collator, out, "key", batch_size=1)
-    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
-    assert len(warnings) == 1 and warnings[0].startswith(f"encoder cache '{out}': {problem}"), warnings
-    assert warnings[0].endswith("; encoding its 1 utterance again")
+    rebuilt = _rebuilt(encoder_inputs, out, caplog, problem, "; encoding its 1 utterance again")
     assert encoded == [1]  # u1 alone
     index = json.loads((out / "index.json").read_text())
     assert {u: entry["shard"] for u, entry in index["utterances"].items()} == {
