@@ -267,13 +267,18 @@ def test_bad_rows_stop_the_run_before_the_first_step(tmp_path):
     assert not list(out.glob("checkpoint-*")) and not (out / "trainer_state.json").exists()
 
 
-def test_a_tiny_run_writes_results_figures_and_an_inference_model(tmp_path, capsys):
+def test_a_tiny_run_writes_results_figures_and_an_inference_model(tmp_path, capfd):
+    from transformers.utils import logging as transformers_logging
+
     manifest = write_corpus(tmp_path / "corpus", {"train": 2, "dev": 1, "test": 1})
     out = tmp_path / "out"
     argv = ["--manifest", str(manifest), "--tiny", "--output_dir", str(out), "--num_train_epochs", "2"]
     argv += ["--learning_rate", "1e-3", "--encoder_learning_rate", "1e-3", "--max_duration_s", "0.6"]
     argv += ["--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1", "--disable_tqdm", "True"]
+    assert transformers_logging.is_progress_bar_enabled()
     results = train_main(argv)
+    # --disable_tqdm: no bar at all, not even the checkpoints' "Writing model shards"; the bars are back afterwards
+    assert "it/s]" not in capfd.readouterr().err and transformers_logging.is_progress_bar_enabled()
 
     saved = json.loads((out / "eval_results.json").read_text())
     assert saved == results
@@ -296,7 +301,7 @@ def test_a_tiny_run_writes_results_figures_and_an_inference_model(tmp_path, caps
     assert all(answer[0]["label"] in LABELS and 0.0 < answer[0]["score"] <= 1.0 for answer in answers)
     with pytest.raises(SystemExit):  # a local path, never tried as a Hub repo
         crab(["predict", str(wav), "--text", "i hate this", "--model", str(out / "no-such-folder")])
-    assert "is not a folder here" in capsys.readouterr().err
+    assert "is not a folder here" in capfd.readouterr().err
 
 
 def test_pretrained_encoders_load_from_local_folders(tmp_path, tiny_tokenizer):

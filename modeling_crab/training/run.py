@@ -103,7 +103,11 @@ def train(arguments: RunArguments) -> dict[str, float]:
     transformers.utils.logging.set_verbosity(arguments.training.get_process_log_level())
     quiet_eager_mask_warning()
     training = arguments.training
-    with RunLock(training.output_dir) if training.should_save else contextlib.nullcontext():  # one run per folder
+    with contextlib.ExitStack() as stack:
+        if training.disable_tqdm:  # also the bars of each save ("Writing model shards") and the encoders' downloads
+            stack.enter_context(_no_progress_bars())
+        if training.should_save:
+            stack.enter_context(RunLock(training.output_dir))  # one run per folder
         check_output_dir(training.output_dir, training.resume_from_checkpoint)
         result = run(arguments)
         if arguments.model.frozen_baseline and not arguments.data.encoder_cache:
@@ -111,6 +115,20 @@ def train(arguments: RunArguments) -> dict[str, float]:
     if training.should_save:
         print(summary(arguments, result))
     return result.metrics
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    """transformers' and huggingface_hub's progress bars off, then as they were."""
+    from transformers.utils import logging as transformers_logging
+
+    shown = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()
 
 
 def run(arguments: RunArguments, report: bool = True) -> RunResult:
