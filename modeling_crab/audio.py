@@ -38,6 +38,9 @@ LOWPASS_FILTER_WIDTH = 32
 SILENCE_PEAK_TO_PEAK = 2.0**-15
 # The shortest clip classified or trained on: one frame of WavLM's (and wav2vec 2.0's) CNN, 400 samples at 16 kHz.
 MIN_AUDIO_S = 0.025
+# The audio files a folder of recordings is searched for (`read_audio` decodes them: WAV itself, the rest through
+# soundfile): `crab annotate`'s input folders, train.py's --noise_dir.
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3")
 # Sampling rates audio can have; outside them a rate is a mistake (kHz given for Hz, a broken header).
 MIN_SAMPLING_RATE = 1_000
 MAX_SAMPLING_RATE = 1_000_000

@@ -1,5 +1,6 @@
-"""`crab predict`: emotion scores for audio files, from a Hub repo or a local export; `crab export-onnx`: the same
-model as ONNX (fp32 and int8) for onnxruntime.
+"""`crab predict`: emotion scores for audio files, from a Hub repo or a local export; `crab annotate`: a whole corpus
+(a manifest, a folder, a dataset) into one Parquet or CSV file, resumable, on every process of a launch
+(`modeling_crab/annotate.py`); `crab export-onnx`: the same model as ONNX (fp32 and int8) for onnxruntime.
 
     crab predict a.wav --text "first transcript" b.wav --text "second one" --model user/crab-iemocap
     crab predict --transcripts clips.tsv --model outputs/iemocap/inference --json
@@ -27,7 +28,7 @@ import re
 import sys
 from pathlib import Path
 
-from .heads import HEADS
+from .heads import HEADS, answer_parts
 
 
 class CliError(Exception):
@@ -55,6 +56,8 @@ def _seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .annotate import FLUSH_EVERY  # the standard library only: the parser stays quick to build
+
     parser = argparse.ArgumentParser(prog="crab", description="Crab speech emotion recognition.")
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser(
@@ -92,6 +95,62 @@ def build_parser() -> argparse.ArgumentParser:
         help="onnx / onnx-int8: onnxruntime on the graphs crab export-onnx wrote beside the model (CPU)",
     )
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    annotate = commands.add_parser(
+        "annotate",
+        help="annotate a corpus (manifest, folder or dataset) into a Parquet or CSV file",
+        description="One row per recording of INPUT (a manifest, a folder of audio files, a saved datasets folder or "
+        "a dataset name) in OUT: id, audio, duration, the classes' scores, the attributes, the transcript and an "
+        "error column. Resumable; on every process of torchrun / accelerate launch.",
+        epilog="Many GPUs or nodes: torchrun --nproc_per_node 8 -m modeling_crab.cli annotate ... (or accelerate "
+        "launch -m modeling_crab.cli annotate ...): each process annotates its share, one OUT at the end.",
+    )
+    annotate.add_argument("input", metavar="INPUT", help="manifest (CSV/JSONL), folder of audio files or dataset")
+    annotate.add_argument(
+        "--model",
+        default=os.environ.get("CRAB_MODEL"),
+        help="Hub repo id or local export dir (default: the CRAB_MODEL environment variable)",
+    )
+    annotate.add_argument("--revision", help="Hub revision (a commit hash pins the code you run)")
+    annotate.add_argument("--output", "-o", type=Path, required=True, help="OUT: a .parquet or .csv file")
+    annotate.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue OUT: skip the recordings it or its parts hold (failed ones are tried again)",
+    )
+    annotate.add_argument("--overwrite", action="store_true", help="start OUT again")
+    annotate.add_argument("--audio-only", action="store_true", help="no transcripts (modality-dropout models)")
+    annotate.add_argument("--asr-model", help="speech recognizer for recordings without a transcript")
+    annotate.add_argument("--split", help="a manifest's or dataset's split to annotate (default: every row)")
+    annotate.add_argument("--windows", action="store_true", help="also a windows column: each window's scores")
+    annotate.add_argument(
+        "--chunk-length-s", type=_seconds, help="window length for long audio (default: training crop)"
+    )
+    annotate.add_argument(
+        "--batch-size", type=_whole_number, help="windows per forward pass (default: 64 on a GPU, 16 on the CPU)"
+    )
+    annotate.add_argument(
+        "--num-workers",
+        type=int,
+        help="DataLoader workers reading audio per process (default: from the cores; 0: in the main process)",
+    )
+    annotate.add_argument(
+        "--flush-every",
+        type=_whole_number,
+        default=FLUSH_EVERY,
+        help=f"recordings per part file written (default: {FLUSH_EVERY})",
+    )
+    annotate.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: each process's own GPU, else CPU)")
+    annotate.add_argument("--bf16", action="store_true", help="bf16 autocast: for GPUs, scores within ~1.5e-2")
+    annotate.add_argument(
+        "--no-tf32", dest="tf32", action="store_false", help="on GPUs, fp32 matmuls in full fp32 instead of TF32"
+    )
+    annotate.add_argument(
+        "--backend",
+        choices=["pytorch", "onnx", "onnx-int8"],
+        default="pytorch",
+        help="onnx / onnx-int8: onnxruntime on the graphs crab export-onnx wrote beside the model (CPU)",
+    )
 
     export = commands.add_parser(
         "export-onnx",
@@ -215,32 +274,7 @@ def predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     check_device(args.device, parser)
     check_model(args.model, parser)
     check_own_code(args.model, args.revision)
-
-    from transformers import pipeline
-
-    from .export import PIPELINE_TASK, register_pipeline
-    from .wavlm_attention import quiet_eager_mask_warning
-
-    quiet_eager_mask_warning()
-
-    register_pipeline()  # exports that predate `custom_pipelines` in config.json fall back to this package's pipeline
-    options = {"asr_model": args.asr_model} if args.asr_model else {}
-    try:
-        classifier = pipeline(
-            PIPELINE_TASK,
-            model=args.model,
-            revision=args.revision,
-            device=args.device,
-            trust_remote_code=True,
-            **options,
-        )
-    except pickle.UnpicklingError as error:  # weights that would run code: the refusal says why and what to do
-        from .modeling_crab import UnsafeWeightsError
-
-        raise CliError(str(UnsafeWeightsError.from_refusal(error, args.model))) from None
-    except Exception as error:
-        fix = _LOAD_FIX["folder" if Path(args.model).is_dir() else "hub"]
-        raise CliError(f"cannot load --model '{args.model}' ({_load_failure(error)}); {fix}") from error
+    classifier = load_classifier(args.model, args.revision, args.device, args.asr_model)
     outputs = classifier(
         files,
         text=texts,
@@ -253,14 +287,76 @@ def predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     )
     results = []
     for path, text, output in zip(files, texts, outputs):
-        answer = output["aggregate"]  # ranked labels, or {"labels", "attributes"} for a model with attributes
-        parts = answer if isinstance(answer, dict) else {HEADS[0].answer_key: answer}
+        parts = answer_parts(output["aggregate"])  # ranked labels, and attributes for a model with them
         result = {"file": path, "text": output["text"], "transcribed": text is None}
         result.update({kind.window_key: parts[kind.answer_key] for kind in HEADS if kind.answer_key in parts})
         if args.windows:
             result["windows"] = output["windows"]
         results.append(result)
     print(json.dumps(results, indent=2) if args.json else format_table(results, args.windows))
+    return 0
+
+
+def load_classifier(model: str, revision: str | None, device: str | None, asr_model: str | None):
+    """The `speech-emotion-recognition` pipeline of `--model` (checked by `check_model` and `check_own_code`); a
+    model that cannot load is a `CliError` naming why and the fix."""
+    from transformers import pipeline
+
+    from .export import PIPELINE_TASK, register_pipeline
+    from .wavlm_attention import quiet_eager_mask_warning
+
+    quiet_eager_mask_warning()
+
+    register_pipeline()  # exports that predate `custom_pipelines` in config.json fall back to this package's pipeline
+    options = {"asr_model": asr_model} if asr_model else {}
+    try:
+        return pipeline(
+            PIPELINE_TASK, model=model, revision=revision, device=device, trust_remote_code=True, **options
+        )
+    except pickle.UnpicklingError as error:  # weights that would run code: the refusal says why and what to do
+        from .modeling_crab import UnsafeWeightsError
+
+        raise CliError(str(UnsafeWeightsError.from_refusal(error, model))) from None
+    except Exception as error:
+        fix = _LOAD_FIX["folder" if Path(model).is_dir() else "hub"]
+        raise CliError(f"cannot load --model '{model}' ({_load_failure(error)}); {fix}") from error
+
+
+def annotate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """`crab annotate`: the model and the output are checked, and the inputs listed, before the model loads; then
+    `annotate.annotate` runs this process's share (`annotate.Ranks`: torchrun's and accelerate's environment)."""
+    from . import annotate as corpus
+
+    if not args.model:
+        parser.error("pass --model (a Hub repo id or an export directory), or set CRAB_MODEL")
+    if args.num_workers is not None and args.num_workers < 0:
+        parser.error(f"--num-workers {args.num_workers}: pass 0 (read audio in the main process) or more")
+    check_device(args.device, parser)
+    check_model(args.model, parser)
+    corpus.check_output(args.output, args.resume, args.overwrite)
+    recordings = corpus.read_inputs(args.input, audio_only=args.audio_only, split=args.split)
+    check_own_code(args.model, args.revision)
+
+    with corpus.launched(args.device) as (ranks, device):
+        classifier = load_classifier(args.model, args.revision, device, args.asr_model)
+        summary = corpus.annotate(
+            classifier,
+            recordings,
+            args.output,
+            ranks,
+            overwrite=args.overwrite,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            flush_every=args.flush_every,
+            chunk_length_s=args.chunk_length_s,
+            precision="bf16" if args.bf16 else "fp32",
+            backend=args.backend,
+            asr_model=args.asr_model,
+            with_windows=args.windows,
+            tf32=args.tf32,
+        )
+    if summary is not None:
+        print(summary.line(args.output))
     return 0
 
 
@@ -450,7 +546,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
     try:
-        return export_onnx(args, parser) if args.command == "export-onnx" else predict(args, parser)
+        commands = {"predict": predict, "annotate": annotate, "export-onnx": export_onnx}
+        return commands[args.command](args, parser)
     except KeyboardInterrupt:
         print("crab: interrupted", file=sys.stderr)
         return 130

@@ -127,11 +127,14 @@ def _check_rows(rows: Sequence[Mapping[str, Any]]) -> None:
         seen.add(uid)
 
 
-def write_atomically(path: Path, write: Callable[[Any], None]) -> None:
+def write_atomically(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:
+    """`write(handle)` into a hidden temporary file beside `path`, renamed to `path` once whole: a reader (or a run
+    that was killed and starts again) sees the earlier file or the new one, never a part. `binary`: a bytes handle
+    (Parquet), else UTF-8 text."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             write(handle)
         os.replace(tmp_name, path)
     except BaseException:
@@ -345,7 +348,11 @@ def _read_text(path: Path) -> str:
 
 
 def _check_columns(
-    rows: list[dict[str, Any]], name: str, attribute_names: Sequence[str] = (), needs_label: bool = True
+    rows: list[dict[str, Any]],
+    name: str,
+    attribute_names: Sequence[str] = (),
+    needs_label: bool = True,
+    needs_text: bool = True,
 ) -> None:
     if not rows:
         raise ManifestError(f"manifest {name} has no rows; point --manifest at a manifest with utterances")
@@ -363,7 +370,8 @@ def _check_columns(
             else f"no '{attribute}' column; add it ({attribute} on the 0-1 scale, empty where a row has none) or "
             f"leave '{attribute}' out of --attributes"
         )
-    for required in REQUIRED_COLUMNS if needs_label else ("audio", "text"):
+    needed = {"label": needs_label, "text": needs_text}
+    for required in [column for column in REQUIRED_COLUMNS if needed.get(column, True)]:
         if required in columns:
             continue
         aliases = [column for column in columns if column.lower() in COLUMN_ALIASES[required]]
@@ -432,6 +440,7 @@ def load_manifest(
     audio_root: str | os.PathLike | None = None,
     attribute_names: Sequence[str] = (),
     needs_label: bool = True,
+    needs_text: bool = True,
 ) -> list[Utterance]:
     """Read a manifest into `Utterance`s. Missing or misnamed columns raise a `ManifestError` at once; problems of
     single rows (bad start/end, duplicate ids) are kept on the rows and reported by `scan_manifest` together with
@@ -440,11 +449,12 @@ def load_manifest(
     Relative audio paths start from `audio_root`, else the manifest's folder (the working directory for an
     in-memory dataset). Files are not opened here: `scan_manifest` does that. `attribute_names` are the attribute
     columns to read (`Utterance.attributes`; an empty cell is a missing attribute, a non-number or a value off the
-    0-1 scale a row problem); `needs_label=False` (an attributes-only model) makes the `label` column optional.
+    0-1 scale a row problem); `needs_label=False` (an attributes-only model) makes the `label` column optional,
+    `needs_text=False` (annotating: transcripts made where there are none) the `text` column.
     """
 
     rows, manifest_dir, name, numbering = _read_rows(manifest)
-    _check_columns(rows, name, attribute_names, needs_label)
+    _check_columns(rows, name, attribute_names, needs_label, needs_text)
     base_dir = Path(audio_root).resolve() if audio_root is not None else manifest_dir
     utterances = []
     for index, row in enumerate(rows):

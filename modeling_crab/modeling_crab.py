@@ -509,8 +509,14 @@ class CrabPreTrainedModel(PreTrainedModel):
         """`torch.compile` in place, region by region: every encoder layer (identical layers share one compiled
         graph) and the cross-modal, pooling and classifier blocks; LayerDrop, SpecAugment and the GRUs stay
         eager, so they cause no graph breaks. State dict keys do not change. `compile_kwargs` go to
-        `torch.compile` (default `dynamic=True`: utterance lengths vary)."""
+        `torch.compile` (default `dynamic=True`: utterance lengths vary).
+
+        Every size of a region's inputs gets a symbol of its own when the model is called (`__call__`: no duck
+        sizing, which gives sizes that happen to be equal in the first batch, such as two clips and WavLM's two
+        heads, one symbol, so that the next batch where they differ recompiles;
+        `test_compiled_regions_give_each_size_its_own_symbol`)."""
         compile_kwargs.setdefault("dynamic", True)
+        self._regions_compiled = True
         crab = self.crab if hasattr(self, "crab") else self
         regions = [*_encoder_layers(crab.audio_encoder), *_encoder_layers(crab.text_encoder)]
         regions += [crab.audio_cross, crab.text_cross, crab.audio_pooling, crab.text_pooling]
@@ -518,6 +524,14 @@ class CrabPreTrainedModel(PreTrainedModel):
         for region in regions:
             if region is not None:
                 region.compile(**compile_kwargs)
+
+    def __call__(self, *args, **kwargs):
+        if not getattr(self, "_regions_compiled", False):
+            return super().__call__(*args, **kwargs)
+        import torch.fx.experimental._config as shapes
+
+        with shapes.patch(use_duck_shape=False):  # read where the compiled regions trace, inside this call
+            return super().__call__(*args, **kwargs)
 
     def freeze_feature_encoder(self):
         """Freeze the speech encoder's CNN feature encoder (SPEC §1)."""

@@ -281,8 +281,6 @@ class CrabEmotionPipeline(Pipeline):
         batch_size = kwargs.pop("batch_size", None)
         _check_whole_number("batch_size", batch_size, "windows per forward pass")
         batch_size = batch_size or self._batch_size or 1
-        if not getattr(self.model.config, "mask_padding", True):
-            batch_size = 1  # an unmasked head computes another function on padded audio: one window at a time
         kwargs.pop("num_workers", None)
         preprocess, forward, postprocess = self._sanitize_parameters(**kwargs)
         preprocess = {**self._preprocess_params, **preprocess}
@@ -310,14 +308,29 @@ class CrabEmotionPipeline(Pipeline):
             for i, (item, t) in enumerate(zip(items, texts))
         ]
 
-        # every window of every recording, longest first in forward batches of `batch_size` (little padding to
-        # compute; the head masks it), then back in input order. Transcripts are padded as in training (the
-        # processor's saved `text_padding`)
         windows = [w for p in prepared for w in zip(p["waveforms"], p["window_texts"], p["window_names"])]
+        scores = self.score_windows(windows, batch_size, forward, progress=True)
+
+        outputs, offset = [], 0
+        for p in prepared:
+            count = len(p["waveforms"])
+            window_outputs = {key: values[offset : offset + count] for key, values in scores.items()}
+            outputs.append(self.postprocess({**p, **window_outputs}, **postprocess))
+            offset += count
+        return outputs[0] if single else outputs
+
+    def score_windows(self, windows: list, batch_size: int, forward_params: dict, progress: bool = False) -> dict:
+        """`(waveform, transcript, name)` windows (16 kHz) -> each output head's window scores by `scores_key`,
+        `(windows, K)` numpy arrays in the windows' order. The windows of any number of recordings go through the
+        model longest first in batches of `batch_size` (little padding to compute; the head masks it); transcripts
+        are padded as in training (the processor's saved `text_padding`). `forward_params`: `precision`, `backend`.
+        What `__call__` and `crab annotate` score with."""
+        if not getattr(self.model.config, "mask_padding", True):
+            batch_size = 1  # an unmasked head computes another function on padded audio: one window at a time
         order = sorted(range(len(windows)), key=lambda i: -len(windows[i][0]))
         scores = {head.scores_key: [] for head in heads_of(self.model.config)}  # each head's (windows, K) batches
         starts = range(0, len(windows), batch_size)
-        if len(starts) > 1:  # long audio, or many files: progress on a terminal (transformers' tqdm), quiet elsewhere
+        if progress and len(starts) > 1:  # long audio, or many files: progress on a terminal, quiet elsewhere
             starts = hf_logging.tqdm(starts, desc="classifying windows", unit="batch", disable=None)
         for start in starts:
             chunk = [windows[i] for i in order[start : start + batch_size]]
@@ -329,7 +342,9 @@ class CrabEmotionPipeline(Pipeline):
                 return_tensors="pt",
                 names=[n for _, _, n in chunk],
             )
-            chunk_outputs = {k: v for k, v in self.forward(dict(model_inputs), **forward).items() if v is not None}
+            chunk_outputs = {
+                k: v for k, v in self.forward(dict(model_inputs), **forward_params).items() if v is not None
+            }
             finite = torch.stack([torch.isfinite(v).all(dim=-1) for v in chunk_outputs.values()]).all(dim=0)
             if not finite.all():  # a last guard: never a NaN score
                 bad = [n for (_, _, n), ok in zip(chunk, finite) if not ok]
@@ -340,23 +355,20 @@ class CrabEmotionPipeline(Pipeline):
             for key, value in chunk_outputs.items():
                 scores[key].append(value)
         input_order = np.argsort(order)
-        scores = {key: torch.cat(values).numpy()[input_order] for key, values in scores.items() if values}
-
-        outputs, offset = [], 0
-        for p in prepared:
-            count = len(p["waveforms"])
-            window_outputs = {key: values[offset : offset + count] for key, values in scores.items()}
-            outputs.append(self.postprocess({**p, **window_outputs}, **postprocess))
-            offset += count
-        return outputs[0] if single else outputs
+        return {key: torch.cat(values).numpy()[input_order] for key, values in scores.items() if values}
 
     # -- stages ---------------------------------------------------------------------------------------------------
     def preprocess(self, inputs, text=None, name="audio", sampling_rate=None, chunk_length_s=None, asr_model=None):
         """One recording -> its windows (16 kHz waveforms), their time spans and the transcript of each."""
         if text is not None:
             check_transcript(text, f"the transcript of {name}")  # the processor's check, before any audio is read
-        if text is not None and not clean_transcript(text):
-            text = ""  # nothing visible: the empty transcript (audio only)
+        recording = self.read_windows(inputs, name, sampling_rate, chunk_length_s)
+        return self.add_transcripts(recording, text, name, asr_model)
+
+    def read_windows(self, inputs, name="audio", sampling_rate=None, chunk_length_s=None) -> dict:
+        """One recording -> `{"waveforms", "spans"}`: its windows (16 kHz waveforms) and their spans in seconds. The
+        audio half of `preprocess`, which needs neither the model nor a speech recognizer (`crab annotate` runs it in
+        DataLoader workers)."""
         waveform, rate = self._load_audio(inputs, sampling_rate, name)
         target = self.processor.sampling_rate
         if rate != target:
@@ -374,27 +386,31 @@ class CrabEmotionPipeline(Pipeline):
         if chunk_length_s is None:
             chunk_length_s = self.processor.max_duration_s
         bounds = window_bounds(len(waveform), crop_length(chunk_length_s or None, target))
-        spans = [(start / target, end / target) for start, end in bounds]
+        return {
+            "waveforms": [waveform[start:end] for start, end in bounds],
+            "spans": [(start / target, end / target) for start, end in bounds],
+        }
 
+    def add_transcripts(self, recording: dict, text: str | None, name="audio", asr_model=None) -> dict:
+        """`read_windows`' windows + the recording's transcript (`None`: transcribed by `asr_model`, split between
+        the windows by its timestamps) -> the input of `score_windows` and `postprocess`: adds `window_texts`,
+        `window_names` and `text`."""
+        spans = recording["spans"]
+        if text is not None and not clean_transcript(text):
+            text = ""  # nothing visible: the empty transcript (audio only)
         if text is None:
-            text, window_texts = self._transcribe(waveform, spans, asr_model)
+            text, window_texts = self._transcribe(np.concatenate(recording["waveforms"]), spans, asr_model)
         else:
             if text == "" and not getattr(self.model.config, "modality_dropout", 0.0):
                 warnings.warn(
                     f"{name}: an empty transcript asks for audio-only prediction, but this model was trained "
                     "without modality dropout; pass the transcript, or text=None to transcribe it",
-                    stacklevel=3,
+                    stacklevel=4,
                 )
-            window_texts = [text] * len(bounds)
-            self._warn_if_cut(text, name, len(bounds))
-        names = [name] if len(bounds) == 1 else [f"{name} ({start:.2f}-{end:.2f} s)" for start, end in spans]
-        return {
-            "waveforms": [waveform[start:end] for start, end in bounds],
-            "spans": spans,
-            "window_texts": window_texts,
-            "window_names": names,
-            "text": text,
-        }
+            window_texts = [text] * len(spans)
+            self._warn_if_cut(text, name, len(spans))
+        names = [name] if len(spans) == 1 else [f"{name} ({start:.2f}-{end:.2f} s)" for start, end in spans]
+        return {**recording, "window_texts": window_texts, "window_names": names, "text": text}
 
     def _warn_if_cut(self, text: str, name: str, n_windows: int) -> None:
         """A transcript longer than the processor's `max_text_length` tokens is cut to its first ones, as in
@@ -408,7 +424,7 @@ class CrabEmotionPipeline(Pipeline):
             f"the transcript of {name} is {length} tokens, and the model reads only its first {limit} (the "
             f"processor's max_text_length, as in training){windows}. Pass each clip with its own transcript, or "
             "text=None to transcribe each window",
-            stacklevel=4,
+            stacklevel=5,
         )
 
     def _forward(self, model_inputs, precision: str = "fp32", backend: str = "pytorch"):

@@ -17,13 +17,17 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 fi
 . scripts/venv.sh "dev,space,onnx"
 ruff check .
-python -m pytest -q -n auto "$@"  # one worker per core (tests/conftest.py gives each one intra-op thread)
+python -m pytest -q -n auto --dist worksteal "$@"  # a worker per core, each with one intra-op thread (tests/conftest.py)
 if [ $# -eq 0 ]; then
   lowest=$(python -c "import re; print(re.search(r'\"transformers>=([0-9.]+)', open('pyproject.toml').read())[1])")
-  deactivate
-  . scripts/venv.sh "dev" .venv-lowest "transformers==$lowest"
-  step "the model tests on transformers $(python -c 'import transformers; print(transformers.__version__)'), the lowest pyproject.toml admits"
-  python -m pytest -q -p no:cacheprovider -n auto tests/test_modeling_crab.py tests/test_fast_path.py \
+  # transformers $lowest and the versions of its requirements pip picks for it, in .venv-lowest, ahead of .venv's
+  # packages on the path: torch and the rest as .venv has them
+  step "installing transformers $lowest, the lowest pyproject.toml admits, into .venv-lowest"
+  rm -rf .venv-lowest
+  python -m pip install --quiet --target .venv-lowest "transformers==$lowest"
+  export PYTHONPATH=$PWD/.venv-lowest
+  step "the model tests on transformers $(python -c 'import transformers; print(transformers.__version__)')"
+  python -m pytest -q -p no:cacheprovider -n auto --dist worksteal -m "not slow" tests/test_modeling_crab.py tests/test_fast_path.py \
     tests/test_transformers_modeling_common.py tests/test_transformers_configuration_common.py \
     tests/test_transformers_processing_common.py tests/test_processing_crab.py tests/test_feature_extraction_crab.py \
     tests/test_heads.py tests/test_export.py tests/test_pipeline_crab.py tests/test_train.py

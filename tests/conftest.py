@@ -178,3 +178,17 @@ def onnx_graphs_made_once(tmp_path_factory):
     patch.setattr(onnx_export, "quantize_onnx", quantize_onnx)
     yield
     patch.undo()
+
+
+@pytest.fixture
+def alone_among_process_groups(tmp_path_factory):
+    """For tests that start several processes joined by torch.distributed: one such test at a time across
+    `pytest -n` workers (a lock file shared by the workers), so that their process groups never meet on a port."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    lock = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "process-groups.lock"
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+        fcntl.flock(handle, fcntl.LOCK_UN)

@@ -266,6 +266,40 @@ def test_compile_regions_computes_the_same_function_and_keeps_the_state_dict(tin
         torch.testing.assert_close(compiled(**shorter).logits, eager.eval()(**shorter).logits, atol=1e-5, rtol=1e-5)
 
 
+def _unpadded_batch(size: int, frames: int, tokens: int, vocab: int) -> dict[str, torch.Tensor]:
+    """`size` random clips of `frames` speech frames (WavLM's CNN: 400 samples, then 320 a frame) and `tokens` tokens."""
+    samples = (frames - 1) * 320 + 400
+    return {
+        "input_values": torch.randn(size, samples) * 0.1,
+        "attention_mask": torch.ones(size, samples, dtype=torch.long),
+        "input_ids": torch.randint(5, vocab, (size, tokens)),
+        "text_attention_mask": torch.ones(size, tokens, dtype=torch.long),
+    }
+
+
+@pytest.mark.slow  # some 20 s of compiling on 2 cores
+def test_compiled_regions_give_each_size_its_own_symbol(tiny_config, tiny_tokenizer):
+    """A first batch whose sizes happen to be equal (two clips, as many as WavLM has heads here; 16 speech frames,
+    16 tokens) does not tie those sizes together: batches of 2-5 clips, 9-200 frames and 9-64 tokens then run the
+    graphs compiled for it, computing what the eager model computes. (With torch's default duck sizing the next
+    batch of three clips recompiles.) aot_eager: dynamo's and AOTAutograd's guards, which decide recompilation,
+    without code generation."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    eager = CrabForEmotionClassification(tiny_config).eval()
+    compiled = copy.deepcopy(eager)
+    compiled.compile_regions(backend="aot_eager")
+    shapes = [(2, 16, 16), (3, 16, 16), (2, 50, 12), (4, 64, 64), (3, 33, 21), (5, 64, 9), (2, 200, 30)]
+    with torch.no_grad():
+        for i, shape in enumerate(shapes):
+            batch = _unpadded_batch(*shape, vocab=len(tiny_tokenizer))
+            torch.testing.assert_close(compiled(**batch).logits, eager(**batch).logits, atol=1e-5, rtol=1e-5)
+            if i == 0:
+                graphs = counters["stats"]["unique_graphs"]
+    assert counters["stats"]["unique_graphs"] == graphs, "a batch recompiled"
+
+
 def test_bf16_autocast_stays_within_1e_2_of_fp32(tiny_config, tiny_batch, device):
     """The GPU training default (bf16 autocast; CNN, GRUs and losses in fp32): logits and the MLCS objective
     within 1e-2 (relative) of fp32, on the same weights and batch."""

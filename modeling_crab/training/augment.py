@@ -31,7 +31,6 @@ from ..options import CLOSED_PROBABILITY, option
 SAMPLING_RATE = 16_000  # of training audio (`data.load_audio`), which these functions take and return
 NOISE_TYPES = ("white", "pink", "brown")
 _NOISE_EXPONENTS = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # power ~ 1/f^exponent
-NOISE_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 # Speed factors are resampling ratios round(16000 f) -> 16000 Hz; outside this range speech stops sounding like speech.
 SPEED_RANGE = (0.5, 2.0)
 # RIR length: the time the synthetic tail takes to decay by 60 dB, capped here.
@@ -258,6 +257,8 @@ def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 def noise_files(folder: str | os.PathLike) -> list[Path]:
     """The audio files under `folder` (recursively, sorted); `AugmentationError` naming the folder and the fix when
     it is missing, not a folder or holds none."""
+    from ..audio import AUDIO_SUFFIXES  # here: the arguments' checks import this module, and audio imports torch
+
     root = Path(folder)
     if not root.exists():
         raise AugmentationError(
@@ -266,10 +267,10 @@ def noise_files(folder: str | os.PathLike) -> list[Path]:
         )
     if not root.is_dir():
         raise AugmentationError(f"--noise_dir '{folder}' is a file, not a folder; pass the folder that holds it")
-    files = sorted(path for path in root.rglob("*") if path.suffix.lower() in NOISE_SUFFIXES and path.is_file())
+    files = sorted(path for path in root.rglob("*") if path.suffix.lower() in AUDIO_SUFFIXES and path.is_file())
     if not files:
         raise AugmentationError(
-            f"--noise_dir '{folder}' holds no audio files ({', '.join(NOISE_SUFFIXES)}); put noise recordings in "
+            f"--noise_dir '{folder}' holds no audio files ({', '.join(AUDIO_SUFFIXES)}); put noise recordings in "
             "it, or leave --noise_dir out for generated noise"
         )
     return files

@@ -82,3 +82,15 @@ def test_bench_refuses_impossible_setups(setup):
     result = _bench_process("bench_train.py", "--setups", setup)
     assert result.returncode != 0
     assert ("need the mask lever" if "cached" in setup else "unknown lever") in result.stderr
+
+
+def test_bench_annotate_compares_annotate_with_predict_one_file_at_a_time(tmp_path):
+    output = _run_bench(
+        "bench_annotate.py", "--clips", "8", "--repeats", "1", "--no-onnx", "--work-dir", str(tmp_path)
+    )  # fmt: skip
+    rows = _table_rows(output)
+    assert set(rows) == {"command", "crab predict --batch-size 1", "crab annotate"}
+    assert rows["crab predict --batch-size 1"][0] == rows["crab annotate"][0] == "8"
+    (agreement,) = [line for line in output.splitlines() if line.startswith("- `crab annotate` against")]
+    classes = float(agreement.split("within ")[1].split(" ")[0])
+    assert classes < 1e-5, agreement

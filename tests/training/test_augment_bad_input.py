@@ -51,7 +51,7 @@ def test_noise_dir_missing_empty_or_a_file(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.txt").write_text("not audio")
     err = _parse_error(["--noise_prob", "0.5", "--noise_dir", str(tmp_path / "empty")], capsys)
-    assert f"--noise_dir '{tmp_path / 'empty'}' holds no audio files (.wav, .flac, .ogg, .mp3)" in err
+    assert f"--noise_dir '{tmp_path / 'empty'}' holds no audio files (.wav, .flac, .ogg, .opus, .mp3)" in err
     write_tone(tmp_path / "one.wav", 100.0, 0.2)
     err = _parse_error(["--noise_prob", "0.5", "--noise_dir", str(tmp_path / "one.wav")], capsys)
     assert "is a file, not a folder; pass the folder that holds it" in err

@@ -32,7 +32,9 @@ def _environment() -> dict[str, str]:
 
 
 @pytest.mark.slow  # two processes joined by gloo
-def test_gathered_mlcs_loss_and_gradients_equal_one_process_on_the_concatenated_batch(tmp_path):
+def test_gathered_mlcs_loss_and_gradients_equal_one_process_on_the_concatenated_batch(
+    tmp_path, alone_among_process_groups
+):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
         "--master_port", str(_free_port()), str(SUPPORT / "mlcs_gather_worker.py"), str(tmp_path),
@@ -58,7 +60,7 @@ def test_gathered_mlcs_loss_and_gradients_equal_one_process_on_the_concatenated_
 
 
 @pytest.mark.slow
-def test_train_py_runs_data_parallel_with_mlcs_gather(tmp_path):
+def test_train_py_runs_data_parallel_with_mlcs_gather(tmp_path, alone_among_process_groups):
     from training_helpers import write_corpus
 
     manifest = write_corpus(tmp_path / "corpus", {"train": 2, "dev": 1})
