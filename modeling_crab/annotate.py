@@ -15,7 +15,7 @@ How a run goes, in each process (rank):
 2. DataLoader workers read and window each recording through the pipeline (`CrabEmotionPipeline.read_windows`:
    `audio.read_audio`, resampling, the windows of long audio), ahead of the model.
 3. The main process gives each recording its transcript (`add_transcripts`), pools the windows of many recordings
-   and scores them longest first in batches (`CrabEmotionPipeline.score_windows`), then answers each recording as the
+   and scores them longest first in batches (`CrabEmotionPipeline.score_recordings`), answering each recording as the
    pipeline does (`postprocess`). Its row holds the id, the audio, the duration, each output head's columns
    (`OutputHead.columns`), the transcript, and an `error` (a recording that cannot be read or scored is a row with
    its error, never a stopped run).
@@ -41,8 +41,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-
-from .audio import AUDIO_SUFFIXES
 
 OUTPUT_SUFFIXES = (".parquet", ".csv")
 FLUSH_EVERY = 500  # recordings per part file
@@ -103,6 +101,8 @@ def read_inputs(source: str, audio_only: bool = False, split: str | None = None)
 def _looks_local(source: str) -> bool:
     """A path rather than a dataset name on the Hub: absolute, relative (`./`, `~`), a file suffix, or more than
     `owner/name`."""
+    from .audio import AUDIO_SUFFIXES  # here: the CLI's parser imports this module for its defaults alone
+
     return (
         source.startswith((".", "~", "/", os.sep))
         or Path(source).suffix.lower() in (".csv", ".jsonl", ".json", *AUDIO_SUFFIXES)
@@ -115,6 +115,8 @@ def _is_saved_dataset(path: Path) -> bool:
 
 
 def _folder_recordings(folder: Path, audio_only: bool) -> list[Recording]:
+    from .audio import AUDIO_SUFFIXES
+
     files = sorted(
         (p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()),
         key=lambda p: p.relative_to(folder).as_posix(),
@@ -160,19 +162,17 @@ def _columns(manifest) -> set[str]:
 
 
 def _manifest_recordings(manifest, audio_only: bool, split: str | None) -> list[Recording]:
-    from .manifest import ManifestError, load_manifest
+    from .manifest import ManifestError, load_manifest, select_split
 
     try:
         has_text = "text" in _columns(manifest)
         utterances = load_manifest(manifest, needs_label=False, needs_text=False)
+        if split is not None:
+            utterances = select_split(utterances, split)
     except ManifestError as error:
         raise AnnotateInputError(str(error).replace("--manifest", "INPUT")) from None
-    if split is not None:
-        utterances = [u for u in utterances if u.split == split]
-        if not utterances:
-            raise AnnotateInputError(
-                f"INPUT has no rows of --split '{split}'; pass one of its splits, or leave it out"
-            )
+    if split is not None and not utterances:
+        raise AnnotateInputError(f"INPUT has no rows of --split '{split}'; pass one of its splits, or leave it out")
     recordings = []
     for u in utterances:
         problems = list(u.problems) + ([] if u.audio else ["no audio file named"])
@@ -499,8 +499,8 @@ def make_row(recording: Recording, heads, with_windows: bool, duration=None, tex
 
 def with_window_scoring(pipe):
     """The pipeline, or this package's pipeline around its model and processor where it is an export's code from
-    before `read_windows` and `score_windows` (a checkpoint exported earlier, or a Hub repo's)."""
-    if hasattr(pipe, "score_windows") and hasattr(pipe, "read_windows"):
+    before `read_windows` and `score_recordings` (a checkpoint exported earlier, or a Hub repo's)."""
+    if all(hasattr(pipe, method) for method in ("read_windows", "add_transcripts", "score_recordings")):
         return pipe
     from .pipeline_crab import CrabEmotionPipeline
 
@@ -509,26 +509,23 @@ def with_window_scoring(pipe):
 
 def score_pool(pipe, pool: list, batch_size: int, forward: dict, heads, with_windows: bool) -> list[dict]:
     """Recordings with their windows and transcripts -> their rows. Their windows are scored together
-    (`score_windows`: longest first, in batches); a batch that fails is scored again recording by recording, so
+    (`score_recordings`: longest first, in batches); a batch that fails is scored again recording by recording, so
     that only the recording at fault becomes an error row."""
-    windows = [w for _, p in pool for w in zip(p["waveforms"], p["window_texts"], p["window_names"])]
     rate = pipe.processor.sampling_rate
     try:
-        scores = pipe.score_windows(windows, batch_size, forward)
+        outputs = pipe.score_recordings(
+            [prepared for _, prepared in pool], batch_size, forward, {"return_windows": True}
+        )
     except Exception as error:
         if len(pool) > 1:
             return [row for item in pool for row in score_pool(pipe, [item], batch_size, forward, heads, with_windows)]
         recording, prepared = pool[0]
         duration = duration_of(prepared, rate)
         return [make_row(recording, heads, with_windows, duration, prepared["text"], error=one_line(error))]
-    rows, offset = [], 0
-    for recording, prepared in pool:
-        count = len(prepared["waveforms"])
-        window_scores = {key: values[offset : offset + count] for key, values in scores.items()}
-        output = pipe.postprocess({**prepared, **window_scores}, return_windows=True)
-        offset += count
-        rows.append(make_row(recording, heads, with_windows, duration_of(prepared, rate), prepared["text"], output))
-    return rows
+    return [
+        make_row(recording, heads, with_windows, duration_of(prepared, rate), prepared["text"], output)
+        for (recording, prepared), output in zip(pool, outputs)
+    ]
 
 
 @dataclass

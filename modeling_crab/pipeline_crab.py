@@ -308,23 +308,29 @@ class CrabEmotionPipeline(Pipeline):
             for i, (item, t) in enumerate(zip(items, texts))
         ]
 
-        windows = [w for p in prepared for w in zip(p["waveforms"], p["window_texts"], p["window_names"])]
-        scores = self.score_windows(windows, batch_size, forward, progress=True)
+        outputs = self.score_recordings(prepared, batch_size, forward, postprocess, progress=True)
+        return outputs[0] if single else outputs
 
+    def score_recordings(
+        self, prepared: list[dict], batch_size: int, forward_params: dict, postprocess_params: dict, progress=False
+    ) -> list:
+        """Recordings as `add_transcripts` gives them -> each one's answer (`postprocess`), their windows scored
+        together (`score_windows`). What `__call__` and `crab annotate` answer with."""
+        windows = [w for p in prepared for w in zip(p["waveforms"], p["window_texts"], p["window_names"])]
+        scores = self.score_windows(windows, batch_size, forward_params, progress)
         outputs, offset = [], 0
         for p in prepared:
             count = len(p["waveforms"])
             window_outputs = {key: values[offset : offset + count] for key, values in scores.items()}
-            outputs.append(self.postprocess({**p, **window_outputs}, **postprocess))
+            outputs.append(self.postprocess({**p, **window_outputs}, **postprocess_params))
             offset += count
-        return outputs[0] if single else outputs
+        return outputs
 
     def score_windows(self, windows: list, batch_size: int, forward_params: dict, progress: bool = False) -> dict:
         """`(waveform, transcript, name)` windows (16 kHz) -> each output head's window scores by `scores_key`,
         `(windows, K)` numpy arrays in the windows' order. The windows of any number of recordings go through the
         model longest first in batches of `batch_size` (little padding to compute; the head masks it); transcripts
-        are padded as in training (the processor's saved `text_padding`). `forward_params`: `precision`, `backend`.
-        What `__call__` and `crab annotate` score with."""
+        are padded as in training (the processor's saved `text_padding`). `forward_params`: `precision`, `backend`."""
         if not getattr(self.model.config, "mask_padding", True):
             batch_size = 1  # an unmasked head computes another function on padded audio: one window at a time
         order = sorted(range(len(windows)), key=lambda i: -len(windows[i][0]))
