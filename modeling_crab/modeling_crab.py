@@ -340,6 +340,17 @@ def _encoder_layers(encoder: nn.Module) -> list[nn.Module]:
     return list(layers) if isinstance(layers, nn.ModuleList) else []
 
 
+def _region_function(kind: str):
+    """`module.forward(*args, **kwargs)` as a function whose code object is this kind's own: torch.compile caches
+    graphs (and counts recompilations) per code object, so each kind of region gets its own cache."""
+
+    def region(module, *args, **kwargs):
+        return type(module).forward(module, *args, **kwargs)
+
+    code = region.__code__.replace(co_name=f"crab_{kind}", co_qualname=f"crab_{kind}")
+    return types.FunctionType(code, region.__globals__, f"crab_{kind}", region.__defaults__, region.__closure__)
+
+
 def _build_text_encoder(text_config) -> nn.Module:
     try:
         return AutoModel.from_config(text_config, add_pooling_layer=False)
@@ -507,30 +518,47 @@ class CrabPreTrainedModel(PreTrainedModel):
 
     def compile_regions(self, **compile_kwargs) -> None:
         """`torch.compile` in place, region by region: every encoder layer (identical layers share one compiled
-        graph) and the cross-modal, pooling and classifier blocks; LayerDrop, SpecAugment and the GRUs stay
-        eager, so they cause no graph breaks. State dict keys do not change. `compile_kwargs` go to
+        graph) and the cross-modal, pooling and classifier blocks; LayerDrop, SpecAugment, gradient checkpointing
+        and the GRUs stay eager, so they cause no graph breaks. State dict keys do not change. `compile_kwargs` go to
         `torch.compile` (default `dynamic=True`: utterance lengths vary).
 
-        Every size of a region's inputs gets a symbol of its own when the model is called (`__call__`: no duck
-        sizing, which gives sizes that happen to be equal in the first batch, such as two clips and WavLM's two
-        heads, one symbol, so that the next batch where they differ recompiles;
-        `test_compiled_regions_give_each_size_its_own_symbol`)."""
+        Compiled graphs are reused across batches, not recompiled (`test_compiled_regions_do_not_recompile`):
+        - each kind of region (the first speech layer, which computes WavLM's relative position bias, the other
+          speech layers, the text layers, each head block) is compiled as a function of its own, so that its
+          variants (training and evaluation; a batch of one clip, of several padded ones, of several of equal
+          length, whose all-ones masks transformers drops) are counted and cached apart from the other kinds'
+          (`compiled_region_kinds`): 6 variants at most, warmed up at the first batch of each;
+        - every size of a region's inputs gets a symbol of its own while the model runs (`__call__`; no duck
+          sizing, which gives sizes that happen to be equal in the first batch, such as two clips and WavLM's two
+          heads, one symbol, so that the next batch where they differ recompiles)."""
         compile_kwargs.setdefault("dynamic", True)
-        self._regions_compiled = True
         crab = self.crab if hasattr(self, "crab") else self
-        regions = [*_encoder_layers(crab.audio_encoder), *_encoder_layers(crab.text_encoder)]
-        regions += [crab.audio_cross, crab.text_cross, crab.audio_pooling, crab.text_pooling]
-        regions += [getattr(self, kind.layer, None) for kind in HEADS]
-        for region in regions:
-            if region is not None:
-                region.compile(**compile_kwargs)
+        audio_layers, text_layers = _encoder_layers(crab.audio_encoder), _encoder_layers(crab.text_encoder)
+        regions = {"audio_layer": audio_layers, "text_layer": text_layers}
+        if audio_layers and hasattr(getattr(audio_layers[0], "attention", None), "rel_attn_embed"):
+            regions["audio_layer"], regions["audio_first_layer"] = audio_layers[1:], audio_layers[:1]  # WavLM's bias
+        regions["cross"] = [crab.audio_cross, crab.text_cross]
+        regions["pooling"] = [crab.audio_pooling, crab.text_pooling]
+        for kind in HEADS:
+            regions[kind.layer] = [getattr(self, kind.layer, None)]
+        self.compiled_region_kinds = {}
+        for kind, modules in regions.items():
+            modules = [module for module in modules if module is not None]
+            if modules:
+                compiled = torch.compile(_region_function(kind), **compile_kwargs)
+                for module in modules:  # an instance attribute: `nn.Module.__call__` (and its hooks) stay eager
+                    module.forward = types.MethodType(compiled, module)
+                self.compiled_region_kinds[kind] = len(modules)
+        self._regions_compiled = True
 
     def __call__(self, *args, **kwargs):
         if not getattr(self, "_regions_compiled", False):
             return super().__call__(*args, **kwargs)
         import torch.fx.experimental._config as shapes
 
-        with shapes.patch(use_duck_shape=False):  # read where the compiled regions trace, inside this call
+        # read where the compiled regions trace, inside this call; room for each kind of region's variants (6)
+        limit = max(torch._dynamo.config.recompile_limit, 16)
+        with shapes.patch(use_duck_shape=False), torch._dynamo.config.patch(recompile_limit=limit):
             return super().__call__(*args, **kwargs)
 
     def freeze_feature_encoder(self):
