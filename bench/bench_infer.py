@@ -79,7 +79,8 @@ def prepare(args, setup: Setup, device: torch.device, utts: Utterances, warm_utt
     timed_idx = batch_indices(utts, batch_size, grouped, seed=0)
     warm_idx = batch_indices(warm_utts, batch_size, grouped, seed=0)[: args.warmup]
     timed = [make_batch(utts, idx, setup, device, vocab_size, seed=i) for i, idx in enumerate(timed_idx)]
-    warm = [make_batch(warm_utts, idx, setup, device, vocab_size, seed=i) for i, idx in enumerate(warm_idx)]
+    buckets = utts.shape_buckets()  # static setups: warm-up meets the timed batches' shapes
+    warm = [make_batch(warm_utts, idx, setup, device, vocab_size, i, buckets) for i, idx in enumerate(warm_idx)]
     size_bytes = model_bytes(model)
     if setup.levers & BACKENDS:
         with tempfile.TemporaryDirectory(prefix="crab-bench-") as work_dir:  # sessions keep the graph in memory

@@ -38,6 +38,8 @@ from common import (  # noqa: E402
     summarize,
 )
 
+from modeling_crab.training.precision import Bf16Weights  # noqa: E402
+
 COLUMNS = ["setup", "batch", "utt/s", "audio-s/s", "step ms", "peak GiB", "padding", "GFLOP/audio-s", "TFLOP/s", "MFU"]
 COLUMNS += ["vs first"]
 
@@ -56,12 +58,15 @@ def prepare(args, setup: Setup, device: torch.device, utts: Utterances, warm_utt
     model = build_model(args.size, setup, device)
     vocab_size = model.config.text_config.vocab_size
     optimizer = make_optimizer(model, setup)
+    if "bf16w" in setup:  # cast once per optimizer step, not in every micro-batch's autocast
+        Bf16Weights([model.crab.audio_encoder, model.crab.text_encoder]).attach(optimizer)
     model.config.class_weights = [1.0] * NUM_LABELS  # the weighted CE path, as train.py's
     grouped, batch_size = "grouped" in setup, setup.batch_size
     timed_idx = batch_indices(utts, batch_size, grouped, seed=0)
     warm_idx = batch_indices(warm_utts, batch_size, grouped, seed=0)[: args.warmup]
     timed = [make_batch(utts, idx, setup, device, vocab_size, seed=i) for i, idx in enumerate(timed_idx)]
-    warm = [make_batch(warm_utts, idx, setup, device, vocab_size, seed=i) for i, idx in enumerate(warm_idx)]
+    buckets = utts.shape_buckets()  # static setups: warm-up meets the timed batches' shapes
+    warm = [make_batch(warm_utts, idx, setup, device, vocab_size, i, buckets) for i, idx in enumerate(warm_idx)]
     if "cached" in setup:  # encoded once, untimed, as `train.py --encoder_cache` does before training
         timed = [cached_batch(model, batch) for batch in timed]
         warm = [cached_batch(model, batch) for batch in warm]

@@ -25,12 +25,14 @@ import transformers
 from transformers import RobertaConfig, WavLMConfig
 
 from modeling_crab import CrabConfig, CrabForEmotionClassification
+from modeling_crab.shape_buckets import AUDIO_MULTIPLE, TEXT_MULTIPLE, ShapeBuckets, bucket_length, choose_buckets
 from modeling_crab.training.feature_cache import freeze_encoders
 from modeling_crab.training.tiny import tiny_crab_config
 
 SAMPLING_RATE = 16000
 NUM_LABELS = 7  # MELD
 RELEASE_TEXT_LENGTH = 128
+SHAPE_BUCKETS = 8  # the `bucket` lever's: train.py --shape_buckets 8
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Model sizes
@@ -72,10 +74,12 @@ LEVERS = {
     "gru32": "the unimodal GRUs run in fp32 under autocast (bf16 GRUs are slow or unsupported in cuDNN)",
     "cnn32": "the frozen speech CNN runs in fp32 under autocast (in bf16 it alone breaks the 1e-2 logits tolerance)",
     "compile": "torch.compile of every encoder layer and the head blocks (regional, dynamic shapes)",
-    "bucket": "static shapes: audio padded to a whole second, text to 16 tokens; with compile, one graph per shape",
+    "bucket": "static shapes: audio and text padded to 8 lengths chosen from the timed utterances' length histogram, "
+    "as train.py --shape_buckets 8 does (modeling_crab.shape_buckets); with compile, one graph per shape",
     "graphs": "compile with CUDA graphs (mode='reduce-overhead', static shapes; implies compile and bucket)",
     "cached": "frozen-encoder mode: encoders frozen, steps run the head and CSL legs on precomputed encoder outputs",
     "ckpt": "activation checkpointing in both encoders (train.py --gradient_checkpointing): memory for compute",
+    "bf16w": "bf16 copies of the encoders' linear weights, cast once per optimizer step (train.py --bf16_weights)",
     "onnx": "inference through onnxruntime on the ONNX export (modeling_crab.onnx_export; CPU, fp32 unless int8)",
     "int8": "int8 dynamic quantization of the linear layers: onnxruntime's quantizer with onnx, torch's without",
 }
@@ -188,6 +192,12 @@ class Utterances:
     def seconds(self) -> np.ndarray:
         return self.num_samples / SAMPLING_RATE
 
+    def shape_buckets(self) -> ShapeBuckets:
+        """The `bucket` lever's padded lengths: `SHAPE_BUCKETS` audio and token lengths chosen from these
+        utterances' lengths, as train.py --shape_buckets chooses them from a training split."""
+        audio = choose_buckets(self.num_samples, SHAPE_BUCKETS, AUDIO_MULTIPLE)
+        return ShapeBuckets(audio, choose_buckets(self.num_tokens, SHAPE_BUCKETS, TEXT_MULTIPLE))
+
 
 def make_utterances(n: int, min_s: float, max_s: float, seed: int, fixed_s: float | None = None) -> Utterances:
     rng = np.random.default_rng(seed)
@@ -209,17 +219,28 @@ def batch_indices(utts: Utterances, batch_size: int, grouped: bool, seed: int) -
 
 
 def make_batch(
-    utts: Utterances, idx: np.ndarray, setup: Setup, device: torch.device, vocab_size: int, seed: int
+    utts: Utterances,
+    idx: np.ndarray,
+    setup: Setup,
+    device: torch.device,
+    vocab_size: int,
+    seed: int,
+    buckets: ShapeBuckets | None = None,
 ) -> dict:
-    """Random waveforms (zero padded, as the feature extractor does) and random token ids, on `device`."""
+    """Random waveforms (zero padded, as the feature extractor does) and random token ids, on `device`. Setups with
+    static shapes pad to `buckets` (default: `utts.shape_buckets()`; the warm-up batches take the timed ones)."""
     generator = torch.Generator().manual_seed(seed)
     num_samples = torch.as_tensor(utts.num_samples[idx])
     num_tokens = torch.as_tensor(utts.num_tokens[idx])
     static = bool(setup.levers & {"bucket", "graphs"})
+    buckets = (buckets or utts.shape_buckets()) if static else ShapeBuckets()
     text_length = RELEASE_TEXT_LENGTH
     if "textpad" in setup:
-        text_length = min(RELEASE_TEXT_LENGTH, _round_up(int(num_tokens.max()), 16 if static else 8))
-    audio_length = _round_up(int(num_samples.max()), SAMPLING_RATE if static else 1)
+        longest = int(num_tokens.max())
+        text_length = min(
+            RELEASE_TEXT_LENGTH, bucket_length(longest, buckets.text) if static else _round_up(longest, 8)
+        )
+    audio_length = bucket_length(int(num_samples.max()), buckets.audio)
     attention_mask = (torch.arange(audio_length) < num_samples[:, None]).long()
     text_attention_mask = (torch.arange(text_length) < num_tokens[:, None]).long()
     input_ids = torch.randint(5, vocab_size, text_attention_mask.shape, generator=generator) * text_attention_mask
@@ -238,9 +259,10 @@ def _round_up(n: int, multiple: int) -> int:
     return int(math.ceil(n / multiple) * multiple)
 
 
-def padding_fraction(utts: Utterances, batches: list[np.ndarray], multiple: int = 1) -> float:
+def padding_fraction(utts: Utterances, batches: list[np.ndarray], buckets: ShapeBuckets | None = None) -> float:
     real = sum(utts.num_samples[b].sum() for b in batches)
-    padded = sum(_round_up(utts.num_samples[b].max(), multiple) * len(b) for b in batches)
+    audio = buckets.audio if buckets else None
+    padded = sum(bucket_length(int(utts.num_samples[b].max()), audio) * len(b) for b in batches)
     return 1.0 - real / padded
 
 
@@ -459,7 +481,7 @@ def summarize(setup: Setup, prepared: Prepared, utts: Utterances, peak_tflops: f
         "audio-s/s": f"{audio_per_s:.1f}",
         "step ms": f"{1000 * prepared.elapsed / len(prepared.timed_idx):.0f}",
         "peak GiB": f"{prepared.peak_gib:.2f}",
-        "padding": f"{padding_fraction(utts, prepared.timed_idx, SAMPLING_RATE if static else 1):.0%}",
+        "padding": f"{padding_fraction(utts, prepared.timed_idx, utts.shape_buckets() if static else None):.0%}",
         "GFLOP/audio-s": f"{flops_per_audio_s / 1e9:.1f}",
         "TFLOP/s": f"{achieved:.3f}",
         "MFU": f"{achieved / peak_tflops:.1%}",

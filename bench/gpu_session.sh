@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The GPU measurements of bench/README.md in three phases, each well under ten minutes on one H100/H200, for a
+# The GPU measurements of bench/README.md in three phases, each within ten minutes on one H100/H200, for a
 # machine that has PyTorch, transformers, accelerate, scikit-learn and matplotlib but nothing else of ours
 # (no pip install: the code runs from the checkout; the benchmarks need no soundfile; with wheels from
 # bench/fetch_wheels.sh carried in .whl/, the check phase also runs train.py end to end).
 #
 #   bash bench/gpu_session.sh check    # environment, the CUDA tests, attention lever, release vs fast   (~5 min)
-#   bash bench/gpu_session.sh train    # micro-batch 16/32, the encoder cache, regional compile          (~8 min)
-#   bash bench/gpu_session.sh infer    # batch-1 latency, batched throughput, compiled inference          (~6 min)
+#   bash bench/gpu_session.sh train    # micro-batch 16/32, the encoder cache, compile, bucketed graphs  (~10 min)
+#   bash bench/gpu_session.sh infer    # batch-1 latency, batched throughput, compiled, bucketed graphs   (~8 min)
 #   bash bench/gpu_session.sh all      # the essentials of all three in one call of < 8 min (a 15-minute lease)
 #
 # Tables go to $OUT/RESULTS-gpu.md (or bench/RESULTS-gpu.md), logs next to them; copy the tables into
@@ -66,13 +66,16 @@ accelerate.__version__, torch.cuda.get_device_name() if torch.cuda.is_available(
   bench bench_train.py --setups release,fast --utterances "$(n 240)"
   ;;
 train)
-  bench bench_train.py --setups fast@8,fast@16,fast@32,fast+cached@32 --utterances "$(n 640)"
+  bench bench_train.py --setups fast@8,fast@16,fast@32,fast+bf16w@32,fast+cached@32 --utterances "$(n 640)"
   bench bench_train.py --setups fast@32,fast+ckpt@32,fast+ckpt@64 --utterances "$(n 640)"
   bench bench_train.py --setups fast@32,fast+compile@32 --utterances "$(n 640)" --warmup 8
+  # bucketed shapes (train.py --shape_buckets 8) with CUDA graphs; capped, as each shape compiles on first sight
+  limit=150 bench bench_train.py --setups fast@32,fast+graphs@32 --utterances "$(n 320)" --warmup 24
   ;;
 infer)
   bench bench_infer.py --setups release@1,fast@1 --fixed-s 6 --utterances "$(n 64)"
   bench bench_infer.py --setups release@1,fast@64,fast+compile@64 --utterances "$(n 2000)" --warmup 4
+  limit=120 bench bench_infer.py --setups fast@64,fast+graphs@64 --utterances "$(n 1000)" --warmup 12  # pad_to_buckets
   ;;
 all)
   # One call for a short lease: every step has its own time limit, the cheapest and most important first, and the
@@ -94,7 +97,7 @@ accelerate.__version__, torch.cuda.get_device_name() if torch.cuda.is_available(
   limit 80 "$python" -m pytest -q -p no:cacheprovider tests/test_fast_path.py -k cuda -rs 2>&1 |
     tee "$out/tests.log" | tail -8
   pack
-  limit=140 bench bench_train.py --setups release,fast,fast@32 --utterances "$(n 240)" --profile "$out"
+  limit=170 bench bench_train.py --setups release,fast,fast@32,fast+bf16w@32 --utterances "$(n 240)" --profile "$out"
   pack
   limit=60 bench bench_infer.py --setups release@1,fast@1,fast-bf16-cnn32-gru32@1 --fixed-s 6 --utterances "$(n 48)" \
     --profile "$out"

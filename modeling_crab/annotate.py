@@ -562,11 +562,13 @@ def annotate(
     asr_model=None,
     with_windows: bool = False,
     tf32: bool = True,
+    pad_to_buckets=None,
 ) -> Summary | None:
     """Annotate this rank's share of `recordings` into parts beside `output`, then (rank 0, after every rank is
     done) merge them into `output`. Returns rank 0's summary of the whole run; None on the other ranks.
     `batch_size`: windows per forward pass (default: 64 on a GPU, 16 on the CPU); `num_workers`: DataLoader workers
-    reading audio (default: `default_workers`); `tf32`: on a GPU, fp32 matmuls in TF32."""
+    reading audio (default: `default_workers`); `tf32`: on a GPU, fp32 matmuls in TF32; `pad_to_buckets`: each batch
+    of windows padded to a shape bucket (the pipeline's `pad_to_buckets`: True for the model's own)."""
     import torch
     from torch.utils.data import DataLoader
     from tqdm import tqdm
@@ -614,6 +616,8 @@ def annotate(
             stacklevel=2,
         )
     forward = {"precision": precision, "backend": backend}
+    if pad_to_buckets is not None:  # the pipeline's parameter: pipelines exported before it existed take none
+        forward["pad_to_buckets"] = pad_to_buckets
     writer = PartWriter(folder, ranks.rank, sequence, flush_every)
     reading = WindowReading(pipe, todo, chunk_length_s)
     pool_windows = batch_size * POOL_BATCHES

@@ -1,6 +1,7 @@
 """`crab predict`: emotion scores for audio files, from a Hub repo or a local export; `crab annotate`: a whole corpus
 (a manifest, a folder, a dataset) into one Parquet or CSV file, resumable, on every process of a launch
-(`modeling_crab/annotate.py`); `crab export-onnx`: the same model as ONNX (fp32 and int8) for onnxruntime.
+(`modeling_crab/annotate.py`); `crab export-onnx`: the same model as ONNX (fp32 and int8) for onnxruntime; `crab
+distill`: a small student trained on a model's outputs (`python train.py --teacher`, `training/distill.py`).
 
     crab predict a.wav --text "first transcript" b.wav --text "second one" --model user/crab-iemocap
     crab predict --transcripts clips.tsv --model outputs/iemocap/inference --json
@@ -164,6 +165,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--revision", help="Hub revision")
     export.add_argument("--no-int8", dest="int8", action="store_false", help="skip the int8 (quantized) graph")
+
+    distill = commands.add_parser(
+        "distill",
+        help="distil a model into a small student (train.py --teacher)",
+        description="Train a small student Crab on TEACHER's outputs (its class probabilities and attributes) and the "
+        "labels the manifest has, with train.py's run; without --manifest, on the demo corpus. Any further train.py "
+        "flag passes through (python train.py --help). docs/distillation.md.",
+    )
+    distill.add_argument(
+        "teacher",
+        metavar="TEACHER",
+        help="a trained Crab model: its folder (train.py writes <output_dir>/inference) or Hub repo id",
+    )
+    distill.add_argument("--manifest", help="the training manifest (train.py's format); default: the demo corpus")
+    distill.add_argument("--output_dir", help="where the student's run goes (default: outputs/student)")
+    distill.add_argument("--student", default="small", help="the student's size, a preset: small or tiny")
+    distill.add_argument(
+        "--unlabelled_manifest", nargs="+", help="manifests of further audio with transcripts, labelled by the teacher"
+    )
     return parser
 
 
@@ -171,6 +191,10 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     """Like `parse_args`, but a command's FILEs and options may be interleaved (`a.wav --text x b.wav --text y`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     commands = parser._subparsers._group_actions[0].choices
+    if argv and argv[0] == "distill":  # train.py's flags pass through
+        args, args.train_flags = commands["distill"].parse_known_args(argv[1:])
+        args.command = argv[0]
+        return args
     if argv and argv[0] in commands:
         args = commands[argv[0]].parse_intermixed_args(argv[1:])
         args.command = argv[0]
@@ -391,6 +415,33 @@ def _onnx_usage(model: str, int8: bool) -> str:
     return f"use it: {command} onnx"
 
 
+def distill(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """`crab distill TEACHER ...`: `python train.py --teacher TEACHER ...`, the same run (`training/distill.py`)."""
+    from .training.arguments import parse_arguments
+    from .training.distill import check_teacher, read_student_preset
+    from .training.failures import failure_message
+
+    read_student_preset(args.student)  # the two mistakes worth one line before train.py's checks
+    check_teacher(args.teacher)
+    argv = ["--teacher", args.teacher, "--student", args.student]
+    for flag in ("manifest", "output_dir"):
+        if getattr(args, flag):
+            argv += [f"--{flag}", getattr(args, flag)]
+    if args.unlabelled_manifest:
+        argv += ["--unlabelled_manifest", *args.unlabelled_manifest]
+    arguments = parse_arguments(argv + args.train_flags)
+    from .training.run import train
+
+    try:
+        train(arguments)
+    except Exception as error:
+        stopped = failure_message(error, arguments.training.output_dir)
+        if stopped is None:
+            raise
+        raise CliError(stopped[0].removeprefix("error: ")) from None
+    return 0
+
+
 def check_device(device: str | None, parser: argparse.ArgumentParser) -> None:
     """`--device`: a device torch knows and this machine has."""
     if device is None:
@@ -546,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
     try:
-        commands = {"predict": predict, "annotate": annotate, "export-onnx": export_onnx}
+        commands = {"predict": predict, "annotate": annotate, "export-onnx": export_onnx, "distill": distill}
         return commands[args.command](args, parser)
     except KeyboardInterrupt:
         print("crab: interrupted", file=sys.stderr)

@@ -1,7 +1,8 @@
 """CrabFeatureExtractor: raw speech -> the model's `input_values` (B, N) and `attention_mask` (B, N).
 
 Each waveform goes through: checks -> crop to `max_duration_s` -> mono downmix -> resampling to `sampling_rate`
-(16 kHz) -> waveform normalisation (`normalization`) -> right padding with `padding_value`. The signal steps are
+(16 kHz) -> waveform normalisation (`normalization`) -> right padding with `padding_value` (to the longest waveform,
+to the crop, or to a shape bucket: `pad_to_buckets`, `shape_buckets.py`). The signal steps are
 `audio.py`'s, the one home of audio; the crop comes first (only the input samples the kept seconds depend on are
 read), so an hour-long recording costs no more than its first `max_duration_s`.
 
@@ -37,6 +38,7 @@ from .audio import (
     resample_input_length,
 )
 from .configuration_crab import NORMALIZATIONS, TRAINING_CROP_S
+from .shape_buckets import bucket_length, check_bucket_lengths
 
 AUDIO_LENGTH_HINT = "audio is cropped in seconds: pass max_duration_s= (None keeps the whole waveform)"
 
@@ -215,9 +217,10 @@ class CrabFeatureExtractor(SequenceFeatureExtractor):
         padding=True,
         pad_to_multiple_of: int | None = None,
         return_attention_mask: bool | None = None,
+        pad_to_buckets=None,
     ) -> dict:
-        """A call's padding keywords, checked: `length` is the length to pad to (None: the longest waveform;
-        `padding="max_length"`: the crop, `max_duration_s`)."""
+        """A call's padding keywords, checked: `length` is the length to pad to (None: the longest waveform, or its
+        bucket among `pad_to_buckets`; `padding="max_length"`: the crop, `max_duration_s`)."""
         padding = _strategy(padding)
         if padding in (False, "do_not_pad"):
             raise unpadded_batch_error(padding, "waveforms", "max_duration_s")
@@ -232,12 +235,19 @@ class CrabFeatureExtractor(SequenceFeatureExtractor):
                     "audio_kwargs={'padding': True}"
                 )
             length = crop_length(max_duration_s, self.sampling_rate)
+        pad_to_buckets = check_bucket_lengths(pad_to_buckets, "pad_to_buckets", f"samples at {self.sampling_rate} Hz")
+        if pad_to_buckets is not None and length is not None:
+            raise ValueError(
+                "audio padding='max_length' pads every batch to the crop and pad_to_buckets= to the bucket of its "
+                "longest waveform; pass one of them"
+            )
         check_pad_to_multiple_of(pad_to_multiple_of)
         check_flag("return_attention_mask", return_attention_mask)
         if return_attention_mask is None:
             return_attention_mask = self.return_attention_mask
         return {
             "length": length,
+            "pad_to_buckets": pad_to_buckets,
             "pad_to_multiple_of": pad_to_multiple_of,
             "return_attention_mask": bool(return_attention_mask),
         }
@@ -246,10 +256,11 @@ class CrabFeatureExtractor(SequenceFeatureExtractor):
         self,
         waveforms: list[np.ndarray],
         length: int | None = None,
+        pad_to_buckets: tuple[int, ...] | None = None,
         pad_to_multiple_of: int | None = None,
         return_attention_mask: bool = True,
     ) -> dict[str, np.ndarray]:
-        longest = max(len(w) for w in waveforms) if length is None else length
+        longest = bucket_length(max(len(w) for w in waveforms), pad_to_buckets) if length is None else length
         if pad_to_multiple_of:
             longest = math.ceil(longest / pad_to_multiple_of) * pad_to_multiple_of
         input_values = np.full((len(waveforms), longest), self.padding_value, dtype=np.float32)  # (B, N)
@@ -271,6 +282,7 @@ class CrabFeatureExtractor(SequenceFeatureExtractor):
         return_attention_mask: bool | None = None,
         return_tensors: str | TensorType | None = None,
         names: Sequence[str] | None = None,
+        pad_to_buckets: Sequence[int] | None = None,
         **kwargs,
     ) -> BatchFeature:
         """Featurize one waveform or a batch.
@@ -286,6 +298,9 @@ class CrabFeatureExtractor(SequenceFeatureExtractor):
             padding: `True`/`"longest"` pads to the longest of the batch; `"max_length"` to `max_duration_s`. No
                 padding (`False`) is refused: a batch is one array.
             pad_to_multiple_of: pad the length up to a multiple of this.
+            pad_to_buckets: shape buckets, in samples at `sampling_rate`: the batch pads to the smallest that holds
+                its longest waveform (a batch longer than all of them to its longest), then to `pad_to_multiple_of`;
+                a handful of shapes for compiled models (`shape_buckets.py`).
             return_attention_mask: unset: the saved `return_attention_mask`.
             return_tensors: `"pt"`, `"np"`, or None (numpy arrays).
             names: what to call each waveform in errors and warnings (default `audio 0`, `audio 1`, ...).
@@ -296,7 +311,8 @@ class CrabFeatureExtractor(SequenceFeatureExtractor):
             hint = f" ({AUDIO_LENGTH_HINT})" if key in ("max_length", "truncation") else ""
             raise TypeError(
                 f"CrabFeatureExtractor got an unexpected keyword argument '{key}'{hint}; it takes sampling_rate, "
-                "max_duration_s, padding, pad_to_multiple_of, return_attention_mask, return_tensors and names"
+                "max_duration_s, padding, pad_to_multiple_of, return_attention_mask, return_tensors, names and "
+                "pad_to_buckets"
             )
         self.check_settings()
         check_audio_settings(max_duration_s=max_duration_s)
@@ -304,7 +320,9 @@ class CrabFeatureExtractor(SequenceFeatureExtractor):
         if return_tensors not in (None, "pt", "np"):
             raise ValueError(f"return_tensors={return_tensors!r}; pass 'pt' (torch tensors), 'np' or None (numpy)")
         crop_s = self.max_duration_s if max_duration_s is ... else max_duration_s
-        padding_options = self._padding_options(crop_s, padding, pad_to_multiple_of, return_attention_mask)
+        padding_options = self._padding_options(
+            crop_s, padding, pad_to_multiple_of, return_attention_mask, pad_to_buckets
+        )
         single = isinstance(raw_speech, (str, os.PathLike, bytes)) or (
             isinstance(raw_speech, (np.ndarray, torch.Tensor)) and np.ndim(raw_speech) == 1
         )

@@ -15,6 +15,10 @@ MPCL (SPEC §2), per CSL output e (B, d) with labels y (B,):
 An anchor without a positive in the batch adds 0 but still counts in the mean. For one view this is SupCon's
 L_out; `loss_type="supcon"` instead follows Khosla et al.'s reference: anchors without a positive are left out of
 the mean and the loss is scaled by tau / base_tau.
+
+A distilled student (`training/distill.py`) is trained on `distillation_objective`: the teacher's temperature-softened
+class probabilities (Hinton et al.'s KL, `soft_label_loss`), its attributes (1 - CCC), and this objective over the rows
+that have labels.
 """
 
 from __future__ import annotations
@@ -248,6 +252,74 @@ def crab_objective(
         return CrabObjective(sum(weighted[1:], weighted[0]), terms)
 
 
+# ---- Distillation (`training/distill.py`): a student Crab trained on a teacher's outputs -------------------------------
+
+# the batch keys of the teacher's outputs, each a head's `output` with this prefix: (B, C) logits, (B, A) attributes
+TEACHER_PREFIX = "teacher_"
+# the weights and temperature of `distillation_objective`, as `config.distillation` holds them (`train.py
+# --distill_*`); a student saved without one of them gets this value
+DISTILLATION_DEFAULTS = {"temperature": 2.0, "soft_weight": 1.0, "attribute_weight": 1.0, "label_weight": 1.0}
+
+
+def soft_label_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton et al.'s soft-target term: `T^2 KL(softmax(t / T) || softmax(s / T))`, the batch mean of (B, C) logits,
+    in fp32. The T^2 keeps its gradients on the hard-label term's scale whatever T; 0 when the logits are equal."""
+    log_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    kl = F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
+    return kl * temperature**2
+
+
+DISTILLATION_TERMS = ("soft_loss", "soft_attribute_loss")  # logged beside `objective_terms()` in a distilled run
+
+
+def distillation_objective(
+    outputs, teacher: dict[str, torch.Tensor], labels: dict[str, torch.Tensor | None], config
+) -> CrabObjective:
+    """A student's objective (`config.distillation`: `DISTILLATION_DEFAULTS`' keys): `soft_weight` times the
+    soft-target term against the teacher's logits (`soft_label_loss` at `temperature`), `attribute_weight` times
+    `mean_a (1 - CCC_a)` of the student's attributes against the teacher's, and `label_weight` times the Crab
+    objective (`crab_objective`: CE, MLCS, the attribute labels) over the rows that have labels. `outputs` is the
+    student's forward without labels (`logits`, `attributes`, `csl_embeddings`); `teacher` the teacher's outputs by
+    batch key (`teacher_logits`, `teacher_attributes`); `labels` the batch's labels by head (`labels` (B,), -100 on a
+    row without a class; `attribute_labels` (B, A), NaN where missing). Returns `CrabObjective(loss, terms)`: the
+    terms of `objective_terms()` (over the labelled rows; None without any) then `DISTILLATION_TERMS`."""
+    settings = {**DISTILLATION_DEFAULTS, **(getattr(config, "distillation", None) or {})}
+    class_labels, attribute_labels = labels.get("labels"), labels.get("attribute_labels")
+    reference = outputs.logits if outputs.logits is not None else outputs.attributes
+    with torch.autocast(reference.device.type, enabled=False):
+        weighted, terms = [], dict.fromkeys([*objective_terms(), *DISTILLATION_TERMS])
+        labelled = torch.ones(len(reference), dtype=torch.bool, device=reference.device)
+        if class_labels is not None:
+            labelled = class_labels >= 0
+        if attribute_labels is not None or class_labels is not None:
+            if bool(labelled.any()):  # a host sync, as the objective's own checks make
+                hard = crab_objective(
+                    logits=None if outputs.logits is None else outputs.logits[labelled],
+                    labels=None if class_labels is None else class_labels[labelled],
+                    csl_embeddings={tap: e[labelled] for tap, e in (outputs.csl_embeddings or {}).items()},
+                    config=config,
+                    attributes=None if outputs.attributes is None else outputs.attributes[labelled],
+                    attribute_labels=None if attribute_labels is None else attribute_labels[labelled],
+                )
+                terms.update(hard.terms)
+                weighted.append(hard.loss * settings["label_weight"])
+        if outputs.logits is not None and teacher.get(TEACHER_PREFIX + "logits") is not None:
+            terms["soft_loss"] = soft = soft_label_loss(
+                outputs.logits, teacher[TEACHER_PREFIX + "logits"], settings["temperature"]
+            )
+            weighted.append(soft * settings["soft_weight"])
+        if outputs.attributes is not None and teacher.get(TEACHER_PREFIX + "attributes") is not None:
+            terms["soft_attribute_loss"] = matched = concordance_loss(
+                outputs.attributes.float(), teacher[TEACHER_PREFIX + "attributes"].float()
+            )
+            if matched is not None:
+                weighted.append(matched * settings["attribute_weight"])
+        if not weighted:
+            weighted = [reference.float().sum() * 0.0]
+        return CrabObjective(sum(weighted[1:], weighted[0]), terms)
+
+
 __all__ = [
     "multi_positive_contrastive_loss",
     "supcon_loss",
@@ -259,4 +331,9 @@ __all__ = [
     "CrabObjective",
     "objective_terms",
     "crab_objective",
+    "TEACHER_PREFIX",
+    "DISTILLATION_DEFAULTS",
+    "DISTILLATION_TERMS",
+    "soft_label_loss",
+    "distillation_objective",
 ]

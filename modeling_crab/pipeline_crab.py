@@ -10,6 +10,7 @@ this works where the Crab package is not installed:
     pipe("speech.wav", text="")                  # audio only, for models trained with modality dropout
     pipe("long.wav", text="...", return_windows=True)  # {"aggregate": [...], "windows": [{start, end, scores}]}
     pipe(files, text=transcripts, batch_size=64, precision="bf16")  # GPU throughput: batched, bf16 autocast
+    pipe(files, text=transcripts, batch_size=64, pad_to_buckets=True)  # batches padded to the trained buckets
     pipe(waveforms_b_by_n, text=transcripts)     # a 2-D array or tensor (B, N) is B recordings, as in the processor
     pipe("speech.wav", text="...", backend="onnx")  # onnxruntime on the export's onnx/ graph ("onnx-int8": int8)
 
@@ -51,6 +52,7 @@ from transformers.utils import logging as hf_logging
 from .audio import MIN_AUDIO_S, as_waveform_list, check_sampling_rate, crop_length, mono_float32, read_audio, resample
 from .configuration_crab import min_audio_samples
 from .heads import answer, heads_of, window_answer
+from .shape_buckets import ShapeBuckets
 from .text import check_transcript, clean_transcript
 
 PIPELINE_TASK = "speech-emotion-recognition"
@@ -212,6 +214,11 @@ class CrabEmotionPipeline(Pipeline):
         precision: `"fp32"` (default) or `"bf16"`: bf16 autocast, with the speech CNN and the GRUs in fp32
             (`config.fp32_under_autocast`); probabilities within about 1.5e-2 of fp32; pays for batches on GPUs (at batch 1 its weight casts
             cost more than they save: bench/RESULTS.md).
+        pad_to_buckets: pad each batch of windows to a shape bucket, so that a compiled model (static shapes, CUDA
+            graphs) sees a handful of shapes: `True` for the buckets the model was trained with (the processor's
+            `shape_buckets`), or `{"audio": [16 kHz samples, ...], "text": [tokens, ...]}` (a list: audio only).
+            The same scores as without (the head masks the padding), to float rounding. Unset: each batch is padded
+            to its longest window.
     """
 
     _load_processor = True
@@ -243,6 +250,7 @@ class CrabEmotionPipeline(Pipeline):
         asr_model=None,
         precision=None,
         backend=None,
+        pad_to_buckets=None,
         **kwargs,
     ):
         if kwargs:
@@ -263,8 +271,10 @@ class CrabEmotionPipeline(Pipeline):
             )
         if return_windows is not None and not isinstance(return_windows, bool):
             raise TypeError(f"return_windows={return_windows!r}; pass True or False")
+        if pad_to_buckets is not None and not isinstance(pad_to_buckets, bool):
+            pad_to_buckets = ShapeBuckets.of(pad_to_buckets)  # checked before any audio is read
         preprocess = {"sampling_rate": sampling_rate, "chunk_length_s": chunk_length_s, "asr_model": asr_model}
-        forward = {"precision": precision, "backend": backend}
+        forward = {"precision": precision, "backend": backend, "pad_to_buckets": pad_to_buckets}
         postprocess = {"top_k": top_k, "return_windows": return_windows}
         # only what was given, so that call arguments override those given when the pipeline was built
         preprocess = {key: value for key, value in preprocess.items() if value is not None}
@@ -330,8 +340,16 @@ class CrabEmotionPipeline(Pipeline):
         """`(waveform, transcript, name)` windows (16 kHz) -> each output head's window scores by `scores_key`,
         `(windows, K)` numpy arrays in the windows' order. The windows of any number of recordings go through the
         model longest first in batches of `batch_size` (little padding to compute; the head masks it); transcripts
-        are padded as in training (the processor's saved `text_padding`). `forward_params`: `precision`, `backend`."""
+        are padded as in training (the processor's saved `text_padding`). `forward_params`: `precision`, `backend`,
+        `pad_to_buckets` (each batch padded to a shape bucket: the processor's `pad_to_buckets=`)."""
+        forward_params = dict(forward_params)
+        pad_to_buckets = forward_params.pop("pad_to_buckets", None)
         if not getattr(self.model.config, "mask_padding", True):
+            if pad_to_buckets not in (None, False):
+                raise ValueError(
+                    "pad_to_buckets pads windows, and this model's head does not mask padding (config.mask_padding="
+                    "False, the release recipe), so padding would change its scores; leave pad_to_buckets unset"
+                )
             batch_size = 1  # an unmasked head computes another function on padded audio: one window at a time
         order = sorted(range(len(windows)), key=lambda i: -len(windows[i][0]))
         scores = {head.scores_key: [] for head in heads_of(self.model.config)}  # each head's (windows, K) batches
@@ -347,6 +365,7 @@ class CrabEmotionPipeline(Pipeline):
                 max_duration_s=None,
                 return_tensors="pt",
                 names=[n for _, _, n in chunk],
+                **({} if pad_to_buckets is None else {"pad_to_buckets": pad_to_buckets}),
             )
             chunk_outputs = {
                 k: v for k, v in self.forward(dict(model_inputs), **forward_params).items() if v is not None

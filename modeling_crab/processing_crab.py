@@ -9,6 +9,12 @@ a whitespace-only transcript is the empty one (`<s></s>`, audio only).
 A call takes transformers' processor keywords (`CrabProcessorKwargs`: flat, or nested in `text_kwargs` /
 `audio_kwargs`); those it leaves unset fall back to the saved settings, so a call without keywords processes as the
 model was trained. Every keyword is honoured or refused with an error naming it: none is ignored.
+
+Shape buckets (`shape_buckets.py`) are asked for per call, `pad_to_buckets=`: the audio ones go to the feature
+extractor (its `pad_to_buckets`), the text ones pad the tokenised batch further. A training run with
+`--shape_buckets` saves its buckets here (`processor.shape_buckets`, in `processor_config.json`) for
+`pad_to_buckets=True`; a call
+without it pads to the longest, bucketed or not, as padding never changes a masked model's outputs.
 """
 
 import threading
@@ -34,6 +40,7 @@ from .feature_extraction_crab import (
     unpadded_batch_error,
 )
 from .options import MAX_TEXT_TOKENS, TEXT_PADDINGS
+from .shape_buckets import ShapeBuckets, bucket_length
 from .text import check_transcript, clean_transcript
 
 # Fast tokenizers keep truncation and padding settings in shared state: concurrent calls would mix them up.
@@ -189,6 +196,9 @@ class CrabProcessor(ProcessorMixin):
             processors sharing one do not change each other). Unset: the feature extractor's own. Processors
             saved by earlier Crab releases keep them here, in `processor_config.json`; they load into the feature
             extractor, which saves them from then on.
+        shape_buckets: the padded lengths the model was trained with (`ShapeBuckets`, or its dict `{"audio":
+            [16 kHz samples], "text": [tokens]}`; `train.py --shape_buckets K` sets them), applied by a call that
+            passes `pad_to_buckets=True`. None: none saved.
 
     `max_duration_s`, `normalization`, `waveform_mean`, `waveform_std`, `set_waveform_stats` and `sampling_rate`
     read and write the feature extractor's. Bad input gets an error naming the input and the fix (the audio's from
@@ -209,6 +219,7 @@ class CrabProcessor(ProcessorMixin):
         text_padding: str = "longest",
         waveform_mean: float | None = None,
         waveform_std: float | None = None,
+        shape_buckets: ShapeBuckets | dict | None = None,
         **kwargs,
     ):
         check_processor_settings(max_text_length=max_text_length, text_padding=text_padding)
@@ -225,6 +236,7 @@ class CrabProcessor(ProcessorMixin):
             audio_settings["max_duration_s"] = max_duration_s
         self.text_padding = text_padding
         self.max_text_length = max_text_length
+        self.shape_buckets = shape_buckets
         super().__init__(as_crab_feature_extractor(feature_extractor, **audio_settings), tokenizer, **kwargs)
 
     @classmethod
@@ -254,6 +266,31 @@ class CrabProcessor(ProcessorMixin):
     @property
     def model_input_names(self) -> list[str]:
         return ["input_values", "attention_mask", "input_ids", "text_attention_mask"]
+
+    @property
+    def shape_buckets(self) -> ShapeBuckets | None:
+        """The saved shape buckets (None: none), which a call applies with `pad_to_buckets=True`."""
+        saved = self.__dict__.get("shape_buckets")
+        return None if saved is None else ShapeBuckets.of(saved)
+
+    @shape_buckets.setter
+    def shape_buckets(self, value: ShapeBuckets | dict | None) -> None:
+        # kept as its dict under the attribute's own name: what `to_dict` saves in processor_config.json
+        self.__dict__["shape_buckets"] = None if value is None else ShapeBuckets.of(value).to_dict()
+
+    def _call_buckets(self, pad_to_buckets) -> ShapeBuckets:
+        """A call's `pad_to_buckets=`: None/False (none), True (the saved ones), or the buckets themselves."""
+        if pad_to_buckets is None or pad_to_buckets is False:
+            return ShapeBuckets()
+        if pad_to_buckets is True:
+            if self.shape_buckets is None:
+                raise ValueError(
+                    "pad_to_buckets=True pads to the buckets saved with the processor, and it has none (the model was "
+                    "trained without --shape_buckets); pass them: pad_to_buckets={'audio': [16 kHz samples, ...], "
+                    "'text': [tokens, ...]}"
+                )
+            return self.shape_buckets
+        return ShapeBuckets.of(pad_to_buckets)
 
     # -- audio: the feature extractor's settings --------------------------------------------------------------
     @property
@@ -330,16 +367,28 @@ class CrabProcessor(ProcessorMixin):
         }
 
     def _tokenize(
-        self, texts: list[str], names: Sequence[str] | None = None, return_attention_mask: bool = True, **options
+        self,
+        texts: list[str],
+        names: Sequence[str] | None = None,
+        return_attention_mask: bool = True,
+        pad_to_buckets: tuple[int, ...] | None = None,
+        **options,
     ) -> dict[str, np.ndarray]:
+        """Transcripts -> `input_ids` (B, L) and `text_attention_mask` (B, L), then padded on to the bucket of L
+        among `pad_to_buckets` (tokens)."""
         for i, text in enumerate(texts):
             check_transcript(text, f"the transcript of {names[i]}" if names else f"transcript {i}")
         texts = [clean_transcript(text) for text in texts]  # as in training: nothing visible is the empty one
         with _TOKENIZER_LOCK:
-            encoded = self.tokenizer(texts, return_tensors="np", **options)
+            encoded = self.tokenizer(texts, return_tensors="np", return_attention_mask=True, **options)
+        input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
+        extra = bucket_length(input_ids.shape[1], pad_to_buckets) - input_ids.shape[1]
+        if extra:
+            input_ids = np.pad(input_ids, ((0, 0), (0, extra)), constant_values=self.tokenizer.pad_token_id)
+            attention_mask = np.pad(attention_mask, ((0, 0), (0, extra)))
         if not return_attention_mask:
-            return {"input_ids": encoded["input_ids"]}
-        return {"input_ids": encoded["input_ids"], "text_attention_mask": encoded["attention_mask"]}
+            return {"input_ids": input_ids}
+        return {"input_ids": input_ids, "text_attention_mask": attention_mask}
 
     def transcript_lengths(self, texts: Sequence[str]) -> list[int]:
         """Each transcript's length in the model's tokens, `<s>` and `</s>` included, before truncation: those
@@ -426,6 +475,7 @@ class CrabProcessor(ProcessorMixin):
         audio=None,
         text: str | Sequence[str] | None = None,
         names: Sequence[str] | None = None,
+        pad_to_buckets: ShapeBuckets | dict | list | bool | None = None,
         **kwargs: Unpack[CrabProcessorKwargs],
     ) -> BatchFeature:
         """Process one utterance or a batch.
@@ -436,6 +486,10 @@ class CrabProcessor(ProcessorMixin):
                 multichannel recording in a list.
             text: the transcript(s), one per waveform.
             names: what to call each utterance in errors and warnings (default `audio 0`, `audio 1`, ...).
+            pad_to_buckets: pad the batch to shape buckets (`ShapeBuckets`; a dict `{"audio": [16 kHz samples],
+                "text": [tokens]}`; a list: audio buckets only; `True`: the saved `shape_buckets`): the audio to the
+                smallest audio bucket that holds its longest waveform, the transcripts likewise in tokens; a batch
+                longer than every bucket pads to its longest. Unset: no buckets.
             **kwargs: transformers' processor keywords (`CrabProcessorKwargs`), flat or nested in `text_kwargs` /
                 `audio_kwargs`, for this call only; unset ones process as the model was trained:
                 - `sampling_rate`: the rate of `audio`, resampled to the model's when different (unset: a warning,
@@ -459,6 +513,7 @@ class CrabProcessor(ProcessorMixin):
             raise ValueError("CrabProcessor needs `audio`, `text`, or both")
         check_processor_settings(max_text_length=self.max_text_length, text_padding=self.text_padding)
         kwargs = self._call_keywords(kwargs, None if audio is None else names[0] if names else "audio 0")
+        buckets = self._call_buckets(pad_to_buckets)
         merged = self._merged_keywords(kwargs)
         return_tensors = self._tensor_type(merged, audio is not None, text is not None)
         audio_kwargs, text_kwargs = merged["audio_kwargs"], merged["text_kwargs"]
@@ -470,7 +525,7 @@ class CrabProcessor(ProcessorMixin):
         if text is not None:
             tokenizer_options = self._tokenizer_options(**text_kwargs)  # checked before any audio is processed
         if audio is not None:
-            data.update(self.feature_extractor(audio, names=names, **audio_kwargs))
+            data.update(self.feature_extractor(audio, names=names, pad_to_buckets=buckets.audio, **audio_kwargs))
         if text is not None:
             texts = [text] if isinstance(text, (str, bytes, bytearray)) else list(text)
             if audio is not None and len(texts) != len(data["input_values"]):
@@ -483,7 +538,7 @@ class CrabProcessor(ProcessorMixin):
                 raise ValueError(f"got {len(data['input_values'])} waveforms but {len(texts)} transcripts{hint}")
             if names is not None and len(names) != len(texts):
                 raise ValueError(f"got {len(texts)} transcripts but {len(names)} names")
-            data.update(self._tokenize(texts, names, **tokenizer_options))
+            data.update(self._tokenize(texts, names, pad_to_buckets=buckets.text, **tokenizer_options))
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def batch_decode(self, *args, **kwargs):

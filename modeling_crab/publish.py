@@ -244,6 +244,27 @@ def training_setup(config: dict, eval_results: dict, processor: ProcessorSetting
     )
 
 
+def distillation_sentence(config: dict, eval_results: dict) -> str:
+    """' Distilled from ...': a student's teacher, preset and size against the teacher's (`config.json`'s
+    `distillation`, `training/distill.py`) and its top-1 agreement with the teacher where the run measured it; ''
+    for a model trained otherwise."""
+    record = config.get("distillation")
+    if not record:
+        return ""
+    sentence = (
+        f" Distilled from `{record['teacher']}` (the `{record['student']}` student: "
+        f"{record['student_parameters']:,} parameters against the teacher's {record['teacher_parameters']:,})"
+    )
+    agreement = [
+        f"{eval_results[f'{role}_teacher_agreement']:.1%} of the {name} clips"
+        for role, name in (("eval", "dev"), ("test", "test"))
+        if f"{role}_teacher_agreement" in eval_results
+    ]
+    if agreement:
+        sentence += f"; its top class is the teacher's on {' and '.join(agreement)}"
+    return sentence + "."
+
+
 def augmentation_sentence(config: dict) -> str:
     """' Training audio: ...': the waveform augmentation (`config.json`'s `augmentation`, from
     `training.augment.WaveformAugmentation`) and the speech encoder's SpecAugment settings; '' for a config written
@@ -516,7 +537,8 @@ def render_model_card(
         "results_table": _results_table(entries, eval_results),
         "dataset_name": info.name,
         "targets": words([head.card_targets for head in heads]),
-        "training_setup": training_setup(config, eval_results, processor),
+        "training_setup": training_setup(config, eval_results, processor)
+        + distillation_sentence(config, eval_results),
         "inputs": inputs_sentence(config, processor),
         "answer_example": _literal(example_answer(heads)),
         "pipeline_notes": pipeline_notes(config, heads, processor),

@@ -202,9 +202,43 @@ def _tiny_export(folder: Path) -> None:
     export_for_inference(model, CrabProcessor(extractor, tokenizer), folder)
 
 
+def run_distill(command: str, workdir: Path) -> None:
+    """`crab distill TEACHER ...`: a tiny teacher of `write_corpus`' classes and attributes at TEACHER, small corpora at
+    the manifests, one step (`FAST`)."""
+    import torch
+    from transformers import Wav2Vec2FeatureExtractor
+
+    from modeling_crab import CrabForEmotionClassification, CrabProcessor, export_for_inference
+    from modeling_crab.cli import main
+    from modeling_crab.training import build_tiny_tokenizer, tiny_crab_config
+
+    argv = _argv(command, "crab")
+    tokenizer = build_tiny_tokenizer(["i can't believe you did that"], vocab_size=400)
+    labels = dict(enumerate(("angry", "happy", "neutral", "sad")))
+    attributes = ["arousal", "valence", "dominance"]
+    config = tiny_crab_config(4, labels, vocab_size=len(tokenizer), attribute_names=attributes)
+    torch.manual_seed(0)
+    export_for_inference(
+        CrabForEmotionClassification(config).eval(),
+        CrabProcessor(Wav2Vec2FeatureExtractor(return_attention_mask=True), tokenizer),
+        workdir / argv[1],
+    )
+    for flag in ("--manifest", "--unlabelled_manifest"):
+        if flag in argv:
+            write_corpus(Path(argv[argv.index(flag) + 1]).parent, {"train": 2, "dev": 1}, attributes=True)
+    from modeling_crab.recipes import demo
+
+    generate = demo.generate_demo_corpus
+    with pytest.MonkeyPatch.context() as patch:  # without --manifest: a demo corpus of 12 clips per class, not 80
+        patch.setattr(demo, "generate_demo_corpus", lambda out_dir: generate(out_dir, n_per_class=12))
+        assert main([*argv, *FAST]) == 0, command
+
+
 def _kind(command: str) -> str:
     if command in NOT_RUN_HERE:
         return "not run here"
+    if command.startswith("crab distill "):
+        return "distill"
     if command.startswith(("python train.py", "accelerate launch train.py")):
         return "train"
     if command.startswith("python -m modeling_crab."):
@@ -220,7 +254,8 @@ def _is_slow(command: str) -> bool:
     """Training commands (10-60 s each on 2 cores: corpus, tiny model, a step, export), ONNX exports (40 s) and the
     LOSO driver run in the full suite (`bash scripts/test.sh`); `--help` and the other modules in the fast one."""
     exports_onnx = _kind(command) == "crab" and ("export-onnx" in command or "--backend onnx" in command)
-    return (_kind(command) == "train" and "--help" not in command) or "iemocap_loso" in command or exports_onnx
+    trains = _kind(command) == "distill" or (_kind(command) == "train" and "--help" not in command)
+    return trains or "iemocap_loso" in command or exports_onnx
 
 
 def test_every_command_is_run():
@@ -238,6 +273,9 @@ def test_every_command_is_run():
     ids=[f"{doc}:{command[:70]}" for doc, command in COMMANDS if _kind(command) != "not run here"],
 )
 def test_documented_command_runs(doc, command, workdir):
+    if _kind(command) == "distill":
+        run_distill(command, workdir)
+        return
     if _kind(command) == "module":
         run_module(command, workdir)
         return
@@ -257,7 +295,7 @@ def test_commands_after_the_demo_use_its_output_folder():
     trained = {demo_dir}
     for _, command in COMMANDS:
         words = shlex.split(command)
-        if _kind(command) == "train" and "--output_dir" in words:
+        if _kind(command) in ("train", "distill") and "--output_dir" in words:
             trained.add(words[words.index("--output_dir") + 1])
     paths = [
         arg for _, command in COMMANDS for arg in shlex.split(command) if "/inference" in arg or "demo_corpus" in arg

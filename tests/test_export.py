@@ -173,7 +173,7 @@ def test_export_files(tiny_config, tiny_processor, tmp_path):
     checkpoint = export_for_inference(model, tiny_processor, tmp_path / "inference")
     names = {p.name for p in checkpoint.iterdir()}
     assert {"config.json", "model.safetensors", "configuration_crab.py", "modeling_crab.py", "losses.py"} <= names
-    assert {"processing_crab.py", "audio.py", "wavlm_attention.py", "attributes.py"} <= names
+    assert {"processing_crab.py", "audio.py", "wavlm_attention.py", "attributes.py", "shape_buckets.py"} <= names
     assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in names)
     with safe_open(checkpoint / "model.safetensors", "pt") as weights:
         keys = list(weights.keys())

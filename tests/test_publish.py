@@ -61,7 +61,7 @@ def test_dry_run_writes_exactly_the_upload(staged):
     model_files = {p.name for p in (staged / "model").iterdir()}
     code = {"configuration_crab.py", "modeling_crab.py", "processing_crab.py", "pipeline_crab.py", "losses.py"}
     code |= {"audio.py", "wavlm_attention.py", "attributes.py", "heads.py", "options.py", "text.py"}
-    code |= {"feature_extraction_crab.py"}
+    code |= {"feature_extraction_crab.py", "shape_buckets.py"}
     assert model_files == code | {
         "config.json",
         "model.safetensors",

@@ -49,6 +49,7 @@ __all__ = [
     "synthetic_attributes",
     "write_synthetic_corpus",
     "generate_demo_corpus",
+    "generate_unlabelled_demo_clips",
     "corpus_parser",
     "main",
 ]
@@ -752,6 +753,15 @@ def generate_demo_corpus(
     """The built-in demo corpus (formant synthesis, the sentences above) in `out_dir`: `write_synthetic_corpus`;
     its parameters are recorded in ``out_dir/demo_corpus.json``."""
     return write_synthetic_corpus(out_dir, FORMANT, n_per_class, seed, sampling_rate, splits, n_speakers)
+
+
+def generate_unlabelled_demo_clips(
+    out_dir: str | os.PathLike, n_per_class: int = 80, seed: int = 1, n_speakers: int = 48
+) -> pathlib.Path:
+    """Further clips of the demo corpus's kind for a teacher to label (`crab distill` without `--manifest`): its
+    synthesis and sentences, spoken by `n_speakers` other voices (`seed` must differ from the corpus's 42: the voices
+    are drawn from it, so the same seed would repeat the dev and test voices). Their labels are left unused."""
+    return write_synthetic_corpus(out_dir, FORMANT, n_per_class, seed, 16000, (0.7, 0.15, 0.15), n_speakers)
 
 
 def corpus_parser(description: str, n_speakers: int) -> argparse.ArgumentParser:

@@ -81,6 +81,12 @@ class ModelArguments:
         "compilation up front, then fewer kernel launches (same function). --torch_compile instead compiles the whole "
         "model as one region",
     )
+    bf16_weights: bool = option(
+        False,
+        "with --bf16: keep bf16 copies of the encoders' linear weights from one optimizer step to the next instead of "
+        "autocast casting them again in every micro-batch (the same function; the optimizer and checkpoints keep "
+        "the fp32 weights). Not with DeepSpeed, FSDP or --torch_compile",
+    )
 
 
 def _head_arguments():
@@ -135,6 +141,12 @@ class DataArguments:
         "longest: pad transcripts to the longest of the batch; max_length: always to max_text_length (the release). "
         "Saved with the processor, so inference pads the same way",
         TEXT_PADDINGS,
+    )
+    shape_buckets: int | None = option(
+        None,
+        "pad batches to N audio and N text lengths chosen from the training split: static shapes for CUDA "
+        "graphs, same loss (docs/training.md)",
+        check=(AT_LEAST_ONE[0], "a whole number of buckets >= 1"),
     )
     normalization: str = option(
         "global", "waveform normalisation: global (train-set stats), utterance or none", NORMALIZATIONS
@@ -193,6 +205,46 @@ class OptimizationArguments:
     )
 
 
+STUDENT_PRESETS = PRESETS / "students"  # distillation's student sizes, one YAML file each (distill.py reads them)
+
+
+def student_preset_names() -> list[str]:
+    """The student presets (`--student`): the files of `presets/students/`."""
+    return sorted(path.stem for path in STUDENT_PRESETS.glob("*.yaml"))
+
+
+@dataclass
+class DistillationArguments:
+    _argument_group_name = "DistillationArguments (a small student trained on a teacher's outputs: crab distill)"
+
+    teacher: str | None = option(
+        None,
+        "distil this Crab model (a folder: an inference export or a train.py output_dir, or a Hub repo) into a small "
+        "student of the same kind, trained on its outputs and the labels there are (docs/distillation.md)",
+    )
+    student: str = option("small", "the student's size: a preset of presets/students/", tuple(student_preset_names()))
+    unlabelled_manifest: list[str] | None = option(
+        None,
+        "manifests of further audio with transcripts and no labels needed (labels there are left unused): the "
+        "teacher labels them and the student trains on them too",
+    )
+    distill_temperature: float = option(
+        2.0, "T of the soft-target term (scaled by T^2, as Hinton et al.)", check=POSITIVE
+    )
+    distill_soft_weight: float = option(1.0, "weight of the teacher's class probabilities (KL)", check=NON_NEGATIVE)
+    distill_attribute_weight: float = option(
+        1.0, "weight of the teacher's attributes (1 - CCC against them)", check=NON_NEGATIVE
+    )
+    distill_label_weight: float = option(
+        1.0, "weight of the Crab objective on the manifest's labels, over the rows that have them", check=NON_NEGATIVE
+    )
+    teacher_cache: str | None = option(
+        None,
+        "where the teacher's outputs are cached, once per clip (reused while teacher, processor and data are "
+        "unchanged); none: output_dir/teacher_outputs",
+    )
+
+
 # transformers' own TrainingArguments have no checks of ours; these values would only fail later
 TRAINING_CHECKS = {
     "learning_rate": POSITIVE,
@@ -212,6 +264,7 @@ class RunArguments(NamedTuple):
     optimization: OptimizationArguments
     augmentation: WaveformAugmentation
     spec_augment: SpecAugment
+    distillation: DistillationArguments
     training: Any  # TrainingArguments
 
     @property
@@ -225,7 +278,9 @@ class RunArguments(NamedTuple):
         out = Path(self.training.output_dir) / "frozen_baseline"
         return self._replace(
             model=replace(self.model, frozen_baseline=False),
-            data=replace(self.data, manifest=str(manifest), encoder_cache=str(out / "encoder_cache")),
+            data=replace(
+                self.data, manifest=str(manifest), encoder_cache=str(out / "encoder_cache"), shape_buckets=None
+            ),
             augmentation=WaveformAugmentation(),
             training=replace(self.training, output_dir=str(out), resume_from_checkpoint=None),
         )
@@ -238,6 +293,7 @@ ARGUMENT_GROUPS = (
     OptimizationArguments,
     WaveformAugmentation,
     SpecAugment,
+    DistillationArguments,
 )
 
 HELP_DESCRIPTION = """\
@@ -360,12 +416,15 @@ def read_settings_file(path: str | os.PathLike) -> dict:
     return values
 
 
-def preset_names(recipe: str, tiny: bool, manifest: str | None) -> list[str]:
-    """The presets a run applies, in order: the recipe (crab, or crab then release), tiny, demo."""
+def preset_names(recipe: str, tiny: bool, manifest: str | None, teacher: str | None = None) -> list[str]:
+    """The presets a run applies, in order: the recipe (crab, or crab then release), distill (a student of
+    `--teacher`), tiny, demo (not for a student: its classes and attributes are the teacher's)."""
     names = ["crab"] + (["release"] if recipe == "release" else [])
+    if teacher:
+        names.append("distill")
     if tiny or manifest is None:
         names.append("tiny")
-    if manifest is None:
+    if manifest is None and not teacher:
         names.append("demo")
     return names
 
@@ -426,7 +485,7 @@ def parse_arguments(argv: list[str]) -> RunArguments:
     chosen, _ = parser.parse_known_args(without_help)
     if chosen.recipe not in RECIPES:  # it names the presets: checked before they are read
         parser.exit(2, f"train.py: error: --recipe {chosen.recipe!r}: pass one of {', '.join(RECIPES)}\n")
-    presets = preset_defaults(preset_names(chosen.recipe, chosen.tiny, chosen.manifest))
+    presets = preset_defaults(preset_names(chosen.recipe, chosen.tiny, chosen.manifest, chosen.teacher))
     explicit = set(file_values) | given_on_command_line(parser, without_help)
     parser.set_defaults(**{**machine_defaults(), **presets})  # a preset's bf16 over the machine's
     parser.set_defaults(**file_values)
@@ -491,11 +550,48 @@ def joint_problems(arguments: RunArguments) -> list[str]:
             "change; drop --encoder_cache, or the augmentation flags (--pitch_prob, --speed_factors, --gain_db, "
             "--noise_prob, --reverb_prob)"
         )
+    if arguments.model.bf16_weights:
+        from .precision import bf16_weights_problems  # imports torch, as TrainingArguments already has
+
+        problems += bf16_weights_problems(training)
+    if data.shape_buckets and arguments.head.mask_padding is False:
+        problems.append(
+            "--shape_buckets pads batches further, and the unmasked head (--mask_padding false) computes another "
+            "function on padding; drop --shape_buckets, or add --mask_padding true"
+        )
+    if data.shape_buckets and data.encoder_cache:
+        problems.append(
+            "--shape_buckets pads the encoders' input, and --encoder_cache trains the head alone on cached features "
+            "that never go through the encoders again; drop one of them"
+        )
+    if arguments.distillation.teacher:
+        problems += distillation_problems(arguments)
     if data.encoder_cache and arguments.head.mask_padding is False:
         problems.append(
             "--encoder_cache needs --mask_padding true: cached features are stored without padding, and the unmasked "
             "head computes another function without it; add --recipe crab (or --mask_padding true)"
         )
+    return problems
+
+
+def distillation_problems(arguments: RunArguments) -> list[str]:
+    """What a student of `--teacher` cannot be trained with: the teacher's outputs are computed once per clip, on
+    the audio as it is (so no waveform augmentation), and the student is built from the teacher (so no other model
+    to start from, and no frozen-encoder run)."""
+    problems = []
+    if arguments.augmentation.active:
+        problems.append(
+            "--teacher: the teacher's outputs are computed once per clip, on the clip as it is, and augmented audio "
+            "would be scored against another clip's targets; drop the augmentation flags (--pitch_prob, "
+            "--speed_factors, --gain_db, --noise_prob, --reverb_prob)"
+        )
+    for flag, value in (
+        ("--model_name_or_path", arguments.model.model_name_or_path),
+        ("--encoder_cache", arguments.data.encoder_cache),
+        ("--frozen_baseline", arguments.model.frozen_baseline),
+    ):
+        if value:
+            problems.append(f"--teacher builds its student from the teacher; drop {flag}")
     return problems
 
 
@@ -526,6 +622,7 @@ def check_crop_length(max_duration_s: float, min_samples: int, sampling_rate: in
 __all__ = [
     "AugmentationError",
     "DataArguments",
+    "DistillationArguments",
     "HeadArguments",
     "ModelArguments",
     "OptimizationArguments",

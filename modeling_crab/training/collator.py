@@ -1,15 +1,19 @@
-"""Batching: pad both modalities with the Crab processor; the training samplers, whose order depends only on the
-seed and the epoch (clips of similar length grouped, or shuffled), and the epoch carried to the dataset inside the
-indices for waveform augmentation."""
+"""Batching: pad both modalities with the Crab processor (to the batch's longest, or to shape buckets chosen from
+the training split, `choose_shape_buckets`); the training samplers, whose order depends only on the seed and the
+epoch (clips of similar length grouped, or shuffled), and the epoch carried to the dataset inside the indices for
+waveform augmentation."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from ..audio import crop_length
+from ..shape_buckets import AUDIO_MULTIPLE, TEXT_MULTIPLE, ShapeBuckets, choose_buckets, padding_overhead
 from .data import SAMPLING_RATE
 
 
@@ -21,11 +25,13 @@ class CrabDataCollator:
 
     `labels` is left out when any feature has no label (hidden test labels). Other feature keys (`id`) are dropped.
     Audio is not cropped again: the dataset's reader crops once, reading only the kept frames (`load_audio`), as the
-    pipeline cuts its windows before calling the processor.
+    pipeline cuts its windows before calling the processor. With `shape_buckets`, T and L are the smallest buckets
+    that hold the batch's longest clip and transcript (the processor's `pad_to_buckets=`).
     """
 
     processor: Any
     sampling_rate: int = SAMPLING_RATE
+    shape_buckets: ShapeBuckets | None = None
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = self.processor(
@@ -34,6 +40,7 @@ class CrabDataCollator:
             sampling_rate=self.sampling_rate,
             max_duration_s=None,
             return_tensors="pt",
+            pad_to_buckets=self.shape_buckets,
         )
         batch = dict(batch)
         labels = [feature.get("label") for feature in features]
@@ -43,6 +50,55 @@ class CrabDataCollator:
         if attribute_labels is not None:
             batch["attribute_labels"] = attribute_labels
         return batch
+
+
+def choose_shape_buckets(
+    train, processor, count: int, sampler: Iterable | None = None, batch_size: int = 1, evaluated: Iterable = ()
+) -> tuple[ShapeBuckets, str]:
+    """`count` audio buckets and `count` text buckets for training on `train` (a `CrabAudioTextDataset`), chosen
+    from its length histograms (`shape_buckets.choose_buckets`), the largest holding the longest item of the
+    `evaluated` datasets too; and the line that reports them with what they cost.
+
+    Audio lengths are the clips as the collator gets them: cropped to the dataset's `max_duration_s` and, under
+    speed perturbation, at each speed factor (N / f samples), so that a perturbed clip finds its bucket too. Token
+    lengths are the transcripts', truncated at the processor's `max_text_length`; no text buckets where transcripts
+    are always padded to it (`text_padding="max_length"`: one shape already). The cost is measured on the batches of
+    `batch_size` that `sampler` (the trainer's, for one epoch) makes of the unperturbed clips: the padded samples
+    and tokens they hold bucketed, against padded to each batch's longest."""
+    evaluated = list(evaluated)
+    clips, factors = _clip_lengths(train), getattr(train.augmentation, "speed_factors", None) or (1.0,)
+    crop = crop_length(train.max_duration_s, SAMPLING_RATE) or float("inf")
+    perturbed = [min(round(n / f), crop) for n in clips for f in factors]
+    longest_evaluated = max((max(_clip_lengths(d), default=0) for d in evaluated), default=0)
+    audio = choose_buckets(perturbed, count, AUDIO_MULTIPLE, longest=longest_evaluated)
+    tokens = text = None
+    if processor.text_padding != "max_length":
+        tokens = _token_lengths(train, processor)
+        longest_evaluated = max((max(_token_lengths(d, processor), default=0) for d in evaluated), default=0)
+        text = choose_buckets(tokens, count, TEXT_MULTIPLE, longest=longest_evaluated)
+    buckets = ShapeBuckets(audio, text)
+    order = [item[1] if isinstance(item, tuple) else int(item) for item in (sampler or range(len(clips)))]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    cost = f"{padding_overhead(([clips[i] for i in b] for b in batches), buckets.audio):.1%} more audio samples"
+    if tokens is not None:
+        cost += f" and {padding_overhead(([tokens[i] for i in b] for b in batches), buckets.text):.1%} more tokens"
+    line = (
+        f"--shape_buckets {count}: {buckets.describe(SAMPLING_RATE)}; batches padded to their bucket hold {cost} "
+        f"than padded to their longest ({len(batches)} batches of {batch_size}, one epoch of the training split)"
+    )
+    return buckets, line
+
+
+def _clip_lengths(dataset) -> list[int]:
+    """A dataset's clip lengths (16 kHz samples) cropped as its reader crops them."""
+    crop = crop_length(dataset.max_duration_s, SAMPLING_RATE)
+    return [n if crop is None else min(n, crop) for n in dataset.lengths]
+
+
+def _token_lengths(dataset, processor) -> list[int]:
+    """A dataset's transcript lengths in tokens, truncated at the processor's `max_text_length`."""
+    lengths = processor.transcript_lengths([u.text for u in dataset.utterances]) if len(dataset) else []
+    return [min(n, processor.max_text_length) for n in lengths]
 
 
 def attribute_labels_of(features: list[dict[str, Any]]) -> torch.Tensor | None:
@@ -116,6 +172,7 @@ class EpochIndexSampler(torch.utils.data.Sampler):
 
 __all__ = [
     "CrabDataCollator",
+    "choose_shape_buckets",
     "attribute_labels_of",
     "EpochIndexSampler",
     "EpochSeededLengthGroupedSampler",

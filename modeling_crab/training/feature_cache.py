@@ -16,7 +16,8 @@ The model keeps its encoders (frozen), so checkpoints and the inference export a
 and text. Cached features are unpadded, so the head must mask padding (`mask_padding=True`).
 
 Cache layout: `features-00000.safetensors`, ... (`<id>/speech` (T, Da) and `<id>/text` (L, Dt), fp16) and
-`index.json` (`fingerprint`; `sources`: the hash of each part the fingerprint was made from, so that a refusal names
+`index.json` (`features`: what each utterance holds, `speech` and `text` here; distillation stores a teacher's
+outputs in the same kind of cache, `distill.teacher_outputs`; `fingerprint`; `sources`: the hash of each part the fingerprint was made from, so that a refusal names
 what changed; `utterances`: id -> shard, frames, tokens, label). While encoding, the index of the shards written so
 far is `index.partial.json`: an interrupted run continues from the last whole shard. Shards and indexes are written
 under a temporary name and then renamed, so a listed file is whole unless something else cut it short; reading checks
@@ -79,8 +80,14 @@ def encoder_fingerprint(model: CrabModel | CrabForEmotionClassification) -> str:
     """A hash of both encoders' configs and weights (a few seconds at large size). Config entries that do not change
     the features (where it was loaded from, the saving version, the load dtype) are left out."""
     crab = _crab(model)
+    return weights_fingerprint(crab.audio_encoder, crab.text_encoder)
+
+
+def weights_fingerprint(*modules) -> str:
+    """A hash of `modules`' configs (their `config`, as `encoder_fingerprint` leaves it) and weights: what a cache's
+    features depend on (the encoders for the encoder cache, a whole teacher for distillation's)."""
     digest = hashlib.blake2b(digest_size=16)
-    for encoder in (crab.audio_encoder, crab.text_encoder):
+    for encoder in modules:
         config = {k: v for k, v in encoder.config.to_dict().items() if k not in _CONFIG_KEYS_NOT_HASHED}
         digest.update(json.dumps(config, sort_keys=True, default=str).encode())
         for name, tensor in sorted(encoder.state_dict().items()):
@@ -189,6 +196,7 @@ def _load_index(path: Path) -> tuple[dict | None, str | None]:
 
 def _shard_problems(out_dir: Path, index: dict) -> dict[str, str]:
     """What is wrong with each listed shard that is missing, cut short or lacks an utterance it is listed for."""
+    names = index.get("features", ENCODER_FEATURES)
     listed: dict[str, list[str]] = {}
     for utt_id, entry in index["utterances"].items():
         listed.setdefault(entry["shard"], []).append(utt_id)
@@ -203,7 +211,7 @@ def _shard_problems(out_dir: Path, index: dict) -> dict[str, str]:
             except (SafetensorError, OSError) as error:
                 problem = f"{shard} is unreadable ({error})"
             else:
-                missing = [u for u in ids if f"{u}/speech" not in keys or f"{u}/text" not in keys]
+                missing = [u for u in ids if any(f"{u}/{name}" not in keys for name in names)]
                 if missing:
                     listed_for = f"{_utterances(len(missing))} it is listed for ('{missing[0]}', ...)"
                     problem = f"{shard} lacks the features of {listed_for}"
@@ -245,9 +253,12 @@ def cache_encoder_outputs(
     fingerprint: str | None = None,
     *,
     sources: dict | None = None,
+    features=None,
 ) -> int:
     """Run both encoders (eval mode) over `batches` and write each utterance's unpadded speech frames (T, Da) and
     text tokens (L, Dt) to safetensors shards in `out_dir`; returns the number of utterances in the finished cache.
+    `features(model, batch tensors)` computes something else to store per utterance instead (`encoder_features`'
+    contract; distillation caches a teacher's outputs so: `distill.teacher_outputs`).
 
     Batches are `CrabDataCollator` outputs plus an `"ids"` list naming the utterances. A partial cache in `out_dir`
     (from an interrupted call) is extended: pass only the utterances `cache_status` does not list. A feature that
@@ -259,14 +270,42 @@ def cache_encoder_outputs(
     was_training = crab.training
     crab.eval()
     try:
-        return _write_cache(crab, batches, Path(out_dir), dtype, shard_bytes, fingerprint, sources)
+        features = features or encoder_features
+        return _write_cache(model, batches, Path(out_dir), dtype, shard_bytes, fingerprint, sources, features)
     finally:
         crab.train(was_training)
 
 
+def encoder_features(model, tensors: dict) -> tuple[dict[str, list[torch.Tensor]], list[int], list[int]]:
+    """What the encoder cache stores of a batch (`CrabDataCollator`'s tensors): each utterance's unpadded `speech`
+    frames (T, Da) and `text` tokens (L, Dt), in fp32 on the CPU, and their numbers of frames and tokens."""
+    encoded = _crab(model).encode(
+        tensors["input_values"],
+        tensors["input_ids"],
+        attention_mask=tensors.get("attention_mask"),
+        text_attention_mask=tensors.get("text_attention_mask"),
+    )
+    speech, frame_mask = encoded["speech_frames"], encoded["frame_mask"]
+    text, token_mask = encoded["text_tokens"], encoded["token_mask"]
+    batch_size = len(speech)
+    num_frames = frame_mask.sum(1).tolist() if frame_mask is not None else [speech.shape[1]] * batch_size
+    num_tokens = token_mask.sum(1).tolist() if token_mask is not None else [text.shape[1]] * batch_size
+    speech, text = speech.float().cpu(), text.float().cpu()  # one copy per batch, then slices
+    stored = {
+        "speech": [speech[i, :n] for i, n in enumerate(num_frames)],
+        "text": [text[i, :n] for i, n in enumerate(num_tokens)],
+    }
+    return stored, num_frames, num_tokens
+
+
+ENCODER_FEATURES = ["speech", "text"]  # what `encoder_features` stores; an index that names none holds these
+ITEM_KEYS = {"speech": "speech_frames", "text": "text_tokens"}  # a stored feature's key in `CachedFeatures`' items
+
+
 def _write_cache(
-    crab: CrabModel, batches, out_dir: Path, dtype, shard_bytes: int, fingerprint: str | None, sources: dict | None
+    model, batches, out_dir: Path, dtype, shard_bytes: int, fingerprint: str | None, sources: dict | None, features
 ) -> int:
+    crab = _crab(model)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / PARTIAL_INDEX
@@ -303,16 +342,9 @@ def _write_cache(
     for batch in tqdm(batches, total=total, desc=f"encoding into '{out_dir}'", unit="batch", disable=None):
         ids = [str(utt_id) for utt_id in batch["ids"]]
         tensors = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-        encoded = crab.encode(
-            tensors["input_values"],
-            tensors["input_ids"],
-            attention_mask=tensors.get("attention_mask"),
-            text_attention_mask=tensors.get("text_attention_mask"),
-        )
-        speech, frame_mask = encoded["speech_frames"], encoded["frame_mask"]
-        text, token_mask = encoded["text_tokens"], encoded["token_mask"]
-        num_frames = frame_mask.sum(1).tolist() if frame_mask is not None else [speech.shape[1]] * len(ids)
-        num_tokens = token_mask.sum(1).tolist() if token_mask is not None else [text.shape[1]] * len(ids)
+        stored, num_frames, num_tokens = features(model, tensors)
+        if sorted(stored) != ENCODER_FEATURES:  # the encoder cache's index stays as it was before there were others
+            index.setdefault("features", sorted(stored))
         labels = tensors["labels"].tolist() if "labels" in tensors else [None] * len(ids)
         attributes = batch.get("attribute_labels")  # (B, A), NaN: missing; stored as null
         attributes = (
@@ -320,16 +352,15 @@ def _write_cache(
             if attributes is None
             else [[None if math.isnan(value) else value for value in row] for row in attributes.tolist()]
         )
-        speech, text = speech.float().cpu(), text.float().cpu()  # one copy per batch, then slices
         shard_name = f"features-{shard_number:05d}.safetensors"
         for i, utt_id in enumerate(ids):
             if utt_id in index["utterances"] or utt_id in pending:
                 raise FeatureCacheError(f"utterance id '{utt_id}' is cached twice; ids must be unique in a split")
-            frames = _stored(speech[i, : num_frames[i]], dtype)
-            tokens = _stored(text[i, : num_tokens[i]], dtype)
-            shard[f"{utt_id}/speech"], shard[f"{utt_id}/text"] = frames, tokens
-            shard_size += frames.nbytes + tokens.nbytes
-            pending[utt_id] = {"shard": shard_name, "frames": len(frames), "tokens": len(tokens), "label": labels[i]}
+            for name, values in stored.items():
+                shard[f"{utt_id}/{name}"] = tensor = _stored(values[i], dtype)
+                shard_size += tensor.nbytes
+            sizes = {"frames": num_frames[i], "tokens": num_tokens[i]}
+            pending[utt_id] = {"shard": shard_name, **sizes, "label": labels[i]}
             if attributes[i] is not None:
                 pending[utt_id]["attributes"] = attributes[i]
         if shard_size >= shard_bytes:
@@ -376,6 +407,7 @@ def encode_dataset(
     dtype: torch.dtype = torch.float16,
     *,
     sources: dict | None = None,
+    features=None,
 ) -> CachedFeatures:
     """Cache the encoders' outputs for every item of `dataset` (items with `"id"`, as `CrabAudioTextDataset`) in
     `out_dir`, unless a finished cache with the same `fingerprint` is there; resumes a partial one. Batches are
@@ -404,7 +436,9 @@ def encode_dataset(
     loader = torch.utils.data.DataLoader(
         subset, batch_size=batch_size, collate_fn=_CollateWithIds(collator), num_workers=num_workers
     )
-    cache_encoder_outputs(model, loader, out_dir, dtype=dtype, fingerprint=fingerprint, sources=sources)
+    cache_encoder_outputs(
+        model, loader, out_dir, dtype=dtype, fingerprint=fingerprint, sources=sources, features=features
+    )
     return CachedFeatures(out_dir)
 
 
@@ -481,6 +515,7 @@ class CachedFeatures(torch.utils.data.Dataset):
         if problem is not None:
             raise FeatureCacheError(f"the encoder cache '{cache_dir}' is broken: {problem}; {_REBUILD}")
         self.fingerprint = index.get("fingerprint")
+        self.features = index.get("features", ENCODER_FEATURES)
         self.index = index["utterances"]
         self.ids = list(self.index)
         self.lengths = [self.index[i]["frames"] for i in self.ids]
@@ -499,12 +534,8 @@ class CachedFeatures(torch.utils.data.Dataset):
         if entry["shard"] not in self._shards:
             self._shards[entry["shard"]] = safe_open(str(self.cache_dir / entry["shard"]), framework="pt")
         shard = self._shards[entry["shard"]]
-        item = {
-            "speech_frames": shard.get_tensor(f"{utt_id}/speech"),
-            "text_tokens": shard.get_tensor(f"{utt_id}/text"),
-            "label": entry["label"],
-            "id": utt_id,
-        }
+        item = {ITEM_KEYS.get(name, name): shard.get_tensor(f"{utt_id}/{name}") for name in self.features}
+        item.update(label=entry["label"], id=utt_id)
         if "attributes" in entry:
             item["attributes"] = [math.nan if value is None else value for value in entry["attributes"]]
         return item
@@ -587,6 +618,8 @@ __all__ = [
     "cache_datasets",
     "FeatureCacheError",
     "encoder_fingerprint",
+    "weights_fingerprint",
+    "encoder_features",
     "cache_key",
     "dataset_sources",
     "cache_status",

@@ -44,7 +44,7 @@ from .checkpoints import (
     relocate_best_checkpoint,
     resolve_resume_checkpoint,
 )
-from .collator import CrabDataCollator
+from .collator import CrabDataCollator, choose_shape_buckets
 from .data import (
     CrabAudioTextDataset,
     ManifestScan,
@@ -55,6 +55,7 @@ from .data import (
     note_long_transcripts,
     scan_manifest,
 )
+from .distill import add_teacher_outputs, prepare_student, teacher_agreement
 from .evaluation import best_step, evaluate_splits
 from .feature_cache import cache_datasets, collate_cached
 from .metrics import build_compute_metrics, summary_table
@@ -138,6 +139,8 @@ def run(arguments: RunArguments, report: bool = True) -> RunResult:
     training = arguments.training
     set_seed(training.seed)
     output_dir = Path(training.output_dir)
+    if arguments.distillation.teacher:  # the student, built from the teacher, is the checkpoint to train (distill.py)
+        arguments = prepare_student(arguments)
     data = prepare_data(arguments, report)
     checkpoint = resolve_resume_checkpoint(training.resume_from_checkpoint, output_dir)
     processor = build_processor(arguments, [u.text for u in data.rows["train"]], checkpoint, data.scan)
@@ -456,6 +459,8 @@ def fit(
     if data_args.encoder_cache:
         datasets = cache_datasets(model, processor, datasets, data.splits, data_args.encoder_cache, training)
         collator = collate_cached
+    if arguments.distillation.teacher:  # the teacher's outputs beside each training clip, computed once
+        datasets, collator = add_teacher_outputs(arguments, datasets, data.splits, collator)
     model.config.class_weights = (
         compute_class_weights(datasets["train"].label_ids, len(data.label_names)).tolist()
         if optimization.class_weighted and data.label_names
@@ -479,8 +484,17 @@ def fit(
             else None
         ),
         full_accumulation_divisor=optimization.full_accumulation_divisor,
+        bf16_weights=arguments.model.bf16_weights,
         callbacks=[EarlyStoppingCallback(patience)] if patience else None,
     )
+    if data_args.shape_buckets and not data_args.encoder_cache:  # costed on the trainer's batches of the train split
+        sampler, batch_size = trainer._get_train_sampler(), training.train_batch_size
+        evaluated = [dataset for role, dataset in datasets.items() if role != "train"]  # their longest fit too
+        buckets, report = choose_shape_buckets(
+            datasets["train"], processor, data_args.shape_buckets, sampler, batch_size, evaluated
+        )
+        collator.shape_buckets = processor.shape_buckets = buckets  # saved: the pipeline's shape_buckets=True
+        logger.info(report)
     if checkpoint is not None:
         check_resume_weights_and_optimizer(checkpoint, trainer)
         relocate_best_checkpoint(checkpoint, training.output_dir)
@@ -508,6 +522,18 @@ def evaluate_and_export(
         test_batch_size=arguments.data.test_batch_size,
         test_has_labels=data.test_has_labels,
     )
+    if arguments.distillation.teacher:  # the student's agreement with the teacher, and the teacher's own results
+        agreement, teacher_results = teacher_agreement(arguments, data.rows, data.splits, data.label_names)
+        metrics.update(agreement)
+        per_split.update(teacher_results)
+        notes.append(
+            "top-1 agreement with the teacher: "
+            + ", ".join(
+                f"{data.splits[role]} {agreement[f'{role}_teacher_agreement']:.3f}"
+                for role in ("eval", "test")
+                if f"{role}_teacher_agreement" in agreement
+            )
+        )
     metrics.update(
         recipe=arguments.model.recipe,
         text_padding=processor.text_padding,

@@ -23,10 +23,12 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, PredictionOutput
 
 from ..export import carry_code
 from ..heads import HEADS, heads_of, pack_predictions
-from ..losses import objective_terms
+from ..losses import TEACHER_PREFIX, distillation_objective, objective_terms
 from ..modeling_crab import CrabPreTrainedModel
+from .arguments import SettingError
 from .checkpoints import STAGING_FOLDER, publish_checkpoint, rotate_checkpoints
 from .collator import EpochIndexSampler, EpochSeededLengthGroupedSampler, EpochSeededRandomSampler
+from .precision import Bf16Weights, bf16_weights_problems
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,8 @@ class CrabTrainer(Trainer):
         full_accumulation_divisor: divide each micro-batch's loss by `gradient_accumulation_steps` also in an
             epoch's last, shorter accumulation (the released code); False divides by the micro-batches that step
             has (Trainer's default).
+        bf16_weights: keep bf16 copies of the encoders' linear weights between optimizer steps (`precision.Bf16Weights`)
+            instead of autocast casting them in every micro-batch; needs `args.bf16`.
 
     The loss is the model's (`model(**inputs)` with `labels`). Evaluation returns logits only (no CSL embeddings)
     and the class-weighted CE as `eval_loss`.
@@ -94,6 +98,7 @@ class CrabTrainer(Trainer):
         decay_every_parameter: bool = False,
         epoch_cosine_floors: tuple[float, float] | None = None,
         full_accumulation_divisor: bool = False,
+        bf16_weights: bool = False,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -109,22 +114,32 @@ class CrabTrainer(Trainer):
         )
         if freeze_feature_encoder:
             self.model.freeze_feature_encoder()
+        self.bf16_weights = self._keep_bf16_weights() if bf16_weights else None
         self._component_sums: dict[str, torch.Tensor] = {}
         self._component_steps = 0
 
     # ---- loss --------------------------------------------------------------------------------------------------
 
     def compute_loss(self, model: nn.Module, inputs: dict, return_outputs: bool = False, num_items_in_batch=None):
-        """The model's own objective (`model(**inputs)` with labels); its terms are kept for `log`."""
-        if not any(kind.label_key in inputs for kind in HEADS):
+        """The model's own objective (`model(**inputs)` with labels); its terms are kept for `log`. A batch with a
+        teacher's outputs (`teacher_logits`, ...: distillation, `distill.py`) is the student's forward without labels
+        scored by `losses.distillation_objective`, the labels where a row has them included."""
+        teacher = {key: inputs.pop(key) for key in list(inputs) if key.startswith(TEACHER_PREFIX)}
+        if not teacher and not any(kind.label_key in inputs for kind in HEADS):
             raise ValueError(
                 "CrabTrainer needs 'labels' (or, for a model with attributes, 'attribute_labels') in every training "
                 "batch; check the manifest's label and attribute columns"
             )
-        outputs = model(**inputs)
-        loss = outputs.loss
+        if teacher:
+            labels = {kind.label_key: inputs.pop(kind.label_key, None) for kind in HEADS}
+            outputs = model(**inputs)
+            objective = distillation_objective(outputs, teacher, labels, getattr(model, "module", model).config)
+            loss, terms = objective.loss, objective.terms
+        else:
+            outputs = model(**inputs)
+            loss, terms = outputs.loss, {name: getattr(outputs, name, None) for name in objective_terms()}
         if model.training:
-            self._accumulate_components(**{name: getattr(outputs, name, None) for name in objective_terms()})
+            self._accumulate_components(**terms)
             if self.full_accumulation_divisor:  # Trainer then divides by this step's micro-batches
                 loss = loss * (self.current_gradient_accumulation_steps / self.args.gradient_accumulation_steps)
         return (loss, outputs) if return_outputs else loss
@@ -201,7 +216,19 @@ class CrabTrainer(Trainer):
         if unsupported:
             raise ValueError(f"optim='{self.args.optim}' builds its own parameter groups; use an AdamW optim")
         self.optimizer = optimizer_cls(list(groups.values()), **optimizer_kwargs)
+        if self.bf16_weights is not None:
+            self.bf16_weights.attach(self.optimizer)  # the copies are recast after each step
         return self.optimizer
+
+    def _keep_bf16_weights(self) -> Bf16Weights:
+        problems = bf16_weights_problems(self.args)
+        if problems:
+            raise SettingError(problems[0])
+        crab = getattr(self.model, "crab", self.model)
+        weights = Bf16Weights([crab.audio_encoder, crab.text_encoder])
+        if self.optimizer is not None:  # given to the Trainer: `create_optimizer` keeps it
+            weights.attach(self.optimizer)
+        return weights
 
     def set_initial_training_values(self, args, dataloader, *rest):
         values = super().set_initial_training_values(args, dataloader, *rest)
