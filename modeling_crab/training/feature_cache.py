@@ -587,6 +587,25 @@ def cache_datasets(model, processor, datasets: dict, splits: dict, cache_root: s
         )
     freeze_encoders(model)
     model.to(training_args.device)
+    folders = {role: Path(cache_root) / splits[role] for role in datasets}
+    return encode_datasets(
+        model,
+        processor,
+        datasets,
+        folders,
+        encoder_fingerprint(model),
+        training_args,
+        "encoding every split into the encoder cache",
+    )
+
+
+def encode_datasets(
+    model, processor, datasets: dict, folders: dict, fingerprint: str, training_args, desc: str, **options
+) -> dict:
+    """`encode_dataset` for each dataset (by name) into `folders[name]` (the main process encodes, the others wait
+    and read), keyed on `fingerprint` (of the model's weights that compute the features), the processor's settings
+    (crop, normalisation, its statistics, the transcript length, the vocabulary) and the dataset's clips.
+    `options`: `encode_dataset`'s (`features`, `dtype`)."""
     settings = {
         "feature_extractor": {  # the crop, normalisation and its statistics; not where it would be loaded from
             key: value
@@ -596,26 +615,27 @@ def cache_datasets(model, processor, datasets: dict, splits: dict, cache_root: s
         "max_text_length": processor.max_text_length,
         "vocabulary": cache_key(sorted(processor.tokenizer.get_vocab().items())),
     }
-    encoders = encoder_fingerprint(model)
     cached = {}
-    with training_args.main_process_first(desc="encoding every split into the encoder cache"):
-        for role, dataset in datasets.items():
-            sources = dataset_sources(encoders, settings, dataset)
-            cached[role] = encode_dataset(
+    with training_args.main_process_first(desc=desc):
+        for name, dataset in datasets.items():
+            sources = dataset_sources(fingerprint, settings, dataset)
+            cached[name] = encode_dataset(
                 model,
                 dataset,
                 CrabDataCollator(processor),
-                Path(cache_root) / splits[role],
+                folders[name],
                 fingerprint=cache_key(sources),
                 batch_size=training_args.per_device_eval_batch_size,
                 num_workers=training_args.dataloader_num_workers,
                 sources=sources,
+                **options,
             )
     return cached
 
 
 __all__ = [
     "cache_datasets",
+    "encode_datasets",
     "FeatureCacheError",
     "encoder_fingerprint",
     "weights_fingerprint",
