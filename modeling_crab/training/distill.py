@@ -46,7 +46,7 @@ from ..processing_crab import CrabProcessor
 from .arguments import STUDENT_PRESETS, RunArguments, SettingError, read_settings_file, student_preset_names
 from .collator import CrabDataCollator
 from .data import CrabAudioTextDataset, attribute_row, scan_manifest
-from .feature_cache import CachedFeatures, cache_key, dataset_sources, encode_dataset, weights_fingerprint
+from .feature_cache import CachedFeatures, encode_datasets, weights_fingerprint
 
 logger = logging.getLogger("crab.train")
 
@@ -310,34 +310,19 @@ def cache_teacher_outputs(
     """The teacher's outputs for every dataset (by name) in `cache_root/<name>`, computed once with a progress bar
     (the main process computes, the others wait and read) and reused while teacher, processor and clips are
     unchanged (`feature_cache.encode_dataset`)."""
-    settings = {
-        "feature_extractor": {
-            key: value
-            for key, value in processor.feature_extractor.to_dict().items()
-            if key not in ("auto_map", "processor_class")
-        },
-        "max_text_length": processor.max_text_length,
-        "vocabulary": cache_key(sorted(processor.tokenizer.get_vocab().items())),
-    }
     teacher.to(training.device)
-    fingerprint = weights_fingerprint(teacher)
-    cached = {}
-    with training.main_process_first(desc="computing the teacher's outputs"):
-        for name, dataset in datasets.items():
-            sources = dataset_sources(fingerprint, settings, dataset)
-            cached[name] = encode_dataset(
-                teacher,
-                dataset,
-                CrabDataCollator(processor),
-                cache_root / name,
-                fingerprint=cache_key(sources),
-                batch_size=training.per_device_eval_batch_size,
-                num_workers=training.dataloader_num_workers,
-                dtype=torch.float32,  # a few numbers per clip: fp16 would round the targets for nothing
-                sources=sources,
-                features=teacher_outputs,
-            )
-    return cached
+    folders = {name: cache_root / name for name in datasets}
+    return encode_datasets(
+        teacher,
+        processor,
+        datasets,
+        folders,
+        weights_fingerprint(teacher),
+        training,
+        "computing the teacher's outputs",
+        dtype=torch.float32,  # a few numbers per clip: fp16 would round the targets for nothing
+        features=teacher_outputs,
+    )
 
 
 class WithTeacherOutputs(torch.utils.data.Dataset):
@@ -398,7 +383,7 @@ def demo_unlabelled_manifest(arguments: RunArguments, demo_clips: int, num_class
         manifest = generate_unlabelled_demo_clips(
             Path(training.output_dir) / DEMO_UNLABELLED, n_per_class=max(3, round(demo_clips / num_classes))
         )
-    logger.info(f"no --manifest: the teacher labels further demo clips of other voices too ({manifest})")
+    logger.info(f"no --manifest: further demo clips of other voices, for the teacher to label, in {manifest.parent}")
     return manifest
 
 
@@ -440,7 +425,7 @@ def add_teacher_outputs(arguments: RunArguments, datasets: dict, splits: dict, c
     demo_clips = sum(len(datasets[role]) for role in ("train", "eval", "test") if role in datasets)
     extra, lengths = unlabelled_rows(arguments, list(train.label2id), demo_clips)
     if extra:
-        logger.info(f"--unlabelled_manifest: {len(extra)} clips without labels join the {len(train)} training clips")
+        logger.info(f"{len(extra)} clips without labels join the {len(train)} training clips; the teacher labels them")
         num_samples = {**dict(zip((u.id for u in train.utterances), train.lengths)), **lengths}
         train = CrabAudioTextDataset(train.utterances + extra, train.label2id, train.max_duration_s, num_samples)
     teacher, processor = load_teacher(arguments.distillation.teacher)
