@@ -64,6 +64,7 @@ BACKENDS = ("pytorch", "onnx", "onnx-int8")  # the pipeline's backend= names
 BATCHES = (1, 8)
 CLIP_S = 6.0
 GOAL_RTF, GOAL_SPEEDUP = 0.01, 10.0  # the smallest student, batch 1, onnxruntime; against the teacher
+ONNX_BACKENDS = ("onnx", "onnx-int8")
 COLUMNS = ["model", "backend", "batch", "params M", "GFLOP/audio-s", "RTF", "vs teacher", "peak MB", "size MB"]
 COLUMNS += ["agreement", "max Δscore"]
 CPU = torch.device("cpu")
@@ -252,12 +253,17 @@ def main() -> None:
 
 def goal_line(students: list[str], sizes: dict, rtf: dict, agrees: dict, size: str) -> str:
     """The issue's goal: the smallest student (fewest FLOPs) serves a 6 s clip at batch 1 at RTF <= 0.01 through
-    onnxruntime (int8 where it agrees with fp32 on every clip), >= 10x faster than the teacher in the same run."""
+    onnxruntime, >= 10x faster than the teacher in the same run. Each is served as a user would serve it: the student
+    by its faster onnxruntime backend at batch 1 among those that agree with fp32 on every clip (int8 only where it
+    agrees), the teacher by its faster one whatever its agreement (the stricter comparison)."""
     if not students:
         return "goal: no student measured"
     smallest = min(students, key=lambda name: sizes[name][1])
-    backend = "onnx-int8" if agrees[smallest, "onnx-int8", 1] == 1.0 else "onnx"
-    value, speedup = rtf[smallest, backend, 1], rtf["teacher", backend, 1] / rtf[smallest, backend, 1]
+    agreeing = [b for b in ONNX_BACKENDS if b == "onnx" or agrees[smallest, b, 1] == 1.0]
+    backend = min(agreeing, key=lambda b: rtf[smallest, b, 1])
+    teacher_backend = min(ONNX_BACKENDS, key=lambda b: rtf["teacher", b, 1])
+    value = rtf[smallest, backend, 1]
+    speedup = rtf["teacher", teacher_backend, 1] / value
     met = value <= GOAL_RTF and speedup >= GOAL_SPEEDUP
     verdict = "MET" if met else "MISSED"
     misses = [f"RTF {value / GOAL_RTF:.1f}x too slow"] if value > GOAL_RTF else []
@@ -265,9 +271,9 @@ def goal_line(students: list[str], sizes: dict, rtf: dict, agrees: dict, size: s
     why = f" ({'; '.join(misses)})" if misses else ""
     setting = "" if size == "base" else f" [teacher size {size}: the goal is set for base]"
     return (
-        f"goal (smallest student `{smallest}`, 6 s clip, batch 1, {backend}"
-        f"{'' if backend == 'onnx-int8' else ': int8 disagreed with fp32'}): RTF {value:.4f} (<= {GOAL_RTF}), "
-        f"{speedup:.1f}x the teacher (>= {GOAL_SPEEDUP:g}x) -> {verdict}{why}{setting}"
+        f"goal (smallest student `{smallest}`, 6 s clip, batch 1, its faster agreeing onnxruntime backend: {backend}): "
+        f"RTF {value:.4f} (<= {GOAL_RTF}), {speedup:.1f}x the teacher's faster one ({teacher_backend}, "
+        f"{rtf['teacher', teacher_backend, 1]:.4f}; >= {GOAL_SPEEDUP:g}x) -> {verdict}{why}{setting}"
     )
 
 

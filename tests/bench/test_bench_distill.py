@@ -44,4 +44,4 @@ def test_bench_distill_compares_every_student_with_the_teacher_on_every_backend(
         if row["backend"] == "onnx":
             assert row["agreement"] == "100.0%" and float(row["max Δscore"]) < 1e-4, row
     (goal,) = [line for line in written.splitlines() if line.startswith("- goal (smallest student `tiny`")]
-    assert "batch 1, onnx" in goal and (" -> MET" in goal or " -> MISSED" in goal)
+    assert "onnxruntime backend: onnx" in goal and (" -> MET" in goal or " -> MISSED" in goal)
