@@ -60,6 +60,7 @@ def main(out_dir: str) -> None:
         "grads": {name: p.grad.flatten().tolist() for name, p in model.module.named_parameters()},
     }
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+    del model  # DDP's reducer goes before its process group, not after it at exit (a gloo abort once, under load)
     dist.barrier()
     dist.destroy_process_group()
 

@@ -333,6 +333,8 @@ def ddp_worker(out_dir: str) -> None:
             loss.backward()
     grads = {name: p.grad.flatten().tolist() for name, p in model.named_parameters() if p.grad is not None}
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps({"grads": grads, "casts": weights.casts}))
+    del wrapped  # DDP's reducer goes before its process group, not after it at exit
+    dist.barrier()
     dist.destroy_process_group()
 
 
