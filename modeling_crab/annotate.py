@@ -74,8 +74,10 @@ class Recording:
 def read_inputs(source: str, audio_only: bool = False, split: str | None = None) -> list[Recording]:
     """The recordings of `source` (a manifest, a saved dataset folder, a folder of audio files or a dataset name), in
     their stable order. `split` keeps one split of a manifest or dataset."""
+    from .manifest import is_saved_dataset
+
     path = Path(source).expanduser()
-    if path.is_dir() and not _is_saved_dataset(path):
+    if path.is_dir() and not is_saved_dataset(path):
         recordings = _folder_recordings(path, audio_only)
     elif path.exists():
         recordings = _manifest_recordings(path, audio_only, split)
@@ -110,17 +112,10 @@ def _looks_local(source: str) -> bool:
     )
 
 
-def _is_saved_dataset(path: Path) -> bool:
-    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
-
-
 def _folder_recordings(folder: Path, audio_only: bool) -> list[Recording]:
-    from .audio import AUDIO_SUFFIXES
+    from .audio import AUDIO_SUFFIXES, audio_files
 
-    files = sorted(
-        (p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()),
-        key=lambda p: p.relative_to(folder).as_posix(),
-    )
+    files = audio_files(folder)
     if not files:
         inside = next((p.name for p in sorted(folder.glob("*")) if p.suffix.lower() in (".csv", ".jsonl")), None)
         hint = f"; it holds {inside}: pass {folder / inside}" if inside else ""

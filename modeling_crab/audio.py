@@ -24,6 +24,7 @@ import math
 import os
 import warnings
 import wave
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,7 +40,7 @@ SILENCE_PEAK_TO_PEAK = 2.0**-15
 # The shortest clip classified or trained on: one frame of WavLM's (and wav2vec 2.0's) CNN, 400 samples at 16 kHz.
 MIN_AUDIO_S = 0.025
 # The audio files a folder of recordings is searched for (`read_audio` decodes them: WAV itself, the rest through
-# soundfile): `crab annotate`'s input folders, train.py's --noise_dir.
+# soundfile): `crab annotate`'s input folders, train.py's --noise_dir and --unlabelled_manifest folders.
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3")
 # Sampling rates audio can have; outside them a rate is a mistake (kHz given for Hz, a broken header).
 MIN_SAMPLING_RATE = 1_000
@@ -55,6 +56,14 @@ _MAX_POLYPHASE_TABLE = 1 << 20
 # of the file); further, it is an error: times in another unit, or the wrong file
 SEGMENT_END_SLACK_S = 0.1
 BLOCK_FRAMES = 1 << 18  # frames decoded at a time (5.5 s at 48 kHz): decoding, downmixing and resampling go by block
+
+
+def audio_files(folder: str | os.PathLike) -> list[Path]:
+    """The audio files (`AUDIO_SUFFIXES`) in `folder` and its subfolders, in the order of their paths relative to it
+    (a stable order: the same folder lists the same way on every machine)."""
+    root = Path(folder)
+    files = (path for path in root.rglob("*") if path.suffix.lower() in AUDIO_SUFFIXES and path.is_file())
+    return sorted(files, key=lambda path: path.relative_to(root).as_posix())
 
 
 def check_sampling_rate(sampling_rate, name: str = "audio") -> int:

@@ -182,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--output_dir", help="where the student's run goes (default: outputs/student)")
     distill.add_argument("--student", default="small", help="the student's size, a preset: small or tiny")
     distill.add_argument(
-        "--unlabelled_manifest", nargs="+", help="manifests of further audio with transcripts, labelled by the teacher"
+        "--unlabelled_manifest",
+        nargs="+",
+        help="manifests or folders of further audio for the teacher to label (no transcript: --asr_model makes one)",
     )
     return parser
 

@@ -286,11 +286,16 @@ def _dataset_rows(dataset) -> list[dict[str, Any]]:
     return rows
 
 
+def is_saved_dataset(path: Path) -> bool:
+    """A folder `datasets`' `save_to_disk` wrote (a `Dataset`'s or a `DatasetDict`'s)."""
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
 def _load_saved_dataset(path: Path):
     """A folder written by `datasets`' `save_to_disk`; any other folder is a `ManifestError` naming the fix."""
     import datasets
 
-    if not ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
+    if not is_saved_dataset(path):
         inside = next((name for name in ("manifest.csv", "manifest.jsonl") if (path / name).is_file()), None)
         hint = f"; it holds {inside}: pass --manifest {path / inside}" if inside else ""
         raise ManifestError(

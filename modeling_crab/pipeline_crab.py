@@ -134,6 +134,55 @@ def _is_iterable_batch(inputs) -> bool:
     return not isinstance(inputs, one) and not hasattr(inputs, "read") and hasattr(inputs, "__iter__")
 
 
+def speech_recognizer(asr_model=None, device=None):
+    """A callable speech recognizer (audio dict -> {"text", "chunks"}) for missing transcripts: `asr_model` a model
+    name or path (None: `DEFAULT_ASR_MODEL`) or a model, loaded as a transformers ASR pipeline on `device`, or a
+    pipeline or other callable, used as it is. A recognizer that cannot load is a `RuntimeError` saying what to pass
+    instead."""
+    asr_model = DEFAULT_ASR_MODEL if asr_model is None else asr_model
+    if isinstance(asr_model, (str, os.PathLike, PreTrainedModel)):
+        from transformers import pipeline
+
+        try:
+            return pipeline("automatic-speech-recognition", model=asr_model, device=device)
+        except Exception as error:
+            raise RuntimeError(
+                f"could not load the speech recognizer '{getattr(asr_model, 'name_or_path', asr_model)}' to "
+                f"transcribe audio without a transcript ({error}); pass text=..., or asr_model= a local "
+                "model or a built ASR pipeline"
+            ) from error
+    if not callable(asr_model):
+        raise TypeError(f"asr_model is {type(asr_model).__name__}; pass a model name, a model or a pipeline")
+    return asr_model
+
+
+def transcribe(asr, waveform: np.ndarray, sampling_rate: int, spans: list) -> tuple[str, list[str]]:
+    """A recording's transcript by `asr` (`speech_recognizer`), and with several windows (`spans`: (start, end) in
+    seconds), each window's: the words whose timestamps fall in it (the whole transcript where there are none)."""
+    audio = {"raw": waveform, "sampling_rate": sampling_rate}
+    kwargs = {}
+    if len(spans) > 1:
+        kwargs["return_timestamps"] = True
+    if spans[-1][1] > WHISPER_MAX_S:
+        kwargs["chunk_length_s"] = WHISPER_MAX_S
+    try:
+        result = asr(audio, **kwargs)
+    except (TypeError, ValueError):
+        if not kwargs:
+            raise
+        result = asr(audio)
+    result = {"text": result} if isinstance(result, str) else result
+    text = result["text"].strip()
+    chunks = result.get("chunks") or []
+    if len(spans) == 1 or not chunks or any(None in tuple(c.get("timestamp", (None,))) for c in chunks):
+        return text, [text] * len(spans)
+    window_texts = []
+    for start, end in spans:
+        words = [c["text"].strip() for c in chunks if start <= sum(c["timestamp"]) / 2 < end]
+        window_texts.append(" ".join(w for w in words if w) or text)
+    return text, window_texts
+
+
 class OnnxCrabSession:
     """An onnxruntime session over an exported Crab graph, called like the model on the processor's output:
     `session(**processor(...)) -> {"logits": (B, C), "attributes": (B, A)}`, float32 numpy arrays named as the
@@ -590,47 +639,12 @@ class CrabEmotionPipeline(Pipeline):
         return waveform, rate
 
     def _asr(self, asr_model):
-        asr_model = DEFAULT_ASR_MODEL if asr_model is None else asr_model
-        key = asr_model if isinstance(asr_model, str) else id(asr_model)
+        """The speech recognizer for `asr_model` (`speech_recognizer`), loaded once per pipeline."""
+        key = DEFAULT_ASR_MODEL if asr_model is None else asr_model
+        key = key if isinstance(key, str) else id(key)
         if key not in self._asr_cache:
-            if isinstance(asr_model, (str, PreTrainedModel)):
-                from transformers import pipeline
-
-                try:
-                    asr_model = pipeline("automatic-speech-recognition", model=asr_model, device=self.device)
-                except Exception as error:
-                    raise RuntimeError(
-                        f"could not load the speech recognizer '{getattr(asr_model, 'name_or_path', asr_model)}' to "
-                        f"transcribe audio without a transcript ({error}); pass text=..., or asr_model= a local "
-                        "model or a built ASR pipeline"
-                    ) from error
-            elif not callable(asr_model):
-                raise TypeError(f"asr_model is {type(asr_model).__name__}; pass a model name, a model or a pipeline")
-            self._asr_cache[key] = asr_model
+            self._asr_cache[key] = speech_recognizer(asr_model, self.device)
         return self._asr_cache[key]
 
     def _transcribe(self, waveform: np.ndarray, spans: list, asr_model) -> tuple[str, list[str]]:
-        """Transcribe a recording; with several windows, give each window the words whose timestamps fall in it."""
-        asr = self._asr(asr_model)
-        audio = {"raw": waveform, "sampling_rate": self.processor.sampling_rate}
-        kwargs = {}
-        if len(spans) > 1:
-            kwargs["return_timestamps"] = True
-        if spans[-1][1] > WHISPER_MAX_S:
-            kwargs["chunk_length_s"] = WHISPER_MAX_S
-        try:
-            result = asr(audio, **kwargs)
-        except (TypeError, ValueError):
-            if not kwargs:
-                raise
-            result = asr(audio)
-        result = {"text": result} if isinstance(result, str) else result
-        text = result["text"].strip()
-        chunks = result.get("chunks") or []
-        if len(spans) == 1 or not chunks or any(None in tuple(c.get("timestamp", (None,))) for c in chunks):
-            return text, [text] * len(spans)
-        window_texts = []
-        for start, end in spans:
-            words = [c["text"].strip() for c in chunks if start <= sum(c["timestamp"]) / 2 < end]
-            window_texts.append(" ".join(w for w in words if w) or text)
-        return text, window_texts
+        return transcribe(self._asr(asr_model), waveform, self.processor.sampling_rate, spans)

@@ -163,9 +163,21 @@ def run_crab(command: str, workdir: Path) -> None:
     assert main([*argv, "--device", "cpu"]) == 0, command
 
 
-def run_annotate(argv: list[str], workdir: Path) -> None:
+def _stand_in_recognizer(patch: pytest.MonkeyPatch) -> None:
+    """transformers' speech recognition pipeline replaced by a stand-in that needs no download."""
     import transformers
 
+    real = transformers.pipeline
+
+    def pipeline(task, *args, **kwargs):
+        if task == "automatic-speech-recognition":
+            return lambda audio, **options: {"text": "i can't believe you did that"}
+        return real(task, *args, **kwargs)
+
+    patch.setattr(transformers, "pipeline", pipeline)
+
+
+def run_annotate(argv: list[str], workdir: Path) -> None:
     from modeling_crab.cli import main
 
     _tiny_export(workdir / argv[argv.index("--model") + 1])
@@ -175,15 +187,8 @@ def run_annotate(argv: list[str], workdir: Path) -> None:
     else:
         for i in range(3):
             write_tone(source / f"clip{i}.wav", 200.0 + 50 * i, 0.5 + i)
-    real = transformers.pipeline
-
-    def pipeline(task, *args, **kwargs):  # a speech recognizer that needs no download
-        if task == "automatic-speech-recognition":
-            return lambda audio, **options: {"text": "i can't believe you did that"}
-        return real(task, *args, **kwargs)
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(transformers, "pipeline", pipeline)
+        _stand_in_recognizer(patch)
         assert main([*argv, "--device", "cpu"]) == 0, argv
     assert (workdir / argv[argv.index("--output") + 1]).is_file()
 
@@ -223,15 +228,27 @@ def run_distill(command: str, workdir: Path) -> None:
         CrabProcessor(Wav2Vec2FeatureExtractor(return_attention_mask=True), tokenizer),
         workdir / argv[1],
     )
+    folders = []  # of recordings without transcripts
     for flag in ("--manifest", "--unlabelled_manifest"):
-        if flag in argv:
-            write_corpus(Path(argv[argv.index(flag) + 1]).parent, {"train": 2, "dev": 1}, attributes=True)
+        for source in argv[argv.index(flag) + 1 :] if flag in argv else []:
+            if source.startswith("--"):
+                break
+            if source.endswith(".csv"):
+                write_corpus(Path(source).parent, {"train": 2, "dev": 1}, attributes=True)
+            else:
+                folders += [source] * 3
+                for i in range(3):
+                    write_tone(Path(source) / f"call{i}.wav", 200.0 + 50 * i, 0.5 + i)
     from modeling_crab.recipes import demo
 
     generate = demo.generate_demo_corpus
     with pytest.MonkeyPatch.context() as patch:  # without --manifest: a demo corpus of 12 clips per class, not 80
         patch.setattr(demo, "generate_demo_corpus", lambda out_dir: generate(out_dir, n_per_class=12))
+        _stand_in_recognizer(patch)
         assert main([*argv, *FAST]) == 0, command
+    if folders:  # each recording transcribed once
+        transcripts = Path(argv[argv.index("--output_dir") + 1]) / "unlabelled_transcripts.jsonl"
+        assert len(transcripts.read_text().splitlines()) == len(folders)
 
 
 def _kind(command: str) -> str:

@@ -83,9 +83,8 @@ class ModelArguments:
     )
     bf16_weights: bool = option(
         False,
-        "with --bf16: keep bf16 copies of the encoders' linear weights from one optimizer step to the next instead of "
-        "autocast casting them again in every micro-batch (the same function; the optimizer and checkpoints keep "
-        "the fp32 weights). Not with DeepSpeed, FSDP or --torch_compile",
+        "with --bf16: bf16 copies of the encoders' linear weights, cast once per optimizer step rather than per "
+        "micro-batch (the same function; fp32 masters). Not with DeepSpeed, FSDP or --torch_compile",
     )
 
 
@@ -219,14 +218,17 @@ class DistillationArguments:
 
     teacher: str | None = option(
         None,
-        "distil this Crab model (a folder: an inference export or a train.py output_dir, or a Hub repo) into a small "
-        "student of the same kind, trained on its outputs and the labels there are (docs/distillation.md)",
+        "the Crab model (folder or Hub repo) a small student learns from (docs/distillation.md)",
     )
     student: str = option("small", "the student's size: a preset of presets/students/", tuple(student_preset_names()))
     unlabelled_manifest: list[str] | None = option(
         None,
-        "manifests of further audio with transcripts and no labels needed (labels there are left unused): the "
-        "teacher labels them and the student trains on them too",
+        "manifests or folders of further audio, labels unneeded: the teacher labels them for the student; clips "
+        "without a transcript are transcribed by --asr_model",
+    )
+    asr_model: str | None = option(
+        None,
+        "their speech recognizer (none: the pipeline's Whisper); with --empty_transcripts audio_only, none",
     )
     distill_temperature: float = option(
         2.0, "T of the soft-target term (scaled by T^2, as Hinton et al.)", check=POSITIVE
@@ -240,8 +242,7 @@ class DistillationArguments:
     )
     teacher_cache: str | None = option(
         None,
-        "where the teacher's outputs are cached, once per clip (reused while teacher, processor and data are "
-        "unchanged); none: output_dir/teacher_outputs",
+        "where the teacher's outputs are cached, reused while unchanged (none: output_dir/teacher_outputs)",
     )
 
 

@@ -257,7 +257,7 @@ def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 def noise_files(folder: str | os.PathLike) -> list[Path]:
     """The audio files under `folder` (recursively, sorted); `AugmentationError` naming the folder and the fix when
     it is missing, not a folder or holds none."""
-    from ..audio import AUDIO_SUFFIXES  # here: the arguments' checks import this module, and audio imports torch
+    from ..audio import AUDIO_SUFFIXES, audio_files  # here: the arguments' checks import this; audio imports torch
 
     root = Path(folder)
     if not root.exists():
@@ -267,7 +267,7 @@ def noise_files(folder: str | os.PathLike) -> list[Path]:
         )
     if not root.is_dir():
         raise AugmentationError(f"--noise_dir '{folder}' is a file, not a folder; pass the folder that holds it")
-    files = sorted(path for path in root.rglob("*") if path.suffix.lower() in AUDIO_SUFFIXES and path.is_file())
+    files = audio_files(root)
     if not files:
         raise AugmentationError(
             f"--noise_dir '{folder}' holds no audio files ({', '.join(AUDIO_SUFFIXES)}); put noise recordings in "

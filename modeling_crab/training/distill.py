@@ -40,12 +40,13 @@ from transformers.utils import CONFIG_NAME
 from ..configuration_crab import CrabConfig, min_audio_samples
 from ..heads import ClassHead, heads_of
 from ..losses import DISTILLATION_DEFAULTS, TEACHER_PREFIX
-from ..manifest import ManifestError, Utterance, column_names, load_manifest
+from ..manifest import ManifestError, Utterance, column_names, is_saved_dataset, load_manifest
 from ..modeling_crab import CrabForEmotionClassification
 from ..processing_crab import CrabProcessor
+from ..text import clean_transcript
 from .arguments import STUDENT_PRESETS, RunArguments, SettingError, read_settings_file, student_preset_names
 from .collator import CrabDataCollator
-from .data import CrabAudioTextDataset, attribute_row, scan_manifest
+from .data import SAMPLING_RATE, CrabAudioTextDataset, attribute_row, file_stamp, load_audio, scan_manifest
 from .feature_cache import CachedFeatures, encode_datasets, weights_fingerprint
 
 logger = logging.getLogger("crab.train")
@@ -53,6 +54,7 @@ logger = logging.getLogger("crab.train")
 STUDENT_INIT = "student_init"  # output_dir/student_init: the student as built from the teacher, before training
 TEACHER_OUTPUTS = "teacher_outputs"  # output_dir/teacher_outputs/<split>: the teacher's outputs (--teacher_cache)
 UNLABELLED = "unlabelled"  # the split name of --unlabelled_manifest rows
+UNLABELLED_TRANSCRIPTS = "unlabelled_transcripts.jsonl"  # output_dir/: transcripts made for unlabelled clips
 DEMO_UNLABELLED = "demo_unlabelled"  # output_dir/demo_unlabelled: further demo clips (a student of the demo)
 # what a preset may scale, per part (speech encoder, text encoder, head)
 SCALABLE = {
@@ -387,21 +389,109 @@ def demo_unlabelled_manifest(arguments: RunArguments, demo_clips: int, num_class
     return manifest
 
 
+def read_unlabelled(source: str, audio_root: str | None) -> list[Utterance]:
+    """The rows of one `--unlabelled_manifest`: a manifest's (`load_manifest`; text and labels optional), or a
+    folder's audio files (`audio.audio_files`, recursively; the relative path is the id), none of them transcribed."""
+    from ..audio import AUDIO_SUFFIXES, audio_files
+
+    path = Path(source).expanduser()
+    if not path.is_dir() or is_saved_dataset(path):
+        return load_manifest(source, audio_root, needs_label=False, needs_text=False)
+    files = audio_files(path)
+    if not files:
+        raise ManifestError(
+            f"--unlabelled_manifest folder '{source}' holds no audio files ({', '.join(AUDIO_SUFFIXES)}, in it or its "
+            "subfolders); pass the folder that holds them, or a manifest"
+        )
+    return [Utterance(id=f.relative_to(path).as_posix(), audio=str(f), text="", label="", where=str(f)) for f in files]
+
+
+def transcribe_rows(arguments: RunArguments, rows: list[Utterance]) -> list[Utterance]:
+    """`rows`, each readable one without a transcript transcribed by `--asr_model` (the pipeline's speech recognizer,
+    `pipeline_crab.speech_recognizer`): the clip as the student reads it, its first `--max_duration_s` seconds.
+    Transcripts are kept in `output_dir/unlabelled_transcripts.jsonl` as they are made, so a run started again
+    (or killed and resumed) transcribes only what is new; the main process transcribes, the others read. With
+    `--empty_transcripts audio_only` rows stay without text (the student learns them from audio alone). A clip that
+    cannot be read keeps the empty transcript, for the scan to report with its audio's problem."""
+    data, training = arguments.data, arguments.training
+    todo = [u for u in rows if not u.text and u.audio and not u.problems]
+    if not todo or data.empty_transcripts == "audio_only":
+        return rows
+    asr_name = arguments.distillation.asr_model
+    path = Path(training.output_dir) / UNLABELLED_TRANSCRIPTS
+
+    def key(u: Utterance) -> str:
+        return json.dumps([u.audio, u.start, u.end, data.max_duration_s, asr_name, file_stamp(u.audio)])
+
+    keys = {u.id: key(u) for u in todo}
+    with training.main_process_first(desc="transcribing clips without a transcript"):
+        known = read_transcripts(path)
+        missing = [u for u in todo if keys[u.id] not in known]
+        if missing:
+            from tqdm.auto import tqdm
+
+            from ..pipeline_crab import DEFAULT_ASR_MODEL, speech_recognizer, transcribe
+
+            named = asr_name or DEFAULT_ASR_MODEL
+            try:
+                asr = speech_recognizer(asr_name, training.device)
+            except Exception as error:
+                reason = " ".join(str(error.__cause__ or error).split())[:300]
+                raise SettingError(
+                    f"{len(todo)} clip(s) of --unlabelled_manifest have no transcript (the first: '{todo[0].audio}') "
+                    f"and the speech recognizer '{named}' cannot load ({reason}); give the manifest a text column, "
+                    "pass --asr_model a local speech recognizer, or --empty_transcripts audio_only"
+                ) from None
+            logger.info(f"transcribing {len(missing)} clips without a transcript with {named}, into {path}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as handle:
+                for u in tqdm(missing, desc="transcribing", unit="clip", disable=training.disable_tqdm):
+                    try:
+                        waveform = load_audio(u.audio, u.start, u.end, data.max_duration_s)
+                    except Exception as error:  # unreadable: the scan reports the row with its audio's problem
+                        logger.debug(f"'{u.audio}' was not transcribed: {error}")
+                        waveform = None
+                    text = ""  # unreadable, kept so that the other processes do not try again (a changed file would)
+                    if waveform is not None:
+                        span = [(0.0, len(waveform) / SAMPLING_RATE)]
+                        text = clean_transcript(transcribe(asr, waveform, SAMPLING_RATE, span)[0])
+                    known[keys[u.id]] = text
+                    handle.write(json.dumps({"key": keys[u.id], "text": text}) + "\n")
+                    handle.flush()
+            del asr
+    return [replace(u, text=known.get(keys[u.id], "")) if u.id in keys else u for u in rows]
+
+
+def read_transcripts(path: Path) -> dict[str, str]:
+    """`transcribe_rows`' transcripts by key; a line a killed run left half-written is skipped."""
+    known = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+                known[entry["key"]] = entry["text"]
+            except (ValueError, KeyError, TypeError):
+                continue
+    return known
+
+
 def unlabelled_rows(
     arguments: RunArguments, label_names: list[str], demo_clips: int = 0
 ) -> tuple[list[Utterance], dict[str, int]]:
-    """The rows of every `--unlabelled_manifest` (audio and transcripts; labels and splits there are unused), with
-    ids made unique across manifests, each row checked and its audio read once (`scan_manifest`); their lengths.
-    Without `--manifest` and `--unlabelled_manifest`, further demo clips (`demo_unlabelled_manifest`)."""
+    """The rows of every `--unlabelled_manifest` (`read_unlabelled`: audio, transcripts where there are; labels and
+    splits there are unused), with ids made unique across them, those without a transcript transcribed
+    (`transcribe_rows`), each row checked and its audio read once (`scan_manifest`); their lengths. Without
+    `--manifest` and `--unlabelled_manifest`, further demo clips (`demo_unlabelled_manifest`)."""
     manifests = arguments.distillation.unlabelled_manifest or []
     if not manifests and arguments.data.manifest is None and demo_clips:
         manifests = [demo_unlabelled_manifest(arguments, demo_clips, len(label_names))]
     rows = []
     for k, manifest in enumerate(manifests):
-        utterances = load_manifest(manifest, arguments.data.audio_root, needs_label=False)
+        utterances = read_unlabelled(manifest, arguments.data.audio_root)
         rows += [replace(u, id=f"{UNLABELLED}{k}:{u.id}", label="", split=UNLABELLED) for u in utterances]
     if not rows:
         return [], {}
+    rows = transcribe_rows(arguments, rows)
     scan = scan_manifest(
         rows,
         label_names,

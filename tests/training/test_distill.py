@@ -163,6 +163,70 @@ def test_a_student_of_the_demo_also_learns_from_further_demo_clips_of_other_voic
     assert unlabelled_rows(own, labels, demo_clips=12) == ([], {})
 
 
+def test_unlabelled_audio_without_a_transcript_is_transcribed_once(tmp_path, tiny_config, monkeypatch):
+    """A folder of audio files and a manifest without a text column: each clip is transcribed by --asr_model as the
+    student reads it (its first --max_duration_s seconds), once (a second run reads the transcripts kept in
+    output_dir); rows with a transcript keep theirs; with --empty_transcripts audio_only nothing is transcribed."""
+    from dataclasses import replace
+
+    from training_helpers import WORDS, write_tone
+
+    from modeling_crab import pipeline_crab
+    from modeling_crab.manifest import ManifestError, read_manifest
+    from modeling_crab.training.arguments import parse_arguments
+    from modeling_crab.training.distill import unlabelled_rows
+
+    heard, loaded = [], []
+
+    def recognizer(audio, **kwargs):  # a stand-in for the pipeline's Whisper: says how much audio it heard
+        heard.append(len(audio["raw"]))
+        return {"text": f"  {len(audio['raw'])} samples at {audio['sampling_rate']} "}
+
+    monkeypatch.setattr(
+        pipeline_crab, "speech_recognizer", lambda name, device=None: loaded.append(name) or recognizer
+    )
+    tiny_config.save_pretrained(tmp_path / "student_init")
+    with_text = write_corpus(tmp_path / "more", {"more": 1}, seed=5)
+    without_text = tmp_path / "more" / "no_text.csv"
+    without_text.write_text("id,audio\n" + "".join(f"{r['id']},{r['audio']}\n" for r in read_manifest(with_text)[:2]))
+    folder = tmp_path / "recordings"
+    write_tone(folder / "call" / "short.wav", 220.0, 0.6)
+    write_tone(folder / "long.wav", 220.0, 1.5)
+    (folder / "notes.txt").write_text("not audio")
+
+    def rows_of(*flags, sources=(with_text, without_text, folder)):
+        argv = ["--teacher", "t", "--output_dir", str(tmp_path / "out"), "--max_duration_s", "1.0", *flags]
+        arguments = parse_arguments(argv + ["--unlabelled_manifest", *map(str, sources)])
+        model = replace(arguments.model, model_name_or_path=str(tmp_path / "student_init"))
+        return unlabelled_rows(arguments._replace(model=model), ["angry", "happy", "neutral", "sad"])[0]
+
+    rows = rows_of("--asr_model", "my-recognizer")
+    texts = {u.id: u.text for u in rows}
+    assert [texts[f"unlabelled0:more_{label}_0"] for label in WORDS] == list(WORDS.values())  # kept
+    assert texts["unlabelled2:call/short.wav"] == "9600 samples at 16000"
+    assert texts["unlabelled2:long.wav"] == "16000 samples at 16000"  # the first second, as the student reads it
+    manifest_rows = [u for u in rows if u.id.startswith("unlabelled1:")]
+    assert len(manifest_rows) == 2 and all(u.text.endswith("samples at 16000") for u in manifest_rows)
+    assert loaded == ["my-recognizer"] and len(heard) == 4 and len(rows) == 8
+
+    heard.clear(), loaded.clear()
+    assert rows_of("--asr_model", "my-recognizer") == rows and heard == loaded == []  # read back, not transcribed
+    rows = rows_of("--asr_model", "another-recognizer")  # another recognizer's transcripts are its own
+    assert loaded == ["another-recognizer"] and len(heard) == 4
+
+    heard.clear(), loaded.clear()
+    with pytest.warns(UserWarning, match="4 row.s. have an empty transcript"):
+        audio_only = {u.id: u.text for u in rows_of("--empty_transcripts", "audio_only")}
+    assert audio_only["unlabelled2:long.wav"] == "" and heard == loaded == []
+
+    broken = tmp_path / "broken"  # a clip that cannot be read is not transcribed; the scan names it
+    write_tone(broken / "fine.wav", 220.0, 0.5)
+    (broken / "cut.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt ")
+    with pytest.raises(ManifestError, match="cut.wav"):
+        rows_of(sources=[broken])
+    assert heard == [8000]
+
+
 def test_tensors_of_another_shape_are_not_copied(teacher):
     """A student as wide as the teacher copies its head too; a narrower one keeps its own random head."""
     same_width = CrabForEmotionClassification(student_config(teacher.config, {"text": {"num_hidden_layers": 0.5}}))
@@ -238,19 +302,23 @@ def _save_teacher(folder, texts, attributes: bool) -> None:
 
 @pytest.mark.slow  # a teacher, two corpora, the teacher's outputs, training, evaluation and export: about 30 s
 def test_a_tiny_distillation_gives_a_student_that_loads_like_any_crab(tmp_path):
+    from tiny_whisper import build_tiny_whisper
     from transformers import AutoModel, pipeline
 
     from modeling_crab.cli import main
+    from modeling_crab.training.feature_cache import CachedFeatures
 
     manifest = write_corpus(tmp_path / "corpus", {"train": 2, "dev": 1, "test": 1}, attributes=True)
     extra = write_corpus(tmp_path / "more", {"more": 2}, seed=5)  # no labels needed: the teacher labels them
+    recordings = write_corpus(tmp_path / "recordings", {"calls": 1}, seed=7).parent / "wavs"  # audio alone
+    build_tiny_whisper(tmp_path / "whisper")  # a real transformers speech recognizer transcribes them
     teacher = tmp_path / "teacher"
     _save_teacher(teacher, ["i hate this", "what a great day", "the bus is late", "i miss her"], attributes=True)
     out = tmp_path / "student"
     flags = ["--max_steps", "2", "--disable_tqdm", "True", "--dataloader_num_workers", "0", "--tiny"]
     code = main(
         ["distill", str(teacher), "--manifest", str(manifest), "--output_dir", str(out), "--student", "tiny",
-         "--unlabelled_manifest", str(extra), *flags]
+         "--unlabelled_manifest", str(extra), str(recordings), "--asr_model", str(tmp_path / "whisper"), *flags]
     )  # fmt: skip
     assert code == 0
     import json
@@ -261,6 +329,10 @@ def test_a_tiny_distillation_gives_a_student_that_loads_like_any_crab(tmp_path):
     record = json.loads((out / "inference" / "config.json").read_text())["distillation"]
     assert record["teacher"] == str(teacher) and record["student"] == "tiny"
     assert (out / "teacher_outputs" / "train+unlabelled" / "index.json").is_file()
+    transcripts = [json.loads(line) for line in (out / "unlabelled_transcripts.jsonl").read_text().splitlines()]
+    assert len(transcripts) == 4 and all(entry["text"] for entry in transcripts)
+    labelled_by_teacher = CachedFeatures(out / "teacher_outputs" / "train+unlabelled").ids
+    assert len(labelled_by_teacher) == 8 + 8 + 4 and "unlabelled1:calls_sad_0.wav" in labelled_by_teacher
 
     classify = pipeline("speech-emotion-recognition", model=str(out / "inference"), trust_remote_code=True)
     answer = classify(str(manifest.parent / "wavs" / "test_sad_0.wav"), text="i miss her")

@@ -1,6 +1,6 @@
 """Bad input to distillation (`crab distill`, `train.py --teacher`): each case is stopped by one line that names the
-input and the fix, before the teacher's weights or any audio are read. Every test here is a row of
-docs/bad_input.md, under the same name."""
+input and the fix, before the teacher's weights are read (a teacher or a preset: before any audio is). Every test
+here is a row of docs/bad_input.md, under the same name."""
 
 from __future__ import annotations
 
@@ -78,6 +78,33 @@ def test_distill_manifest_without_audio(tmp_path, capsys):
     assert message == (
         f"manifest '{manifest}' (columns: id, label, split, text): no 'audio' column; add it (the audio file's path, "
         "relative to the manifest's folder or absolute)"
+    )
+
+
+def test_distill_unlabelled_audio_without_transcripts_and_no_speech_recognizer(tmp_path, capsys):
+    from test_distill import _save_teacher
+    from training_helpers import write_tone
+
+    teacher = tmp_path / "teacher"
+    _save_teacher(teacher, ["i miss her"], attributes=False)
+    manifest = write_corpus(tmp_path / "corpus", {"train": 1, "dev": 1})
+    recordings = tmp_path / "recordings"
+    write_tone(recordings / "call.wav", 220.0, 0.5)
+    missing = tmp_path / "no_such_recognizer"
+    argv = ["distill", str(teacher), "--manifest", str(manifest), "--output_dir", str(tmp_path / "out")]
+    message = _crab_error(capsys, [*argv, "--unlabelled_manifest", str(recordings), "--asr_model", str(missing)])
+    assert message.startswith(
+        f"1 clip(s) of --unlabelled_manifest have no transcript (the first: '{recordings / 'call.wav'}') and the "
+        f"speech recognizer '{missing}' cannot load ("
+    )
+    assert message.endswith(
+        "give the manifest a text column, pass --asr_model a local speech recognizer, or --empty_transcripts audio_only"
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _crab_error(capsys, [*argv, "--unlabelled_manifest", str(empty)]) == (
+        f"--unlabelled_manifest folder '{empty}' holds no audio files (.wav, .flac, .ogg, .opus, .mp3, in it or its "
+        "subfolders); pass the folder that holds them, or a manifest"
     )
 
 
