@@ -572,6 +572,7 @@ def annotate(
 
     started = time.monotonic()
     pipe = with_window_scoring(pipe)
+    check_buckets(pipe, pad_to_buckets)
     batch_size = batch_size or (64 if pipe.device.type == "cuda" else 16)
     num_workers = default_workers(ranks, pipe.device.type) if num_workers is None else num_workers
     folder = parts_folder(output)
@@ -687,6 +688,23 @@ def annotate(
         )
     ranks.barrier()
     return summary
+
+
+def check_buckets(pipe, pad_to_buckets) -> None:
+    """`--pad-to-buckets` (`pad_to_buckets=True`) needs the model's saved shape buckets and a head that masks padding;
+    else one `AnnotateInputError` before any audio is read, not a failed row for every recording."""
+    if pad_to_buckets is None or pad_to_buckets is False:
+        return
+    if pad_to_buckets is True and getattr(pipe.processor, "shape_buckets", None) is None:
+        raise AnnotateInputError(
+            "--pad-to-buckets pads to the shape buckets saved with the model, and it has none (it was trained "
+            "without train.py --shape_buckets); drop --pad-to-buckets"
+        )
+    if not getattr(pipe.model.config, "mask_padding", True):
+        raise AnnotateInputError(
+            "--pad-to-buckets pads windows, and this model's head does not mask padding (config.mask_padding=False, "
+            "the release recipe), so padding would change its scores; drop --pad-to-buckets"
+        )
 
 
 def write_parts_of(rows: list[dict], folder: Path) -> None:

@@ -144,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     annotate.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: each process's own GPU, else CPU)")
     annotate.add_argument("--bf16", action="store_true", help="bf16 autocast: for GPUs, scores within ~1.5e-2")
     annotate.add_argument(
+        "--pad-to-buckets",
+        action="store_true",
+        help="pad each batch to the model's shape buckets (train.py --shape_buckets): static shapes for a compiled model",
+    )
+    annotate.add_argument(
         "--no-tf32", dest="tf32", action="store_false", help="on GPUs, fp32 matmuls in full fp32 instead of TF32"
     )
     annotate.add_argument(
@@ -380,6 +385,7 @@ def annotate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             asr_model=args.asr_model,
             with_windows=args.windows,
             tf32=args.tf32,
+            pad_to_buckets=True if args.pad_to_buckets else None,
         )
     if summary is not None:
         print(summary.line(args.output))

@@ -94,6 +94,39 @@ def test_scores_are_the_pipelines_one_file_at_a_time(tiny_export, corpus, tmp_pa
             np.testing.assert_allclose(scores_of(window), [expected[name] for name in LABELS], atol=1e-5)
 
 
+def test_pad_to_buckets_reaches_the_pipeline_and_keeps_the_scores(tiny_export, corpus, tmp_path, monkeypatch):
+    """--pad-to-buckets: the windows are scored padded to the model's saved shape buckets (the pipeline's
+    `pad_to_buckets=True`), with the scores of unpadded batches."""
+    import shutil
+
+    from modeling_crab import annotate as corpus_annotation
+
+    _, _, checkpoint = tiny_export
+    _, _, manifest = corpus
+    bucketed = tmp_path / "bucketed"
+    shutil.copytree(checkpoint, bucketed)
+    saved = json.loads((bucketed / "processor_config.json").read_text())
+    saved["shape_buckets"] = {"audio": [16000, 40000], "text": [16, 48]}
+    (bucketed / "processor_config.json").write_text(json.dumps(saved))
+    asked, score_pool = [], corpus_annotation.score_pool
+    monkeypatch.setattr(
+        corpus_annotation,
+        "score_pool",
+        lambda pipe, pool, size, forward, *rest: (
+            asked.append(dict(forward)) or (score_pool(pipe, pool, size, forward, *rest))
+        ),
+    )
+    plain, padded = tmp_path / "plain.csv", tmp_path / "padded.csv"
+    assert annotate(manifest, "--model", bucketed, "--output", plain, "--batch-size", "3") == 0
+    assert asked and all(forward.get("pad_to_buckets") is None for forward in asked)
+    asked.clear()
+    assert annotate(manifest, "--model", bucketed, "--output", padded, "--batch-size", "3", "--pad-to-buckets") == 0
+    assert asked and all(forward["pad_to_buckets"] is True for forward in asked)
+    for got, expected in zip(rows_of(padded), rows_of(plain), strict=True):
+        assert got["error"] is None and got["prediction"] == expected["prediction"]
+        np.testing.assert_allclose(scores_of(got), scores_of(expected), atol=1e-5)
+
+
 def test_a_folder_a_dataset_and_csv_output_give_the_same_rows(tiny_export, corpus, tmp_path):
     """A folder of audio files (ids: their relative paths; --audio-only), a saved `datasets` folder with an audio
     column and a manifest without transcripts annotate the same recordings to the same scores, in Parquet or CSV."""

@@ -1,6 +1,6 @@
-"""Bad input to `crab annotate`: a bad input, output or manifest stops the run before the model loads with one line
-naming it and the fix; a bad recording becomes a row with its error. Every test here is a row of docs/bad_input.md,
-under the same name."""
+"""Bad input to `crab annotate`: a bad input, output or manifest stops the run before the model loads (a setting that
+needs the model's files: right after) with one line naming it and the fix; a bad recording becomes a row with its
+error. Every test here is a row of docs/bad_input.md, under the same name."""
 
 from __future__ import annotations
 
@@ -107,3 +107,35 @@ def test_annotate_unreadable_or_too_short_recordings_are_rows_with_their_error(c
     rows = {row["id"]: row for row in read_table(out)}
     assert "missing.wav' does not exist" in rows["missing"]["error"]
     assert "line 4 (id 'segment'): end=0.2 is not after start=0.5" in rows["segment"]["error"]
+
+
+def loaded_then_one_error_line(capsys) -> str:
+    """The one error line of a check that needs the loaded model: before it, only the weights' progress bar."""
+    lines = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()
+    said = [line for line in lines if line.strip() and "it/s]" not in line]
+    assert len(said) == 1 and said[0] == lines[-1] and said[0].startswith("crab: error: "), lines
+    return said[0]
+
+
+def test_annotate_pad_to_buckets_without_buckets_or_masked_padding(crab, tmp_path, capsys):
+    import json
+    import shutil
+
+    write_tone(tmp_path / "clips" / "a.wav", 200.0, 0.5)
+    args = [tmp_path / "clips", "--output", tmp_path / "out.csv", "--audio-only", "--pad-to-buckets"]
+    assert main(annotate(crab, *args)) == 1
+    assert loaded_then_one_error_line(capsys) == (
+        "crab: error: --pad-to-buckets pads to the shape buckets saved with the model, and it has none (it was "
+        "trained without train.py --shape_buckets); drop --pad-to-buckets"
+    )
+    unmasked = tmp_path / "unmasked"
+    shutil.copytree(crab[3], unmasked)
+    for name, key, value in (("processor_config.json", "shape_buckets", {"audio": [16000], "text": [16]}),
+                             ("config.json", "mask_padding", False)):  # fmt: skip
+        saved = json.loads((unmasked / name).read_text())
+        (unmasked / name).write_text(json.dumps({**saved, key: value}))
+    assert main(annotate((None, None, None, unmasked), *args)) == 1
+    assert "this model's head does not mask padding (config.mask_padding=False, the release recipe)" in (
+        loaded_then_one_error_line(capsys)
+    )
+    assert not (tmp_path / "out.csv").exists()
