@@ -258,7 +258,13 @@ def crab_objective(
 TEACHER_PREFIX = "teacher_"
 # the weights and temperature of `distillation_objective`, as `config.distillation` holds them (`train.py
 # --distill_*`); a student saved without one of them gets this value
-DISTILLATION_DEFAULTS = {"temperature": 2.0, "soft_weight": 1.0, "attribute_weight": 1.0, "label_weight": 1.0}
+DISTILLATION_DEFAULTS = {
+    "temperature": 2.0,
+    "soft_weight": 1.0,
+    "attribute_weight": 1.0,
+    "label_weight": 1.0,
+    "embedding_weight": 0.0,
+}
 
 
 def soft_label_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -270,7 +276,20 @@ def soft_label_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     return kl * temperature**2
 
 
-DISTILLATION_TERMS = ("soft_loss", "soft_attribute_loss")  # logged beside `objective_terms()` in a distilled run
+def similarity_preserving_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Tung and Mori's similarity-preserving distillation (ICCV 2019) of a batch's embeddings, student (B, Ds) and
+    teacher (B, Dt): `||G_s - G_t||_F^2 / B^2`, each `G` the (B, B) matrix of the embeddings' dot products with its
+    rows L2-normalised, in fp32. The student learns which clips the teacher finds alike, not its coordinates: the
+    widths may differ and no projection is trained, and it is 0 for the teacher's embeddings rotated or scaled."""
+
+    def similarities(embeddings: torch.Tensor) -> torch.Tensor:
+        flat = embeddings.float().flatten(1)
+        return F.normalize(flat @ flat.T, dim=1)  # (B, B)
+
+    return (similarities(student) - similarities(teacher)).pow(2).sum() / len(student) ** 2
+
+
+DISTILLATION_TERMS = ("soft_loss", "soft_attribute_loss", "embedding_loss")  # logged beside `objective_terms()`
 
 
 def distillation_objective(
@@ -278,10 +297,12 @@ def distillation_objective(
 ) -> CrabObjective:
     """A student's objective (`config.distillation`: `DISTILLATION_DEFAULTS`' keys): `soft_weight` times the
     soft-target term against the teacher's logits (`soft_label_loss` at `temperature`), `attribute_weight` times
-    `mean_a (1 - CCC_a)` of the student's attributes against the teacher's, and `label_weight` times the Crab
-    objective (`crab_objective`: CE, MLCS, the attribute labels) over the rows that have labels. `outputs` is the
-    student's forward without labels (`logits`, `attributes`, `csl_embeddings`); `teacher` the teacher's outputs by
-    batch key (`teacher_logits`, `teacher_attributes`); `labels` the batch's labels by head (`labels` (B,), -100 on a
+    `mean_a (1 - CCC_a)` of the student's attributes against the teacher's, `embedding_weight` times the
+    similarity-preserving term of the pooled bimodal embeddings (`similarity_preserving_loss`; 0: off), and
+    `label_weight` times the Crab objective (`crab_objective`: CE, MLCS, the attribute labels) over the rows that have
+    labels. `outputs` is the student's forward without labels (`logits`, `attributes`, `csl_embeddings`,
+    `pooled_output`); `teacher` the teacher's outputs by batch key (`teacher_logits`, `teacher_attributes`,
+    `teacher_embedding`); `labels` the batch's labels by head (`labels` (B,), -100 on a
     row without a class; `attribute_labels` (B, A), NaN where missing). Returns `CrabObjective(loss, terms)`: the
     terms of `objective_terms()` (over the labelled rows; None without any) then `DISTILLATION_TERMS`."""
     settings = {**DISTILLATION_DEFAULTS, **(getattr(config, "distillation", None) or {})}
@@ -315,6 +336,13 @@ def distillation_objective(
             )
             if matched is not None:
                 weighted.append(matched * settings["attribute_weight"])
+        embedding, teacher_embedding = (
+            getattr(outputs, "pooled_output", None),
+            teacher.get(TEACHER_PREFIX + "embedding"),
+        )
+        if settings["embedding_weight"] > 0 and embedding is not None and teacher_embedding is not None:
+            terms["embedding_loss"] = alike = similarity_preserving_loss(embedding, teacher_embedding)
+            weighted.append(alike * settings["embedding_weight"])
         if not weighted:
             weighted = [reference.float().sum() * 0.0]
         return CrabObjective(sum(weighted[1:], weighted[0]), terms)
@@ -335,5 +363,6 @@ __all__ = [
     "DISTILLATION_DEFAULTS",
     "DISTILLATION_TERMS",
     "soft_label_loss",
+    "similarity_preserving_loss",
     "distillation_objective",
 ]

@@ -91,6 +91,7 @@ class CrabClassifierOutput(ModelOutput):
         categories-only model.
     csl_embeddings: tap name -> (B, contrastive_dim), present in training or when asked for.
     ce_loss / mlcs_loss / attribute_loss: the objective's terms (None where the model or the batch has none).
+    pooled_output: (B, 4h) the bimodal embedding the output heads read (`CrabModelOutput.pooled_output`).
     audio_encoder_hidden_states ... cross_attentions: with `output_hidden_states` / `output_attentions`, as in
         `CrabModelOutput`.
     """
@@ -102,6 +103,7 @@ class CrabClassifierOutput(ModelOutput):
     ce_loss: torch.FloatTensor | None = None
     mlcs_loss: torch.FloatTensor | None = None
     attribute_loss: torch.FloatTensor | None = None
+    pooled_output: torch.FloatTensor | None = None
     audio_encoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
     text_encoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
     audio_head_hidden_states: tuple[torch.FloatTensor, ...] | None = None
@@ -923,6 +925,7 @@ class CrabForEmotionClassification(CrabPreTrainedModel):
             **objective,
             **predictions,
             csl_embeddings=csl_embeddings,
+            pooled_output=features.pooled_output,
             **{name: getattr(features, name) for name in HIDDEN_STATES_FIELDS + ATTENTIONS_FIELDS},
         )
 

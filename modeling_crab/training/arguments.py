@@ -237,8 +237,11 @@ class DistillationArguments:
     distill_attribute_weight: float = option(
         1.0, "weight of the teacher's attributes (1 - CCC against them)", check=NON_NEGATIVE
     )
+    distill_embedding_weight: float = option(
+        0.0, "weight of the teacher's clip similarities (pooled embeddings; 0: off)", check=NON_NEGATIVE
+    )
     distill_label_weight: float = option(
-        1.0, "weight of the Crab objective on the manifest's labels, over the rows that have them", check=NON_NEGATIVE
+        1.0, "weight of the Crab objective on the rows with labels", check=NON_NEGATIVE
     )
     teacher_cache: str | None = option(
         None,

@@ -265,6 +265,7 @@ def prepare_student(arguments: RunArguments) -> RunArguments:
                 "soft_weight": distillation.distill_soft_weight,
                 "attribute_weight": distillation.distill_attribute_weight,
                 "label_weight": distillation.distill_label_weight,
+                "embedding_weight": distillation.distill_embedding_weight,
             }
             student = build_student(teacher, distillation.student, distillation.teacher, loss_settings)
             student.save_pretrained(out)
@@ -287,7 +288,8 @@ def prepare_student(arguments: RunArguments) -> RunArguments:
 @torch.no_grad()
 def teacher_outputs(teacher: CrabForEmotionClassification, tensors: dict) -> tuple[dict, list[int], list[int]]:
     """What the teacher cache stores of a batch (`feature_cache.encoder_features`' contract): each clip's
-    `teacher_logits` (C,) and `teacher_attributes` (A,) where the teacher has them, fp32 on the CPU, and its frames and tokens."""
+    `teacher_logits` (C,) and `teacher_attributes` (A,) where the teacher has them and its pooled bimodal embedding
+    `teacher_embedding` (4h,), fp32 on the CPU, and its frames and tokens."""
     encoded = teacher.crab.encode(
         tensors["input_values"],
         tensors["input_ids"],
@@ -299,6 +301,7 @@ def teacher_outputs(teacher: CrabForEmotionClassification, tensors: dict) -> tup
         TEACHER_PREFIX + head.output: list(getattr(outputs, head.output).float().cpu())
         for head in heads_of(teacher.config)
     }
+    stored[TEACHER_PREFIX + "embedding"] = list(outputs.pooled_output.float().cpu())  # (4h,) per clip
     batch_size = len(tensors["input_values"])
     frames, tokens = encoded["frame_mask"], encoded["token_mask"]
     num_frames = frames.sum(1).tolist() if frames is not None else [encoded["speech_frames"].shape[1]] * batch_size
@@ -525,6 +528,14 @@ def add_teacher_outputs(arguments: RunArguments, datasets: dict, splits: dict, c
     cached = cache_teacher_outputs(teacher, processor, named, teacher_cache(arguments), arguments.training)
     del teacher
     train_targets = cached[f"{splits['train']}+{UNLABELLED}" if extra else splits["train"]]
+    if (
+        arguments.distillation.distill_embedding_weight > 0
+        and TEACHER_PREFIX + "embedding" not in train_targets.features
+    ):
+        raise ManifestError(
+            f"the teacher cache '{train_targets.cache_dir}' holds no embeddings of the teacher's (an earlier version "
+            "wrote it), and --distill_embedding_weight needs them; delete it to compute it again"
+        )
     return {**datasets, "train": WithTeacherOutputs(train, train_targets)}, DistillationCollator(collator)
 
 

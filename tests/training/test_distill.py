@@ -14,7 +14,13 @@ from training_helpers import write_corpus
 
 from modeling_crab import CrabForEmotionClassification, CrabProcessor, export_for_inference
 from modeling_crab.configuration_crab import min_audio_samples
-from modeling_crab.losses import concordance_loss, crab_objective, distillation_objective, soft_label_loss
+from modeling_crab.losses import (
+    concordance_loss,
+    crab_objective,
+    distillation_objective,
+    similarity_preserving_loss,
+    soft_label_loss,
+)
 from modeling_crab.training.distill import build_student, copy_from_teacher, layer_map, student_config
 from modeling_crab.training.tiny import build_tiny_tokenizer, tiny_crab_config
 
@@ -76,6 +82,35 @@ def test_distillation_objective_mixes_the_terms_with_labels_only_where_rows_have
     unlabelled = distillation_objective(outputs, teacher, {"labels": torch.full((4,), -100)}, tiny_config)
     assert unlabelled.ce_loss is None
     torch.testing.assert_close(unlabelled.loss, 0.5 * soft + 3.0 * matched)
+    assert unlabelled.embedding_loss is None  # embedding_weight 0 (the default): no embedding term
+
+    outputs.pooled_output, teacher["teacher_embedding"] = torch.randn(4, 8), torch.randn(4, 16)
+    tiny_config.distillation["embedding_weight"] = 4.0
+    embedded = distillation_objective(outputs, teacher, {"labels": torch.full((4,), -100)}, tiny_config)
+    alike = similarity_preserving_loss(outputs.pooled_output, teacher["teacher_embedding"])
+    torch.testing.assert_close(embedded.embedding_loss, alike)
+    torch.testing.assert_close(embedded.loss, 0.5 * soft + 3.0 * matched + 4.0 * alike)
+
+
+def test_similarity_preserving_loss_is_tung_and_moris_and_ignores_rotation_and_scale():
+    torch.manual_seed(3)
+    student, teacher = torch.randn(6, 5), torch.randn(6, 9)
+
+    def by_hand(a: np.ndarray, b: np.ndarray) -> float:
+        def normalised_gram(x):
+            g = x @ x.T
+            return g / np.linalg.norm(g, axis=1, keepdims=True)
+
+        return float(((normalised_gram(a) - normalised_gram(b)) ** 2).sum() / len(a) ** 2)
+
+    got = similarity_preserving_loss(student, teacher)
+    assert got.item() == pytest.approx(by_hand(student.double().numpy(), teacher.double().numpy()), rel=1e-5)
+    rotation, _ = torch.linalg.qr(torch.randn(9, 9))
+    assert similarity_preserving_loss(3.0 * teacher @ rotation, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    assert got.item() > 0.01
+    student.requires_grad_(True)
+    similarity_preserving_loss(student, teacher).backward()
+    assert torch.isfinite(student.grad).all() and student.grad.abs().sum() > 0
 
 
 def test_layer_map_spaces_the_teachers_layers_evenly_keeping_first_and_last():
@@ -257,12 +292,13 @@ def test_the_teachers_outputs_are_computed_once(teacher, tiny_processor, tmp_pat
     assert sum(encoded) == len(train) + len(dev) == 8
     item = first["train"][0]
     assert item["teacher_logits"].shape == (4,) and item["teacher_attributes"].shape == (2,)
+    assert item["teacher_embedding"].shape == (4 * teacher.config.fusion_hidden_size,)
     with torch.no_grad():  # the cached outputs are the teacher's for the clip as the student reads it
         batch = tiny_processor(audio=[train[0]["audio"]], text=[train[0]["text"]], sampling_rate=16000)
-        expected = teacher(**batch).logits[0]
-    torch.testing.assert_close(
-        first["train"][first["train"].ids.index(train[0]["id"])]["teacher_logits"], expected, atol=1e-5, rtol=0
-    )
+        expected = teacher(**batch)
+    cached = first["train"][first["train"].ids.index(train[0]["id"])]
+    torch.testing.assert_close(cached["teacher_logits"], expected.logits[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(cached["teacher_embedding"], expected.pooled_output[0], atol=1e-5, rtol=0)
 
     encoded.clear()
     again = cache_teacher_outputs(teacher, tiny_processor, {"train": train, "dev": dev}, tmp_path / "cache", training)
@@ -318,7 +354,8 @@ def test_a_tiny_distillation_gives_a_student_that_loads_like_any_crab(tmp_path):
     flags = ["--max_steps", "2", "--disable_tqdm", "True", "--dataloader_num_workers", "0", "--tiny"]
     code = main(
         ["distill", str(teacher), "--manifest", str(manifest), "--output_dir", str(out), "--student", "tiny",
-         "--unlabelled_manifest", str(extra), str(recordings), "--asr_model", str(tmp_path / "whisper"), *flags]
+         "--unlabelled_manifest", str(extra), str(recordings), "--asr_model", str(tmp_path / "whisper"),
+         "--distill_embedding_weight", "2", "--logging_steps", "1", *flags]
     )  # fmt: skip
     assert code == 0
     import json
@@ -328,6 +365,9 @@ def test_a_tiny_distillation_gives_a_student_that_loads_like_any_crab(tmp_path):
     assert "teacher_test_uar" in results and "teacher_eval_ccc_arousal" in results
     record = json.loads((out / "inference" / "config.json").read_text())["distillation"]
     assert record["teacher"] == str(teacher) and record["student"] == "tiny"
+    assert record["embedding_weight"] == 2.0
+    logged = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert any(entry.get("embedding_loss", 0) > 0 for entry in logged)  # the term was computed in training
     assert (out / "teacher_outputs" / "train+unlabelled" / "index.json").is_file()
     transcripts = [json.loads(line) for line in (out / "unlabelled_transcripts.jsonl").read_text().splitlines()]
     assert len(transcripts) == 4 and all(entry["text"] for entry in transcripts)
