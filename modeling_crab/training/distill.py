@@ -447,8 +447,11 @@ def transcribe_rows(arguments: RunArguments, rows: list[Utterance]) -> list[Utte
                 ) from None
             logger.info(f"transcribing {len(missing)} clips without a transcript with {named}, into {path}")
             path.parent.mkdir(parents=True, exist_ok=True)
+            ended = not path.is_file() or path.read_bytes()[-1:] in (b"", b"\n")  # a stopped run's line cut short
             with path.open("a") as handle:
-                for u in tqdm(missing, desc="transcribing", unit="clip", disable=training.disable_tqdm):
+                handle.write("" if ended else "\n")
+                bar = tqdm(missing, desc="transcribing", unit="clip", disable=True if training.disable_tqdm else None)
+                for u in bar:  # on a terminal, as every progress bar here
                     try:
                         waveform = load_audio(u.audio, u.start, u.end, data.max_duration_s)
                     except Exception as error:  # unreadable: the scan reports the row with its audio's problem

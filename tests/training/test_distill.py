@@ -246,6 +246,11 @@ def test_unlabelled_audio_without_a_transcript_is_transcribed_once(tmp_path, tin
 
     heard.clear(), loaded.clear()
     assert rows_of("--asr_model", "my-recognizer") == rows and heard == loaded == []  # read back, not transcribed
+    kept = tmp_path / "out" / "unlabelled_transcripts.jsonl"
+    kept.write_text(kept.read_text()[:-10])  # a run stopped while writing its last transcript
+    assert rows_of("--asr_model", "my-recognizer") == rows and len(heard) == 1  # that one clip again
+    heard.clear(), loaded.clear()
+    assert rows_of("--asr_model", "my-recognizer") == rows and heard == loaded == []
     rows = rows_of("--asr_model", "another-recognizer")  # another recognizer's transcripts are its own
     assert loaded == ["another-recognizer"] and len(heard) == 4
 
