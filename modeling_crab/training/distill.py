@@ -434,16 +434,23 @@ def transcribe_rows(arguments: RunArguments, rows: list[Utterance]) -> list[Utte
             from tqdm.auto import tqdm
 
             from ..pipeline_crab import DEFAULT_ASR_MODEL, speech_recognizer, transcribe
+            from .run import check_model_sources
 
             named = asr_name or DEFAULT_ASR_MODEL
+            without = f"{len(todo)} clip(s) of --unlabelled_manifest have no transcript (the first: '{todo[0].audio}')"
+            fixes = (
+                "give the manifest a text column, pass --asr_model a local speech recognizer, or --empty_transcripts "
+            )
+            fixes += "audio_only"
             try:
+                check_model_sources([("--asr_model", named)], fixes)  # at once, not after the Hub's retries
                 asr = speech_recognizer(asr_name, training.device)
+            except SettingError as error:
+                raise SettingError(f"{without}, and {error}") from None
             except Exception as error:
                 reason = " ".join(str(error.__cause__ or error).split())[:300]
                 raise SettingError(
-                    f"{len(todo)} clip(s) of --unlabelled_manifest have no transcript (the first: '{todo[0].audio}') "
-                    f"and the speech recognizer '{named}' cannot load ({reason}); give the manifest a text column, "
-                    "pass --asr_model a local speech recognizer, or --empty_transcripts audio_only"
+                    f"{without}, and the speech recognizer '{named}' cannot load ({reason}); {fixes}"
                 ) from None
             logger.info(f"transcribing {len(missing)} clips without a transcript with {named}, into {path}")
             path.parent.mkdir(parents=True, exist_ok=True)

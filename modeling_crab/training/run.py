@@ -254,33 +254,31 @@ def encoder_configs(arguments: RunArguments) -> tuple:
 _UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError)
 
 
-def check_model_sources(sources: list[tuple[str, str]]) -> None:
+def check_model_sources(sources: list[tuple[str, str]], fixes: str | None = None) -> None:
     """Each (flag, source) a model config can be read from before it is read: a local folder with a config.json, a
     Hub repo whose config.json is in the Hub cache (read as before, online or off), or a repo the Hub answers for.
     A source that needs the Hub is asked for once, without retries: where the Hub cannot be reached (no network,
     offline mode, a closed HF_ENDPOINT) or has no such repo, one `SettingError` names every source it could not get
     and the fixes, at once rather than after huggingface_hub's retries (half a minute a file). Anything else (a repo
-    without a config.json, a gated one, a Hub error) is left to `from_pretrained`, which reports it."""
+    without a config.json, a gated one, a Hub error) is left to `from_pretrained`, which reports it. `fixes`: what
+    the messages offer instead (default: local model folders, or a trial with tiny random encoders)."""
     uncached = []
     for flag, source in sources:
         instead = f"pass a model's folder (what save_pretrained writes: its {CONFIG_NAME} and weights), a Hub repo id"
+        instead = f"{instead}, or {_tiny_trial([flag])}" if fixes is None else fixes
         if os.path.isdir(source) and not os.path.isfile(os.path.join(source, CONFIG_NAME)):
-            raise SettingError(
-                f"{flag} '{source}': the folder has no {CONFIG_NAME}; {instead}, or {_tiny_trial([flag])}"
-            )
+            raise SettingError(f"{flag} '{source}': the folder has no {CONFIG_NAME}; {instead}")
         if os.path.exists(source):
             continue
         if not _is_repo_id(source):
-            raise SettingError(
-                f"{flag} '{source}': no such folder, and not a Hub repo id; {instead}, or {_tiny_trial([flag])}"
-            )
+            raise SettingError(f"{flag} '{source}': no such folder, and not a Hub repo id; {instead}")
         if not isinstance(try_to_load_from_cache(source, CONFIG_NAME), str):
             uncached.append((flag, source))
     if not uncached:
         return
     named = _named(uncached)
     where = f"{_not_local(uncached)}, not in the Hub cache ({constants.HF_HUB_CACHE})"
-    fixes = _source_fixes([flag for flag, _ in uncached])
+    fixes = _source_fixes([flag for flag, _ in uncached]) if fixes is None else fixes
     if is_offline_mode():
         variable = "HF_HUB_OFFLINE" if os.environ.get("HF_HUB_OFFLINE") else "TRANSFORMERS_OFFLINE"
         raise SettingError(
@@ -307,8 +305,7 @@ def check_model_sources(sources: list[tuple[str, str]]) -> None:
     if missing:
         raise SettingError(
             f"{_named(missing)}: {_not_local(missing)}, and the Hub ({constants.ENDPOINT}) has no such repo (a "
-            "private one needs `hf auth login`); pass a Hub repo id or "
-            + _source_fixes([flag for flag, _ in missing]).removeprefix("pass ")
+            "private one needs `hf auth login`); pass a Hub repo id or " + fixes.removeprefix("pass ")
         )
 
 

@@ -92,14 +92,14 @@ def test_distill_unlabelled_audio_without_transcripts_and_no_speech_recognizer(t
     write_tone(recordings / "call.wav", 220.0, 0.5)
     missing = tmp_path / "no_such_recognizer"
     argv = ["distill", str(teacher), "--manifest", str(manifest), "--output_dir", str(tmp_path / "out")]
+    without = f"1 clip(s) of --unlabelled_manifest have no transcript (the first: '{recordings / 'call.wav'}'), and"
+    fixes = "give the manifest a text column, pass --asr_model a local speech recognizer, or --empty_transcripts audio_only"
     message = _crab_error(capsys, [*argv, "--unlabelled_manifest", str(recordings), "--asr_model", str(missing)])
-    assert message.startswith(
-        f"1 clip(s) of --unlabelled_manifest have no transcript (the first: '{recordings / 'call.wav'}') and the "
-        f"speech recognizer '{missing}' cannot load ("
-    )
-    assert message.endswith(
-        "give the manifest a text column, pass --asr_model a local speech recognizer, or --empty_transcripts audio_only"
-    )
+    assert message == f"{without} --asr_model '{missing}': no such folder, and not a Hub repo id; {fixes}"
+    not_a_model = tmp_path / "notes"
+    not_a_model.mkdir()
+    message = _crab_error(capsys, [*argv, "--unlabelled_manifest", str(recordings), "--asr_model", str(not_a_model)])
+    assert message == f"{without} --asr_model '{not_a_model}': the folder has no config.json; {fixes}"
     empty = tmp_path / "empty"
     empty.mkdir()
     assert _crab_error(capsys, [*argv, "--unlabelled_manifest", str(empty)]) == (
