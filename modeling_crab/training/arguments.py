@@ -223,12 +223,12 @@ class DistillationArguments:
     student: str = option("small", "the student's size: a preset of presets/students/", tuple(student_preset_names()))
     unlabelled_manifest: list[str] | None = option(
         None,
-        "manifests or folders of further audio, labels unneeded: the teacher labels them for the student; clips "
-        "without a transcript are transcribed by --asr_model",
+        "manifests, folders or files of further audio, labels unneeded: the teacher labels them for the student; "
+        "clips without a transcript are transcribed by --asr_model",
     )
     asr_model: str | None = option(
         None,
-        "their speech recognizer (none: the pipeline's Whisper); with --empty_transcripts audio_only, none",
+        "their speech recognizer (none: the pipeline's Whisper)",
     )
     distill_temperature: float = option(
         2.0, "T of the soft-target term (scaled by T^2, as Hinton et al.)", check=POSITIVE
@@ -245,7 +245,7 @@ class DistillationArguments:
     )
     teacher_cache: str | None = option(
         None,
-        "where the teacher's outputs are cached, reused while unchanged (none: output_dir/teacher_outputs)",
+        "where the teacher's outputs are cached (none: output_dir/teacher_outputs)",
     )
 
 

@@ -393,11 +393,19 @@ def demo_unlabelled_manifest(arguments: RunArguments, demo_clips: int, num_class
 
 
 def read_unlabelled(source: str, audio_root: str | None) -> list[Utterance]:
-    """The rows of one `--unlabelled_manifest`: a manifest's (`load_manifest`; text and labels optional), or a
-    folder's audio files (`audio.audio_files`, recursively; the relative path is the id), none of them transcribed."""
+    """The rows of one `--unlabelled_manifest`: a manifest's (`load_manifest`; text and labels optional), a folder's
+    audio files (`audio.audio_files`, recursively; the relative path is the id) or one audio file's (a shell's
+    `calls/*.wav`), those without a transcript not yet transcribed."""
     from ..audio import AUDIO_SUFFIXES, audio_files
 
     path = Path(source).expanduser()
+    if not path.exists():
+        raise ManifestError(
+            f"--unlabelled_manifest '{source}' does not exist; pass manifests (CSV, JSONL or saved datasets folders), "
+            "folders of audio files or audio files"
+        )
+    if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES:
+        return [Utterance(id=source, audio=str(path.resolve()), text="", label="", where=source)]
     if not path.is_dir() or is_saved_dataset(path):
         return load_manifest(source, audio_root, needs_label=False, needs_text=False)
     files = audio_files(path)

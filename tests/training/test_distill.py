@@ -208,6 +208,7 @@ def test_unlabelled_audio_without_a_transcript_is_transcribed_once(tmp_path, tin
 
     from modeling_crab import pipeline_crab
     from modeling_crab.manifest import ManifestError, read_manifest
+    from modeling_crab.training import run
     from modeling_crab.training.arguments import parse_arguments
     from modeling_crab.training.distill import unlabelled_rows
 
@@ -220,6 +221,7 @@ def test_unlabelled_audio_without_a_transcript_is_transcribed_once(tmp_path, tin
     monkeypatch.setattr(
         pipeline_crab, "speech_recognizer", lambda name, device=None: loaded.append(name) or recognizer
     )
+    monkeypatch.setattr(run, "check_model_sources", lambda sources, fixes=None: None)  # the stand-in needs no Hub
     tiny_config.save_pretrained(tmp_path / "student_init")
     with_text = write_corpus(tmp_path / "more", {"more": 1}, seed=5)
     without_text = tmp_path / "more" / "no_text.csv"
@@ -258,6 +260,12 @@ def test_unlabelled_audio_without_a_transcript_is_transcribed_once(tmp_path, tin
     with pytest.warns(UserWarning, match="4 row.s. have an empty transcript"):
         audio_only = {u.id: u.text for u in rows_of("--empty_transcripts", "audio_only")}
     assert audio_only["unlabelled2:long.wav"] == "" and heard == loaded == []
+
+    files = rows_of("--asr_model", "my-recognizer", sources=[folder / "long.wav", folder / "call" / "short.wav"])
+    assert [(u.id, u.text) for u in files] == [  # audio files named one by one (a shell's calls/*.wav)
+        (f"unlabelled0:{folder / 'long.wav'}", "16000 samples at 16000"),
+        (f"unlabelled1:{folder / 'call' / 'short.wav'}", "9600 samples at 16000"),
+    ]
 
     broken = tmp_path / "broken"  # a clip that cannot be read is not transcribed; the scan names it
     write_tone(broken / "fine.wav", 220.0, 0.5)

@@ -100,6 +100,10 @@ def test_distill_unlabelled_audio_without_transcripts_and_no_speech_recognizer(t
     not_a_model.mkdir()
     message = _crab_error(capsys, [*argv, "--unlabelled_manifest", str(recordings), "--asr_model", str(not_a_model)])
     assert message == f"{without} --asr_model '{not_a_model}': the folder has no config.json; {fixes}"
+    assert _crab_error(capsys, [*argv, "--unlabelled_manifest", str(tmp_path / "calls")]) == (
+        f"--unlabelled_manifest '{tmp_path / 'calls'}' does not exist; pass manifests (CSV, JSONL or saved datasets "
+        "folders), folders of audio files or audio files"
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
     assert _crab_error(capsys, [*argv, "--unlabelled_manifest", str(empty)]) == (
