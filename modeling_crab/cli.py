@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument(
         "--unlabelled_manifest",
         nargs="+",
-        help="manifests or folders of further audio for the teacher to label (no transcript: --asr_model makes one)",
+        help="manifests, folders or files of further audio for the teacher to label (no transcript: --asr_model)",
     )
     return parser
 
