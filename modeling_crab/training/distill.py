@@ -436,35 +436,18 @@ def transcribe_rows(arguments: RunArguments, rows: list[Utterance]) -> list[Utte
 
     keys = {u.id: key(u) for u in todo}
     with training.main_process_first(desc="transcribing clips without a transcript"):
-        known = read_transcripts(path)
+        known, ended = kept_transcripts(path)
         missing = [u for u in todo if keys[u.id] not in known]
         if missing:
             from tqdm.auto import tqdm
 
-            from ..pipeline_crab import DEFAULT_ASR_MODEL, speech_recognizer, transcribe
-            from .run import check_model_sources
+            from ..pipeline_crab import transcribe
 
-            named = asr_name or DEFAULT_ASR_MODEL
-            without = f"{len(todo)} clip(s) of --unlabelled_manifest have no transcript (the first: '{todo[0].audio}')"
-            fixes = (
-                "give the manifest a text column, pass --asr_model a local speech recognizer, or --empty_transcripts "
-            )
-            fixes += "audio_only"
-            try:
-                check_model_sources([("--asr_model", named)], fixes)  # at once, not after the Hub's retries
-                asr = speech_recognizer(asr_name, training.device)
-            except SettingError as error:
-                raise SettingError(f"{without}, and {error}") from None
-            except Exception as error:
-                reason = " ".join(str(error.__cause__ or error).split())[:300]
-                raise SettingError(
-                    f"{without}, and the speech recognizer '{named}' cannot load ({reason}); {fixes}"
-                ) from None
+            asr, named = load_recognizer(asr_name, todo, training.device)
             logger.info(f"transcribing {len(missing)} clips without a transcript with {named}, into {path}")
             path.parent.mkdir(parents=True, exist_ok=True)
-            ended = not path.is_file() or path.read_bytes()[-1:] in (b"", b"\n")  # a stopped run's line cut short
             with path.open("a") as handle:
-                handle.write("" if ended else "\n")
+                handle.write("" if ended else "\n")  # after a line a stopped run cut short
                 bar = tqdm(missing, desc="transcribing", unit="clip", disable=True if training.disable_tqdm else None)
                 for u in bar:  # on a terminal, as every progress bar here
                     try:
@@ -483,17 +466,39 @@ def transcribe_rows(arguments: RunArguments, rows: list[Utterance]) -> list[Utte
     return [replace(u, text=known.get(keys[u.id], "")) if u.id in keys else u for u in rows]
 
 
-def read_transcripts(path: Path) -> dict[str, str]:
-    """`transcribe_rows`' transcripts by key; a line a killed run left half-written is skipped."""
+def load_recognizer(asr_name: str | None, todo: list[Utterance], device) -> tuple[object, str]:
+    """The speech recognizer `--asr_model` names (`pipeline_crab.speech_recognizer`) and its name, checked first
+    where it needs the Hub (`run.check_model_sources`: at once, not after the Hub's retries); one that cannot be
+    had is a `SettingError` naming the clips that need it and the fixes."""
+    from ..pipeline_crab import DEFAULT_ASR_MODEL, speech_recognizer
+    from .run import check_model_sources
+
+    named = asr_name or DEFAULT_ASR_MODEL
+    without = f"{len(todo)} clip(s) of --unlabelled_manifest have no transcript (the first: '{todo[0].audio}')"
+    fixes = "give the manifest a text column, pass --asr_model a local speech recognizer, or --empty_transcripts "
+    fixes += "audio_only"
+    try:
+        check_model_sources([("--asr_model", named)], fixes)
+        return speech_recognizer(asr_name, device), named
+    except SettingError as error:
+        raise SettingError(f"{without}, and {error}") from None
+    except Exception as error:
+        reason = " ".join(str(error.__cause__ or error).split())[:300]
+        raise SettingError(f"{without}, and the speech recognizer '{named}' cannot load ({reason}); {fixes}") from None
+
+
+def kept_transcripts(path: Path) -> tuple[dict[str, str], bool]:
+    """`transcribe_rows`' transcripts by key (a line a stopped run left half-written is skipped), and whether the
+    file ends where a line ends (no file: it does)."""
+    text = path.read_text() if path.is_file() else ""
     known = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-                known[entry["key"]] = entry["text"]
-            except (ValueError, KeyError, TypeError):
-                continue
-    return known
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+            known[entry["key"]] = entry["text"]
+        except (ValueError, KeyError, TypeError):
+            continue
+    return known, text.endswith("\n") or not text
 
 
 def unlabelled_rows(
